@@ -1,0 +1,124 @@
+"""Split one batch's instances over N independent runs (hosts, Kubernetes pods, Slurm array tasks).
+
+Semantics:
+
+* Shards are numbered ``0 .. N-1`` and written ``I/N`` (``--shard 2/3`` is the third of three).
+* Which shard runs an instance depends only on the instance's *name* and on N — never on its position in the batch
+  file. The assignment is rendezvous (highest-random-weight) hashing over SHA-256, so it is the same on every host,
+  Python version and architecture. Consequences: adding or removing an instance moves no other instance; changing N
+  from N to N+1 moves only the instances the new shard takes (about 1/(N+1) of them).
+* The split is by hash, not round-robin, so shard sizes vary (30 instances over 3 shards may give 8/10/12). A shard
+  may even be empty; running it then is a no-op.
+* Budgets in the batch file are per run, hence per shard, unless the run divides them (``--budget-share auto``
+  divides the overall budgets by N).
+
+Where the shard comes from (:func:`shard_from_env`, first match wins):
+
+``ORCHESTRATOR_PEX_SHARD=I/N``
+    explicit, for any scheduler.
+``JOB_COMPLETION_INDEX`` + ``ORCHESTRATOR_PEX_SHARD_COUNT``
+    Kubernetes Indexed Job. Kubernetes exports the pod's index but not ``.spec.completions``, so the manifest must
+    set ``ORCHESTRATOR_PEX_SHARD_COUNT`` to the same number as ``completions``.
+``SLURM_ARRAY_TASK_ID`` + ``SLURM_ARRAY_TASK_COUNT``
+    Slurm job array. The index is ``(TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP`` so ``--array=1-8``
+    and ``--array=0-14:2`` work; the array must be an evenly stepped range (not a list such as ``1,5,9``).
+    ``ORCHESTRATOR_PEX_SHARD_COUNT``, when set, overrides ``SLURM_ARRAY_TASK_COUNT``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable, Mapping, Optional, Tuple
+
+from orchestrator_pex.errors import UsageError
+
+ENV_SHARD = "ORCHESTRATOR_PEX_SHARD"
+ENV_COUNT = "ORCHESTRATOR_PEX_SHARD_COUNT"
+
+
+def _weight(name: str, index: int) -> bytes:
+    return hashlib.sha256(f"orchestrator-pex-shard\0{index}\0{name}".encode("utf-8")).digest()
+
+
+def shard_of(name: str, count: int) -> int:
+    """The shard (0-based) that runs instance *name* when the batch is split *count* ways."""
+    _check(0, count)
+    return max(range(count), key=lambda i: _weight(name, i))
+
+
+def select(names: Iterable[str], index: int, count: int) -> list[str]:
+    """The names shard *index* of *count* runs, in their original order.
+
+    The union of ``select(names, i, count)`` over ``i in range(count)`` is *names*, and the selections are disjoint.
+    """
+    _check(index, count)
+    return [n for n in names if shard_of(n, count) == index]
+
+
+def _check(index: int, count: int) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UsageError(f"shard count must be a whole number of at least 1, got {count!r}")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+        raise UsageError(f"shard index must be between 0 and {count - 1} for {count} shards, got {index!r}")
+
+
+def _int(text: str, what: str) -> int:
+    text = text.strip()
+    if not text or not (text.isdigit() or (text[0] in "+-" and text[1:].isdigit())) or not text.isascii():
+        raise UsageError(f"{what}: expected a whole number, got {text!r}")
+    return int(text)
+
+
+def parse_shard(text: str, what: str = "--shard") -> Tuple[int, int]:
+    """Parse ``"I/N"`` (0-based index I of N shards) into ``(I, N)``; UsageError with the accepted form otherwise."""
+    parts = str(text).split("/")
+    if len(parts) != 2:
+        raise UsageError(f"{what}: expected INDEX/COUNT such as 0/3 (index counts from 0), got {text!r}")
+    index, count = _int(parts[0], f"{what} index"), _int(parts[1], f"{what} count")
+    if count < 1:
+        raise UsageError(f"{what}: the shard count must be at least 1, got {text!r}")
+    if not 0 <= index < count:
+        raise UsageError(f"{what}: the index counts from 0 and must be below the count ({count}), got {text!r}")
+    return index, count
+
+
+def shard_from_env(environ: Mapping[str, str]) -> Optional[Tuple[int, int]]:
+    """The ``(index, count)`` a scheduler assigned this process through its environment, or None (see module doc)."""
+    explicit = environ.get(ENV_SHARD, "").strip()
+    if explicit:
+        return parse_shard(explicit, ENV_SHARD)
+    count_override = environ.get(ENV_COUNT, "").strip()
+    k8s_index = environ.get("JOB_COMPLETION_INDEX", "").strip()
+    if k8s_index:
+        if not count_override:
+            raise UsageError(
+                f"JOB_COMPLETION_INDEX is set (Kubernetes Indexed Job) but {ENV_COUNT} is not: set it in the pod "
+                "template to the Job's .spec.completions"
+            )
+        return _checked(_int(k8s_index, "JOB_COMPLETION_INDEX"), _int(count_override, ENV_COUNT), "JOB_COMPLETION_INDEX")
+    task_id = environ.get("SLURM_ARRAY_TASK_ID", "").strip()
+    if task_id:
+        tid = _int(task_id, "SLURM_ARRAY_TASK_ID")
+        low = _int(environ.get("SLURM_ARRAY_TASK_MIN", "0") or "0", "SLURM_ARRAY_TASK_MIN")
+        step = _int(environ.get("SLURM_ARRAY_TASK_STEP", "1") or "1", "SLURM_ARRAY_TASK_STEP")
+        if count_override:
+            count = _int(count_override, ENV_COUNT)
+        elif environ.get("SLURM_ARRAY_TASK_COUNT", "").strip():
+            count = _int(environ["SLURM_ARRAY_TASK_COUNT"], "SLURM_ARRAY_TASK_COUNT")
+        else:
+            raise UsageError(f"SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_COUNT nor {ENV_COUNT} is")
+        if step < 1 or (tid - low) % step:
+            raise UsageError(
+                f"Slurm array task {tid} is not on the range {low}..:{step}: use an evenly stepped --array range "
+                "such as 0-7 or 1-8, not a list"
+            )
+        return _checked((tid - low) // step, count, "SLURM_ARRAY_TASK_ID")
+    return None
+
+
+def _checked(index: int, count: int, source: str) -> Tuple[int, int]:
+    if count < 1:
+        raise UsageError(f"{source}: the shard count must be at least 1, got {count}")
+    if not 0 <= index < count:
+        raise UsageError(f"{source}: shard index {index} is outside 0..{count - 1} ({count} shards)")
+    return index, count
