@@ -1,0 +1,68 @@
+"""Command line: parse arguments, dispatch to one command module, turn errors into exit statuses.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``. Command modules
+import only the standard library at module level, so building the parser stays cheap; a command imports trio, attrs
+and cattrs when it runs. Every :class:`~orchestrator_pex.errors.OrchestratorError` becomes one line on stderr and its
+documented exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from orchestrator_pex import errors
+from orchestrator_pex.version import version
+
+#: subcommand -> (module, one-line help). Hidden commands have help None.
+COMMANDS = {
+    "run": ("orchestrator_pex.commands.run", "run a batch file"),
+    "validate": ("orchestrator_pex.commands.validate", "check a batch file without running it"),
+    "init": ("orchestrator_pex.commands.init", "write a commented example batch file"),
+    "demo": ("orchestrator_pex.commands.demo", "run the built-in demo batch (no Claude account needed)"),
+    "agent-sim": ("orchestrator_pex.agent_sim", None),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator-pex",
+        description="Run batches of headless Claude Code instances in parallel with exact accounting and budgets.",
+    )
+    parser.add_argument("--version", action="version", version=f"orchestrator-pex {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        kwargs = {"help": help_text} if help_text else {}
+        if name == "agent-sim":
+            # The demo agent takes Claude Code's own argv; it parses it itself.
+            p = sub.add_parser(name, add_help=False, **kwargs)
+            p.add_argument("agent_argv", nargs=argparse.REMAINDER)
+        else:
+            p = sub.add_parser(name, description=help_text, **kwargs)
+            importlib.import_module(module_name).add_arguments(p)
+        p.set_defaults(_module=module_name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["agent-sim"]:  # fast path: the demo agent is started once per instance
+        from orchestrator_pex import agent_sim
+
+        return agent_sim.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help(sys.stderr)
+        return errors.EXIT_USAGE
+    try:
+        return importlib.import_module(args._module).main(args)
+    except errors.OrchestratorError as exc:
+        print(f"orchestrator-pex: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return errors.EXIT_SIGINT
+    except BrokenPipeError:
+        return errors.EXIT_FAILED

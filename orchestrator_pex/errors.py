@@ -1,0 +1,59 @@
+"""Exit statuses and the one family of errors the command line turns into a one-line message.
+
+Every error a user can cause is built here, so messages keep one shape: ``FILE: KEY.PATH: what was expected, got X``.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0  #: every instance succeeded
+EXIT_FAILED = 1  #: at least one instance did not succeed
+EXIT_USAGE = 2  #: bad batch file, bad arguments, failed preflight
+EXIT_BUDGET = 3  #: a blocking budget stopped the batch
+EXIT_LOCKED = 75  #: another run of the same batch holds the lock (EX_TEMPFAIL)
+EXIT_SIGINT = 130  #: interrupted by SIGINT
+EXIT_SIGTERM = 143  #: interrupted by SIGTERM
+
+
+class OrchestratorError(Exception):
+    """An error with a one-line message for the user and the exit status it maps to."""
+
+    exit_status = EXIT_USAGE
+
+
+class UsageError(OrchestratorError):
+    """Bad arguments or an environment the run cannot start in (exit 2)."""
+
+
+class ConfigError(OrchestratorError):
+    """A batch (or policy) file is malformed: names the file, the key path and what was expected (exit 2)."""
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        self.file, self.key, self.message = file, key, message
+        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+
+class LockHeld(OrchestratorError):
+    """Another run holds the batch's lock (exit 75)."""
+
+    exit_status = EXIT_LOCKED
+
+
+class RunDirError(OrchestratorError):
+    """The run directory or its journal cannot be written or read (exit 1: results so far are kept)."""
+
+    exit_status = EXIT_FAILED
+
+
+def describe(value: object) -> str:
+    """How a bad value is quoted in a message: short, JSON-like, never multi-line."""
+    if isinstance(value, str):
+        text = '"' + value.replace("\n", "\\n") + '"'
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, dict):
+        text = "a table"
+    elif isinstance(value, list):
+        text = "a list"
+    else:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + '..."'
