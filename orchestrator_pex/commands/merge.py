@@ -1,0 +1,273 @@
+"""``orchestrator-pex merge RESULTS.json... [-o OUT]``: combine the results documents of one sharded batch into one.
+
+Each input is a results document written by ``run`` (``results.json`` or the stdout of ``run --json``); a run
+directory may be given instead of its ``results.json``. The merge refuses, with exit 2 and one line naming the
+files:
+
+* documents of different batches (their ``batch`` values differ);
+* a mix of sharded and unsharded documents, or shards of different counts;
+* two documents of the same shard, or the same instance name in two documents;
+* an instance in a document whose shard (``shard_of(name, count)``) is not that document's shard;
+* an incomplete set of shards, unless ``--partial`` (the merged ``shard`` then lists the indices present).
+
+The merged document keeps the results shape: ``batch``; ``run_id`` ``merged-<first run_id>``; ``started_at`` the
+earliest and ``finished_at`` the latest of the inputs; ``instances`` concatenated in shard order; ``totals``
+recomputed from the instances (numbers summed, per-status counts recounted); ``status`` the worst input status
+(``succeeded`` only if every input and instance succeeded); ``runs``: one summary per input (run_id, shard, status,
+started_at, finished_at, source). Exit 0 when the merged document was written, whatever the runs' outcomes: read
+its ``status`` (or use ``--exit-status`` to get ``run``'s exit codes: 0 all succeeded, 1 some did not, 3 budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+from typing import Any, Dict, List, Tuple
+
+from orchestrator_pex.errors import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, UsageError
+
+#: run statuses from worst to best; a status not listed ranks just above "succeeded".
+_STATUS_RANK = ["interrupted", "cancelled", "budget-stopped", "failed"]
+_TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read", "total")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", metavar="RESULTS", help="results.json files or run directories")
+    parser.add_argument("-o", "--output", metavar="OUT", help="write the merged document here (default: stdout)")
+    parser.add_argument(
+        "--partial", action="store_true", help="merge even when some shards' documents are missing"
+    )
+    parser.add_argument(
+        "--exit-status",
+        action="store_true",
+        help="exit like `run` would for the merged status (0 all succeeded, 1 some did not, 3 budget stop)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    docs = [(path, _load(path)) for path in args.results]
+    merged = merge(docs, partial=args.partial)
+    text = json.dumps(merged, indent=2, sort_keys=False) + "\n"
+    if args.output:
+        _write_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    counts = merged["totals"].get("by_status", {})
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(
+        f"orchestrator-pex merge: {len(docs)} documents, {len(merged['instances'])} instances ({summary}); "
+        f"status {merged['status']}",
+        file=sys.stderr,
+    )
+    if args.exit_status:
+        return exit_status_for(merged)
+    return EXIT_OK
+
+
+def exit_status_for(doc: Dict[str, Any]) -> int:
+    """``run``'s exit status for a (merged) document: 0 all succeeded, 3 budget stop, 1 otherwise."""
+    if doc.get("status") == "succeeded":
+        return EXIT_OK
+    if doc.get("status") == "budget-stopped":
+        return EXIT_BUDGET
+    return EXIT_FAILED
+
+
+def _load(path: str) -> Dict[str, Any]:
+    if os.path.isdir(path):
+        path = os.path.join(path, "results.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: not a JSON results document: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("instances"), list) or "batch" not in doc:
+        raise UsageError(f"{path}: not a results document (expected an object with \"batch\" and \"instances\")")
+    return doc
+
+
+def _shard_of_doc(path: str, doc: Dict[str, Any]):
+    shard = doc.get("shard")
+    if shard is None:
+        return None
+    ok = isinstance(shard, dict) and all(
+        isinstance(shard.get(k), int) and not isinstance(shard.get(k), bool) for k in ("index", "count")
+    )
+    if not ok or not 0 <= shard["index"] < shard["count"]:
+        raise UsageError(f"{path}: \"shard\" must be {{\"index\": I, \"count\": N}} with 0 <= I < N, got {shard!r}")
+    return shard["index"], shard["count"]
+
+
+def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict[str, Any]:
+    """Merge ``[(source, document), ...]`` into one document (see the module doc for the rules)."""
+    from orchestrator_pex.shard import shard_of
+
+    if not docs:
+        raise UsageError("merge: no results documents given")
+    first_path, first = docs[0]
+    for path, doc in docs[1:]:
+        if doc.get("batch") != first.get("batch"):
+            raise UsageError(
+                f"{path}: batch {json.dumps(doc.get('batch'))} differs from {first_path}'s "
+                f"{json.dumps(first.get('batch'))}: refusing to merge results of different batches"
+            )
+    shards = [(path, _shard_of_doc(path, doc)) for path, doc in docs]
+    sharded = [s for _, s in shards if s is not None]
+    count = None
+    if sharded:
+        if len(sharded) != len(docs):
+            unsharded = next(p for p, s in shards if s is None)
+            raise UsageError(f"{unsharded}: has no \"shard\" while other documents do: refusing to mix them")
+        counts = {s[1] for s in sharded}
+        if len(counts) != 1:
+            raise UsageError(f"documents come from different shard counts {sorted(counts)}: refusing to merge")
+        count = counts.pop()
+        seen: Dict[int, str] = {}
+        for path, (index, _) in shards:
+            if index in seen:
+                raise UsageError(f"{path}: shard {index}/{count} is also in {seen[index]}: overlapping shards")
+            seen[index] = path
+        missing = sorted(set(range(count)) - set(seen))
+        if missing and not partial:
+            raise UsageError(
+                f"shards {', '.join(f'{i}/{count}' for i in missing)} missing (have {len(seen)} of {count}); "
+                "pass --partial to merge anyway"
+            )
+        order = sorted(range(len(docs)), key=lambda i: shards[i][1][0])
+    else:
+        order = list(range(len(docs)))
+
+    owner: Dict[str, str] = {}
+    instances: List[Dict[str, Any]] = []
+    for i in order:
+        path, doc = docs[i]
+        for inst in doc["instances"]:
+            name = inst.get("name") if isinstance(inst, dict) else None
+            if not isinstance(name, str):
+                raise UsageError(f"{path}: an instance has no name")
+            if name in owner:
+                raise UsageError(f"{path}: instance {name!r} is also in {owner[name]}: overlapping instances")
+            if count is not None and shard_of(name, count) != shards[i][1][0]:
+                raise UsageError(
+                    f"{path}: instance {name!r} belongs to shard {shard_of(name, count)}/{count}, "
+                    f"not {shards[i][1][0]}/{count}: was the batch split differently?"
+                )
+            owner[name] = path
+            instances.append(inst)
+
+    ordered = [docs[i] for i in order]
+    merged: Dict[str, Any] = {}
+    merged["run_id"] = f"merged-{ordered[0][1].get('run_id', 'run')}"
+    merged["batch"] = copy.deepcopy(first["batch"])
+    starts = [d.get("started_at") for _, d in ordered if isinstance(d.get("started_at"), str)]
+    ends = [d.get("finished_at") for _, d in ordered if isinstance(d.get("finished_at"), str)]
+    merged["started_at"] = min(starts, key=_sort_key) if starts else None
+    merged["finished_at"] = max(ends, key=_sort_key) if ends else None
+    merged["status"] = _merged_status([d.get("status") for _, d in ordered], instances)
+    merged["totals"] = _totals([d.get("totals") for _, d in ordered], instances)
+    if count is not None:
+        merged["shard"] = {"count": count, "indices": sorted(s[1][0] for s in shards)}
+    merged["runs"] = [
+        {
+            "run_id": d.get("run_id"),
+            "shard": d.get("shard"),
+            "status": d.get("status"),
+            "started_at": d.get("started_at"),
+            "finished_at": d.get("finished_at"),
+            "source": os.path.abspath(p),
+        }
+        for p, d in ordered
+    ]
+    merged["instances"] = instances
+    return merged
+
+
+def _sort_key(stamp: str):
+    """Timestamps compared as instants when they parse as ISO 8601 (``Z`` allowed), as text otherwise."""
+    from datetime import datetime, timezone
+
+    try:
+        value = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return (1, stamp)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return (0, value.timestamp())
+
+
+def _merged_status(statuses: List[Any], instances: List[Dict[str, Any]]) -> str:
+    known = [s for s in statuses if isinstance(s, str)]
+    for bad in _STATUS_RANK:
+        if bad in known:
+            return bad
+    others = [s for s in known if s != "succeeded"]
+    if others:
+        return others[0]
+    if any(inst.get("status") != "succeeded" for inst in instances):
+        return "failed"
+    return "succeeded"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _add(into: Dict[str, Any], key: str, value: Any) -> None:
+    if _number(value):
+        into[key] = into.get(key, 0) + value
+    elif isinstance(value, dict):
+        sub = into.setdefault(key, {})
+        if isinstance(sub, dict):
+            for k, v in value.items():
+                _add(sub, k, v)
+
+
+def _totals(inputs: List[Any], instances: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Numbers in the inputs' totals summed key by key, then the per-instance quantities recomputed exactly."""
+    totals: Dict[str, Any] = {}
+    for t in inputs:
+        if isinstance(t, dict):
+            for k, v in t.items():
+                _add(totals, k, v)
+    by_status: Dict[str, int] = {}
+    tokens = {k: 0 for k in _TOKEN_KEYS}
+    cost = 0.0
+    tools: Dict[str, int] = {}
+    for inst in instances:
+        status = inst.get("status")
+        by_status[str(status)] = by_status.get(str(status), 0) + 1
+        for k, v in (inst.get("tokens") or {}).items():
+            if _number(v):
+                tokens[k] = tokens.get(k, 0) + v
+        if _number(inst.get("cost_usd")):
+            cost += inst["cost_usd"]
+        for k, v in (inst.get("tools") or {}).items():
+            if _number(v):
+                tools[k] = tools.get(k, 0) + v
+    totals["instances"] = len(instances)
+    totals["by_status"] = dict(sorted(by_status.items()))
+    for status in ("succeeded", "failed"):
+        if status in totals and _number(totals[status]):
+            totals[status] = by_status.get(status, 0)
+    totals["tokens"] = tokens
+    totals["cost_usd"] = round(cost, 6)
+    totals["tools"] = dict(sorted(tools.items()))
+    return totals
+
+
+def _write_atomic(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".merge-", dir=directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
