@@ -652,7 +652,11 @@ def _huge_line(sim: Sim) -> int:
     remaining = max(0, total - len(head) - len(tail))
     sim.raw(head)
     while remaining > 0:
-        piece = chunk if remaining >= len(chunk) else unit * max(1, remaining // len(unit))
+        if remaining >= len(chunk):
+            piece = chunk
+        else:  # the last piece: whole units, then dots up to the exact size
+            piece = unit * (remaining // len(unit))
+            piece += b"." * (remaining - len(piece))
         sim.raw(piece)
         remaining -= len(piece)
     sim.raw(tail)
