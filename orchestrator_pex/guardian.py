@@ -1,0 +1,286 @@
+"""No orphans: a tiny guardian process kills every process of the batch once the orchestrator is gone, however it died.
+
+How it works. :func:`start` spawns ``python -I -S -c <GUARDIAN_SOURCE>`` (stdlib only, so it works from a PEX or a
+checkout alike) in its own session, so signals sent to the orchestrator's process group (Ctrl-C, ``kill -- -PGID``)
+do not reach it. The orchestrator keeps the write end of a pipe; the guardian holds only the read end. The
+orchestrator writes ``+PGID`` when an instance's process group starts and ``-PGID`` once that group is gone. When the
+guardian reads end-of-file, the orchestrator has closed the pipe (:meth:`Guardian.close`) or died (even by SIGKILL:
+the kernel closes its descriptors). The guardian then:
+
+1. sends SIGTERM (and SIGCONT, so stopped processes can act on it) to every registered process group, and to every
+   process whose environment carries this run's marker ``ORCHESTRATOR_PEX_GUARD=<token>`` (Linux, via /proc; this
+   catches descendants that left their process group with ``setsid``). :func:`start` puts the marker into
+   ``os.environ``, so every process the orchestrator starts afterwards inherits it;
+2. waits up to ``grace`` seconds for them to exit, then SIGKILLs whatever remains (rescanning, so processes forked
+   meanwhile are caught too), and exits.
+
+The guardian can also keep descriptors open (``keep_fds``): passing the batch lock's descriptor keeps the batch
+locked until every process of a crashed run is dead, so a resume cannot race the old run's stragglers.
+
+While the orchestrator lives, Linux ``PR_SET_CHILD_SUBREAPER`` makes it the parent of orphaned descendants instead of
+init; :meth:`Guardian.reap_orphans` collects those that exit (only zombies that cannot be an instance leader or a
+direct child of ours, so no other code's ``wait`` is robbed).
+
+macOS and other systems without /proc or prctl: the guardian still kills every registered process group on exit or
+crash; descendants that moved to another process group or session are not found.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+MARKER_ENV = "ORCHESTRATOR_PEX_GUARD"
+DEFAULT_GRACE = 3.0
+
+#: The guardian program. Argument: read fd, parent pid, marker ("KEY=token"), grace seconds. Stdlib only.
+GUARDIAN_SOURCE = r'''
+import os, signal, sys, time
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except OSError:
+        return False
+
+def marked(marker, skip):
+    found = []
+    if not marker or not os.path.isdir("/proc"):
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in skip:
+            continue
+        try:
+            with open("/proc/%s/environ" % entry, "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if marker in env.split(b"\0") and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+def signal_all(groups, pids, sig):
+    for pgid in groups:
+        for s in (sig, signal.SIGCONT) if sig != signal.SIGKILL else (sig,):
+            try:
+                os.killpg(pgid, s)
+            except OSError:
+                pass
+    for pid in pids:
+        for s in (sig, signal.SIGCONT) if sig != signal.SIGKILL else (sig,):
+            try:
+                os.kill(pid, s)
+            except OSError:
+                pass
+
+def main():
+    fd, parent, marker, grace = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode(), float(sys.argv[4])
+    for s in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(s, signal.SIG_IGN)
+    groups, buf = set(), b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        except OSError:
+            chunk = b""
+        if not chunk:
+            break
+        buf += chunk
+        lines = buf.split(b"\n")
+        buf = lines.pop()
+        for line in lines:
+            try:
+                value = int(line[1:])
+            except ValueError:
+                continue
+            if value <= 1:
+                continue
+            if line[:1] == b"+":
+                groups.add(value)
+            elif line[:1] == b"-":
+                groups.discard(value)
+    skip = {os.getpid(), parent, 1}
+    groups = {g for g in groups if g not in skip and group_alive(g)}
+    pids = marked(marker, skip)
+    if not groups and not pids:
+        return
+    signal_all(groups, pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        groups = {g for g in groups if group_alive(g)}
+        pids = [p for p in pids if alive(p)]
+        if not groups and not pids:
+            break
+        time.sleep(0.05)
+    for _ in range(5):
+        pids = marked(marker, skip)
+        groups = {g for g in groups if group_alive(g)}
+        if not groups and not pids:
+            break
+        signal_all(groups, pids, signal.SIGKILL)
+        time.sleep(0.05)
+
+main()
+'''
+
+
+def set_child_subreaper() -> bool:
+    """Make this process the reaper of orphaned descendants (Linux); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_CHILD_SUBREAPER = 36
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class Guardian:
+    """Handle on a running guardian process; see the module docstring."""
+
+    def __init__(self, proc: Optional[subprocess.Popen], write_fd: int, marker: str, grace: float) -> None:
+        self.proc = proc
+        self._fd: Optional[int] = write_fd
+        self.marker = marker  #: "KEY=token" every process started after :func:`start` inherits
+        self.grace = grace
+        self.subreaper = False
+        self._ever_registered: set = set()
+        self._last_reap = 0.0
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    def _send(self, line: bytes) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.write(self._fd, line)  # < PIPE_BUF: atomic
+        except OSError:
+            # the guardian died; nothing to tell any more (instances are still stopped by the scheduler itself)
+            os.close(self._fd)
+            self._fd = None
+
+    def register(self, pgid: int) -> None:
+        """An instance's process group exists: kill it if the orchestrator dies."""
+        self._ever_registered.add(int(pgid))
+        self._send(b"+%d\n" % int(pgid))
+
+    def unregister(self, pgid: int) -> None:
+        """The group is gone (its leader reaped, no member left): forget it so a reused id is never killed."""
+        self._send(b"-%d\n" % int(pgid))
+        self.reap_orphans(min_interval=2.0)
+
+    def reap_orphans(self, min_interval: float = 0.0) -> int:
+        """Reap exited orphans re-parented to us (subreaper); returns how many. Rate-limited by ``min_interval``."""
+        if not self.subreaper:
+            return 0
+        now = time.monotonic()
+        if now - self._last_reap < min_interval:
+            return 0
+        self._last_reap = now
+        reaped = 0
+        own_group = os.getpgrp()
+        for pid in _children():
+            if pid == self.pid or pid in self._ever_registered:
+                continue
+            stat = _stat(pid)
+            if stat is None or stat[0] != "Z":
+                continue
+            pgid = stat[1]
+            if pgid == pid or pgid == own_group:
+                continue  # could be an instance leader not yet registered, or some code's direct child: not ours
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    reaped += 1
+            except ChildProcessError:
+                pass
+        return reaped
+
+    def close(self, wait: bool = True) -> None:
+        """Stop guarding: the guardian kills whatever of the batch is left, then exits; wait for it by default."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.proc is not None and wait:
+            try:
+                self.proc.wait(timeout=self.grace + 10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.reap_orphans()
+        if os.environ.get(MARKER_ENV) == self.marker.split("=", 1)[1]:
+            del os.environ[MARKER_ENV]
+
+    def __enter__(self) -> "Guardian":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _children() -> list:
+    pids = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                pids.extend(int(p) for p in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _stat(pid: int):
+    """(state, pgid) of ``pid`` from /proc, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[0].decode(), int(fields[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def start(grace: float = DEFAULT_GRACE, keep_fds: Sequence[int] = (), subreaper: bool = True) -> Guardian:
+    """Start the guardian for this run; sets ``ORCHESTRATOR_PEX_GUARD`` in ``os.environ`` (inherited by instances)."""
+    token = f"{os.getpid()}-{secrets.token_hex(8)}"
+    marker = f"{MARKER_ENV}={token}"
+    read_fd, write_fd = os.pipe()  # both non-inheritable: instances never hold the write end
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", GUARDIAN_SOURCE, str(read_fd), str(os.getpid()), marker, str(grace)],
+            pass_fds=(read_fd, *keep_fds),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        os.close(read_fd)
+    os.environ[MARKER_ENV] = token
+    guardian = Guardian(proc, write_fd, marker, grace)
+    if subreaper:
+        guardian.subreaper = set_child_subreaper()
+    return guardian

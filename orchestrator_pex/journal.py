@@ -1,0 +1,344 @@
+"""The run journal: an append-only, fsynced JSON-lines file that ``results.json`` can always be rebuilt from.
+
+File: ``<run_dir>/journal.jsonl``. One JSON object per line, each with an ``"event"`` key (``run_started``,
+``instance_started``, ``instance_finished``, ``run_finished``; readers ignore kinds they do not know). Lines are only
+ever appended; a resumed run appends to the same file.
+
+Durability: :meth:`Journal.emit` (trio) and :meth:`Journal.append_sync` (plain code) return only once the event's
+line has been written *and* ``fsync``-ed. ``emit`` does the fsync in a worker thread with *group commit*: events that
+arrive while an fsync is in flight are written and fsynced together by the next one, so hundreds of concurrent
+instances do not queue behind one fsync each. If a write fails (disk full, I/O error) the file is truncated back to
+its last good size, so a failed append never leaves a torn line in front of later ones, and :class:`RunDirError` is
+raised to the caller.
+
+Reading: :func:`read_journal` recovers every valid line. A torn last line (the process died mid-write), undecodable
+or non-JSON lines, and exact duplicate lines are reported as *problems*, never raised; only a journal with no usable
+``run_started`` event (or one that cannot be read at all) raises :class:`RunDirError`. :func:`replay` folds events into
+``(run_meta, records_by_name)`` where a later record replaces an earlier one for the same instance, except that a
+recorded success is never replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from orchestrator_pex.errors import RunDirError
+
+JOURNAL_NAME = "journal.jsonl"
+SUCCEEDED = "succeeded"
+
+#: instance_finished statuses ``resume`` reruns by default (the run was cut short, the instance did nothing wrong).
+INTERRUPTED_STATUSES = frozenset({"not-started", "cancelled", "timed-out", "stalled", "interrupted"})
+#: statuses ``resume --rerun-failed`` reruns as well.
+FAILED_STATUSES = frozenset({"failed", "api-error", "budget-stopped"})
+
+
+def journal_path(run_dir: str) -> str:
+    return os.path.join(run_dir, JOURNAL_NAME)
+
+
+def encode(event: Dict[str, Any]) -> bytes:
+    """One journal line: compact JSON, ASCII only (a line is never split inside a multi-byte character), newline."""
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        raise ValueError("a journal event is a dict with a string 'event' key")
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=True, default=str).encode("ascii") + b"\n"
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the file's own fsync still holds
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """An open journal file. Create with :meth:`open`; usable as a scheduler sink (``await journal.emit(event)``)."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._fd: Optional[int] = fd
+        self._io_lock = threading.Lock()  # one writer at a time: worker thread or append_sync
+        self._size = os.fstat(fd).st_size
+        self._needs_separator = self._size > 0 and not _ends_with_newline(fd, self._size)
+        # group commit state (touched only from the trio thread)
+        self._pending: List[bytes] = []
+        self._next_seq = 1  # sequence number of the next event emitted
+        self._durable_seq = 0  # every event with seq <= this is on disk
+        self._flushing = False
+        self._flush_done = None  # trio.Event, created lazily inside trio
+        self._failure: Optional[BaseException] = None
+        #: number of fsyncs done and events written (for benchmarks)
+        self.fsyncs = 0
+        self.events_written = 0
+        self.fsync_seconds = 0.0
+
+    @classmethod
+    def open(cls, run_dir: str) -> "Journal":
+        """Open (creating if needed) ``run_dir/journal.jsonl`` for appending."""
+        path = journal_path(run_dir)
+        try:
+            existed = os.path.exists(path)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot open the run journal: {exc.strerror or exc}") from None
+        if not existed:
+            _fsync_dir(run_dir)  # the new directory entry is durable too
+        return cls(path, fd)
+
+    # -- writing -------------------------------------------------------------------------------------------------
+
+    def _write_and_sync(self, data: bytes, count: int) -> None:
+        """Append ``data`` and fsync; on failure truncate back to the last good size and raise RunDirError."""
+        import time
+
+        with self._io_lock:
+            if self._fd is None:
+                raise RunDirError(f"{self.path}: journal is closed")
+            if self._needs_separator:
+                data = b"\n" + data  # a previous torn line must not swallow this one
+            start = self._size
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+                t0 = time.perf_counter()
+                os.fsync(self._fd)
+                self.fsync_seconds += time.perf_counter() - t0
+            except OSError as exc:
+                try:
+                    os.ftruncate(self._fd, start)
+                    self._needs_separator = False if start == 0 else self._needs_separator
+                except OSError:
+                    self._needs_separator = True
+                raise RunDirError(
+                    f"{self.path}: cannot write the run journal: {exc.strerror or exc}; results so far are kept"
+                ) from None
+            self._size = start + len(data)
+            self._needs_separator = False
+            self.fsyncs += 1
+            self.events_written += count
+
+    def append_sync(self, event: Dict[str, Any]) -> None:
+        """Write and fsync one event from ordinary (non-trio) code; blocks the calling thread."""
+        self._write_and_sync(encode(event), 1)
+
+    async def emit(self, event: Dict[str, Any]) -> None:
+        """Sink API: return once ``event`` is durable. Concurrent callers share fsyncs (group commit)."""
+        import trio
+
+        line = encode(event)
+        if self._flush_done is None:
+            self._flush_done = trio.Event()
+        self._pending.append(line)
+        my_seq = self._next_seq
+        self._next_seq += 1
+        while self._durable_seq < my_seq:
+            if self._flushing:
+                await self._flush_done.wait()
+                if self._failure is not None and self._durable_seq < my_seq:
+                    raise self._failure
+                continue
+            batch, self._pending = self._pending, []
+            upto = self._next_seq - 1
+            self._flushing = True
+            ok = False
+            try:
+                await trio.to_thread.run_sync(self._write_and_sync, b"".join(batch), len(batch))
+                ok = True
+            except RunDirError as exc:
+                self._failure = exc
+                raise
+            finally:
+                if ok:
+                    self._durable_seq = upto
+                    self._failure = None
+                self._flushing = False
+                done, self._flush_done = self._flush_done, trio.Event()
+                done.set()
+
+    def close(self) -> None:
+        with self._io_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ends_with_newline(fd: int, size: int) -> bool:
+    try:
+        return os.pread(fd, 1, size - 1) == b"\n"
+    except OSError:
+        return True
+
+
+# -- reading -------------------------------------------------------------------------------------------------------
+
+
+def parse_journal_bytes(data: bytes, path: str = JOURNAL_NAME) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Events recovered from journal bytes, and a list of human-readable problems (empty for a clean journal)."""
+    events: List[Dict[str, Any]] = []
+    problems: List[str] = []
+    seen = set()
+    lines = data.split(b"\n")
+    last = len(lines) - 1
+    for index, raw in enumerate(lines):
+        lineno = index + 1
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            event = json.loads(text.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            if index == last:
+                problems.append(f"{path}: line {lineno}: torn last line ignored (the writer stopped mid-line)")
+            else:
+                problems.append(f"{path}: line {lineno}: not a JSON event, skipped")
+            continue
+        if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+            problems.append(f"{path}: line {lineno}: not a journal event, skipped")
+            continue
+        if text in seen:
+            problems.append(f"{path}: line {lineno}: duplicate of an earlier line, skipped")
+            continue
+        seen.add(text)
+        events.append(event)
+    return events, problems
+
+
+def read_journal(path: str) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Read a journal file: ``(events, problems)``. Raises RunDirError if it is unreadable or holds no run_started."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: no run journal here (is this a run directory?)") from None
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read the run journal: {exc.strerror or exc}") from None
+    events, problems = parse_journal_bytes(data, path)
+    if not any(e.get("event") == "run_started" for e in events):
+        detail = f" ({len(problems)} damaged line(s))" if problems else ""
+        raise RunDirError(f"{path}: the journal holds no readable run_started event{detail}; cannot recover this run")
+    return events, problems
+
+
+class RunState:
+    """Everything replaying a journal tells: run metadata, final records, and instances started but not finished."""
+
+    def __init__(self) -> None:
+        self.run_meta: Dict[str, Any] = {}
+        self.records: Dict[str, Dict[str, Any]] = {}
+        self.in_flight: Dict[str, Dict[str, Any]] = {}  #: name -> its last instance_started event, no finish since
+        self.starts: Dict[str, int] = {}  #: name -> how many instance_started events
+        self.sessions = 0  #: run_started events (1 + number of resumes)
+        self.finished = False  #: the last session ended with run_finished
+
+    @property
+    def succeeded(self) -> List[str]:
+        return sorted(n for n, r in self.records.items() if r.get("status") == SUCCEEDED)
+
+    def to_rerun(self, names: Iterable[str], rerun_failed: bool = False) -> List[str]:
+        """Which of ``names`` a resume starts again (order kept). Never one recorded as succeeded."""
+        out = []
+        for name in names:
+            record = self.records.get(name)
+            status = record.get("status") if record else None
+            if status == SUCCEEDED:
+                continue
+            if record is None or name in self.in_flight:
+                out.append(name)  # never started, or started and never finished
+            elif status in FAILED_STATUSES and not rerun_failed:
+                continue
+            else:
+                out.append(name)  # interrupted statuses, and any status this version does not know
+        return out
+
+
+def replay_state(events: Iterable[Dict[str, Any]]) -> RunState:
+    """Fold journal events into a :class:`RunState` (see :func:`replay` for the rules)."""
+    state = RunState()
+    for event in events:
+        kind = event.get("event")
+        if kind == "run_started":
+            state.sessions += 1
+            state.finished = False
+            if not state.run_meta:
+                state.run_meta = {k: v for k, v in event.items() if k != "event"}
+            else:
+                state.run_meta.setdefault("resumed_at", []).append(event.get("started_at"))
+                state.run_meta.pop("finished_at", None)
+                state.run_meta.pop("status", None)
+        elif kind == "instance_started":
+            name = event.get("name")
+            if isinstance(name, str):
+                state.in_flight[name] = event
+                state.starts[name] = state.starts.get(name, 0) + 1
+        elif kind == "instance_finished":
+            record = event.get("record")
+            name = event.get("name") or (record.get("name") if isinstance(record, dict) else None)
+            if not isinstance(name, str) or not isinstance(record, dict):
+                continue
+            state.in_flight.pop(name, None)
+            previous = state.records.get(name)
+            if previous is not None and previous.get("status") == SUCCEEDED:
+                continue  # a recorded success is never overridden
+            record = dict(record)
+            record.setdefault("name", name)
+            state.records[name] = record
+        elif kind == "run_finished":
+            state.finished = True
+            for key in ("status", "finished_at", "totals"):
+                if key in event:
+                    state.run_meta[key] = event[key]
+    return state
+
+
+def replay(events: Iterable[Dict[str, Any]]) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
+    """``(run_meta, records_by_name)`` from journal events.
+
+    ``run_meta`` is the first ``run_started`` event (without the ``event`` key), updated by the last ``run_finished``
+    (``status``, ``finished_at``, ``totals``) and listing later sessions' start times under ``resumed_at``. For each
+    instance the last ``instance_finished`` record wins, except that once a record says ``succeeded`` no later record
+    replaces it.
+    """
+    state = replay_state(events)
+    return state.run_meta, state.records
+
+
+def load_run(run_dir: str) -> Tuple[RunState, List[str]]:
+    """Replay ``run_dir``'s journal; also trust successes recorded in ``results.json`` the journal may have lost.
+
+    Returns ``(state, problems)``; raises RunDirError when the journal cannot be recovered at all.
+    """
+    events, problems = read_journal(journal_path(run_dir))
+    state = replay_state(events)
+    results_path = os.path.join(run_dir, "results.json")
+    try:
+        with open(results_path, "rb") as f:
+            document = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        document = None
+    if isinstance(document, dict) and isinstance(document.get("instances"), list):
+        for record in document["instances"]:
+            if not isinstance(record, dict) or record.get("status") != SUCCEEDED:
+                continue
+            name = record.get("name")
+            if isinstance(name, str) and state.records.get(name, {}).get("status") != SUCCEEDED:
+                state.records[name] = dict(record)
+                state.in_flight.pop(name, None)
+                problems.append(f"{results_path}: success of {name!r} missing from the journal; kept from results.json")
+    return state, problems

@@ -1,0 +1,183 @@
+"""One run per batch at a time: an exclusive ``flock`` on a lock file derived from the batch file's path.
+
+Where the lock lives: by default ``$ORCHESTRATOR_PEX_LOCK_DIR`` or ``<tmp>/orchestrator-pex-<uid>/`` (mode 0700), file
+``<batch stem>-<sha256 of the batch's absolute real path, 16 hex>.lock``. It depends on the batch file only, not on
+``--results-dir``: two runs of the same batch exclude each other wherever they write results, and a ``resume``
+takes the lock of the batch its run came from. ``--lock PATH`` names the file explicitly (e.g. to make two different
+batch files that drive the same repositories exclude each other).
+
+Semantics: :func:`acquire` takes ``fcntl.flock(LOCK_EX)`` on the file (the same lock the ``flock(1)`` tool takes), so
+the lock vanishes with the holding process however it dies; there is no stale-lock cleanup to get wrong. The holder
+writes ``pid=... started_at=... argv=...`` into the file for the message a second run prints. A second run fails at
+once with :class:`LockHeld` (exit 75) naming that pid, without touching anything of the first run; with
+``wait_seconds`` it polls for that long first. The lock file is never deleted (deleting a flock file races with
+a new holder); after locking, the holder checks the path still names the file it locked (a tmp cleaner may have
+removed it) and retries if not.
+
+The descriptor is inheritable on request (:attr:`LockHandle.fd`), so the crash guardian can hold the lock until every
+process of a killed run is gone (see :mod:`orchestrator_pex.guardian`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from typing import Iterator, Optional
+
+from orchestrator_pex.errors import LockHeld, UsageError
+
+POLL_SECONDS = 0.1
+
+
+def default_lock_dir() -> str:
+    env = os.environ.get("ORCHESTRATOR_PEX_LOCK_DIR")
+    if env:
+        return env
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(tempfile.gettempdir(), f"orchestrator-pex-{uid}")
+
+
+def lock_path_for(batch_path: str, lock_dir: Optional[str] = None) -> str:
+    """The lock file for a batch file (see the module docstring)."""
+    real = os.path.realpath(os.path.abspath(batch_path))
+    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    stem = os.path.splitext(os.path.basename(real))[0] or "batch"
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:40]
+    return os.path.join(lock_dir or default_lock_dir(), f"{stem}-{digest}.lock")
+
+
+class LockHandle:
+    """A held lock: ``path`` and the open descriptor ``fd`` carrying the flock."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the last descriptor of the open file releases the flock
+            self.fd = -1
+
+
+def holder_description(path: str) -> str:
+    """What is known of the process holding ``path``: the pid it wrote, else the pid /proc/locks shows."""
+    info = ""
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as f:
+            info = f.read(4096).strip()
+    except OSError:
+        pass
+    fields = dict(part.split("=", 1) for part in info.split() if "=" in part)
+    pid = fields.get("pid") or _pid_from_proc_locks(path)
+    if not pid:
+        return "another process (pid unknown)"
+    text = f"pid {pid}"
+    if fields.get("started_at"):
+        text += f", since {fields['started_at']}"
+    return text
+
+
+def _pid_from_proc_locks(path: str) -> Optional[str]:
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", "r") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+        if "FLOCK" in parts and "->" not in parts and len(parts) >= 6 and parts[-3] == want:
+            return parts[-4]
+    return None
+
+
+def _open_lock_file(path: str) -> int:
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot create the batch lock file: {exc.strerror or exc}") from None
+
+
+def try_acquire(path: str) -> Optional[LockHandle]:
+    """Take the lock without waiting: a handle, or None when another process holds it."""
+    import fcntl
+
+    while True:
+        fd = _open_lock_file(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+            raise UsageError(f"{path}: cannot lock: {exc.strerror or exc}") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            same = False
+        if not same:  # the file was removed or replaced after we opened it: lock the new one
+            os.close(fd)
+            continue
+        _write_holder(fd)
+        return LockHandle(path, fd)
+
+
+def _write_holder(fd: int) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    argv = " ".join(a.replace(" ", "_") for a in sys.argv[:4])[:200]
+    text = f"pid={os.getpid()} started_at={stamp} argv={argv}\n".encode("utf-8", "replace")
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text, 0)
+    except OSError:
+        pass  # the holder note is informative only
+
+
+@contextlib.contextmanager
+def acquire(path: str, wait_seconds: Optional[float] = None) -> Iterator[LockHandle]:
+    """Hold the exclusive lock on ``path`` for the ``with`` block.
+
+    ``wait_seconds`` None or 0: fail at once with LockHeld (exit 75) if held. Otherwise poll up to that many seconds.
+    """
+    deadline = None if not wait_seconds else time.monotonic() + float(wait_seconds)
+    while True:
+        handle = try_acquire(path)
+        if handle is not None:
+            break
+        if deadline is None or time.monotonic() >= deadline:
+            waited = f" after waiting {wait_seconds:g}s" if deadline is not None else ""
+            raise LockHeld(
+                f"another run of this batch is in progress ({holder_description(path)}; lock file {path}){waited}; "
+                "nothing was started. Use --wait-lock SECONDS to wait for it"
+            )
+        time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+    try:
+        yield handle
+    finally:
+        handle.release()
+
+
+def add_lock_arguments(parser) -> None:  # type: ignore[no-untyped-def]
+    """``--lock PATH`` and ``--wait-lock SECONDS`` for commands that run a batch."""
+    parser.add_argument("--lock", metavar="PATH", help="lock file to use instead of the one derived from the batch path")
+    parser.add_argument(
+        "--wait-lock",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="if another run of this batch holds the lock, wait up to SECONDS for it instead of exiting with 75",
+    )
+
+
+def lock_for_args(args, batch_path: str) -> str:  # type: ignore[no-untyped-def]
+    """The lock file a command uses: ``--lock`` if given, else the one derived from ``batch_path``."""
+    explicit = getattr(args, "lock", None)
+    return os.path.abspath(explicit) if explicit else lock_path_for(batch_path)

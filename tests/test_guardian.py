@@ -1,0 +1,134 @@
+"""The guardian: no process of a batch outlives the orchestrator, even when the orchestrator is SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from orchestrator_pex import guardian
+
+REPO = os.path.dirname(os.path.dirname(guardian.__file__))
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="process scan needs /proc")
+
+# A stand-in orchestrator: starts the guardian, spawns instance groups (each with a grandchild, one of which escapes
+# its group with setsid), registers them, reports pids, then waits to be killed (or closes cleanly on "close").
+ORCH = r"""
+import os, subprocess, sys, time
+from orchestrator_pex import guardian
+g = guardian.start(grace=1.0)
+child = "import os,subprocess,sys,time; subprocess.Popen([sys.executable,'-c','import time; time.sleep(600)']); " \
+        "subprocess.Popen([sys.executable,'-c','import os,time; os.setsid(); time.sleep(600)']); time.sleep(600)"
+procs = []
+for _ in range(3):
+    p = subprocess.Popen([sys.executable, "-c", child], start_new_session=True)
+    g.register(p.pid)
+    procs.append(p)
+print("ready", g.pid, " ".join(str(p.pid) for p in procs), flush=True)
+if sys.stdin.readline().strip() == "close":
+    g.close()
+    print("closed", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def marked_pids(marker):
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in env and state != b"Z":
+            found.append(int(entry))
+    return found
+
+
+def wait_until_gone(marker, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = marked_pids(marker)
+        if not left:
+            return []
+        time.sleep(0.05)
+    return marked_pids(marker)
+
+
+def start_orchestrator():
+    marker = f"TEST_GUARD_MARK={uuid.uuid4().hex}"
+    env = dict(os.environ, PYTHONPATH=REPO, TEST_GUARD_MARK=marker.split("=", 1)[1])
+    proc = subprocess.Popen([sys.executable, "-c", ORCH], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                            text=True)
+    line = proc.stdout.readline().split()
+    assert line and line[0] == "ready", line
+    # 1 orchestrator + 3 instances * 3 processes each carry the test marker (guardian too: it inherits env)
+    deadline = time.monotonic() + 20
+    while len(marked_pids(marker)) < 11 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(marked_pids(marker)) >= 11
+    return proc, marker, int(line[1])
+
+
+def test_sigkilled_orchestrator_leaves_no_process_behind():
+    proc, marker, guardian_pid = start_orchestrator()
+    proc.kill()
+    proc.wait(timeout=30)
+    assert wait_until_gone(marker) == []
+
+
+def test_orchestrator_group_kill_does_not_take_the_guardian_but_cleanup_happens():
+    proc, marker, guardian_pid = start_orchestrator()
+    assert os.getpgid(guardian_pid) != os.getpgid(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert wait_until_gone(marker) == []
+
+
+def test_clean_close_kills_leftovers_and_waits_for_guardian():
+    proc, marker, guardian_pid = start_orchestrator()
+    proc.stdin.write("close\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "closed"
+    # after close() returned, only the stand-in orchestrator itself may remain
+    assert marked_pids(marker) == [proc.pid]
+    proc.stdin.close()
+    proc.wait(timeout=30)
+
+
+def test_unregistered_group_is_not_killed():
+    g = guardian.start(grace=0.5, subreaper=False)
+    try:
+        keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True,
+                                  env={k: v for k, v in os.environ.items() if k != guardian.MARKER_ENV})
+        g.register(keeper.pid)
+        g.unregister(keeper.pid)
+    finally:
+        g.close()
+    try:
+        assert keeper.poll() is None
+    finally:
+        keeper.kill()
+        keeper.wait()
+    assert guardian.MARKER_ENV not in os.environ
+
+
+def test_marker_is_inherited_by_children_started_after_start():
+    g = guardian.start(grace=0.5, subreaper=False)
+    try:
+        out = subprocess.run([sys.executable, "-c", f"import os; print(os.environ['{guardian.MARKER_ENV}'])"],
+                             capture_output=True, text=True, timeout=30)
+        assert g.marker == f"{guardian.MARKER_ENV}={out.stdout.strip()}"
+    finally:
+        g.close()
+    assert g.proc.returncode == 0
