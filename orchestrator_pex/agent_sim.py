@@ -6,8 +6,9 @@ Claude account needed) and the fast, scriptable fake ``claude`` of the test suit
 Command line: the subset of Claude Code's own argv the orchestrator uses -- ``-p/--print``, the prompt (first
 positional; read from stdin when absent and stdin is not a terminal), ``--output-format stream-json|json|text``,
 ``--verbose``, ``--model M``, ``--permission-mode P``, ``--allowedTools X`` / ``--disallowedTools X`` (comma or
-space separated, repeatable), ``--max-turns N``, ``--session-id ID``, ``--resume ID``, ``--append-system-prompt S``.
-Unknown flags are tolerated (``--flag=value`` or a bare ``--flag``). ``--version`` prints
+space separated, repeatable), ``--max-turns N``, ``--session-id ID``, ``--resume ID``, ``--append-system-prompt S``,
+``--dangerously-skip-permissions``; other value-taking Claude flags are skipped with their value, unknown flags are
+tolerated (``--flag=value`` or a bare ``--flag``); several positionals are joined into one prompt. ``--version`` prints
 ``2.1.330 (agent-sim, orchestrator-pex demo agent)``. As with the real CLI, ``stream-json`` with ``--print``
 requires ``--verbose`` (error on stderr, exit 1).
 
@@ -96,7 +97,8 @@ _VALUE_FLAGS = {
     "--output-format", "--input-format", "--model", "--permission-mode", "--allowedTools", "--allowed-tools",
     "--disallowedTools", "--disallowed-tools", "--max-turns", "--session-id", "--resume", "-r",
     "--append-system-prompt", "--system-prompt", "--fallback-model", "--add-dir", "--mcp-config", "--settings",
-    "--permission-prompt-tool", "--agents", "--setting-sources", "--max-budget-usd",
+    "--permission-prompt-tool", "--agents", "--agent", "--setting-sources", "--max-budget-usd", "--betas",
+    "--plugin-dir", "--json-schema", "--tools", "--debug-file", "--max-thinking-tokens",
 }
 
 SCENARIOS = (
@@ -184,6 +186,9 @@ def parse_argv(argv: list[str]) -> Options:
             continue
         if name == "--verbose":
             opts.verbose = True
+            continue
+        if name == "--dangerously-skip-permissions":
+            opts.permission_mode = "bypassPermissions"
             continue
         if name not in _VALUE_FLAGS:
             continue  # unknown switch (or --unknown=value): tolerated
@@ -673,15 +678,14 @@ def _garbage(sim: Sim) -> int:
         b"\n",
         b"[1] 12345 Segmentation fault (not really)\n",
     ]
-    k = 0
-    msgs = tool_use_msgs(sim.done_text)
-    sim.raw(junk[k % len(junk)]); k += 1
-    for msg in msgs:
+    noise = iter(junk * 4)
+    sim.raw(next(noise))
+    for msg in tool_use_msgs(sim.done_text):
         for call in sim.message(msg):
-            sim.raw(junk[k % len(junk)]); k += 1
+            sim.raw(next(noise))
             sim.tool_result(*call)
-        sim.raw(junk[k % len(junk)]); k += 1
-    sim.raw(junk[k % len(junk)])
+        sim.raw(next(noise))
+    sim.raw(next(noise))
     return sim.result()
 
 

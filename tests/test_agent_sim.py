@@ -229,6 +229,12 @@ def test_multi_tool_with_permissions_has_no_denials():
     assert result["permission_denials"] == []
 
 
+def test_dangerously_skip_permissions_allows_everything():
+    evs = events(run("multi-tool", "--dangerously-skip-permissions").stdout)
+    assert evs[0]["permissionMode"] == "bypassPermissions"
+    assert evs[-1]["permission_denials"] == []
+
+
 def test_disallowed_tool_is_not_offered_and_fails():
     evs = events(run("tool-use", "--disallowedTools", "Bash").stdout)
     assert "Bash" not in evs[0]["tools"]
