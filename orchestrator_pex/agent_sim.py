@@ -296,13 +296,12 @@ class Sim:
         self.out.flush()
 
     def emit(self, event: dict) -> None:
-        """Write one stream-json event (after the configured delay; nothing in json/text mode)."""
-        if not self.stream:
-            return
+        """Write one stream-json event after the configured delay (json/text mode: only the delay)."""
         if self.delay and self.events:
             time.sleep(self.delay)
         self.events += 1
-        self.write(_dumps(event))
+        if self.stream:
+            self.write(_dumps(event))
 
     def raw(self, data: bytes) -> None:
         if self.stream:
@@ -444,6 +443,7 @@ class Sim:
         }}
 
     def finish(self, event: dict, text: str, status: int) -> int:
+        """Emit the final result in the chosen output format; return ``status``."""
         if self.stream:
             self.emit(event)
         elif self.opts.output_format == "json":

@@ -270,6 +270,31 @@ def test_json_and_text_output_formats():
     assert proc.stdout == b"Done: hello\n"
 
 
+@needs_reference
+def test_json_output_has_the_reference_result_layout():
+    proc = subprocess.run([sys.executable, str(FAKE), "-p", "--output-format", "json", "hello"], capture_output=True,
+                          env=dict(os.environ, AGENT_SIM_SCENARIO="tool-use"), timeout=20)
+    ref = json.loads((REFERENCE / "tool-use.result.json").read_text(encoding="utf-8"))
+    ours = json.loads(proc.stdout)
+    assert keys(ours) == keys(ref)
+    assert (ours["usage"], ours["modelUsage"], ours["total_cost_usd"]) == (
+        ref["usage"], ref["modelUsage"], ref["total_cost_usd"])
+
+
+@needs_reference
+@pytest.mark.parametrize("allowed, transcript", [
+    (["--allowedTools", "Bash"], "tool-use-allowed.stream.jsonl"),
+    ([], "tool-use-default-permissions.stream.jsonl"),
+])
+def test_permission_decision_matches_the_reference(allowed, transcript):
+    ours = [e for e in events(run("tool-use", *allowed).stdout) if e["type"] == "user"][0]
+    theirs = [e for e in reference(transcript) if e["type"] == "user"][0]
+    assert ours["tool_use_result"] == theirs["tool_use_result"]
+    assert ours["tool_result_meta"][0]["permission_decision"] == theirs["tool_result_meta"][0]["permission_decision"]
+    assert {k: v for k, v in ours["message"]["content"][0].items() if k != "tool_use_id"} == {
+        k: v for k, v in theirs["message"]["content"][0].items() if k != "tool_use_id"}
+
+
 def test_exit_override():
     assert run("ok", env={"AGENT_SIM_EXIT": "7"}).returncode == 7
 
