@@ -1,0 +1,262 @@
+"""``orchestrator-pex schedule cron|systemd ... BATCH``: print what runs BATCH unattended on a schedule.
+
+``schedule cron --at "0 2 * * *" BATCH`` prints one crontab line (with ``--user USER``: the ``/etc/cron.d`` form,
+which has a user field). ``schedule systemd --on-calendar "*-*-* 02:00" BATCH`` prints a service unit and a timer
+unit (``--output-dir DIR`` writes them there instead and prints their paths).
+
+Every scheduled command is::
+
+    PYTHON PEX run --results-dir RESULTS_DIR [--shard I/N] [RUN_ARG...] BATCH
+
+with absolute paths, ``PEX_ROOT`` set to a writable cache directory (default ``/var/cache/orchestrator-pex``;
+the PEX unpacks itself there, the invoking user's home may not be writable), ``NO_COLOR=1`` and standard input
+from ``/dev/null``, so nothing waits for a terminal and logs are plain lines (mailed by cron, or in the journal).
+``run`` takes the batch lock by default: an overlapping run exits 75 instead of running twice.
+
+Quoting: cron hands the command to ``/bin/sh``, so every argument is shell-quoted and every ``%`` (a newline to cron)
+escaped as ``\\%``. systemd splits ``ExecStart=`` itself: arguments are double-quoted when needed, ``%`` doubled
+(specifiers) and ``$`` doubled (variable expansion). The schedule expressions are checked minimally: five cron
+fields (or an ``@daily``-style nickname); an ``OnCalendar=`` value of the characters systemd accepts; run
+``systemd-analyze calendar EXPR`` on the target for a full check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import sys
+from typing import List, Optional, Tuple
+
+from orchestrator_pex.errors import EXIT_OK, UsageError
+
+DEFAULT_PYTHON = "/usr/bin/python3"
+DEFAULT_PEX_ROOT = "/var/cache/orchestrator-pex"
+DEFAULT_RESULTS_DIR = "/var/lib/orchestrator-pex/results"
+
+_CRON_NICKNAMES = {"@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+_CRON_FIELD = re.compile(r"^(?:\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/[0-9]+)?(?:,(?:\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/[0-9]+)?)*$")
+_CRON_NAMES = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+               "sun", "mon", "tue", "wed", "thu", "fri", "sat"}
+_CALENDAR_SHORTHANDS = {"minutely", "hourly", "daily", "monthly", "weekly", "yearly", "annually", "quarterly",
+                        "semiannually"}
+_CALENDAR_CHARS = re.compile(r"^[A-Za-z0-9*,./:~ +_-]+$")
+_UNIT_NAME_BAD = re.compile(r"[^A-Za-z0-9:_.\\-]")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="scheduler", metavar="SCHEDULER")
+    sub.required = True
+    cron = sub.add_parser("cron", help="print a crontab line", description="Print a crontab line running BATCH.")
+    cron.add_argument("--at", required=True, metavar="EXPR", help='five cron fields, e.g. "0 2 * * *", or @daily')
+    cron.add_argument("--user", help="emit the /etc/cron.d form with this user field")
+    cron.add_argument("--log", metavar="FILE", help="append the run's output to FILE (default: cron mails it)")
+    systemd = sub.add_parser(
+        "systemd", help="print a service and a timer unit", description="Print systemd units running BATCH."
+    )
+    systemd.add_argument("--on-calendar", required=True, metavar="EXPR", help='OnCalendar= value, e.g. "*-*-* 02:00"')
+    systemd.add_argument("--user", help="User= of the service (default: root)")
+    systemd.add_argument("--unit-name", help="unit name without suffix (default: orchestrator-pex-BATCHSTEM)")
+    systemd.add_argument("--output-dir", metavar="DIR", help="write NAME.service and NAME.timer here")
+    for p in (cron, systemd):
+        p.add_argument("batch", metavar="BATCH", help="batch file (made absolute)")
+        p.add_argument("--pex", help="the orchestrator-pex PEX file (default: the running PEX)")
+        p.add_argument("--python", default=DEFAULT_PYTHON, help=f"interpreter that runs the PEX ({DEFAULT_PYTHON})")
+        p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"(default {DEFAULT_RESULTS_DIR})")
+        p.add_argument("--pex-root", default=DEFAULT_PEX_ROOT, help=f"writable PEX cache ({DEFAULT_PEX_ROOT})")
+        p.add_argument("--shard", metavar="I/N", help="run only shard I of N of the batch")
+        p.add_argument(
+            "--run-arg", action="append", default=[], metavar="ARG",
+            help="extra argument for `run` (repeat; use --run-arg=--flag for flags)",
+        )
+
+
+def main(args: argparse.Namespace) -> int:
+    command, environment = run_command(args)
+    if args.scheduler == "cron":
+        sys.stdout.write(cron_line(args.at, command, environment, user=args.user, log=args.log) + "\n")
+        return EXIT_OK
+    name = args.unit_name or default_unit_name(command[-1])
+    _check_unit_name(name)
+    service, timer = systemd_units(name, args.on_calendar, command, environment, user=args.user)
+    if args.output_dir:
+        out = os.path.abspath(args.output_dir)
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{out}: cannot create: {exc.strerror or exc}") from None
+        for suffix, text in ((".service", service), (".timer", timer)):
+            path = os.path.join(out, name + suffix)
+            try:
+                with open(path, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+            except OSError as exc:
+                raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+            print(path)
+    else:
+        sys.stdout.write(f"# {name}.service\n{service}\n# {name}.timer\n{timer}")
+    return EXIT_OK
+
+
+def _absolute(value: str, what: str) -> str:
+    if not value or "\n" in value or "\0" in value:
+        raise UsageError(f"{what}: expected a path, got {value!r}")
+    return os.path.abspath(value)
+
+
+def run_command(args: argparse.Namespace) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """The argv and the environment (name, value) pairs of the scheduled run, all paths absolute."""
+    pex = args.pex or os.environ.get("PEX")
+    if not pex:
+        raise UsageError("--pex PATH is required when not running from the PEX file")
+    if not os.path.isabs(args.python):
+        raise UsageError(f"--python: expected an absolute path (cron and systemd have a minimal PATH), got {args.python!r}")
+    argv = [_absolute(args.python, "--python"), _absolute(pex, "--pex"), "run",
+            "--results-dir", _absolute(args.results_dir, "--results-dir")]
+    if args.shard:
+        from orchestrator_pex.shard import parse_shard
+
+        index, count = parse_shard(args.shard)
+        argv += ["--shard", f"{index}/{count}"]
+    for extra in args.run_arg:
+        if "\n" in extra or "\0" in extra:
+            raise UsageError(f"--run-arg: a scheduled argument cannot contain a newline, got {extra!r}")
+    argv += list(args.run_arg)
+    argv.append(_absolute(args.batch, "BATCH"))
+    env = [("PEX_ROOT", _absolute(args.pex_root, "--pex-root")), ("NO_COLOR", "1")]
+    return argv, env
+
+
+# -- cron ---------------------------------------------------------------------------------------------------------
+
+
+def check_cron_expression(expr: str) -> str:
+    """The expression normalised to single spaces; UsageError unless five cron fields or a nickname."""
+    text = " ".join(str(expr).split())
+    if "\n" in str(expr):
+        raise UsageError(f"--at: a cron expression is one line, got {expr!r}")
+    if text.startswith("@"):
+        if text.lower() not in _CRON_NICKNAMES:
+            raise UsageError(f"--at: unknown cron nickname {text!r} (use one of {', '.join(sorted(_CRON_NICKNAMES))})")
+        return text.lower()
+    fields = text.split(" ") if text else []
+    if len(fields) != 5:
+        raise UsageError(
+            f"--at: a cron schedule has 5 fields (minute hour day-of-month month day-of-week), got {len(fields)} "
+            f"in {expr!r}"
+        )
+    for field in fields:
+        names = re.findall(r"[A-Za-z]+", field)
+        if not _CRON_FIELD.match(field) or any(n.lower() not in _CRON_NAMES for n in names):
+            raise UsageError(f"--at: {field!r} is not a cron field (numbers, *, ranges a-b, steps /n, lists a,b)")
+    return text
+
+
+def cron_quote(arg: str) -> str:
+    """Quote one argument for the /bin/sh that cron runs, with cron's own ``%`` escaped."""
+    return shlex.quote(arg).replace("%", "\\%")
+
+
+def cron_line(at: str, argv: List[str], env: List[Tuple[str, str]], user: Optional[str] = None,
+              log: Optional[str] = None) -> str:
+    """One crontab line (``/etc/cron.d`` form when *user* is given) that runs *argv* with *env*."""
+    schedule = check_cron_expression(at)
+    parts = [schedule]
+    if user is not None:
+        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", user):
+            raise UsageError(f"--user: not a user name: {user!r}")
+        parts.append(user)
+    words = ["/usr/bin/env"] + [f"{k}={v}" for k, v in env] + list(argv)
+    parts.append(" ".join(cron_quote(w) for w in words))
+    parts.append("</dev/null")
+    if log:
+        parts.append(">>" + cron_quote(_absolute(log, "--log")) + " 2>&1")
+    return " ".join(parts)
+
+
+# -- systemd ------------------------------------------------------------------------------------------------------
+
+
+def check_calendar(expr: str) -> str:
+    """A minimal OnCalendar= check: one line of the characters systemd's calendar syntax uses."""
+    text = " ".join(str(expr).split())
+    if not text or "\n" in str(expr) or not _CALENDAR_CHARS.match(text):
+        raise UsageError(
+            f"--on-calendar: not a systemd calendar expression: {expr!r} (e.g. \"*-*-* 02:00\", \"daily\", "
+            "\"Mon..Fri 06:30\"; check with systemd-analyze calendar)"
+        )
+    if text.isalpha() and text.lower() not in _CALENDAR_SHORTHANDS:
+        raise UsageError(f"--on-calendar: unknown shorthand {text!r} (use one of {', '.join(sorted(_CALENDAR_SHORTHANDS))})")
+    return text
+
+
+def default_unit_name(batch: str) -> str:
+    stem = os.path.basename(batch).rsplit(".", 1)[0] or "batch"
+    return "orchestrator-pex-" + _UNIT_NAME_BAD.sub("-", stem)
+
+
+def _check_unit_name(name: str) -> None:
+    if not name or _UNIT_NAME_BAD.search(name) or len(name) > 240:
+        raise UsageError(f"--unit-name: letters, digits and :_.-\\ only, got {name!r}")
+
+
+def systemd_quote(arg: str, executable: bool = False) -> str:
+    """One ExecStart= word: specifiers (%) and variables ($) escaped, quoted when it has space or quotes.
+
+    systemd expands ``$VAR`` in arguments only, so ``$`` is doubled everywhere but in the *executable* (first word).
+    """
+    text = arg.replace("%", "%%")
+    if not executable:
+        text = text.replace("$", "$$")
+    if text and re.match(r"^[A-Za-z0-9_@+=:,./%$-]+$", text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def systemd_units(name: str, on_calendar: str, argv: List[str], env: List[Tuple[str, str]],
+                  user: Optional[str] = None) -> Tuple[str, str]:
+    """The service and timer unit texts."""
+    calendar = check_calendar(on_calendar)
+    if any(c in argv[0] for c in "'\"\\"):
+        raise UsageError(f"--python: systemd refuses executables whose path has quotes or backslashes: {argv[0]!r}")
+    batch = argv[-1]
+    environment = "".join(
+        f"Environment={systemd_quote(k + '=' + v)}\n" for k, v in env
+    )
+    user_line = ""
+    if user:
+        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", user):
+            raise UsageError(f"--user: not a user name: {user!r}")
+        user_line = f"User={user}\n"
+    description = f"orchestrator-pex batch {os.path.basename(batch)}".replace("%", "%%")
+    service = (
+        "[Unit]\n"
+        f"Description={description}\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"{user_line}"
+        f"{environment}"
+        "StandardInput=null\n"
+        "# SIGTERM lets the run stop its instances and write results (exit 143) before the deadline.\n"
+        "KillMode=mixed\n"
+        "TimeoutStopSec=120\n"
+        "# Exit 1: an instance failed; 3: a budget stopped the batch; 75: another run holds the batch lock.\n"
+        f"ExecStart={' '.join(systemd_quote(a, executable=i == 0) for i, a in enumerate(argv))}\n"
+    )
+    timer = (
+        "[Unit]\n"
+        f"Description=Schedule of {description}\n"
+        "\n"
+        "[Timer]\n"
+        f"OnCalendar={calendar}\n"
+        "Persistent=true\n"
+        f"Unit={name}.service\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+    return service, timer
