@@ -33,6 +33,10 @@ from orchestrator_pex.errors import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, UsageErro
 #: run statuses from worst to best; a status not listed ranks just above "succeeded".
 _STATUS_RANK = ["interrupted", "cancelled", "budget-stopped", "failed"]
 _TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read", "total")
+#: instance statuses, listed (zero-filled) in totals.by_status like `run` does.
+_INSTANCE_STATUSES = (
+    "succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     counts = merged["totals"].get("by_status", {})
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     print(
         f"orchestrator-pex merge: {len(docs)} documents, {len(merged['instances'])} instances ({summary}); "
         f"status {merged['status']}",
@@ -236,7 +240,7 @@ def _totals(inputs: List[Any], instances: List[Dict[str, Any]]) -> Dict[str, Any
         if isinstance(t, dict):
             for k, v in t.items():
                 _add(totals, k, v)
-    by_status: Dict[str, int] = {}
+    by_status: Dict[str, int] = {s: 0 for s in _INSTANCE_STATUSES}
     tokens = {k: 0 for k in _TOKEN_KEYS}
     cost = 0.0
     tools: Dict[str, int] = {}
@@ -252,7 +256,7 @@ def _totals(inputs: List[Any], instances: List[Dict[str, Any]]) -> Dict[str, Any
             if _number(v):
                 tools[k] = tools.get(k, 0) + v
     totals["instances"] = len(instances)
-    totals["by_status"] = dict(sorted(by_status.items()))
+    totals["by_status"] = by_status
     for status in ("succeeded", "failed"):
         if status in totals and _number(totals[status]):
             totals[status] = by_status.get(status, 0)
