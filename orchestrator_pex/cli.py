@@ -22,6 +22,8 @@ COMMANDS = {
     "validate": ("orchestrator_pex.commands.validate", "check a batch file without running it"),
     "init": ("orchestrator_pex.commands.init", "write a commented example batch file"),
     "demo": ("orchestrator_pex.commands.demo", "run the built-in demo batch (no Claude account needed)"),
+    "self": ("orchestrator_pex.commands.self_cmd", "verify this PEX against its signed release (self verify)"),
+    "version": ("orchestrator_pex.commands.version_cmd", "print version and build metadata (--json)"),
     "agent-sim": ("orchestrator_pex.agent_sim", None),
 }
 
