@@ -76,6 +76,9 @@ class Journal:
         self._flushing = False
         self._flush_done = None  # trio.Event, created lazily inside trio
         self._failure: Optional[BaseException] = None
+        #: added to every run_started event written (keys the event already has win): lets ``runs list`` tell a
+        #: live run from an interrupted one
+        self.annotations: Dict[str, Any] = {"orchestrator_pid": os.getpid(), "host": _hostname()}
         #: number of fsyncs done and events written (for benchmarks)
         self.fsyncs = 0
         self.events_written = 0
@@ -128,15 +131,20 @@ class Journal:
             self.fsyncs += 1
             self.events_written += count
 
+    def _annotate(self, event: Dict[str, Any]) -> Dict[str, Any]:
+        if event.get("event") == "run_started" and self.annotations:
+            return {**event, **{k: v for k, v in self.annotations.items() if k not in event}}
+        return event
+
     def append_sync(self, event: Dict[str, Any]) -> None:
         """Write and fsync one event from ordinary (non-trio) code; blocks the calling thread."""
-        self._write_and_sync(encode(event), 1)
+        self._write_and_sync(encode(self._annotate(event)), 1)
 
     async def emit(self, event: Dict[str, Any]) -> None:
         """Sink API: return once ``event`` is durable. Concurrent callers share fsyncs (group commit)."""
         import trio
 
-        line = encode(event)
+        line = encode(self._annotate(event))
         if self._flush_done is None:
             self._flush_done = trio.Event()
         self._pending.append(line)
@@ -177,6 +185,15 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _hostname() -> str:
+    import socket
+
+    try:
+        return socket.gethostname()
+    except OSError:
+        return ""
 
 
 def _ends_with_newline(fd: int, size: int) -> bool:

@@ -1,0 +1,100 @@
+"""``orchestrator-pex runs list|show|prune``: the history of runs under a results directory.
+
+``runs list [--results-dir DIR] [--json]``   one line per run, oldest first (JSON: a list of summaries).
+``runs show RUN_ID [--json]``                a run's instances; RUN_ID may be a unique prefix or a run directory path.
+                                             ``--json`` prints the results document (rebuilt from the journal if
+                                             the run was interrupted).
+``runs prune --keep N | --older-than DAYS [--dry-run] [--json]``
+                                             delete old run directories; never a running one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="runs_command", metavar="ACTION")
+    sub.required = True
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--results-dir", metavar="DIR",
+                        help="where runs are kept (default: $ORCHESTRATOR_PEX_RESULTS_DIR or ./orchestrator-runs)")
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    sub.add_parser("list", parents=[common], help="list runs, oldest first", description="List runs, oldest first.")
+    show = sub.add_parser("show", parents=[common], help="show one run's instances",
+                          description="Show one run's instances.")
+    show.add_argument("run_id", metavar="RUN_ID", help="run id, unique prefix of one, or a run directory path")
+    prune = sub.add_parser("prune", parents=[common], help="delete old runs", description="Delete old runs.")
+    which = prune.add_mutually_exclusive_group(required=True)
+    which.add_argument("--keep", type=int, metavar="N", help="keep the N newest runs")
+    which.add_argument("--older-than", type=float, metavar="DAYS", help="delete runs started more than DAYS ago")
+    prune.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+
+
+def main(args: argparse.Namespace) -> int:
+    from orchestrator_pex import history
+
+    results_dir = args.results_dir or history.default_results_dir()
+    if args.runs_command == "list":
+        runs = history.list_runs(results_dir)
+        if args.json:
+            _print_json(runs)
+        else:
+            _print_list(runs, results_dir)
+        return 0
+    if args.runs_command == "show":
+        run_dir = history.find_run(results_dir, args.run_id)
+        doc = history.document(run_dir)
+        if args.json:
+            _print_json(doc)
+        else:
+            _print_show(doc, run_dir)
+        return 0
+    removed, running = history.prune(results_dir, keep=args.keep, older_than_days=args.older_than,
+                                     dry_run=args.dry_run)
+    if args.json:
+        _print_json({"removed": [r["run_id"] for r in removed], "skipped_running": [r["run_id"] for r in running],
+                     "dry_run": bool(args.dry_run)})
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        for run in removed:
+            print(f"{verb} {run['run_id']}  ({run.get('status')}, started {run.get('started_at') or '?'})")
+        for run in running:
+            print(f"kept {run['run_id']}: still running", file=sys.stderr)
+        print(f"{len(removed)} run(s) {verb}", file=sys.stderr)
+    return 0
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def _print_list(runs: list, results_dir: str) -> None:
+    if not runs:
+        print(f"no runs under {results_dir}", file=sys.stderr)
+        return
+    print(f"{'RUN ID':<32} {'STATUS':<12} {'STARTED':<21} {'INST':>5} {'OK':>5} {'COST $':>9}  BATCH")
+    for run in runs:
+        ok = run.get("counts", {}).get("succeeded", 0)
+        cost = run.get("cost_usd")
+        print(f"{str(run['run_id']):<32} {str(run.get('status')):<12} {str(run.get('started_at') or '-'):<21} "
+              f"{run.get('instances', 0):>5} {ok:>5} {cost if cost is not None else '-':>9}  {run.get('batch') or '-'}")
+        for problem in run.get("problems") or []:
+            print(f"    ! {problem}", file=sys.stderr)
+
+
+def _print_show(doc: dict, run_dir: str) -> None:
+    print(f"run {doc.get('run_id')}  status {doc.get('status')}  ({run_dir})")
+    print(f"batch {doc.get('batch')}  started {doc.get('started_at')}  finished {doc.get('finished_at') or '-'}")
+    instances = doc.get("instances") or []
+    width = max([len(str(i.get("name"))) for i in instances] + [4])
+    print(f"{'NAME':<{width}}  {'STATUS':<14} {'SECONDS':>8} {'COST $':>9}  ERROR")
+    for inst in instances:
+        duration = inst.get("duration_s")
+        cost = inst.get("cost_usd")
+        error = (inst.get("error") or "").replace("\n", " ")[:80]
+        print(f"{str(inst.get('name')):<{width}}  {str(inst.get('status')):<14} "
+              f"{(f'{duration:.1f}' if isinstance(duration, (int, float)) else '-'):>8} "
+              f"{(f'{cost:.4f}' if isinstance(cost, (int, float)) else '-'):>9}  {error}")

@@ -1,0 +1,308 @@
+"""Run history: list, show and prune the run directories under a results directory.
+
+A *run directory* is a directory directly under the results directory holding ``journal.jsonl`` or
+``results.json``; nothing else is ever listed or deleted. A run's state comes from its journal when readable (the
+journal is the source of truth; ``results.json`` may be missing or stale after a crash), else from ``results.json``.
+
+Run status shown: the run's own final status once the journal records ``run_finished``; ``running`` while the
+orchestrator that wrote it is alive on this host; otherwise ``interrupted`` (``orchestrator-pex resume`` finishes it).
+``prune`` never removes a ``running`` run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from orchestrator_pex import journal
+from orchestrator_pex.errors import RunDirError, UsageError
+
+RESULTS_NAME = "results.json"
+
+
+def default_results_dir() -> str:
+    """The lead's ``results.default_results_dir()`` (env ORCHESTRATOR_PEX_RESULTS_DIR, else ./orchestrator-runs)."""
+    try:
+        from orchestrator_pex.results import default_results_dir as lead_default
+    except ImportError:
+        return os.environ.get("ORCHESTRATOR_PEX_RESULTS_DIR") or os.path.join(os.getcwd(), "orchestrator-runs")
+    return lead_default()
+
+
+def is_run_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, journal.JOURNAL_NAME)) or os.path.isfile(os.path.join(path, RESULTS_NAME))
+
+
+def run_dirs(results_dir: str) -> List[str]:
+    try:
+        entries = sorted(os.listdir(results_dir))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise RunDirError(f"{results_dir}: cannot list the results directory: {exc.strerror or exc}") from None
+    return [os.path.join(results_dir, e) for e in entries if is_run_dir(os.path.join(results_dir, e))]
+
+
+def _read_results(run_dir: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(os.path.join(run_dir, RESULTS_NAME), "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def writer_alive(run_meta: Dict[str, Any]) -> bool:
+    """Is the orchestrator that last started this run (pid noted in run_started) still alive on this host?"""
+    pid = run_meta.get("orchestrator_pid")
+    host = run_meta.get("host")
+    if not isinstance(pid, int) or pid <= 1 or (host and host != socket.gethostname()):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return False
+    except (OSError, IndexError):
+        pass
+    return True
+
+
+def load(run_dir: str) -> Tuple[Optional[journal.RunState], Optional[Dict[str, Any]], List[str]]:
+    """``(journal state or None, results.json document or None, problems)`` for one run directory."""
+    problems: List[str] = []
+    state = None
+    if os.path.isfile(os.path.join(run_dir, journal.JOURNAL_NAME)):
+        try:
+            state, problems = journal.load_run(run_dir)
+        except RunDirError as exc:
+            problems.append(str(exc))
+    doc = _read_results(run_dir)
+    if state is None and doc is None:
+        raise RunDirError(f"{run_dir}: neither a readable journal nor a readable results.json; not a run directory")
+    return state, doc, problems
+
+
+def run_status(state: Optional[journal.RunState], doc: Optional[Dict[str, Any]]) -> str:
+    if state is None:
+        return str(doc.get("status", "unknown")) if doc else "unknown"
+    if state.finished and not state.in_flight:
+        return str(state.run_meta.get("status") or (doc or {}).get("status") or "finished")
+    if writer_alive(state.run_meta):
+        return "running"
+    return "interrupted"
+
+
+def summary(run_dir: str) -> Dict[str, Any]:
+    """One line of ``runs list``: id, status, batch, times, instance counts by status, cost."""
+    state, doc, problems = load(run_dir)
+    meta = dict(state.run_meta) if state else {}
+    doc = doc or {}
+    records: Dict[str, Dict[str, Any]] = dict(state.records) if state else {
+        r.get("name"): r for r in doc.get("instances", []) if isinstance(r, dict)
+    }
+    counts: Dict[str, int] = {}
+    for record in records.values():
+        status = str(record.get("status", "unknown"))
+        counts[status] = counts.get(status, 0) + 1
+    if state:
+        for name in state.in_flight:
+            if name not in records or records[name].get("status") != journal.SUCCEEDED:
+                counts["interrupted"] = counts.get("interrupted", 0) + 1
+    cost = 0.0
+    for record in records.values():
+        try:
+            cost += float(record.get("cost_usd") or 0.0)
+        except (TypeError, ValueError):
+            pass
+    total = len(doc.get("instances", [])) if isinstance(doc.get("instances"), list) else 0
+    return {
+        "run_id": meta.get("run_id") or doc.get("run_id") or os.path.basename(run_dir),
+        "path": run_dir,
+        "status": run_status(state, doc),
+        "batch": meta.get("batch") or doc.get("batch"),
+        "started_at": meta.get("started_at") or doc.get("started_at"),
+        "finished_at": meta.get("finished_at") or doc.get("finished_at") if (state is None or state.finished) else None,
+        "sessions": state.sessions if state else 1,
+        "instances": max(total, len(records)),
+        "counts": dict(sorted(counts.items())),
+        "cost_usd": round(cost, 6),
+        "problems": problems,
+    }
+
+
+def list_runs(results_dir: str) -> List[Dict[str, Any]]:
+    """Summaries of every run directory, oldest first (by start time, then id)."""
+    out = []
+    for path in run_dirs(results_dir):
+        try:
+            out.append(summary(path))
+        except RunDirError as exc:
+            out.append({"run_id": os.path.basename(path), "path": path, "status": "unreadable",
+                        "started_at": None, "problems": [str(exc)], "counts": {}, "instances": 0})
+    out.sort(key=lambda s: (str(s.get("started_at") or ""), str(s["run_id"])))
+    return out
+
+
+def find_run(results_dir: str, run_id: str) -> str:
+    """The run directory for ``run_id`` (an exact id, a unique prefix, or a path to a run directory)."""
+    if os.sep in run_id or run_id.startswith("."):
+        if is_run_dir(run_id):
+            return os.path.abspath(run_id)
+        raise UsageError(f"{run_id}: not a run directory (no journal.jsonl or results.json)")
+    exact = os.path.join(results_dir, run_id)
+    if is_run_dir(exact):
+        return exact
+    matches = [p for p in run_dirs(results_dir) if os.path.basename(p).startswith(run_id)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UsageError(f"no run {run_id!r} under {results_dir}")
+    raise UsageError(f"run id {run_id!r} is ambiguous under {results_dir}: " +
+                     ", ".join(os.path.basename(p) for p in matches[:5]))
+
+
+def document(run_dir: str) -> Dict[str, Any]:
+    """The run's results document: ``results.json`` when it is final and agrees with the journal, else rebuilt
+    from the journal (instances the journal saw start but never finish appear as ``cancelled`` with an
+    ``interrupted`` error)."""
+    state, doc, problems = load(run_dir)
+    if state is None:
+        return doc  # type: ignore[return-value]
+    if doc is not None and state.finished and not state.in_flight and _agrees(doc, state):
+        return doc
+    return rebuild_document(run_dir, state, doc)
+
+
+def _agrees(doc: Dict[str, Any], state: journal.RunState) -> bool:
+    by_name = {r.get("name"): r.get("status") for r in doc.get("instances", []) if isinstance(r, dict)}
+    return all(by_name.get(n) == r.get("status") for n, r in state.records.items())
+
+
+def batch_instance_names(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, Any]]) -> List[str]:
+    """Instance names of the run's batch, in batch order: from the batch copy, else results.json, else the journal."""
+    copy = state.run_meta.get("batch_copy")
+    candidates = [os.path.join(run_dir, copy)] if isinstance(copy, str) and copy else []
+    candidates += [os.path.join(run_dir, n) for n in ("batch.toml", "batch.json")]
+    for path in candidates:
+        if os.path.isfile(path):
+            try:
+                from orchestrator_pex import config
+
+                return [inst.name for inst in config.load_batch(path).instances]
+            except Exception:  # noqa: BLE001 - fall back to what the run recorded
+                break
+    if doc and isinstance(doc.get("instances"), list):
+        names = [r.get("name") for r in doc["instances"] if isinstance(r, dict) and isinstance(r.get("name"), str)]
+        if names:
+            return names
+    seen = list(dict.fromkeys([*state.starts, *state.records]))
+    return seen
+
+
+def interrupted_record(name: str, started: Dict[str, Any]) -> Dict[str, Any]:
+    """A record for an instance the journal saw start but never finish (its orchestrator died)."""
+    from orchestrator_pex import results
+
+    record = results.not_started(name)
+    record.update(status="cancelled", started_at=started.get("at"), attempts=started.get("attempt") or 1,
+                  error="interrupted: the orchestrator stopped while this instance ran (resume reruns it)")
+    return record
+
+
+def all_records(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """One record per instance of the batch, in batch order: the journal's (a success is final), ``cancelled`` for
+    instances that were running when the orchestrator died, ``not-started`` for the rest."""
+    from orchestrator_pex import results
+
+    names = batch_instance_names(run_dir, state, doc)
+    records = dict(state.records)
+    for name, started in state.in_flight.items():
+        if records.get(name, {}).get("status") != journal.SUCCEEDED:
+            records[name] = interrupted_record(name, started)
+    out = []
+    for name in names:
+        record = records.pop(name, None) or results.not_started(name, "not started: the run ended before it")
+        out.append(_complete(record))
+    out.extend(_complete(r) for r in records.values())  # recorded but no longer in the batch copy
+    return out
+
+
+def _complete(record: Dict[str, Any]) -> Dict[str, Any]:
+    """Fill keys a record from an older or damaged journal may lack, so totals can be computed."""
+    from orchestrator_pex import results
+
+    full = results.not_started(str(record.get("name")))
+    full.update(record)
+    if not isinstance(full.get("tokens"), dict):
+        full["tokens"] = results.not_started("x")["tokens"]
+    if not isinstance(full.get("tools"), dict):
+        full["tools"] = {}
+    return full
+
+
+def rebuild_document(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, Any]] = None,
+                     status: Optional[str] = None) -> Dict[str, Any]:
+    """The results document rebuilt from the journal (``results.build_document``). ``status`` overrides the run
+    status; by default it is the journal's final status, or ``running``/``interrupted`` for an unfinished run."""
+    from orchestrator_pex import results
+
+    records = all_records(run_dir, state, doc)
+    meta = {k: v for k, v in state.run_meta.items() if k not in ("orchestrator_pid", "host")}
+    if status is not None:
+        meta["status"] = status
+    elif not state.finished or state.in_flight:
+        meta["status"] = "running" if writer_alive(state.run_meta) else "interrupted"
+        meta.pop("finished_at", None)
+    return results.build_document(meta, records)
+
+
+def prune(results_dir: str, keep: Optional[int] = None, older_than_days: Optional[float] = None,
+          dry_run: bool = False) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """Remove old run directories: all but the ``keep`` newest, or those started more than ``older_than_days`` ago.
+
+    Returns ``(removed, kept_running)``; a ``running`` run is never removed.
+    """
+    if (keep is None) == (older_than_days is None):
+        raise UsageError("runs prune: give exactly one of --keep N or --older-than DAYS")
+    if keep is not None and keep < 0:
+        raise UsageError("runs prune: --keep must be >= 0")
+    runs = list_runs(results_dir)
+    if keep is not None:
+        victims = runs[: max(0, len(runs) - keep)]
+    else:
+        cutoff = time.time() - float(older_than_days) * 86400  # type: ignore[arg-type]
+        victims = [r for r in runs if _started_epoch(r) < cutoff]
+    removed, skipped = [], []
+    for run in victims:
+        if run.get("status") == "running":
+            skipped.append(run)
+            continue
+        if not dry_run:
+            shutil.rmtree(run["path"], ignore_errors=False)
+        removed.append(run)
+    return removed, skipped
+
+
+def _started_epoch(run: Dict[str, Any]) -> float:
+    text = run.get("started_at")
+    if isinstance(text, str):
+        from datetime import datetime
+
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    try:
+        return os.path.getmtime(run["path"])
+    except OSError:
+        return time.time()
