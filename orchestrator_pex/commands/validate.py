@@ -1,0 +1,24 @@
+"""``orchestrator-pex validate BATCH``: load and plan a batch (and check a site policy) without running anything."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("batch", help="batch file (TOML, or zen JSON)")
+    p.add_argument("--claude", metavar="PATH", help="Claude Code executable to plan with")
+
+
+def main(args: argparse.Namespace) -> int:
+    from orchestrator_pex.config import load_batch
+    from orchestrator_pex.plan import make_plan
+
+    batch = load_batch(args.batch)
+    plan = make_plan(batch, args.claude)
+    kinds = {}
+    for launch in plan.launches:
+        kinds[launch.kind] = kinds.get(launch.kind, 0) + 1
+    detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    print(f"{args.batch}: ok, {len(plan.launches)} instances ({detail})")
+    return 0

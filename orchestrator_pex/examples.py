@@ -1,0 +1,129 @@
+"""Example batch files, written with comments: ``init`` (for Claude Code) and ``init --demo`` / ``demo``.
+
+The values are serialised by tomli-w, key by key, so every value is valid TOML; the comments are ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Sequence, Tuple
+
+import tomli_w
+
+Entry = Tuple[str, Any, str]  # key, value, comment
+
+
+def _section(header: str, entries: Sequence[Entry]) -> List[str]:
+    lines = [header] if header else []
+    for key, value, comment in entries:
+        if comment:
+            lines.append(f"# {comment}")
+        lines.append(f"{key} = {_value(value)}")
+    return lines + [""]
+
+
+def _value(value: Any) -> str:
+    """A TOML value; tables inline (a ``[table]`` header would end the ``[[instances]]`` entry)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + " }"
+    return tomli_w.dumps({"v": value})[len("v = "):].rstrip("\n")
+
+
+def _render(intro: str, top: Sequence[Entry], sections: Sequence[Tuple[str, Sequence[Entry]]]) -> str:
+    lines = [f"# {line}".rstrip() for line in intro.strip().splitlines()] + [""]
+    lines += _section("", top)
+    for header, entries in sections:
+        lines += _section(header, entries)
+    return "\n".join(lines)
+
+
+def example_batch() -> str:
+    return _render(
+        """
+orchestrator-pex batch file. Check it with `orchestrator-pex validate FILE`, preview the exact commands with
+`orchestrator-pex run FILE --dry-run`, run it with `orchestrator-pex run FILE`.
+Every key of an instance may also be set once under [defaults].
+""",
+        [
+            ("claude", "claude", "Claude Code executable: a name on PATH or a path (relative to this file)"),
+            ("concurrency", 8, "hard cap on instances running at once; below it, launches follow measured CPU and memory headroom"),
+            ("grace_period", 10, "seconds between SIGTERM and SIGKILL when an instance must stop"),
+        ],
+        [
+            ("[budget]", [
+                ("max_cost_usd", 5.0, "whole batch: dollars (Claude Code's own total_cost_usd, estimated while running)"),
+                ("max_tokens", 5_000_000, "whole batch: tokens (input + output + cache creation + cache read)"),
+                ("mode", "block", '"block" stops launching and stops running instances; "warn" only logs'),
+            ]),
+            ("[retry]", [
+                ("backoff", 2.0, "first wait before retrying a transient API error (429, 529, 5xx); doubles each time"),
+                ("backoff_max", 60.0, "longest wait between retries"),
+            ]),
+            ("[defaults]", [
+                ("model", "claude-sonnet-4-5", "passed as --model"),
+                ("permission_mode", "acceptEdits", "default, acceptEdits, plan, dontAsk (bypassPermissions is refused as root)"),
+                ("allowed_tools", ["Read", "Grep", "Glob", "Edit", "Bash(git diff:*)"], "--allowedTools"),
+                ("timeout", 1800, "seconds an instance may run in all"),
+                ("stall_timeout", 600, "seconds an instance may print nothing before it is stopped as stalled"),
+                ("retries", 2, "retries after a transient API error; every attempt counts against the budgets"),
+                ("max_cost_usd", 1.0, "per instance"),
+            ]),
+            ("[[instances]]", [
+                ("name", "fix-tests", "letters, digits, '.', '_' and '-': used for log file names"),
+                ("description", "Run the unit tests and fix what fails", ""),
+                ("prompt", "Run the test suite with `pytest -q` and fix any failing test.", "a prompt or a slash command"),
+                ("cwd", ".", "working directory, relative to this file"),
+                ("env", {"PYTHONDONTWRITEBYTECODE": "1"}, "added to the environment (secret-looking values never reach logs)"),
+                ("tags", ["tests"], ""),
+            ]),
+            ("[[instances]]", [
+                ("name", "review", ""),
+                ("prompt", "/review", "slash commands work as prompts"),
+                ("max_turns", 10, "--max-turns"),
+            ]),
+            ("[[instances]]", [
+                ("name", "lint", "any other program: argv, never a shell; same timeouts, logs and outcome"),
+                ("argv", ["ruff", "check", "."], ""),
+                ("timeout", 300, ""),
+            ]),
+        ],
+    )
+
+
+def demo_batch() -> str:
+    def sim(name: str, scenario: str, prompt: str, **extra: Any) -> Tuple[str, List[Entry]]:
+        env = {"AGENT_SIM_SCENARIO": scenario, **extra.pop("env", {})}
+        entries = [("name", name, ""), ("prompt", prompt, ""), ("env", env, "")]
+        entries += [(k, v, "") for k, v in extra.items()]
+        return "[[instances]]", entries
+
+    return _render(
+        """
+Demo batch for orchestrator-pex: every instance runs the built-in simulated agent (claude = "@agent-sim"),
+which prints the same stream-json as Claude Code 2.1.330, so this runs anywhere, with no Claude account.
+Swap `claude` for a real Claude Code executable to run the same prompts for real.
+""",
+        [
+            ("claude", "@agent-sim", "the demo agent built into orchestrator-pex"),
+            ("concurrency", 4, ""),
+        ],
+        [
+            ("[budget]", [("max_cost_usd", 1.0, ""), ("mode", "block", "")]),
+            ("[retry]", [("backoff", 0.5, "short, for the demo")]),
+            ("[defaults]", [
+                ("model", "claude-sonnet-4-5", ""),
+                ("permission_mode", "acceptEdits", ""),
+                ("allowed_tools", ["Bash", "Read", "Edit", "Grep"], ""),
+                ("timeout", 120, ""),
+                ("stall_timeout", 60, ""),
+                ("cwd", ".", ""),
+            ]),
+            sim("echo-tool", "tool-use", "run echo"),
+            sim("refactor", "multi-tool", "refactor the parser and run the tests", env={"AGENT_SIM_TURNS": "6",
+                                                                                       "AGENT_SIM_DELAY": "0.15"}),
+            sim("slow-review", "slow", "/review", env={"AGENT_SIM_DELAY": "0.4"}),
+            sim("overloaded-then-ok", "flaky", "summarise the changelog",
+                env={"AGENT_SIM_FAIL_TIMES": "1", "AGENT_SIM_STATE_FILE": "overloaded-then-ok.state"}),
+            sim("haiku-quick", "ok", "say hello", model="claude-haiku-4-5"),
+            sim("noisy-output", "garbage", "survive garbage on stdout"),
+        ],
+    )

@@ -1,0 +1,155 @@
+"""Results: the per-instance record and the results document, written atomically.
+
+The document is the contract for scripts (``run --json`` prints exactly it). It is built only from instance
+records — plain dicts — so the same function rebuilds it from the run journal after a crash.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import secrets
+import tempfile
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+STATUSES = ("succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started")
+TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read")
+ENV_RESULTS_DIR = "ORCHESTRATOR_PEX_RESULTS_DIR"
+
+
+def default_results_dir() -> str:
+    """``$ORCHESTRATOR_PEX_RESULTS_DIR``, else ``./orchestrator-runs`` under the current directory."""
+    return os.environ.get(ENV_RESULTS_DIR) or os.path.join(os.getcwd(), "orchestrator-runs")
+
+
+def iso(ts: Optional[float]) -> Optional[str]:
+    if not ts:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def new_run_id(batch_path: str, now: float) -> str:
+    stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stem = os.path.splitext(os.path.basename(batch_path))[0][:40] or "batch"
+    return f"{stamp}-{stem}-{secrets.token_hex(2)}"
+
+
+def not_started(name: str, error: Optional[str] = None) -> Dict[str, Any]:
+    return instance_record(name, "not-started", [], stdout_log=None, stderr_log=None, error=error)
+
+
+def instance_record(
+    name: str,
+    status: str,
+    attempts: Sequence[Any],
+    *,
+    stdout_log: Optional[str],
+    stderr_log: Optional[str],
+    error: Optional[str] = None,
+) -> Dict[str, Any]:
+    """One entry of ``instances``: every attempt's tokens and cost are summed (retries are never free)."""
+    tokens = {k: 0 for k in TOKEN_KEYS}
+    tools: Dict[str, int] = {}
+    cost = 0.0
+    sources = set()
+    for a in attempts:
+        acct = a.acct
+        for key, value in acct.tokens().items():
+            tokens[key] += value
+        for tool, count in acct.tools.items():
+            tools[tool] = tools.get(tool, 0) + count
+        if acct.total_tokens or acct.result_cost is not None:
+            cost += acct.cost_usd
+            sources.add(acct.cost_source)
+    tokens["total"] = sum(tokens[k] for k in TOKEN_KEYS)
+    last = attempts[-1] if attempts else None
+    acct = last.acct if last else None
+    started = attempts[0].started_at if attempts else None
+    finished = last.finished_at if last else None
+    return {
+        "name": name,
+        "status": status,
+        "exit_code": last.exit_code if last else None,
+        "started_at": iso(started),
+        "finished_at": iso(finished),
+        "duration_s": round(finished - started, 3) if started and finished else None,
+        "attempts": len(attempts),
+        "tokens": tokens,
+        "cost_usd": round(cost, 6),
+        "cost_source": "estimate" if "estimate" in sources else "result" if sources else None,
+        "model": acct.model if acct else None,
+        "tools": dict(sorted(tools.items())),
+        "session_id": acct.session_id if acct else None,
+        "num_turns": acct.num_turns if acct else None,
+        "result": acct.result_text if acct else None,
+        "error": error if error is not None else (last.error if last else None),
+        "api_error_status": acct.api_error_status if acct else None,
+        "skipped_lines": sum(a.skipped_lines for a in attempts),
+        "stdout_log": stdout_log,
+        "stderr_log": stderr_log,
+    }
+
+
+def totals(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
+    tokens = {k: 0 for k in (*TOKEN_KEYS, "total")}
+    by_status = {s: 0 for s in STATUSES}
+    tools: Dict[str, int] = {}
+    cost = 0.0
+    count = 0
+    for r in records:
+        count += 1
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+        for k in tokens:
+            tokens[k] += r["tokens"].get(k, 0)
+        for tool, n in r["tools"].items():
+            tools[tool] = tools.get(tool, 0) + n
+        cost += r["cost_usd"] or 0.0
+    return {"instances": count, "by_status": by_status, "tokens": tokens, "cost_usd": round(cost, 6),
+            "tools": dict(sorted(tools.items()))}
+
+
+def run_status(records: Sequence[Dict[str, Any]], interrupted: bool = False, budget_stopped: bool = False) -> str:
+    if interrupted:
+        return "interrupted"
+    if budget_stopped:
+        return "budget-stopped"
+    return "succeeded" if all(r["status"] == "succeeded" for r in records) else "failed"
+
+
+def build_document(run_meta: Dict[str, Any], records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The results document: ``run_meta`` (run_id, batch, started_at, finished_at, status, ...) plus instances."""
+    doc = {k: run_meta.get(k) for k in ("run_id", "batch", "started_at", "finished_at", "status")}
+    doc.update({k: v for k, v in run_meta.items() if k not in doc})
+    doc["totals"] = totals(records)
+    doc["instances"] = records
+    return doc
+
+
+def write_atomic(path: str, doc: Dict[str, Any]) -> None:
+    """Replace ``path`` with ``doc`` as JSON: a reader sees the old file or the new one, never a torn one."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -1,0 +1,135 @@
+"""Runner: one run of a planned batch — its run directory, signals, report, and the results document.
+
+:func:`execute` is shared by ``run`` and ``resume``. It owns the top nursery: the signal watcher, the report's
+ticker and the scheduler run under it. SIGINT or SIGTERM stops launching and ends every running instance (its
+process group gets SIGTERM, SIGKILL after the grace period); a second signal SIGKILLs them at once. Whatever
+happens, ``results.json`` is written (atomically) before :func:`execute` returns, and the exit status says why the
+run ended: 130/143 interrupted, 3 budget-stopped, 1 an instance did not succeed, 0 all succeeded.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import signal
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+import trio
+
+from orchestrator_pex import errors, results
+from orchestrator_pex.plan import Plan
+from orchestrator_pex.report import Console
+from orchestrator_pex.scheduler import Scheduler
+from orchestrator_pex.version import version
+
+
+class _Signals:
+    received: Optional[int] = None
+
+
+def console_mode(json_logs: bool, stream=sys.stderr) -> str:
+    if json_logs:
+        return "json"
+    try:
+        return "tty" if stream.isatty() and os.environ.get("TERM", "dumb") != "dumb" else "lines"
+    except ValueError:
+        return "lines"
+
+
+def prepare_run_dir(results_dir: str, batch_path: str, run_id: Optional[str] = None) -> Tuple[str, str]:
+    """Create ``<results_dir>/<run_id>/logs`` and keep a verbatim copy of the batch file there."""
+    run_id = run_id or results.new_run_id(batch_path, time.time())
+    run_dir = os.path.join(os.path.abspath(results_dir), run_id)
+    try:
+        os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
+        ext = os.path.splitext(batch_path)[1] or ".toml"
+        copy = os.path.join(run_dir, f"batch{ext}")
+        if not os.path.exists(copy):
+            shutil.copyfile(batch_path, copy)
+    except OSError as exc:
+        raise errors.UsageError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
+    return run_id, run_dir
+
+
+async def execute(
+    plan: Plan,
+    *,
+    run_id: str,
+    run_dir: str,
+    console: Console,
+    sinks: Sequence[Any] = (),
+    agent_version: Optional[str] = None,
+    start_at: Optional[datetime.datetime] = None,
+    only: Optional[Set[str]] = None,
+    prior: Optional[Dict[str, Dict[str, Any]]] = None,
+    meta: Optional[Dict[str, Any]] = None,
+    **scheduler_options: Any,
+) -> Tuple[Dict[str, Any], int]:
+    """Run ``plan`` (or only the instances named in ``only``; ``prior`` records stand for the others)."""
+    scheduler = Scheduler(plan, run_dir, sinks=[console, *sinks], only=only, **scheduler_options)
+    console.scheduler = scheduler
+    started = time.time()
+    run_meta: Dict[str, Any] = {
+        "run_id": run_id, "batch": plan.batch.path, "started_at": results.iso(started), "finished_at": None,
+        "status": "running", "run_dir": run_dir, "orchestrator_version": version(),
+        "agent_version": agent_version, **(meta or {}),
+    }
+    sig = _Signals()
+    records: List[Dict[str, Any]] = []
+    async with trio.open_nursery() as top:
+        wait_scope = trio.CancelScope()
+        await top.start(_watch_signals, scheduler, sig, wait_scope)
+        top.start_soon(_tick, console)
+        try:
+            await scheduler._emit({"event": "run_started", "instances": len(scheduler.states), **run_meta})
+            if start_at is not None:
+                with wait_scope:
+                    await console.emit({"event": "warning", "message": f"waiting until {start_at.isoformat()}"})
+                    await trio.sleep(max(0.0, start_at.timestamp() - time.time()))
+            records = await scheduler.run()
+        finally:
+            top.cancel_scope.cancel()
+    by_name = {**(prior or {}), **{r["name"]: r for r in records}}
+    ordered = [by_name.get(l.name) or results.not_started(l.name) for l in plan.launches]
+    status = results.run_status(ordered, interrupted=sig.received is not None, budget_stopped=scheduler.budget_stopped)
+    if sig.received is not None:
+        exit_status = errors.EXIT_SIGINT if sig.received == signal.SIGINT else errors.EXIT_SIGTERM
+    elif scheduler.budget_stopped:
+        exit_status = errors.EXIT_BUDGET
+    elif status != "succeeded":
+        exit_status = errors.EXIT_FAILED
+    else:
+        exit_status = errors.EXIT_OK
+    run_meta.update(finished_at=results.iso(time.time()), status=status, exit_status=exit_status)
+    doc = results.build_document(run_meta, ordered)
+    results.write_atomic(os.path.join(run_dir, "results.json"), doc)
+    with trio.CancelScope(shield=True):
+        await scheduler._emit({"event": "run_finished", "status": status, "exit_status": exit_status,
+                               "finished_at": run_meta["finished_at"], "totals": doc["totals"]})
+    console.close()
+    return doc, exit_status
+
+
+async def _watch_signals(scheduler: Scheduler, sig: _Signals, wait_scope: trio.CancelScope, task_status) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        task_status.started()
+        async for signum in received:
+            if sig.received is None:
+                sig.received = signum
+                wait_scope.cancel()
+                scheduler.interrupt()
+            else:  # asked twice: no more grace
+                for attempt in scheduler._attempts_running():
+                    try:
+                        os.killpg(attempt.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+
+
+async def _tick(console: Console) -> None:
+    while True:
+        await trio.sleep(1.0)
+        console.tick()

@@ -1,0 +1,240 @@
+"""Runtime: run one attempt of one instance as a child process and stream its output.
+
+An attempt is a process started from argv (never a shell) in a new session, so it and everything it starts share
+one process group that can be signalled as a whole. Its stdout is read in chunks: every byte goes to the raw log,
+complete lines go to :class:`~orchestrator_pex.accounting.Accounting`; a line longer than ``max_line`` bytes is
+skipped (still in the raw log) and never held in memory whole. Stderr goes straight to its log file.
+
+Guarantees: when :func:`run_attempt` returns or raises — normal exit, timeout, stall, :meth:`Attempt.stop`, or
+cancellation from outside — the process group has been sent SIGTERM, then SIGKILL after ``grace`` seconds if
+anything in it was still alive, and the log files are closed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import trio
+
+from orchestrator_pex.accounting import Accounting
+
+CHUNK = 64 * 1024
+DEFAULT_MAX_LINE = 4 * 1024 * 1024
+_STDERR_TAIL = 2048
+
+
+class Attempt:
+    """Live state of one attempt: read by the scheduler and the report while it runs."""
+
+    __slots__ = (
+        "number", "acct", "pid", "started_at", "finished_at", "started_mono", "last_output_mono",
+        "exit_code", "stop_reason", "error", "skipped_lines", "scope",
+    )
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.acct = Accounting()
+        self.pid: Optional[int] = None
+        self.started_at = self.finished_at = 0.0  # wall clock (time.time())
+        self.started_mono = self.last_output_mono = 0.0
+        self.exit_code: Optional[int] = None
+        #: why the orchestrator ended it: "timed-out", "stalled", "budget-stopped" or "cancelled"
+        self.stop_reason: Optional[str] = None
+        self.error: Optional[str] = None
+        self.skipped_lines = 0
+        self.scope: Optional[trio.CancelScope] = None
+
+    def stop(self, reason: str) -> None:
+        """End this attempt (its process group is terminated); the first reason given is the one reported."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+async def run_attempt(
+    attempt: Attempt,
+    argv: Sequence[str],
+    *,
+    env: Optional[Dict[str, str]],
+    cwd: Optional[str],
+    stdout_log: str,
+    stderr_log: str,
+    timeout: Optional[float] = None,
+    stall_timeout: Optional[float] = None,
+    grace: float = 10.0,
+    max_line: int = DEFAULT_MAX_LINE,
+    on_output: Callable[[Attempt], None] = lambda a: None,
+    on_spawn: Callable[[Attempt], None] = lambda a: None,
+) -> None:
+    """Run ``argv`` to the end; fill in ``attempt``. Raises ``OSError`` (not started) if the program cannot start.
+
+    ``timeout`` bounds the whole attempt; ``stall_timeout`` bounds the silence between two stdout chunks.
+    ``on_output`` is called after each chunk is accounted (the scheduler checks budgets there).
+    """
+    with open(stdout_log, "ab") as out, open(stderr_log, "ab") as err:
+        attempt.started_at = time.time()
+        attempt.started_mono = attempt.last_output_mono = trio.current_time()
+        proc = await trio.lowlevel.open_process(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+            cwd=cwd, env=env, start_new_session=True,
+        )
+        attempt.pid = proc.pid
+        on_spawn(attempt)
+        try:
+            with trio.CancelScope() as attempt.scope:  # the attempt's lifetime: timeout and stop() cancel it
+                if attempt.stop_reason is not None:
+                    attempt.scope.cancel()
+                if timeout is not None:
+                    attempt.scope.deadline = attempt.started_mono + timeout
+                pumped = trio.Event()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_pump, proc.stdout, attempt, out, stall_timeout, max_line, on_output, pumped)
+                    await proc.wait()
+                    # The agent is gone; end whatever it left in its group so the pipe reaches EOF.
+                    await _end_group(proc.pid, grace)
+                    with trio.move_on_after(grace):  # an escaped grandchild may still hold the pipe
+                        await pumped.wait()
+                    nursery.cancel_scope.cancel()
+            if attempt.scope.cancelled_caught and attempt.stop_reason is None:
+                attempt.stop_reason = "timed-out"
+        finally:
+            with trio.CancelScope(shield=True):
+                await _terminate(proc, grace)
+                attempt.exit_code = proc.returncode
+                attempt.finished_at = time.time()
+                attempt.error = attempt.error or _stderr_tail(stderr_log, proc.returncode)
+
+
+async def _pump(stream, attempt: Attempt, out, stall_timeout, max_line, on_output, pumped: trio.Event) -> None:
+    """Copy stdout to the raw log and feed complete lines to accounting until EOF; then set ``pumped``."""
+    feed = attempt.acct.feed
+    write = out.write
+    pending: list = []
+    pending_len = 0
+    skipping = False  # inside an over-long line: drop bytes until the next newline
+    try:
+        with trio.CancelScope() as stall_scope:  # bounds the silence between two chunks
+            if stall_timeout is not None:
+                stall_scope.deadline = trio.current_time() + stall_timeout
+            while True:
+                chunk = await stream.receive_some(CHUNK)
+                if not chunk:
+                    break
+                now = trio.current_time()
+                attempt.last_output_mono = now
+                if stall_timeout is not None:
+                    stall_scope.deadline = now + stall_timeout
+                write(chunk)
+                if skipping:
+                    nl = chunk.find(b"\n")
+                    if nl < 0:
+                        continue
+                    skipping = False
+                    chunk = chunk[nl + 1:]
+                last = chunk.rfind(b"\n")
+                if last < 0:
+                    pending.append(chunk)
+                    pending_len += len(chunk)
+                    if pending_len > max_line:
+                        pending, pending_len, skipping = [], 0, True
+                        attempt.skipped_lines += 1
+                    continue
+                if pending:
+                    first = chunk.find(b"\n")
+                    pending.append(chunk[:first])
+                    if pending_len + first <= max_line:
+                        if not feed(b"".join(pending)):
+                            attempt.skipped_lines += 1
+                    else:
+                        attempt.skipped_lines += 1
+                    lines = chunk[first + 1:last].split(b"\n") if first != last else ()
+                else:
+                    lines = chunk[:last].split(b"\n")
+                for line in lines:
+                    if not feed(line):
+                        attempt.skipped_lines += 1
+                tail = chunk[last + 1:]
+                pending, pending_len = ([tail], len(tail)) if tail else ([], 0)
+                on_output(attempt)
+        if stall_scope.cancelled_caught:
+            attempt.stop("stalled")
+            return
+        if pending and not skipping:  # a last line without newline
+            line = b"".join(pending)
+            if not feed(line):
+                attempt.skipped_lines += 1
+            on_output(attempt)
+    finally:
+        pumped.set()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _end_group(pgid: int, grace: float) -> None:
+    """SIGTERM what is left in the group, SIGKILL after ``grace`` seconds."""
+    if not _group_alive(pgid):
+        return
+    _signal_group(pgid, signal.SIGTERM)
+    with trio.move_on_after(grace):
+        while _group_alive(pgid):
+            await trio.sleep(0.05)
+        return
+    _signal_group(pgid, signal.SIGKILL)
+    with trio.move_on_after(grace):
+        while _group_alive(pgid):
+            await trio.sleep(0.05)
+
+
+async def _terminate(proc: trio.Process, grace: float) -> None:
+    """End the attempt's process and its whole group: SIGTERM, then SIGKILL after ``grace``; reap the leader."""
+    if proc.returncode is None:
+        _signal_group(proc.pid, signal.SIGTERM)
+        with trio.move_on_after(grace):
+            await proc.wait()
+        if proc.returncode is None:
+            _signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    await _end_group(proc.pid, grace)
+
+
+def _stderr_tail(path: str, returncode: Optional[int]) -> Optional[str]:
+    """The last non-empty stderr line, for the results' ``error`` when the process failed."""
+    if returncode in (0, None):
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - _STDERR_TAIL))
+            tail = f.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        tail = []
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        prefix = f"killed by {name}"
+    else:
+        prefix = f"exit status {returncode}"
+    return f"{prefix}: {tail[-1][:500]}" if tail else prefix

@@ -1,0 +1,315 @@
+"""Scheduler: run a plan's instances in parallel on one trio nursery, within limits, and record every outcome.
+
+Structure: :meth:`Scheduler.run` owns the *batch nursery*; each started instance is one task in it, which runs its
+attempts one after another (:func:`orchestrator_pex.runtime.run_attempt`). Launching is sequential, in batch order:
+the next instance starts when the concurrency cap, the measured headroom (:mod:`orchestrator_pex.headroom`) and the
+stagger allow, and only while launching has not been stopped.
+
+Launching stops — the rest are reported ``not-started`` — when a blocking budget is crossed, when an attempt fails
+authentication (401), when the batch deadline passes, or on :meth:`Scheduler.interrupt`. Budget, deadline and
+interrupt also stop the running instances (``budget-stopped``, ``timed-out``, ``cancelled``): their process groups
+get SIGTERM, then SIGKILL after the grace period. Whatever ends the batch, every instance gets exactly one record and
+every sink receives ``instance_finished`` for it before :meth:`run` returns.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence, Set
+
+import trio
+
+from orchestrator_pex import results
+from orchestrator_pex.headroom import Headroom
+from orchestrator_pex.plan import Launch, Plan
+from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
+
+TRANSIENT_API_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+DEFAULT_CONCURRENCY = 32  # hard cap when neither --concurrency nor the batch sets one (API rate limits)
+_POLL = 0.1  # seconds between admission checks when nothing else wakes the launcher
+
+
+class InstanceState:
+    """An instance's progress through the batch, read by reports."""
+
+    __slots__ = ("launch", "status", "attempts", "record", "backoff_scope", "_tokens", "_cost", "warned")
+
+    def __init__(self, launch: Launch) -> None:
+        self.launch = launch
+        self.status = "pending"  # pending, running, retrying, then a final status from results.STATUSES
+        self.attempts: List[Attempt] = []
+        self.record: Optional[Dict[str, Any]] = None
+        self.backoff_scope: Optional[trio.CancelScope] = None
+        self._tokens = 0  # what this instance's attempts have added to the batch ledger so far
+        self._cost = 0.0
+        self.warned: Set[str] = set()
+
+    @property
+    def current(self) -> Optional[Attempt]:
+        return self.attempts[-1] if self.attempts else None
+
+    def tokens(self) -> int:
+        return sum(a.acct.total_tokens for a in self.attempts)
+
+    def cost(self) -> float:
+        return sum(a.acct.cost_usd for a in self.attempts)
+
+
+def classify(launch: Launch, attempt: Attempt) -> str:
+    """The outcome of one finished attempt."""
+    if attempt.stop_reason:
+        return attempt.stop_reason
+    acct = attempt.acct
+    if launch.kind == "claude" or acct.result_seen:
+        if acct.is_error and acct.api_error_status:
+            return "api-error"
+        if acct.is_error:
+            attempt.error = attempt.error or f"agent reported an error: {(acct.result_text or '')[:300]}"
+            return "failed"
+        if attempt.exit_code == 0 and launch.kind == "claude" and not acct.result_seen:
+            attempt.error = "exited 0 without a result event"
+            return "failed"
+    return "succeeded" if attempt.exit_code == 0 else "failed"
+
+
+class Scheduler:
+    """Runs one plan. ``sinks`` receive events (dicts) through ``await sink.emit(event)``, in order."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        run_dir: str,
+        *,
+        sinks: Sequence[Any] = (),
+        concurrency: Optional[int] = None,
+        stagger: Optional[float] = None,
+        deadline: Optional[float] = None,
+        only: Optional[Set[str]] = None,
+        max_line: int = DEFAULT_MAX_LINE,
+        headroom: Optional[Headroom] = None,
+        on_spawn=None,
+        on_exit=None,
+    ) -> None:
+        batch = plan.batch
+        self.plan = plan
+        self.run_dir = run_dir
+        self.sinks = list(sinks)
+        self.cap = concurrency or batch.concurrency or DEFAULT_CONCURRENCY
+        self.stagger = stagger if stagger is not None else (batch.stagger or 0.0)
+        self.deadline = deadline if deadline is not None else batch.deadline
+        self.grace = batch.grace_period
+        self.budget = batch.budget
+        self.retry = batch.retry
+        self.max_line = max_line
+        self.headroom = headroom or Headroom()
+        self._on_spawn = on_spawn
+        self._on_exit = on_exit
+        self.env_base = dict(os.environ)
+        self.states = [InstanceState(l) for l in plan.launches if only is None or l.name in only]
+        self.running: Dict[str, InstanceState] = {}
+        self.tokens = 0  # the batch ledger: every attempt of every instance, running or done
+        self.cost = 0.0
+        self.stopped: Optional[str] = None  # why launching stopped: budget, auth, deadline, interrupted
+        self.budget_stopped = False
+        self.interrupted = False
+        self._changed = trio.Event()
+        self._last_launch = -1e9
+        self.started_mono = 0.0
+
+    # -- control ---------------------------------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """Stop launching; stop every running instance (``cancelled``); cut retry back-offs short."""
+        self.interrupted = True
+        self._stop_all("interrupted", "cancelled")
+
+    def _stop_all(self, why: str, status: str) -> None:
+        if self.stopped is None:
+            self.stopped = why
+        for state in list(self.running.values()):
+            if state.current is not None:
+                state.current.stop(status)
+            if state.backoff_scope is not None:
+                state.backoff_scope.cancel()
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _emit(self, event: Dict[str, Any]) -> None:
+        for sink in self.sinks:
+            await sink.emit(event)
+
+    # -- the batch -------------------------------------------------------------------------------------------------
+
+    async def run(self) -> List[Dict[str, Any]]:
+        """Run every instance (or record why not); return the records in batch order."""
+        self.started_mono = trio.current_time()
+        async with trio.open_nursery() as batch_nursery:
+            if self.deadline is not None:
+                batch_nursery.start_soon(self._deadline_watch)
+            for state in self.states:
+                if not await self._admit(state):
+                    break
+                self.running[state.launch.name] = state
+                state.status = "running"
+                self._last_launch = trio.current_time()
+                batch_nursery.start_soon(self._run_instance, state)
+            await self._all_done()
+            batch_nursery.cancel_scope.cancel()  # the deadline watch
+        for state in self.states:
+            if state.record is None:
+                why = {"budget": "not started: the batch budget was reached",
+                       "auth": "not started: an earlier instance failed authentication (401)",
+                       "deadline": "not started: the batch deadline passed",
+                       "interrupted": "not started: the run was interrupted"}.get(self.stopped or "")
+                state.status = "not-started"
+                state.record = results.not_started(state.launch.name, why)
+                await self._emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
+        return [s.record for s in self.states]
+
+    async def _all_done(self) -> None:
+        while self.running:
+            await self._changed.wait()
+
+    async def _deadline_watch(self) -> None:
+        await trio.sleep_until(self.started_mono + self.deadline)
+        await self._emit({"event": "warning", "message": f"batch deadline of {self.deadline:g}s reached"})
+        self._stop_all("deadline", "timed-out")
+
+    async def _admit(self, state: InstanceState) -> bool:
+        """Wait until ``state`` may start; False if launching has stopped."""
+        kind = state.launch.kind
+        while True:
+            if self.stopped is not None:
+                return False
+            now = trio.current_time()
+            wait = self._last_launch + self.stagger - now
+            if wait <= 0 and len(self.running) < self.cap and self.headroom.allows(
+                now, ((a.pid, a.last_output_mono > a.started_mono) for a in self._attempts_running()), kind
+            ):
+                return True
+            with trio.move_on_after(max(wait, 0) if wait > 0 else _POLL):
+                await self._changed.wait()
+
+    def _attempts_running(self):
+        for state in self.running.values():
+            a = state.current
+            if a is not None and a.pid is not None and a.exit_code is None:
+                yield a
+
+    # -- one instance ----------------------------------------------------------------------------------------------
+
+    async def _run_instance(self, state: InstanceState) -> None:
+        launch = state.launch
+        inst = launch.instance
+        name = launch.name
+        logs = os.path.join(self.run_dir, "logs")
+        stdout_log = os.path.join(logs, f"{name}.stdout")
+        stderr_log = os.path.join(logs, f"{name}.stderr")
+        env = {**self.env_base, **launch.env_add}
+        status = "failed"
+        try:
+            for number in range(1, (inst.retries or 0) + 2):
+                attempt = Attempt(number)
+                state.attempts.append(attempt)
+                state.status = "running"
+                await self._emit({"event": "instance_started", "name": name, "attempt": number,
+                                  "at": results.iso(time.time())})
+                try:
+                    await run_attempt(
+                        attempt, launch.argv, env=env, cwd=launch.cwd, stdout_log=stdout_log, stderr_log=stderr_log,
+                        timeout=inst.timeout, stall_timeout=inst.stall_timeout, grace=self.grace,
+                        max_line=self.max_line, on_output=lambda a, s=state: self._account(s, a),
+                        on_spawn=self._on_spawn or (lambda a: None),
+                    )
+                except OSError as exc:
+                    attempt.error = f"cannot start {launch.argv[0]}: {exc.strerror or exc}"
+                    attempt.finished_at = time.time()
+                    status = "failed"
+                    break
+                finally:
+                    if self._on_exit is not None and attempt.pid is not None:
+                        self._on_exit(attempt)
+                self._account(state, attempt)
+                status = classify(launch, attempt)
+                api = attempt.acct.api_error_status
+                if status == "api-error" and api in TRANSIENT_API_STATUSES and number <= (inst.retries or 0):
+                    if not await self._backoff(state, number, api):
+                        break
+                    continue
+                break
+            if status == "api-error" and state.current.acct.api_error_status == 401 and self.stopped is None:
+                self.stopped = "auth"
+                await self._emit({"event": "warning", "message": f"{name}: authentication failed (401): "
+                                  "no further instances will be started"})
+        finally:
+            state.status = status
+            state.record = results.instance_record(
+                name, status, state.attempts, stdout_log=stdout_log if state.attempts else None,
+                stderr_log=stderr_log if state.attempts else None,
+            )
+            with trio.CancelScope(shield=True):
+                await self._emit({"event": "instance_finished", "name": name, "record": state.record})
+            del self.running[name]
+            self._wake()
+
+    async def _backoff(self, state: InstanceState, number: int, api_status: int) -> bool:
+        """Sleep before retrying a transient API error; False if the batch stopped meanwhile."""
+        if self.stopped is not None:
+            return False
+        delay = min(self.retry.backoff * (2 ** (number - 1)), self.retry.backoff_max)
+        state.status = "retrying"
+        await self._emit({"event": "instance_retry", "name": state.launch.name, "attempt": number,
+                          "api_error_status": api_status, "delay_s": delay})
+        with trio.CancelScope() as state.backoff_scope:
+            await trio.sleep(delay)
+        state.backoff_scope = None
+        return self.stopped is None
+
+    # -- budgets ---------------------------------------------------------------------------------------------------
+
+    def _account(self, state: InstanceState, attempt: Attempt) -> None:
+        """Fold an attempt's latest numbers into the ledger; enforce the instance's and the batch's budgets."""
+        tokens, cost = state.tokens(), state.cost()
+        self.tokens += tokens - state._tokens
+        self.cost += cost - state._cost
+        state._tokens, state._cost = tokens, cost
+        inst, budget = state.launch.instance, self.budget
+        block = budget.mode == "block"
+        over = None
+        if inst.max_tokens is not None and tokens > inst.max_tokens:
+            over = f"{tokens} tokens > max_tokens {inst.max_tokens}"
+        elif inst.max_cost_usd is not None and cost > inst.max_cost_usd:
+            over = f"${cost:.4f} > max_cost_usd {inst.max_cost_usd:g}"
+        if over:
+            if block and attempt.exit_code is None:
+                attempt.error = f"instance budget: {over}"
+                attempt.stop("budget-stopped")
+            elif "instance" not in state.warned:
+                state.warned.add("instance")
+                self._warn(f"{state.launch.name}: instance budget crossed: {over}")
+        over = None
+        if budget.max_tokens is not None and self.tokens > budget.max_tokens:
+            over = f"batch {self.tokens} tokens > budget.max_tokens {budget.max_tokens}"
+        elif budget.max_cost_usd is not None and self.cost > budget.max_cost_usd:
+            over = f"batch ${self.cost:.4f} > budget.max_cost_usd {budget.max_cost_usd:g}"
+        if over and not self.budget_stopped:
+            if block:
+                self.budget_stopped = True
+                for s in list(self.running.values()):
+                    if s.current is not None and s.current.exit_code is None:
+                        s.current.error = over
+                self._warn(f"{over}: stopping the batch")
+                self._stop_all("budget", "budget-stopped")
+            elif "batch" not in state.warned:
+                state.warned.add("batch")
+                self._warn(f"{over} (mode warn: continuing)")
+
+    def _warn(self, message: str) -> None:
+        for sink in self.sinks:
+            note = getattr(sink, "note", None)
+            if note is not None:
+                note(message)
