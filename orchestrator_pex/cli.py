@@ -22,6 +22,8 @@ COMMANDS = {
     "validate": ("orchestrator_pex.commands.validate", "check a batch file without running it"),
     "init": ("orchestrator_pex.commands.init", "write a commented example batch file"),
     "demo": ("orchestrator_pex.commands.demo", "run the built-in demo batch (no Claude account needed)"),
+    "merge": ("orchestrator_pex.commands.merge", "combine the results of a sharded batch into one document"),
+    "schedule": ("orchestrator_pex.commands.schedule", "print a crontab line or systemd units running a batch"),
     "self": ("orchestrator_pex.commands.self_cmd", "verify this PEX against its signed release (self verify)"),
     "version": ("orchestrator_pex.commands.version_cmd", "print version and build metadata (--json)"),
     "agent-sim": ("orchestrator_pex.agent_sim", None),
@@ -61,9 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return errors.EXIT_USAGE
     try:
         return importlib.import_module(args._module).main(args)
-    except errors.OrchestratorError as exc:
-        print(f"orchestrator-pex: {exc}", file=sys.stderr)
-        return exc.exit_status
+    except Exception as exc:  # noqa: BLE001 - user errors may arrive wrapped in a nursery's exception group
+        found = errors.find(exc)
+        if found is None:
+            raise
+        print(f"orchestrator-pex: {found}", file=sys.stderr)
+        return found.exit_status
     except KeyboardInterrupt:
         return errors.EXIT_SIGINT
     except BrokenPipeError:

@@ -44,6 +44,17 @@ class RunDirError(OrchestratorError):
     exit_status = EXIT_FAILED
 
 
+def find(exc: BaseException) -> "OrchestratorError | None":
+    """The user-facing error inside ``exc``, looking through (nested) exception groups from trio nurseries."""
+    if isinstance(exc, OrchestratorError):
+        return exc
+    for sub in getattr(exc, "exceptions", ()):
+        found = find(sub)
+        if found is not None:
+            return found
+    return None
+
+
 def describe(value: object) -> str:
     """How a bad value is quoted in a message: short, JSON-like, never multi-line."""
     if isinstance(value, str):

@@ -39,14 +39,17 @@ def console_mode(json_logs: bool, stream=sys.stderr) -> str:
         return "lines"
 
 
+def batch_copy_name(batch_path: str) -> str:
+    return "batch" + (".json" if batch_path.endswith(".json") else ".toml")
+
+
 def prepare_run_dir(results_dir: str, batch_path: str, run_id: Optional[str] = None) -> Tuple[str, str]:
     """Create ``<results_dir>/<run_id>/logs`` and keep a verbatim copy of the batch file there."""
     run_id = run_id or results.new_run_id(batch_path, time.time())
     run_dir = os.path.join(os.path.abspath(results_dir), run_id)
     try:
         os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
-        ext = os.path.splitext(batch_path)[1] or ".toml"
-        copy = os.path.join(run_dir, f"batch{ext}")
+        copy = os.path.join(run_dir, batch_copy_name(batch_path))
         if not os.path.exists(copy):
             shutil.copyfile(batch_path, copy)
     except OSError as exc:
@@ -75,7 +78,7 @@ async def execute(
     run_meta: Dict[str, Any] = {
         "run_id": run_id, "batch": plan.batch.path, "started_at": results.iso(started), "finished_at": None,
         "status": "running", "run_dir": run_dir, "orchestrator_version": version(),
-        "agent_version": agent_version, **(meta or {}),
+        "agent_version": agent_version, "batch_copy": batch_copy_name(plan.batch.path), **(meta or {}),
     }
     sig = _Signals()
     records: List[Dict[str, Any]] = []

@@ -70,17 +70,21 @@ async def run_attempt(
     max_line: int = DEFAULT_MAX_LINE,
     on_output: Callable[[Attempt], None] = lambda a: None,
     on_spawn: Callable[[Attempt], None] = lambda a: None,
+    redactor=None,
 ) -> None:
     """Run ``argv`` to the end; fill in ``attempt``. Raises ``OSError`` (not started) if the program cannot start.
 
     ``timeout`` bounds the whole attempt; ``stall_timeout`` bounds the silence between two stdout chunks.
     ``on_output`` is called after each chunk is accounted (the scheduler checks budgets there).
+    ``redactor`` (a :class:`~orchestrator_pex.secrets.Redactor`) masks secret values in both raw logs; stderr is
+    then piped through the orchestrator instead of going straight to its file.
     """
     with open(stdout_log, "ab") as out, open(stderr_log, "ab") as err:
         attempt.started_at = time.time()
         attempt.started_mono = attempt.last_output_mono = trio.current_time()
         proc = await trio.lowlevel.open_process(
-            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if redactor is not None else err,
             cwd=cwd, env=env, start_new_session=True,
         )
         attempt.pid = proc.pid
@@ -93,7 +97,12 @@ async def run_attempt(
                     attempt.scope.deadline = attempt.started_mono + timeout
                 pumped = trio.Event()
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_pump, proc.stdout, attempt, out, stall_timeout, max_line, on_output, pumped)
+                    write = out.write
+                    if redactor is not None:
+                        out_scrub, err_scrub = redactor.stream(), redactor.stream()
+                        write = lambda chunk: out.write(out_scrub.feed(chunk))  # noqa: E731
+                        nursery.start_soon(_copy_scrubbed, proc.stderr, err, err_scrub)
+                    nursery.start_soon(_pump, proc.stdout, attempt, write, stall_timeout, max_line, on_output, pumped)
                     await proc.wait()
                     # The agent is gone; end whatever it left in its group so the pipe reaches EOF.
                     await _end_group(proc.pid, grace)
@@ -108,12 +117,13 @@ async def run_attempt(
                 attempt.exit_code = proc.returncode
                 attempt.finished_at = time.time()
                 attempt.error = attempt.error or _stderr_tail(stderr_log, proc.returncode)
+                if redactor is not None:
+                    out.write(out_scrub.flush())
 
 
-async def _pump(stream, attempt: Attempt, out, stall_timeout, max_line, on_output, pumped: trio.Event) -> None:
-    """Copy stdout to the raw log and feed complete lines to accounting until EOF; then set ``pumped``."""
+async def _pump(stream, attempt: Attempt, write, stall_timeout, max_line, on_output, pumped: trio.Event) -> None:
+    """Copy stdout to the raw log (``write``) and feed complete lines to accounting until EOF; then set ``pumped``."""
     feed = attempt.acct.feed
-    write = out.write
     pending: list = []
     pending_len = 0
     skipping = False  # inside an over-long line: drop bytes until the next newline
@@ -171,6 +181,18 @@ async def _pump(stream, attempt: Attempt, out, stall_timeout, max_line, on_outpu
             on_output(attempt)
     finally:
         pumped.set()
+
+
+async def _copy_scrubbed(stream, f, scrubber) -> None:
+    try:
+        while True:
+            chunk = await stream.receive_some(CHUNK)
+            if not chunk:
+                break
+            f.write(scrubber.feed(chunk))
+    finally:
+        f.write(scrubber.flush())
+        f.flush()
 
 
 def _group_alive(pgid: int) -> bool:

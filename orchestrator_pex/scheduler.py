@@ -63,6 +63,7 @@ def classify(launch: Launch, attempt: Attempt) -> str:
     acct = attempt.acct
     if launch.kind == "claude" or acct.result_seen:
         if acct.is_error and acct.api_error_status:
+            attempt.error = f"API error {acct.api_error_status}: {(acct.result_text or '')[:300]}".rstrip(": ")
             return "api-error"
         if acct.is_error:
             attempt.error = attempt.error or f"agent reported an error: {(acct.result_text or '')[:300]}"
@@ -90,6 +91,7 @@ class Scheduler:
         headroom: Optional[Headroom] = None,
         on_spawn=None,
         on_exit=None,
+        redactor=None,
     ) -> None:
         batch = plan.batch
         self.plan = plan
@@ -105,6 +107,7 @@ class Scheduler:
         self.headroom = headroom or Headroom()
         self._on_spawn = on_spawn
         self._on_exit = on_exit
+        self._redactor = redactor if redactor else None  # masks secret values in records and raw stdout logs
         self.env_base = dict(os.environ)
         self.states = [InstanceState(l) for l in plan.launches if only is None or l.name in only]
         self.running: Dict[str, InstanceState] = {}
@@ -224,6 +227,7 @@ class Scheduler:
                         timeout=inst.timeout, stall_timeout=inst.stall_timeout, grace=self.grace,
                         max_line=self.max_line, on_output=lambda a, s=state: self._account(s, a),
                         on_spawn=self._on_spawn or (lambda a: None),
+                        redactor=self._redactor,
                     )
                 except OSError as exc:
                     attempt.error = f"cannot start {launch.argv[0]}: {exc.strerror or exc}"
@@ -251,6 +255,8 @@ class Scheduler:
                 name, status, state.attempts, stdout_log=stdout_log if state.attempts else None,
                 stderr_log=stderr_log if state.attempts else None,
             )
+            if self._redactor is not None:
+                state.record = self._redactor.scrub_data(state.record)
             with trio.CancelScope(shield=True):
                 await self._emit({"event": "instance_finished", "name": name, "record": state.record})
             del self.running[name]

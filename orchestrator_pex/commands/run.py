@@ -14,6 +14,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_options(p)
     p.add_argument("--dry-run", action="store_true", help="print each instance's argv and environment changes; start nothing")
     p.add_argument("--start-at", metavar="WHEN", help="wait until WHEN: 2am, 14:30, 30m, or ISO 8601")
+    p.add_argument("--shard", metavar="I/N",
+                   help="run only shard I of N (stable by instance name); default from JOB_COMPLETION_INDEX + "
+                        "ORCHESTRATOR_PEX_SHARD_COUNT (Kubernetes) or SLURM_ARRAY_TASK_ID/_COUNT (Slurm)")
+    p.add_argument("--budget-share", choices=("none", "auto"), default="none",
+                   help="auto: divide the batch's overall budgets by the shard count (default: each shard gets them whole)")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -27,6 +32,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="hard cap on instances running at once (default: batch, else 32; headroom decides below it)")
     p.add_argument("--stagger", type=_seconds, metavar="SECONDS", help="minimum time between two launches")
     p.add_argument("--deadline", type=_seconds, metavar="SECONDS", help="stop the whole batch after SECONDS")
+    p.add_argument("--policy", metavar="FILE",
+                   help="site policy to enforce (default: $ORCHESTRATOR_PEX_POLICY, else /etc/orchestrator-pex/policy.toml if present)")
+    from orchestrator_pex.lock import add_lock_arguments
+
+    add_lock_arguments(p)
 
 
 def _positive_int(text: str) -> int:
@@ -55,35 +65,98 @@ def main(args: argparse.Namespace) -> int:
 
     batch = load_batch(args.batch)
     plan = make_plan(batch, args.claude)
+    meta = {}
+    shard = _shard(args)
+    if shard is not None:
+        plan, meta = _shard_plan(plan, shard, args.budget_share == "auto")
+    check_policy(plan, args)
     if args.dry_run:
         print_dry_run(plan, sys.stdout)
         return 0
-    return launch(plan, args, start_at=args.start_at)
+    return launch(plan, args, start_at=args.start_at, meta=meta)
 
 
-def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, extra_sinks=()) -> int:
-    """Preflight, then run ``plan`` under trio; print the results document with ``--json``."""
+def _shard(args):
+    from orchestrator_pex import shard
+
+    if args.shard:
+        return shard.parse_shard(args.shard)
+    return shard.shard_from_env(os.environ)
+
+
+def _shard_plan(plan, where, share_budget: bool):
+    """Only shard ``where`` = (index, count) of ``plan``; with ``share_budget`` the overall budgets divided by count."""
+    import attrs
+
+    from orchestrator_pex import shard
+
+    index, count = where
+    names = set(shard.select([l.name for l in plan.launches], index, count))
+    batch = plan.batch
+    if share_budget:
+        budget = batch.budget
+        batch = attrs.evolve(batch, budget=attrs.evolve(
+            budget,
+            max_tokens=budget.max_tokens // count if budget.max_tokens else None,
+            max_cost_usd=budget.max_cost_usd / count if budget.max_cost_usd else None,
+        ))
+    launches = tuple(l for l in plan.launches if l.name in names)
+    return attrs.evolve(plan, batch=batch, launches=launches), {"shard": {"index": index, "count": count}}
+
+
+def check_policy(plan, args) -> None:
+    """Refuse a batch that violates the site policy in force (if any), listing every violation; exit 2."""
+    from orchestrator_pex import policy
+    from orchestrator_pex.errors import UsageError
+
+    path = policy.policy_path(getattr(args, "policy", None))
+    if path is None:
+        return
+    violations = policy.check(policy.load_policy(path), plan.batch, os.path.basename(plan.batch.path),
+                              concurrency=getattr(args, "concurrency", None))
+    if violations:
+        raise UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
+
+
+def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, extra_sinks=(), held_lock=None,
+           meta=None) -> int:
+    """Take the batch lock (unless the caller holds it: ``held_lock``), then :func:`_launch_locked`."""
+    from orchestrator_pex import lock
+
+    options = dict(start_at=start_at, run_id=run_id, only=only, prior=prior, extra_sinks=extra_sinks, meta=meta)
+    if held_lock is not None:
+        return _launch_locked(plan, args, held_lock=held_lock, **options)
+    with lock.acquire(lock.lock_for_args(args, plan.batch.path), getattr(args, "wait_lock", None)) as held:
+        return _launch_locked(plan, args, held_lock=held, **options)
+
+
+def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, held_lock, meta) -> int:
+    """Preflight, then run ``plan`` under trio, journaled and guarded; print the results document with ``--json``."""
     import datetime
 
     import trio
 
-    from orchestrator_pex import report, runner
+    from orchestrator_pex import guardian, report, runner
     from orchestrator_pex.plan import preflight
     from orchestrator_pex.results import default_results_dir
+    from orchestrator_pex.secrets import Redactor
     from orchestrator_pex.start_at import parse_start_at
 
     when = parse_start_at(start_at, datetime.datetime.now().astimezone()) if start_at else None
     agent_version = preflight(plan)
     results_dir = args.results_dir or plan.batch.results_dir or default_results_dir()
     run_id, run_dir = runner.prepare_run_dir(results_dir, plan.batch.path, run_id)
-    console = report.Console(runner.console_mode(args.json_logs))
-    doc, status = trio.run(
-        lambda: runner.execute(
-            plan, run_id=run_id, run_dir=run_dir, console=console, sinks=extra_sinks, agent_version=agent_version,
-            start_at=when, only=only, prior=prior, concurrency=args.concurrency, stagger=args.stagger,
-            deadline=args.deadline,
+    redactor = Redactor.from_env(None, *(l.env_add for l in plan.launches))
+    console = report.Console(runner.console_mode(args.json_logs), scrub=redactor.scrub)
+    with guardian.protect(run_dir, held_lock, grace=plan.batch.grace_period) as safe:  # journal + orphan guardian
+        doc, status = trio.run(
+            lambda: runner.execute(
+                plan, run_id=run_id, run_dir=run_dir, console=console, sinks=[*safe.sinks, *extra_sinks],
+                agent_version=agent_version, start_at=when, only=only, prior=prior, meta=meta,
+                concurrency=args.concurrency, stagger=getattr(args, "stagger", None),
+                deadline=getattr(args, "deadline", None), redactor=redactor, **safe.scheduler_options,
+            )
         )
-    )
     if console.mode != "json":
         print(report.summary_table(doc), file=sys.stderr)
         print(f"results: {os.path.join(run_dir, 'results.json')}", file=sys.stderr)
@@ -95,13 +168,15 @@ def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, ext
 
 
 def print_dry_run(plan, out) -> None:
-    from orchestrator_pex.secrets import redact_env
+    from orchestrator_pex.secrets import Redactor, redact_env
+
+    scrub = Redactor.from_env(None, *(l.env_add for l in plan.launches)).scrub
 
     print(f"# {plan.batch.path}: {len(plan.launches)} instances; nothing is started", file=out)
     for launch in plan.launches:
         inst = launch.instance
         print(f"\n[{launch.name}] ({launch.kind})", file=out)
-        print(f"  argv: {shlex.join(launch.argv)}", file=out)
+        print(f"  argv: {scrub(shlex.join(launch.argv))}", file=out)
         if launch.cwd:
             print(f"  cwd:  {launch.cwd}", file=out)
         for key, value in sorted(redact_env(launch.env_add).items()):
