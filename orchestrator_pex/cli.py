@@ -26,6 +26,8 @@ COMMANDS = {
     "schedule": ("orchestrator_pex.commands.schedule", "print a crontab line or systemd units running a batch"),
     "self": ("orchestrator_pex.commands.self_cmd", "verify this PEX against its signed release (self verify)"),
     "version": ("orchestrator_pex.commands.version_cmd", "print version and build metadata (--json)"),
+    "resume": ("orchestrator_pex.commands.resume", "finish an interrupted run: rerun only what did not succeed"),
+    "runs": ("orchestrator_pex.commands.runs", "list, show and prune past runs"),
     "agent-sim": ("orchestrator_pex.agent_sim", None),
 }
 
