@@ -284,3 +284,82 @@ def start(grace: float = DEFAULT_GRACE, keep_fds: Sequence[int] = (), subreaper:
     if subreaper:
         guardian.subreaper = set_child_subreaper()
     return guardian
+
+
+class Protection:
+    """What a protected run hands the scheduler: journal sink and guardian hooks (see :func:`protect`)."""
+
+    def __init__(self, journal, guard: Guardian) -> None:  # type: ignore[no-untyped-def]
+        self.journal = journal
+        self.guardian = guard
+        self.sinks = [journal]
+
+    def on_spawn(self, attempt) -> None:  # type: ignore[no-untyped-def]
+        """Scheduler hook: an attempt's process (leader of its own group) exists."""
+        if attempt.pid:
+            self.guardian.register(attempt.pid)
+
+    def on_exit(self, attempt) -> None:  # type: ignore[no-untyped-def]
+        """Scheduler hook: the attempt's process group has been ended and its leader reaped."""
+        if attempt.pid:
+            self.guardian.unregister(attempt.pid)
+
+    @property
+    def scheduler_options(self) -> dict:
+        return {"on_spawn": self.on_spawn, "on_exit": self.on_exit}
+
+
+def protect(run_dir: str, lock_handle=None, grace: float = DEFAULT_GRACE):  # type: ignore[no-untyped-def]
+    """Context manager for one session of a run (``run`` or ``resume``), entered *before* the scheduler is built:
+
+    opens ``run_dir/journal.jsonl`` (the durable sink), starts the guardian (which keeps ``lock_handle``'s descriptor
+    so the batch stays locked until every process of a crashed session is dead) and, on exit, closes both. Errors of
+    the crash-safety layer raised inside trio arrive wrapped in exception groups; they are unwrapped on the way out so
+    the command line prints one line instead of a traceback.
+    """
+    import contextlib
+
+    from orchestrator_pex import journal as journal_mod
+
+    @contextlib.contextmanager
+    def manager():  # type: ignore[no-untyped-def]
+        jr = journal_mod.Journal.open(run_dir)
+        try:
+            guard = start(grace=grace, keep_fds=(lock_handle.fd,) if lock_handle is not None else ())
+            try:
+                with unwrap_errors():
+                    yield Protection(jr, guard)
+            finally:
+                guard.close()
+        finally:
+            jr.close()
+
+    return manager()
+
+
+def unwrap_errors():  # type: ignore[no-untyped-def]
+    """Re-raise the first :class:`~orchestrator_pex.errors.OrchestratorError` found in an exception group as itself."""
+    import contextlib
+
+    from orchestrator_pex.errors import OrchestratorError
+
+    def find(exc: BaseException):  # type: ignore[no-untyped-def]
+        if isinstance(exc, OrchestratorError):
+            return exc
+        for inner in getattr(exc, "exceptions", None) or ():
+            found = find(inner)
+            if found is not None:
+                return found
+        return None
+
+    @contextlib.contextmanager
+    def manager():  # type: ignore[no-untyped-def]
+        try:
+            yield
+        except BaseException as exc:
+            found = find(exc) if getattr(exc, "exceptions", None) else None
+            if found is not None:
+                raise found from None
+            raise
+
+    return manager()

@@ -24,31 +24,24 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from orchestrator_pex.commands.run import add_run_options
+
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (or a run id under --results-dir)")
     parser.add_argument("--rerun-failed", action="store_true",
                         help="also rerun failed, api-error and budget-stopped instances (default: only interrupted, "
                              "cancelled, timed-out, stalled and not-started ones)")
-    parser.add_argument("--json", action="store_true", help="print the whole batch's results document on stdout")
-    parser.add_argument("--json-logs", action="store_true", help="progress as JSON lines on stderr")
-    parser.add_argument("--concurrency", type=int, metavar="N", help="instances at once (default: the batch's)")
-    parser.add_argument("--claude", metavar="PATH", help="the Claude Code executable (default: the batch's)")
-    parser.add_argument("--results-dir", metavar="DIR", help="where to look up RUN_DIR given as a run id")
-    parser.add_argument("--dry-run", action="store_true", help="print which instances would be rerun and exit")
-    from orchestrator_pex.lock import add_lock_arguments
-
-    add_lock_arguments(parser)
+    parser.add_argument("--dry-run", action="store_true", help="print which instances would be rerun; start nothing")
+    add_run_options(parser)  # --json --json-logs --results-dir --claude --concurrency ... --lock --wait-lock
 
 
 def main(args: argparse.Namespace) -> int:
-    from orchestrator_pex import history, journal
+    from orchestrator_pex import history, journal, lock
     from orchestrator_pex.errors import UsageError
 
     run_dir = args.run_dir
     if not os.path.isdir(run_dir):
         run_dir = history.find_run(args.results_dir or history.default_results_dir(), run_dir)
     run_dir = os.path.abspath(run_dir)
-    if args.concurrency is not None and args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
     state, problems = journal.load_run(run_dir)
     for problem in problems:
         print(f"orchestrator-pex: warning: {problem}", file=sys.stderr)
@@ -56,10 +49,8 @@ def main(args: argparse.Namespace) -> int:
     if not isinstance(batch_path, str) or not batch_path:
         raise UsageError(f"{run_dir}: the journal does not name the run's batch file")
 
-    from orchestrator_pex import lock
-
     with lock.acquire(lock.lock_for_args(args, batch_path), args.wait_lock) as held:
-        # re-read under the lock: another resume may have finished meanwhile
+        # decide under the lock: a resume that finished meanwhile must not make us rerun its successes
         state, _ = journal.load_run(run_dir)
         batch = load_batch_copy(run_dir, state.run_meta)
         names = [inst.name for inst in batch.instances]
@@ -70,13 +61,15 @@ def main(args: argparse.Namespace) -> int:
             return 0
         if not rerun:
             return _nothing_to_do(run_dir, state, args)
-        from orchestrator_pex import guardian
+        from orchestrator_pex.commands.run import launch
+        from orchestrator_pex.plan import make_plan
 
-        guard = guardian.start(keep_fds=(held.fd,))
-        try:
-            return _resume(run_dir, state, batch, rerun, args, guard)
-        finally:
-            guard.close()
+        print(f"orchestrator-pex: resuming {os.path.basename(run_dir)}: rerunning {len(rerun)} of {len(names)} "
+              "instance(s)", file=sys.stderr)
+        prior = {r["name"]: r for r in history.all_records(run_dir, state) if r["name"] not in set(rerun)}
+        args.results_dir = os.path.dirname(run_dir)
+        return launch(make_plan(batch, args.claude), args, run_id=os.path.basename(run_dir), only=set(rerun),
+                      prior=prior, held_lock=held)
 
 
 def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-def]
@@ -106,8 +99,12 @@ def _nothing_to_do(run_dir: str, state, args) -> int:  # type: ignore[no-untyped
     """Nothing to rerun: make sure results.json reflects the journal, report, exit 0."""
     from orchestrator_pex import history, results
 
-    doc = history.rebuild_document(run_dir, state, status=_final_status(history.all_records(run_dir, state)))
-    results.write_atomic(os.path.join(run_dir, "results.json"), doc)
+    current = history._read_results(run_dir)
+    if current is not None and state.finished and not state.in_flight and history._agrees(current, state):
+        doc = current  # a true no-op: results.json already says what the journal says
+    else:  # e.g. interrupted with only failures left: bring results.json in line with the journal
+        doc = history.rebuild_document(run_dir, state, status=_final_status(history.all_records(run_dir, state)))
+        results.write_atomic(os.path.join(run_dir, "results.json"), doc)
     left = [r["name"] for r in doc["instances"] if r["status"] != "succeeded"]
     hint = f"; {len(left)} instance(s) did not succeed (rerun them with --rerun-failed)" if left else ""
     print(f"orchestrator-pex: nothing to resume in {run_dir}{hint}", file=sys.stderr)
@@ -125,88 +122,3 @@ def _print_doc(doc: dict) -> None:
 
     sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
-
-
-def _resume(run_dir, state, batch, rerun, args, guard) -> int:  # type: ignore[no-untyped-def]
-    import trio
-
-    from orchestrator_pex import errors, history, journal, plan as plan_mod, report, results
-    from orchestrator_pex.scheduler import Scheduler
-    from orchestrator_pex.version import version
-
-    the_plan = plan_mod.make_plan(batch, args.claude)
-    only = set(rerun)
-    sub_plan = plan_mod.Plan(batch=the_plan.batch, agent=the_plan.agent,
-                             launches=tuple(l for l in the_plan.launches if l.name in only))
-    agent_version = plan_mod.preflight(sub_plan)
-    mode = "json" if args.json_logs else ("tty" if sys.stderr.isatty() else "lines")
-    console = report.Console(mode)
-    jr = journal.Journal.open(run_dir)
-    scheduler = Scheduler(
-        the_plan, run_dir, sinks=[jr, console], concurrency=args.concurrency, only=only,
-        on_spawn=lambda a: guard.register(a.pid), on_exit=lambda a: guard.unregister(a.pid),
-    )
-    console.scheduler = scheduler
-    os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
-    signalled = []
-
-    async def session() -> None:
-        await jr.emit({
-            "event": "run_started", "run_id": state.run_meta.get("run_id"), "batch": state.run_meta.get("batch"),
-            "batch_copy": state.run_meta.get("batch_copy"), "started_at": results.iso(__import__("time").time()),
-            "orchestrator_version": version(), "agent_version": agent_version, "resumed": True,
-            "instances": len(rerun), "rerun": list(rerun),
-        })
-        await console.emit({"event": "run_started", "run_id": state.run_meta.get("run_id"),
-                            "batch": state.run_meta.get("batch"), "instances": len(rerun)})
-        import signal
-
-        async with trio.open_nursery() as nursery:
-            async def watch_signals() -> None:
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        signalled.append(signum)
-                        scheduler.interrupt()
-
-            async def tick() -> None:
-                while True:
-                    await trio.sleep(1.0)
-                    console.tick()
-
-            nursery.start_soon(watch_signals)
-            nursery.start_soon(tick)
-            await scheduler.run()
-            nursery.cancel_scope.cancel()
-
-    try:
-        trio.run(session)
-    except errors.RunDirError:
-        console.close()
-        jr.close()
-        raise
-    console.close()
-    # the whole batch, from the journal: earlier sessions plus this one (a success is never replaced)
-    new_state, _ = journal.load_run(run_dir)
-    records = history.all_records(run_dir, new_state)
-    if signalled:
-        status = "interrupted"
-    else:
-        status = results.run_status(records, budget_stopped=scheduler.budget_stopped)
-    doc = history.rebuild_document(run_dir, new_state, status=status)
-    doc["finished_at"] = results.iso(__import__("time").time())
-    try:
-        jr.append_sync({"event": "run_finished", "status": status, "finished_at": doc["finished_at"],
-                        "totals": doc["totals"]})
-    finally:
-        jr.close()
-    results.write_atomic(os.path.join(run_dir, "results.json"), doc)
-    sys.stderr.write(report.summary_table(doc) + "\n")
-    if args.json:
-        _print_doc(doc)
-    if signalled:
-        import signal
-
-        return errors.EXIT_SIGINT if signalled[0] == signal.SIGINT else errors.EXIT_SIGTERM
-    if scheduler.budget_stopped:
-        return errors.EXIT_BUDGET
-    return errors.EXIT_OK if status == "succeeded" else errors.EXIT_FAILED
