@@ -23,13 +23,18 @@ from typing import Any, Dict, Optional
 
 from orchestrator_pex.pricing import estimate_cost
 
+_STR = rb'([^"\\]*)"'  # ids, model and tool names: a string with an escape in it takes the slow path
+# The CLI's own layout of an assistant event, up to the name of a first tool_use block if there is one.
 _ASSISTANT_HEAD = re.compile(
-    rb'\{"type":"assistant","message":\{"id":"((?:[^"\\]|\\.)*)","type":"message","role":"assistant",'
-    rb'"model":"((?:[^"\\]|\\.)*)","content":\['
+    rb'\{"type":"assistant","message":\{"id":"' + _STR + rb',"type":"message","role":"assistant","model":"' + _STR
+    + rb',"content":\[(?:\{"type":"tool_use","id":"[^"\\]*","name":"' + _STR + rb')?'
 )
 _TOOL_USE = b'"type":"tool_use"'
-_TOOL_NAME = re.compile(rb'"type":"tool_use","id":"(?:[^"\\]|\\.)*","name":"((?:[^"\\]|\\.)*)"')
 _USAGE_KEY = b'"usage":{'
+_USAGE_FLAT = re.compile(
+    rb'"usage":\{"input_tokens":(\d+),"output_tokens":(\d+),"cache_creation_input_tokens":(\d+),'
+    rb'"cache_read_input_tokens":(\d+)[,}]'
+)
 _USAGE_OBJ = re.compile(rb'"usage":(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\})')
 _RECENT_IDS = 16  # message ids remembered for de-duplication (events of one message are adjacent in practice)
 
@@ -94,22 +99,36 @@ class Accounting:
         return True
 
     def _fast_assistant(self, line: bytes, head: "re.Match[bytes]") -> bool:
-        n = line.count(_TOOL_USE)
-        if n:
-            name = _TOOL_NAME.search(line) if n == 1 else None
-            if name is None:  # unusual layout: let the JSON parser decide
-                return self._slow(line)
-            tool = name.group(1).decode("utf-8", "replace")
-            self.tools[tool] = self.tools.get(tool, 0) + 1
+        tools = line.count(_TOOL_USE)
+        tool = head.group(3)
+        if tools != (tool is not None):  # a tool_use block elsewhere, or several: let the JSON parser decide
+            return self._slow(line)
         message_id = head.group(1)
         if message_id not in self._recent:
-            usage = _USAGE_OBJ.match(line, line.rfind(_USAGE_KEY))
-            if usage is None:
-                if n:  # undo the tool counted above; the slow path counts it again
-                    self.tools[tool] -= 1
-                return self._slow(line)
-            self._new_message(message_id, json.loads(usage.group(1)))
+            at = line.rfind(_USAGE_KEY)
+            usage = _USAGE_FLAT.match(line, at)
+            if usage is not None:
+                counts = usage.groups()
+            else:
+                obj = _USAGE_OBJ.match(line, at)
+                if obj is None:
+                    return self._slow(line)
+                u = json.loads(obj.group(1))
+                counts = (u.get("input_tokens"), u.get("output_tokens"), u.get("cache_creation_input_tokens"),
+                          u.get("cache_read_input_tokens"))
+            self._recent.append(message_id)
+            if len(self._recent) > _RECENT_IDS:
+                del self._recent[0]
+            self.messages += 1
+            if not self.result_seen:
+                self.input += int(counts[0] or 0)
+                self.output += int(counts[1] or 0)
+                self.cache_creation += int(counts[2] or 0)
+                self.cache_read += int(counts[3] or 0)
             self.model = head.group(2).decode("utf-8", "replace")
+        if tool is not None:
+            name = tool.decode("utf-8", "replace")
+            self.tools[name] = self.tools.get(name, 0) + 1
         return True
 
     def _slow(self, line: bytes) -> bool:

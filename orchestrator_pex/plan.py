@@ -135,6 +135,10 @@ def preflight(plan: Plan, timeout: float = 30.0) -> Optional[str]:
         raise UsageError("; ".join(problems) if len(problems) == 1 else "\n  ".join(["preflight failed:", *problems]))
     if not any(launch.kind == "claude" for launch in plan.launches):
         return None
+    if plan.batch.claude == AGENT_SIM and plan.agent[-1] == "agent-sim":  # built in: nothing to probe
+        from orchestrator_pex.agent_sim import VERSION
+
+        return f"{VERSION} (agent-sim, orchestrator-pex demo agent)"
     if not _executable(plan.agent[0], None):
         raise UsageError(
             f"agent executable not found: {plan.agent[0]} (install Claude Code, put `claude` on PATH, "

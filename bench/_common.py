@@ -1,0 +1,80 @@
+"""Shared helpers for the benchmarks: run a command, sample its peak RSS and CPU time, report ratios.
+
+Every benchmark measures the orchestrator and its baseline side by side in one run, on this machine, and prints
+``ratio = orchestrator / baseline`` (lower is better). Timings never appear in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, List, Optional, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+ORCH = [PY, "-m", "orchestrator_pex"]
+
+
+def env_with_repo(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra or {})
+    return env
+
+
+def _status_kb(pid: int, key: bytes) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
+class Measured:
+    def __init__(self, wall: float, peak_rss_mb: float, cpu_s: float, returncode: int) -> None:
+        self.wall, self.peak_rss_mb, self.cpu_s, self.returncode = wall, peak_rss_mb, cpu_s, returncode
+
+
+def measure(argv: Sequence[str], *, env=None, cwd=None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) -> Measured:
+    """Run argv; wall time, and the process's own peak RSS (VmHWM) and CPU time, sampled until it exits."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=stdout, stderr=stderr)
+    peak = [0, 0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _status_kb(proc.pid, b"VmHWM:"))
+            peak[1] = max(peak[1], _cpu_s(proc.pid))
+            time.sleep(0.02)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    rc = proc.wait()
+    wall = time.perf_counter() - t0
+    t.join()
+    return Measured(wall, peak[0] / 1024, peak[1], rc)
+
+
+def median(values: List[float]) -> float:
+    return statistics.median(values)
+
+
+def table(rows: List[List[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
