@@ -1,0 +1,162 @@
+"""Shared fixtures: paths, running the CLI as a subprocess, and finding processes a batch left behind.
+
+Kept small and generic on purpose (subfolders add their own conftest). Everything here starts real processes:
+``python -m orchestrator_pex`` from this checkout, and ``tests/support/fake_claude`` as the agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_CLAUDE = ROOT / "tests" / "support" / "fake_claude"
+
+
+def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment for ``python -m orchestrator_pex`` from this checkout (no inherited results dir)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("ORCHESTRATOR_PEX_RESULTS_DIR", None)
+    env.setdefault("TERM", "dumb")
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture(scope="session")
+def make_cli_env() -> Callable[..., Dict[str, str]]:
+    """``make_cli_env(extra=None)``: the environment :func:`cli` uses, for tests that start processes themselves."""
+    return cli_env
+
+
+@pytest.fixture
+def fake_claude() -> str:
+    """Absolute path of the fake ``claude`` (agent-sim; scenario from ``AGENT_SIM_SCENARIO``)."""
+    return str(FAKE_CLAUDE)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """``cli(*args, env=None, timeout=60)``: run ``python -m orchestrator_pex ARGS`` in ``tmp_path``, capture bytes."""
+
+    def run(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator_pex", *args], cwd=tmp_path, env=cli_env(env),
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture
+def write_batch(tmp_path: Path) -> Callable[..., Path]:
+    """``write_batch(text, name="batch.toml")``: write a batch file into ``tmp_path``; ``{claude}`` is replaced by
+    the quoted fake agent path (so TOML/JSON stay valid)."""
+
+    def write(text: str, name: str = "batch.toml") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.replace("{claude}", json.dumps(str(FAKE_CLAUDE))), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def run_batch(cli, tmp_path: Path) -> Callable[..., "RunResult"]:
+    """``run_batch(batch_path, *extra_args)``: ``run BATCH --json --results-dir tmp/runs``; parse the document."""
+
+    def run(batch: Path, *extra: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> RunResult:
+        proc = cli("run", str(batch), "--json", "--results-dir", str(tmp_path / "runs"), *extra, env=env,
+                   timeout=timeout)
+        return RunResult(proc)
+
+    return run
+
+
+class RunResult:
+    """A finished ``run --json``: ``code``, ``stdout``/``stderr`` bytes, ``doc`` (None if stdout is not JSON)."""
+
+    def __init__(self, proc: subprocess.CompletedProcess) -> None:
+        self.proc = proc
+        self.code = proc.returncode
+        self.stdout: bytes = proc.stdout
+        self.stderr: bytes = proc.stderr
+        try:
+            self.doc = json.loads(proc.stdout)
+        except ValueError:
+            self.doc = None
+
+    def inst(self, name: str) -> dict:
+        assert self.doc is not None, f"no results document; stderr:\n{self.stderr.decode(errors='replace')}"
+        for record in self.doc["instances"]:
+            if record["name"] == name:
+                return record
+        raise KeyError(name)
+
+    def statuses(self) -> Dict[str, str]:
+        assert self.doc is not None, f"no results document; stderr:\n{self.stderr.decode(errors='replace')}"
+        return {r["name"]: r["status"] for r in self.doc["instances"]}
+
+
+@pytest.fixture
+def marker() -> str:
+    """A unique value for an env variable ``ORCH_TEST_MARKER`` set in a batch's env: find the batch's processes."""
+    return f"m{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def marked_pids() -> Callable[[str], List[int]]:
+    """``marked_pids(value)``: live processes whose environment has ``ORCH_TEST_MARKER=value``."""
+    return lambda value: pids_with_env("ORCH_TEST_MARKER", value)
+
+
+@pytest.fixture
+def pid_gone() -> Callable[[int], bool]:
+    """``pid_gone(pid)``: the process does not exist or is a zombie."""
+    return is_zombie_or_gone
+
+
+def pids_with_env(name: str, value: str) -> List[int]:
+    """Live (non-zombie) processes whose environment contains ``name=value``."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            if needle in environ and not is_zombie_or_gone(int(entry)):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def is_zombie_or_gone(pid: int) -> bool:
+    """True if ``pid`` does not exist or is a zombie (dead, only waiting to be reaped by its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except OSError:
+        return True
+    return state in (b"Z", b"X")
+
+
+def kill_pids(pids: Sequence[int]) -> None:
+    """Clean-up after a failed test: SIGKILL processes a test found still alive (by pid, one by one)."""
+    import signal
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
