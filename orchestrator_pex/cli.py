@@ -32,7 +32,8 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s own arguments are built (importing one command module, not all)."""
     parser = argparse.ArgumentParser(
         prog="orchestrator-pex",
         description="Run batches of headless Claude Code instances in parallel with exact accounting and budgets.",
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("agent_argv", nargs=argparse.REMAINDER)
         else:
             p = sub.add_parser(name, description=help_text, **kwargs)
-            importlib.import_module(module_name).add_arguments(p)
+            if name == command:
+                importlib.import_module(module_name).add_arguments(p)
         p.set_defaults(_module=module_name)
     return parser
 
@@ -58,7 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestrator_pex import agent_sim
 
         return agent_sim.main(argv[1:])
-    parser = build_parser()
+    if argv == ["--version"]:  # answered before anything else is imported
+        print(f"orchestrator-pex {version()}")
+        return errors.EXIT_OK
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):
         parser.print_help(sys.stderr)
