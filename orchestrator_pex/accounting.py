@@ -31,6 +31,7 @@ _ASSISTANT_HEAD = re.compile(
 )
 _TOOL_USE = b'"type":"tool_use"'
 _USAGE_KEY = b'"usage":{'
+_API_ERROR = b'"api_error_status"'
 _USAGE_FLAT = re.compile(
     rb'"usage":\{"input_tokens":(\d+),"output_tokens":(\d+),"cache_creation_input_tokens":(\d+),'
     rb'"cache_read_input_tokens":(\d+)[,}]'
@@ -74,6 +75,8 @@ class Accounting:
 
     def feed(self, line: bytes) -> bool:
         """Account one line (without its newline). Return False if the line was not usable JSON (it is skipped)."""
+        if line.endswith(b"\r"):
+            line = line[:-1]
         if line.startswith(b'{"type":"assistant"'):
             head = _ASSISTANT_HEAD.match(line)
             if head is not None and line.endswith(b"}"):
@@ -83,8 +86,6 @@ class Accounting:
                 return True
             self.bad_lines += 1
             return False
-        if line.endswith(b"\r"):
-            line = line[:-1]
         if not line.strip():
             return True
         try:
@@ -103,9 +104,11 @@ class Accounting:
         tool = head.group(3)
         if tools != (tool is not None):  # a tool_use block elsewhere, or several: let the JSON parser decide
             return self._slow(line)
+        at = line.rfind(_USAGE_KEY)
+        if line.find(_API_ERROR, at) >= 0 or head.group(2) == b"<synthetic>":  # error events: rare, parse fully
+            return self._slow(line)
         message_id = head.group(1)
         if message_id not in self._recent:
-            at = line.rfind(_USAGE_KEY)
             usage = _USAGE_FLAT.match(line, at)
             if usage is not None:
                 counts = usage.groups()

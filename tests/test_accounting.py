@@ -169,8 +169,6 @@ def test_blank_lines_are_not_bad_lines():
     assert acct.total_tokens == 13049 and acct.tools == {"Bash": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: accounting.py feed() strips a trailing CR only for lines that reach "
-                   "json.loads; a `user`/`stream_event` line ending in \\r is counted as a bad line")
 def test_crlf_line_endings_are_accepted():
     lines = lines_of(REFERENCE / "tool-use-allowed.stream.jsonl")
     acct = Accounting()
@@ -199,8 +197,6 @@ def test_parallel_tool_calls_in_one_event_are_each_counted():
     assert state(account([fast])) == state(account(reserialised([fast], sort_keys=True)))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: accounting.py _fast_assistant ignores api_error_status and takes the "
-                   "model '<synthetic>' from an assistant event in the CLI key order; the slow path does neither")
 def test_fast_and_slow_paths_agree_on_synthetic_error_event():
     lines = lines_of(REFERENCE / "api-error-529.stream.jsonl")
     ev = json.loads(lines[2])
