@@ -21,13 +21,14 @@ Behaviour (modelled on /work/shared/reference/claude-code-2.1.330/README.md):
   reference 401/529 transcripts in ~1.5 s. ``noretry`` (``[mock:noretry]`` / ``--noretry``) adds
   ``x-should-retry: false``, which makes the CLI give up on the first error without any api_retry event.
 * Mode ``hang``: never answers (until the server stops). Mode ``stall``: sends headers and ``message_start``,
-  then nothing more (a stream that stalls mid-answer).
+  then nothing more (a stream that stalls mid-answer). ``[mock:hang_after=N]``: answer normally until the
+  conversation holds N tool results, then hang (e.g. N=1: the tool-use answer arrives, the final one never does).
 * A delay (seconds) before each model answer: ``delay=`` argument / ``--delay`` / ``[mock:delay=S]``.
 
 Per-request choice: markers in the *user* text of the conversation override the server defaults, so one
 server serves a mixed batch: ``[mock:text]``, ``[mock:tool]``, ``[mock:tools=3]``, ``[mock:401]``,
 ``[mock:429]``, ``[mock:529]``, ``[mock:500]``, ``[mock:hang]``, ``[mock:stall]``, ``[mock:delay=3]``,
-``[mock:noretry]``
+``[mock:noretry]``, ``[mock:hang_after=1]``
 (several may be combined, e.g. ``[mock:text] [mock:delay=0.5]``). Markers persist through the conversation
 because the CLI resends the whole conversation on each request.
 
@@ -37,7 +38,8 @@ empty model list; any other GET/HEAD -> 200 ``{}``; other POSTs -> 404 ``not_fou
 
 Counting: :attr:`MockAnthropic.counts` (a snapshot dict: ``total``, ``messages``, ``count_tokens``, ``other``,
 ``status:<code>``, ``mode:<mode>``) and :attr:`MockAnthropic.records` (one dict per request). Request
-headers and bodies are never recorded, so API keys cannot leak into test output.
+headers and bodies are never recorded (only whether an ``x-api-key``/``authorization`` header was present), so
+API keys cannot leak into test output.
 
 Module use::
 
@@ -92,10 +94,12 @@ _MARKER = re.compile(r"\[mock:([a-z0-9_]+)(?:=([0-9.]+))?\]")
 class Behaviour:
     """What to do for one /v1/messages request: mode, delay (s), number of tool rounds."""
 
-    __slots__ = ("mode", "delay", "tools", "noretry")
+    __slots__ = ("mode", "delay", "tools", "noretry", "hang_after")
 
-    def __init__(self, mode: str, delay: float, tools: int, noretry: bool = False) -> None:
+    def __init__(self, mode: str, delay: float, tools: int, noretry: bool = False,
+                 hang_after: Optional[int] = None) -> None:
         self.mode, self.delay, self.tools, self.noretry = mode, delay, tools, noretry
+        self.hang_after = hang_after
 
 
 def _user_texts(body: Dict[str, Any]) -> List[str]:
@@ -127,6 +131,7 @@ def _tool_results(body: Dict[str, Any]) -> int:
 def choose(body: Dict[str, Any], default: Behaviour) -> Behaviour:
     """Resolve the behaviour for a request: server defaults overridden by ``[mock:...]`` markers."""
     mode, delay, tools, noretry = default.mode, default.delay, default.tools, default.noretry
+    hang_after = default.hang_after
     for text in _user_texts(body):
         for name, value in _MARKER.findall(text):
             if name == "delay" and value:
@@ -135,9 +140,13 @@ def choose(body: Dict[str, Any], default: Behaviour) -> Behaviour:
                 mode, tools = "tool", int(float(value))
             elif name == "noretry":
                 noretry = True
+            elif name == "hang_after" and value:
+                hang_after = int(float(value))
             elif name in MODES:
                 mode = name
-    return Behaviour(mode, delay, tools, noretry)
+    if hang_after is not None and _tool_results(body) >= hang_after:
+        mode = "hang"
+    return Behaviour(mode, delay, tools, noretry, hang_after)
 
 
 def _usage(output: int) -> Dict[str, int]:
@@ -304,7 +313,8 @@ class _Handler(BaseHTTPRequestHandler):
         rounds = _tool_results(body)
         status = int(b.mode) if b.mode.isdigit() else 200
         self.mock.record("messages", method="POST", path=self.path, status=status, mode=b.mode, model=model,
-                         stream=stream, delay=b.delay, tool_rounds=rounds)
+                         stream=stream, delay=b.delay, tool_rounds=rounds,
+                         has_api_key=bool(self.headers.get("x-api-key") or self.headers.get("authorization")))
         if not self.mock.sleep(b.delay):
             return
         if b.mode == "hang":

@@ -1,0 +1,241 @@
+"""End-to-end fixtures: the real Claude Code CLI (pinned, from npm) against the mock Anthropic API.
+
+* ``claude_bin`` (session): runs ``scripts/install-claude`` and returns the native ``claude`` path. The tests are
+  skipped -- with that reason -- only when npm is missing; any other install failure fails them.
+* ``mock_api``: a fresh :class:`MockAnthropic` on 127.0.0.1 (per test module), so request counts are exact.
+* ``run_orchestrator(batch_path, *args, env=...)``: ``python -m orchestrator_pex run BATCH --json --results-dir``
+  from the repository root; returns :class:`E2ERun` (exit code, parsed document, stderr).
+* helpers to read what the CLI itself reported (its ``result`` events) from an instance's stdout log.
+
+Environment: every CLI gets ``ANTHROPIC_BASE_URL`` (the mock), ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1``,
+``CLAUDE_CODE_MAX_RETRIES=1`` (the CLI's own retry of 429/529 would otherwise back off for minutes; with 1 the
+401/529 transcripts match the reference) and its own temporary ``HOME`` (the CLI writes ``~/.claude.json`` and
+``~/.claude/``). Inherited ``ANTHROPIC_*``/``CLAUDE_*`` variables are dropped so a developer's real credentials or
+config never reach the mock or the logs. The orchestrator process itself also gets a temporary HOME.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INSTALL_CLAUDE = ROOT / "scripts" / "install-claude"
+MOCK_PATH = ROOT / "tests" / "support" / "mock_anthropic.py"
+CLAUDE_VERSION = "2.1.330"
+
+
+def _load_mock_module():
+    spec = importlib.util.spec_from_file_location("e2e_mock_anthropic", MOCK_PATH)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+mock_anthropic = _load_mock_module()
+MockAnthropic = mock_anthropic.MockAnthropic
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: drives the real Claude Code CLI (installed from npm) against the mock API")
+
+
+@pytest.fixture(scope="session")
+def e2e():
+    """This module (helpers: write_batch, cli_base_env, read_events, cli_report, ...), whatever the import mode."""
+    return sys.modules[__name__]
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> str:
+    """Absolute path of the pinned real ``claude`` executable (installed once into the user cache)."""
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed: cannot install the real Claude Code CLI for end-to-end tests")
+    proc = subprocess.run([str(INSTALL_CLAUDE)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode == 2 and "npm is not installed" in proc.stderr:
+        pytest.skip("npm is not installed: cannot install the real Claude Code CLI for end-to-end tests")
+    assert proc.returncode == 0, f"scripts/install-claude failed ({proc.returncode}):\n{proc.stderr}"
+    path = proc.stdout.strip().splitlines()[-1]
+    assert os.path.isabs(path) and os.access(path, os.X_OK), path
+    return path
+
+
+@pytest.fixture(scope="module")
+def mock_api():
+    with MockAnthropic() as mock:
+        yield mock
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    """A recognisable fake API key: it must never show up in results or logs."""
+    return f"sk-ant-e2e-{uuid.uuid4().hex}"
+
+
+def clean_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """This process's environment minus ANTHROPIC_*/CLAUDE_* and orchestrator settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ANTHROPIC_", "CLAUDE_", "ORCHESTRATOR_PEX_"))}
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["TERM"] = "dumb"
+    env.update(extra or {})
+    return env
+
+
+def cli_base_env(mock_url: str) -> Dict[str, str]:
+    """What every real CLI instance needs to talk to the mock (non-secret; goes into the batch's env table)."""
+    return {
+        "ANTHROPIC_BASE_URL": mock_url,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "1",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+
+
+def toml_str(value: str) -> str:
+    """A TOML basic string (JSON string escapes are valid TOML)."""
+    return json.dumps(value)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return toml_str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(type(value))
+
+
+def write_batch(path: Path, top: Dict[str, Any], defaults: Dict[str, Any], instances: List[Dict[str, Any]]) -> Path:
+    lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
+    lines.append("[defaults]")
+    lines += [f"{k} = {toml_value(v)}" for k, v in defaults.items()]
+    for inst in instances:
+        lines.append("[[instances]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in inst.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class E2ERun:
+    """A finished ``run --json``: ``code``, ``doc`` (parsed stdout or None), ``stderr`` text, ``records`` by name."""
+
+    def __init__(self, proc: subprocess.CompletedProcess, results_dir: Path) -> None:
+        self.code = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.results_dir = results_dir
+        self.e2e = sys.modules[__name__]  # the helpers, for code that only holds a run
+        try:
+            self.doc = json.loads(proc.stdout)
+        except ValueError:
+            self.doc = None
+
+    def explain(self) -> str:
+        return f"exit {self.code}\n--- stdout ---\n{self.stdout[:4000]}\n--- stderr ---\n{self.stderr[-6000:]}"
+
+    @property
+    def records(self) -> Dict[str, Dict[str, Any]]:
+        assert self.doc is not None, "stdout is not a JSON results document:\n" + self.explain()
+        return {r["name"]: r for r in self.doc["instances"]}
+
+    @property
+    def run_dir(self) -> Path:
+        assert self.doc is not None, self.explain()
+        return self.results_dir / self.doc["run_id"]
+
+    def log_path(self, record: Dict[str, Any], key: str = "stdout_log") -> Path:
+        p = Path(record[key])
+        return p if p.is_absolute() else self.run_dir / p
+
+
+@pytest.fixture(scope="module")
+def run_orchestrator(tmp_path_factory, api_key: str):
+    """``run_orchestrator(batch, *args, timeout=300)`` -> :class:`E2ERun` (cwd = repository root)."""
+    base = tmp_path_factory.mktemp("orch")
+    home = base / "orchestrator-home"
+    home.mkdir()
+
+    def run(batch: Path, *args: str, timeout: float = 300) -> E2ERun:
+        results = base / f"runs-{uuid.uuid4().hex[:8]}"
+        env = clean_env({"HOME": str(home), "ANTHROPIC_API_KEY": api_key})
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrator_pex", "run", str(batch), "--json", "--results-dir", str(results),
+             *args],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        )
+        return E2ERun(proc, results)
+
+    return run
+
+
+# -- what the CLI itself said -------------------------------------------------------------------------------------
+
+
+def read_events(path: Path) -> List[Dict[str, Any]]:
+    """Every JSON object line of a stream-json log (all attempts, in order)."""
+    events = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    pass
+    return events
+
+
+def cli_report(events: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The numbers the CLI reported: ``result`` events summed over attempts, the last one's identity fields,
+    the model of the last ``system/init``, and tool_use blocks (de-duplicated by id) per tool name."""
+    results = [e for e in events if e.get("type") == "result"]
+    inits = [e for e in events if e.get("type") == "system" and e.get("subtype") == "init"]
+    tokens = {"input": 0, "output": 0, "cache_creation": 0, "cache_read": 0}
+    for r in results:
+        u = r.get("usage") or {}
+        tokens["input"] += u.get("input_tokens", 0)
+        tokens["output"] += u.get("output_tokens", 0)
+        tokens["cache_creation"] += u.get("cache_creation_input_tokens", 0)
+        tokens["cache_read"] += u.get("cache_read_input_tokens", 0)
+    tokens["total"] = sum(tokens.values())
+    tool_ids: Dict[str, str] = {}
+    for e in events:
+        if e.get("type") != "assistant":
+            continue
+        for block in (e.get("message") or {}).get("content") or []:
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                tool_ids[block["id"]] = block["name"]
+    last = results[-1] if results else {}
+    return {
+        "results": len(results),
+        "attempts_seen": len(inits),
+        "tokens": tokens,
+        "cost_usd": round(sum(r.get("total_cost_usd") or 0.0 for r in results), 6),
+        "num_turns": last.get("num_turns"),
+        "session_id": last.get("session_id"),
+        "is_error": last.get("is_error"),
+        "api_error_status": last.get("api_error_status"),
+        "result": last.get("result"),
+        "model_usage": sorted((last.get("modelUsage") or {}).keys()),
+        "model": inits[-1].get("model") if inits else None,
+        "tools": dict(sorted(Counter(tool_ids.values()).items())),
+    }
