@@ -1,0 +1,227 @@
+"""The Ansible role, driven by the real ansible-playbook against localhost (local connection, scratch prefixes).
+
+* install + batches + policy + cron schedule: the first run changes things, the second changes nothing, ``--check``
+  changes nothing (not even on a fresh host);
+* the installed cron line, executed as cron would (env -i, /bin/sh -c, no terminal, minimal PATH), runs the demo
+  batch successfully;
+* systemd variant: units written, ``systemd-analyze verify`` accepts them, idempotent;
+* three hosts split a 30-instance batch with ``--shard``; every instance runs exactly once; the playbook fetches and
+  merges the results into one document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import HOST_PYTHON, find_built_pex, run_like_cron, run_playbook
+from orchestrator_pex import shard
+
+pytestmark = pytest.mark.deploy
+
+POLICY = {"allowed_permission_modes": ["default", "acceptEdits", "plan"], "forbidden_tools": ["WebFetch"],
+          "require_timeout": True, "max_concurrency": 8}
+
+
+def demo_batch(pex: Path, tmp: Path) -> str:
+    """The product's own demo batch (simulated agent, no Claude account), as `init --demo` writes it."""
+    path = tmp / "demo-init.toml"
+    env = dict(os.environ, PEX_ROOT=str(tmp / "pex-root-init"))
+    subprocess.run([HOST_PYTHON, str(pex), "init", "--demo", str(path)], check=True, capture_output=True, env=env)
+    return path.read_text()
+
+
+def validate_checks_policy(pex: Path, tmp: Path, batch: str, policy: Path) -> bool:
+    """Whether this PEX's `validate` applies the site policy (older builds only checked the batch itself)."""
+    path = tmp / "violating.toml"
+    path.write_text(batch)
+    env = dict(os.environ, PEX_ROOT=str(tmp / "pex-root-init"), ORCHESTRATOR_PEX_POLICY=str(policy))
+    return subprocess.run([HOST_PYTHON, str(pex), "validate", str(path)], capture_output=True, env=env).returncode != 0
+
+
+def host_vars(root: Path, pex: Path, **extra) -> dict:
+    return {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": HOST_PYTHON,
+        "orchestrator_pex_pex_src": str(pex),
+        "orchestrator_pex_version": "test-1",
+        "orchestrator_pex_prefix": str(root / "opt"),
+        "orchestrator_pex_config_dir": str(root / "etc"),
+        "orchestrator_pex_results_dir": str(root / "results"),
+        "orchestrator_pex_pex_root": str(root / "pex-root"),
+        "orchestrator_pex_cron_dir": str(root / "cron.d"),
+        "orchestrator_pex_systemd_dir": str(root / "systemd"),
+        "orchestrator_pex_systemd_manage": False,
+        **extra,
+    }
+
+
+def write_inventory(tmp: Path, hosts: dict, **group_vars) -> Path:
+    inv = tmp / "inventory.yml"
+    inv.write_text(json.dumps({"orchestrators": {"hosts": hosts, "vars": group_vars}}, indent=1))
+    return inv
+
+
+def files_under(root: Path) -> dict:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if "pex-root" in p.parts:
+            continue
+        out[str(p.relative_to(root))] = p.read_bytes() if p.is_file() and not p.is_symlink() else os.readlink(p) if p.is_symlink() else "dir"
+    return out
+
+
+def test_cron_install_is_idempotent_check_mode_is_inert_and_the_cron_line_runs(ansible_bin, built_pex, tmp_path):
+    root = tmp_path / "host-a"
+    batch = demo_batch(built_pex, tmp_path)
+    inv = write_inventory(tmp_path, {"orch-a": host_vars(
+        root, built_pex,
+        orchestrator_pex_policy=POLICY,
+        orchestrator_pex_batches=[{"name": "demo", "content": batch}],
+        orchestrator_pex_schedules=[{"batch": "demo", "at": "30 1 * * *"}],
+    )})
+
+    fresh = run_playbook(ansible_bin, "site.yml", inv, tmp_path, "--check")
+    assert fresh.rc == 0 and fresh.failed() == 0, fresh
+    assert not root.exists(), f"--check created files: {sorted(files_under(root))}"
+
+    first = run_playbook(ansible_bin, "site.yml", inv, tmp_path)
+    assert first.rc == 0 and first.failed() == 0, first
+    assert first.changed() > 0, first
+    state = files_under(root)
+
+    second = run_playbook(ansible_bin, "site.yml", inv, tmp_path)
+    assert second.rc == 0 and second.recap["orch-a"]["changed"] == 0, second
+    check = run_playbook(ansible_bin, "site.yml", inv, tmp_path, "--check")
+    assert check.rc == 0 and check.recap["orch-a"]["changed"] == 0, check
+    assert files_under(root) == state
+
+    assert os.readlink(root / "opt" / "current") == "releases/test-1"
+    assert (root / "opt" / "releases" / "test-1" / "orchestrator-pex.pex").read_bytes() == built_pex.read_bytes()
+    policy = (root / "etc" / "policy.toml").read_text()
+    assert 'forbidden_tools = ["WebFetch"]' in policy and "require_timeout = true" in policy
+    assert (root / "etc" / "batches" / "demo.toml").read_text().endswith(batch)
+
+    cron_file = root / "cron.d" / "orchestrator-pex-demo"
+    text = cron_file.read_text()
+    assert oct(cron_file.stat().st_mode & 0o777) == "0o644"
+    job = [l for l in text.splitlines() if l.startswith("30 1 * * * root ")]
+    assert len(job) == 1, text
+
+    # The role writes exactly the line `orchestrator-pex schedule cron --user` prints (plus the policy variable).
+    printed = subprocess.run(
+        [HOST_PYTHON, str(built_pex), "schedule", "cron", "--user", "root", "--at", "30 1 * * *",
+         "--pex", str(root / "opt" / "current" / "orchestrator-pex.pex"), "--results-dir", str(root / "results"),
+         "--pex-root", str(root / "pex-root"), str(root / "etc" / "batches" / "demo.toml")],
+        capture_output=True, text=True, env=dict(os.environ, PEX_ROOT=str(tmp_path / "pex-root-init")), check=True,
+    ).stdout.strip()
+    policy_word = f"ORCHESTRATOR_PEX_POLICY={root / 'etc' / 'policy.toml'}"
+    assert job[0] == printed.replace("NO_COLOR=1 ", f"NO_COLOR=1 {policy_word} ")
+
+    proc = run_like_cron(text)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [p for p in (root / "results").iterdir() if (p / "results.json").exists()]
+    assert len(runs) == 1
+    doc = json.loads((runs[0] / "results.json").read_text())
+    assert doc["status"] == "succeeded"
+    assert doc["batch"] == str(root / "etc" / "batches" / "demo.toml")
+    assert doc["totals"]["instances"] >= 1 and doc["totals"]["by_status"]["succeeded"] == doc["totals"]["instances"]
+    assert (root / "pex-root").is_dir() and any((root / "pex-root").iterdir()), "PEX_ROOT was not used"
+
+    # A bad batch never replaces a good one: `orchestrator-pex validate` (with the policy) fails the play.
+    broken_batches = [batch.replace("[[instances]]", "[[instance]]")]
+    violating = batch.replace('"acceptEdits"', '"bypassPermissions"')
+    if validate_checks_policy(built_pex, tmp_path, violating, root / "etc" / "policy.toml"):
+        broken_batches.append(violating)
+    for broken in broken_batches:
+        bad = write_inventory(tmp_path, {"orch-a": host_vars(
+            root, built_pex, orchestrator_pex_policy=POLICY,
+            orchestrator_pex_batches=[{"name": "demo", "content": broken}],
+            orchestrator_pex_schedules=[{"batch": "demo", "at": "30 1 * * *"}],
+        )})
+        refused = run_playbook(ansible_bin, "site.yml", bad, tmp_path)
+        assert refused.rc != 0 and refused.failed() == 1, refused
+        assert (root / "etc" / "batches" / "demo.toml").read_text().endswith(batch)
+
+    # state: absent removes the schedule.
+    gone = write_inventory(tmp_path, {"orch-a": host_vars(
+        root, built_pex, orchestrator_pex_batches=[{"name": "demo", "content": batch}],
+        orchestrator_pex_schedules=[{"batch": "demo", "at": "30 1 * * *", "state": "absent"}],
+    )})
+    removed = run_playbook(ansible_bin, "site.yml", gone, tmp_path)
+    assert removed.rc == 0, removed
+    assert not cron_file.exists()
+
+
+def test_systemd_units_verify_and_are_idempotent(ansible_bin, built_pex, tmp_path):
+    root = tmp_path / "host-s"
+    inv = write_inventory(tmp_path, {"orch-s": host_vars(
+        root, built_pex,
+        orchestrator_pex_scheduler="systemd",
+        orchestrator_pex_batches=[{"name": "demo", "content": demo_batch(built_pex, tmp_path)}],
+        orchestrator_pex_schedules=[{"batch": "demo", "on_calendar": "Mon..Fri 06:30", "shard": "0/1"}],
+    )})
+    first = run_playbook(ansible_bin, "site.yml", inv, tmp_path)
+    assert first.rc == 0 and first.changed() > 0, first
+    second = run_playbook(ansible_bin, "site.yml", inv, tmp_path)
+    assert second.rc == 0 and second.changed() == 0, second
+    service = root / "systemd" / "orchestrator-pex-demo.service"
+    timer = root / "systemd" / "orchestrator-pex-demo.timer"
+    text = service.read_text()
+    assert f'ExecStart="{HOST_PYTHON}" "{root}/opt/current/orchestrator-pex.pex" "run"' in text
+    assert '"--shard" "0/1"' in text
+    assert f'Environment="PEX_ROOT={root}/pex-root"' in text
+    assert "OnCalendar=Mon..Fri 06:30" in timer.read_text()
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze not installed: unit files written but not verified")
+    proc = subprocess.run([tool, "verify", str(service), str(timer)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+
+
+def sharded_batch(n: int) -> str:
+    lines = ['claude = "@agent-sim"', "concurrency = 6", "", "[defaults]", 'model = "claude-sonnet-4-5"',
+             "timeout = 120", ""]
+    for i in range(n):
+        lines += ["[[instances]]", f'name = "task-{i:02d}"', f'prompt = "task {i}"',
+                  'env = { AGENT_SIM_SCENARIO = "ok" }', ""]
+    return "\n".join(lines)
+
+
+def test_three_hosts_split_a_batch_and_merge_the_results(ansible_bin, built_pex, tmp_path):
+    names = [f"task-{i:02d}" for i in range(30)]
+    hosts = {
+        f"shard-{c}": host_vars(tmp_path / f"host-{c}", built_pex) for c in "abc"
+    }
+    collect = tmp_path / "collected"
+    inv = write_inventory(
+        tmp_path, hosts,
+        orchestrator_pex_batches=[{"name": "wide", "content": sharded_batch(30)}],
+        orchestrator_pex_controller_pex=str(built_pex),
+        orchestrator_pex_controller_python=HOST_PYTHON,
+    )
+    installed = run_playbook(ansible_bin, "site.yml", inv, tmp_path)
+    assert installed.rc == 0 and installed.failed() == 0, installed
+
+    run = run_playbook(ansible_bin, "sharded-run.yml", inv, tmp_path, "-e", "batch=wide", "-e",
+                       f"collect_dir={collect}", timeout=400)
+    assert run.rc == 0 and run.failed() == 0, run
+    merged = json.loads((collect / "merged.json").read_text())
+    ran = [i["name"] for i in merged["instances"]]
+    assert sorted(ran) == names and len(ran) == len(set(ran))
+    assert merged["status"] == "succeeded"
+    assert merged["shard"] == {"count": 3, "indices": [0, 1, 2]}
+    assert merged["totals"]["instances"] == 30
+    # Host i ran exactly shard i/3, and each instance ran once on that host only.
+    for index, c in enumerate("abc"):
+        doc = json.loads((collect / f"shard-{c}.json").read_text())
+        assert doc["shard"]["index"] == index and doc["shard"]["count"] == 3
+        assert [i["name"] for i in doc["instances"]] == shard.select(names, index, 3)
+        assert all(i["attempts"] == 1 and i["status"] == "succeeded" for i in doc["instances"])
+        run_dirs = [p for p in (tmp_path / f"host-{c}" / "results").iterdir() if p.is_dir()]
+        assert len(run_dirs) == 1
