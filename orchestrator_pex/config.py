@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, Dict, NewType, Optional, Tuple
+from typing import Any, Dict, List, NewType, Optional, Tuple
 
 import attrs
 import cattrs
@@ -230,8 +230,8 @@ def _from_zen(raw: Dict[str, Any], label: str) -> Tuple[Dict[str, Any], Dict[str
         ours: Dict[str, Any] = {}
         for key, value in inst.items():
             if key not in _ZEN_KEYS:
-                ours[key] = value  # reported as unknown by the converter, with a suggestion
-            elif _ZEN_KEYS[key]:
+                raise ConfigError(label, f"instances[{i}].{key}", _unknown(key, list(_ZEN_KEYS)))
+            if _ZEN_KEYS[key]:
                 ours[_ZEN_KEYS[key]] = value
         pre = inst.get("pre_commands") or []
         if not isinstance(pre, list) or not all(isinstance(c, str) for c in pre):
@@ -381,6 +381,11 @@ for _cls in (Budget, Retry, Defaults, Instance, Batch):
     _converter.register_structure_hook(_cls, _attrs_hook_factory(_cls))
 
 
+def _unknown(key: str, known: List[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f'unknown key; did you mean "{close[0]}"?' if close else f"unknown key; expected one of {', '.join(known)}"
+
+
 def _problems(exc: BaseException, path: str):
     """Yield ``(key path, message)`` for each leaf problem inside a cattrs validation error, in file order."""
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
@@ -397,9 +402,7 @@ def _problems(exc: BaseException, path: str):
     elif isinstance(exc, ForbiddenExtraKeysError):
         known = [f.name for f in attrs.fields(exc.cl) if f.name != "path"]
         for key in sorted(exc.extra_fields):
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f'; did you mean "{close[0]}"?' if close else f"; expected one of {', '.join(known)}"
-            yield f"{path}.{key}".lstrip("."), f"unknown key{hint}"
+            yield f"{path}.{key}".lstrip("."), _unknown(key, known)
     elif isinstance(exc, KeyError):
         yield path, "required key is missing"
     else:

@@ -64,14 +64,14 @@ class Headroom:
         self._proc = os.path.isdir("/proc/self")
 
     def busy_count(self, now: float, running: Iterable[Tuple[int, bool]]) -> int:
-        """``running``: (pid, has_output) of each running attempt."""
+        """``running``: (pid, has_output) of each running attempt; pid None for one not spawned yet."""
         resample = now - self._sampled_at >= SAMPLE_EVERY
         if resample:
             self._sampled_at = now
         busy = 0
         seen = {}
         for pid, has_output in running:
-            if not has_output:
+            if not has_output or pid is None:
                 busy += 1
                 continue
             if not self._proc:

@@ -114,9 +114,11 @@ class Console:
             parts = [f"{r['name']}: {r['status']}"]
             if r["api_error_status"]:
                 parts.append(f"api {r['api_error_status']}")
-            if r["attempts"]:
+            if r["attempts"] and r["cost_source"]:
                 parts.append(f"{fmt_duration(r['duration_s'])}, {fmt_tokens(r['tokens']['total'])} tokens, "
                              f"${r['cost_usd']:.4f} ({r['cost_source']})")
+            elif r["attempts"]:
+                parts.append(fmt_duration(r["duration_s"]))
             if r["error"] and r["status"] != "succeeded":
                 parts.append(self.scrub(r["error"]))
             return " — ".join(parts)

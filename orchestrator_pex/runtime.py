@@ -79,7 +79,8 @@ async def run_attempt(
     ``redactor`` (a :class:`~orchestrator_pex.secrets.Redactor`) masks secret values in both raw logs; stderr is
     then piped through the orchestrator instead of going straight to its file.
     """
-    with open(stdout_log, "ab") as out, open(stderr_log, "ab") as err:
+    # Unbuffered: `tail -f` on a log shows output as it arrives (writes are whole chunks, not lines).
+    with open(stdout_log, "ab", buffering=0) as out, open(stderr_log, "ab", buffering=0) as err:
         attempt.started_at = time.time()
         attempt.started_mono = attempt.last_output_mono = trio.current_time()
         proc = await trio.lowlevel.open_process(
@@ -192,7 +193,6 @@ async def _copy_scrubbed(stream, f, scrubber) -> None:
             f.write(scrubber.feed(chunk))
     finally:
         f.write(scrubber.flush())
-        f.flush()
 
 
 def _group_alive(pgid: int) -> bool:

@@ -115,6 +115,7 @@ class Scheduler:
         self.cost = 0.0
         self.stopped: Optional[str] = None  # why launching stopped: budget, auth, deadline, interrupted
         self.budget_stopped = False
+        self._batch_warned = False
         self.interrupted = False
         self._changed = trio.Event()
         self._last_launch = -1e9
@@ -190,12 +191,21 @@ class Scheduler:
                 return False
             now = trio.current_time()
             wait = self._last_launch + self.stagger - now
-            if wait <= 0 and len(self.running) < self.cap and self.headroom.allows(
-                now, ((a.pid, a.last_output_mono > a.started_mono) for a in self._attempts_running()), kind
-            ):
+            if wait <= 0 and len(self.running) < self.cap and self.headroom.allows(now, self._probe(), kind):
                 return True
             with trio.move_on_after(max(wait, 0) if wait > 0 else _POLL):
                 await self._changed.wait()
+
+    def _probe(self):
+        """(pid, has output) of each running instance; an instance admitted but not spawned yet is (None, False).
+        Instances waiting out a retry back-off use no CPU and are left out."""
+        for state in self.running.values():
+            a = state.current
+            if a is None or a.pid is None:
+                if state.status != "retrying":
+                    yield None, False
+            elif a.exit_code is None:
+                yield a.pid, a.last_output_mono > a.started_mono
 
     def _attempts_running(self):
         for state in self.running.values():
@@ -302,7 +312,7 @@ class Scheduler:
             over = f"batch {self.tokens} tokens > budget.max_tokens {budget.max_tokens}"
         elif budget.max_cost_usd is not None and self.cost > budget.max_cost_usd:
             over = f"batch ${self.cost:.4f} > budget.max_cost_usd {budget.max_cost_usd:g}"
-        if over and not self.budget_stopped:
+        if over and not self.budget_stopped and not self._batch_warned:
             if block:
                 self.budget_stopped = True
                 for s in list(self.running.values()):
@@ -310,8 +320,8 @@ class Scheduler:
                         s.current.error = over
                 self._warn(f"{over}: stopping the batch")
                 self._stop_all("budget", "budget-stopped")
-            elif "batch" not in state.warned:
-                state.warned.add("batch")
+            else:
+                self._batch_warned = True
                 self._warn(f"{over} (mode warn: continuing)")
 
     def _warn(self, message: str) -> None:

@@ -171,8 +171,6 @@ def test_results_dir_from_environment_and_default(cli, write_batch, tmp_path):
     assert json.loads(proc.stdout)["run_dir"].startswith(str(tmp_path / "orchestrator-runs") + os.sep)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: batch `results_dir` is resolved against the current directory, not the "
-                   "batch file's folder as config.Batch documents (commands/run.py launch)")
 def test_batch_results_dir_is_relative_to_the_batch_file(cli, tmp_path):
     sub = tmp_path / "jobs"
     sub.mkdir()

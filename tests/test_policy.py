@@ -284,7 +284,6 @@ def test_run_refuses_a_violating_batch_before_starting_anything(cli, fake_claude
     assert proc.returncode == 2 and b"instances[0].permission_mode" in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="validate does not check the site policy yet (lead: call run.check_policy)")
 def test_validate_checks_the_policy(cli, fake_claude, tmp_path):
     policy_file = write(tmp_path, "policy.toml", 'allowed_permission_modes = ["plan"]\nrequire_timeout = true\n')
     b = write(tmp_path, "batch.toml", f'claude = "{fake_claude}"\n[[instances]]\nname = "a"\nprompt = "p"\n')

@@ -57,8 +57,6 @@ def test_non_tty_lines_are_timestamped_without_escape_codes(run_batch, write_bat
     assert table[4].startswith("TOTAL") and table[-1].startswith("results: ")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: report.py _describe prints \"(None)\" as the cost source of an instance "
-                   "without accounting (generic argv); omit it or print \"-\" as summary_table does")
 def test_generic_instance_line_has_no_none(run_batch, write_batch):
     res = run_batch(write_batch(BATCH))
     assert "(None)" not in res.stderr.decode()

@@ -146,8 +146,6 @@ def test_batch_budget_warn_continues(run_batch, write_batch):
     assert warnings and "batch 3" in warnings[0] and "> budget.max_tokens 250000 (mode warn: continuing)" in warnings[0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: scheduler.py _account keeps the batch-budget 'warned' flag per "
-                   "instance (state.warned), so every later instance repeats the batch warning")
 def test_batch_budget_warning_is_given_once(run_batch, write_batch):
     path = write_batch(head("concurrency = 1\n") + "[budget]\nmax_tokens = 250000\nmode = \"warn\"\n"
                        + _sim("big", "expensive", **EXPENSIVE) + _sim("after1", "ok") + _sim("after2", "ok"))
@@ -223,8 +221,6 @@ def test_stagger_spaces_launches(run_batch, tmp_path):
 # -- admission, in process ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: scheduler.py _admit/_attempts_running ignore an instance launched but "
-                   "not yet spawned (pid None), so headroom lets every pending instance start at once")
 async def test_headroom_counts_instances_that_are_still_starting(tmp_path):
     text = "grace_period = 0.3\n" + "".join(
         f'[[instances]]\nname = "s{i}"\nargv = ["/bin/sleep", "30"]\n' for i in range(3))  # no output: "starting"

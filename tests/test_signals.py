@@ -145,8 +145,6 @@ def test_second_signal_kills_without_waiting_for_grace(tmp_path, make_cli_env, m
     assert marked_pids(marker) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: runtime.py opens the raw logs with default buffering and never flushes "
-                   "while the agent runs: `tail -f logs/NAME.stdout` shows nothing until 8 KiB or the end")
 def test_raw_log_is_written_while_the_instance_runs(tmp_path, make_cli_env, marker, marked_pids):
     (tmp_path / "stubborn.py").write_text(STUBBORN)
     batch = f'grace_period = 0.5\n[[instances]]\nname = "s"\n' \

@@ -104,8 +104,6 @@ def test_start_at_delays_the_first_launch(run_batch, write_batch):
     assert b"waiting until" in res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the batch file's `start_at` key is accepted but ignored "
-                   "(commands/run.py main passes only args.start_at; fall back to plan.batch.start_at)")
 def test_start_at_from_the_batch_file(run_batch, write_batch):
     when = _soon(1.5)
     path = write_batch(f'start_at = {json.dumps(when.isoformat())}\n[[instances]]\nname = "g"\nargv = ["/bin/true"]\n')

@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_dry_run(plan, sys.stdout)
         return 0
-    return launch(plan, args, start_at=args.start_at, meta=meta)
+    return launch(plan, args, start_at=args.start_at or batch.start_at, meta=meta)
 
 
 def _shard(args):
@@ -144,7 +144,7 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
 
     when = parse_start_at(start_at, datetime.datetime.now().astimezone()) if start_at else None
     agent_version = preflight(plan)
-    results_dir = args.results_dir or plan.batch.results_dir or default_results_dir()
+    results_dir = args.results_dir or _batch_relative(plan.batch, plan.batch.results_dir) or default_results_dir()
     run_id, run_dir = runner.prepare_run_dir(results_dir, plan.batch.path, run_id)
     redactor = Redactor.from_env(None, *(l.env_add for l in plan.launches))
     console = report.Console(runner.console_mode(args.json_logs), scrub=redactor.scrub)
@@ -165,6 +165,13 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
         sys.stdout.write("\n")
         sys.stdout.flush()
     return status
+
+
+def _batch_relative(batch, path):
+    """``path`` from the batch file, resolved against the batch file's folder."""
+    if not path:
+        return None
+    return path if os.path.isabs(path) else os.path.join(os.path.dirname(batch.path), path)
 
 
 def print_dry_run(plan, out) -> None:
