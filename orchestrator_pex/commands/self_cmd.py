@@ -4,7 +4,8 @@ Checks, in order, and stops at the first failure (exit 1, one line saying what f
 
 1. ``DIR/SHA256SUMS.sig`` is a valid OpenSSH signature (namespace ``orchestrator-pex``) over ``DIR/SHA256SUMS`` by a
    key listed in the allowed-signers file ``FILE`` (``ssh-keygen -Y verify``; each principal in the file is tried);
-2. the running PEX file (``$PEX``, which pex sets) has the SHA-256 that ``SHA256SUMS`` lists for its file name.
+2. the running PEX file (``$PEX``, which pex sets) has the SHA-256 that ``SHA256SUMS`` lists for its file name;
+3. the SBOM ``SHA256SUMS`` lists beside it, if any, is the one whose digest the release embedded in the PEX.
 
 ``DIR`` defaults to the folder holding the running PEX (``install.sh`` copies ``SHA256SUMS``, its signature and the
 trusted ``allowed_signers`` there); ``FILE`` defaults to ``$ORCHESTRATOR_PEX_TRUST``, then ``DIR/allowed_signers``.
@@ -105,7 +106,23 @@ def verify(pex_path: str, bundle: str, trust: str) -> str:
         raise VerifyError(f"{name} is not listed in {sums_path}")
     if expected != actual:
         raise VerifyError(f"{pex_path}: sha256 {actual} does not match {expected} listed in {sums_path}")
+    sbom_name = name[: -len(".pex")] + ".cdx.json" if name.endswith(".pex") else None
+    embedded = _embedded_sbom_digest(pex_path, name)
+    if embedded and sbom_name in sums and sums[sbom_name] != embedded:
+        raise VerifyError(f"{sbom_name} listed in {sums_path} is not the SBOM {name} was built with")
     return f"verified: {pex_path} (sha256 {actual}) is {name} of {sums_path}, signed by {principal}"
+
+
+def _embedded_sbom_digest(pex_path: str, name: str) -> Optional[str]:
+    """The SBOM digest the release embedded for this PEX's platform (only when verifying the running PEX)."""
+    running = os.environ.get("PEX")
+    if not running or os.path.realpath(running) != os.path.realpath(pex_path):
+        return None
+    from orchestrator_pex.commands import version_cmd
+
+    digests = version_cmd.build_info().get("sbom_sha256") or {}
+    tag = version_cmd.pex_platform_tag(pex_path)
+    return digests.get(tag) if isinstance(digests, dict) and tag else None
 
 
 def main(args: argparse.Namespace) -> int:
