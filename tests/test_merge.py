@@ -166,3 +166,17 @@ def test_merge_function_direct_status_of_run_level_failure():
 
 def test_registered_as_a_subcommand():
     assert cli.COMMANDS["merge"][0] == "orchestrator_pex.commands.merge"
+
+
+def test_batch_identity_is_the_digest_when_every_document_has_one(tmp_path, capsys):
+    a = {**document(0, 2, batch="/host-a/nightly.toml"), "batch_sha256": "ab" * 32}
+    b = {**document(1, 2, batch="/host-b/nightly.toml"), "batch_sha256": "ab" * 32}
+    code, out, err = run_cli(write(tmp_path, [a, b]), capsys)
+    assert code == 0, err
+    assert json.loads(out)["batch_sha256"] == "ab" * 32
+    c = {**b, "batch": "/host-a/nightly.toml", "batch_sha256": "cd" * 32}
+    code, _, err = run_cli(write(tmp_path, [a, c]), capsys)
+    assert code == 2 and "batch_sha256" in err and "different batches" in err
+    # Without a digest on every document, the paths must match.
+    code, _, err = run_cli(write(tmp_path, [a, {**b, "batch_sha256": None}]), capsys)
+    assert code == 2 and "different batches" in err

@@ -4,7 +4,8 @@ Each input is a results document written by ``run`` (``results.json`` or the std
 directory may be given instead of its ``results.json``. The merge refuses, with exit 2 and one line naming the
 files:
 
-* documents of different batches (their ``batch`` values differ);
+* documents of different batches: their ``batch_sha256`` (digest of the batch file) differ, or, when a document
+  has no digest, their ``batch`` paths differ;
 * a mix of sharded and unsharded documents, or shards of different counts;
 * two documents of the same shard, or the same instance name in two documents;
 * an instance in a document whose shard (``shard_of(name, count)``) is not that document's shard;
@@ -116,11 +117,14 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
     if not docs:
         raise UsageError("merge: no results documents given")
     first_path, first = docs[0]
+    # Same batch: the same content digest when every document records one (paths may differ between hosts),
+    # else the same batch path.
+    key = "batch_sha256" if all(isinstance(d.get("batch_sha256"), str) for _, d in docs) else "batch"
     for path, doc in docs[1:]:
-        if doc.get("batch") != first.get("batch"):
+        if doc.get(key) != first.get(key):
             raise UsageError(
-                f"{path}: batch {json.dumps(doc.get('batch'))} differs from {first_path}'s "
-                f"{json.dumps(first.get('batch'))}: refusing to merge results of different batches"
+                f"{path}: {key} {json.dumps(doc.get(key))} differs from {first_path}'s "
+                f"{json.dumps(first.get(key))}: refusing to merge results of different batches"
             )
     shards = [(path, _shard_of_doc(path, doc)) for path, doc in docs]
     sharded = [s for _, s in shards if s is not None]
@@ -170,6 +174,8 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
     merged: Dict[str, Any] = {}
     merged["run_id"] = f"merged-{ordered[0][1].get('run_id', 'run')}"
     merged["batch"] = copy.deepcopy(first["batch"])
+    if key == "batch_sha256":
+        merged["batch_sha256"] = first["batch_sha256"]
     starts = [d.get("started_at") for _, d in ordered if isinstance(d.get("started_at"), str)]
     ends = [d.get("finished_at") for _, d in ordered if isinstance(d.get("finished_at"), str)]
     merged["started_at"] = min(starts, key=_sort_key) if starts else None

@@ -104,6 +104,7 @@ def run_playbook(ansible_bin: Path, playbook: str, inventory: Path, tmp: Path, *
         "ANSIBLE_ROLES_PATH": str(ANSIBLE_DIR / "roles"),
         "ANSIBLE_PYTHON_INTERPRETER": HOST_PYTHON,
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_COLLECTIONS_PATH": str(tmp / "no-collections"),
     }
     argv = [str(ansible_bin / "ansible-playbook"), "-i", str(inventory), str(ANSIBLE_DIR / playbook), *extra]

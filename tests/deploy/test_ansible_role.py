@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOST_PYTHON, find_built_pex, run_like_cron, run_playbook
+from conftest import HOST_PYTHON, REPO as REPO_ROOT, run_like_cron, run_playbook
 from orchestrator_pex import shard
 
 pytestmark = pytest.mark.deploy
@@ -101,8 +101,8 @@ def test_cron_install_is_idempotent_check_mode_is_inert_and_the_cron_line_runs(a
     assert check.rc == 0 and check.recap["orch-a"]["changed"] == 0, check
     assert files_under(root) == state
 
-    assert os.readlink(root / "opt" / "current") == "releases/test-1"
-    assert (root / "opt" / "releases" / "test-1" / "orchestrator-pex.pex").read_bytes() == built_pex.read_bytes()
+    assert os.readlink(root / "opt" / "current") == "test-1"
+    assert (root / "opt" / "test-1" / "orchestrator-pex").read_bytes() == built_pex.read_bytes()
     policy = (root / "etc" / "policy.toml").read_text()
     assert 'forbidden_tools = ["WebFetch"]' in policy and "require_timeout = true" in policy
     assert (root / "etc" / "batches" / "demo.toml").read_text().endswith(batch)
@@ -116,7 +116,7 @@ def test_cron_install_is_idempotent_check_mode_is_inert_and_the_cron_line_runs(a
     # The role writes exactly the line `orchestrator-pex schedule cron --user` prints (plus the policy variable).
     printed = subprocess.run(
         [HOST_PYTHON, str(built_pex), "schedule", "cron", "--user", "root", "--at", "30 1 * * *",
-         "--pex", str(root / "opt" / "current" / "orchestrator-pex.pex"), "--results-dir", str(root / "results"),
+         "--pex", str(root / "opt" / "current" / "orchestrator-pex"), "--results-dir", str(root / "results"),
          "--pex-root", str(root / "pex-root"), str(root / "etc" / "batches" / "demo.toml")],
         capture_output=True, text=True, env=dict(os.environ, PEX_ROOT=str(tmp_path / "pex-root-init")), check=True,
     ).stdout.strip()
@@ -173,7 +173,7 @@ def test_systemd_units_verify_and_are_idempotent(ansible_bin, built_pex, tmp_pat
     service = root / "systemd" / "orchestrator-pex-demo.service"
     timer = root / "systemd" / "orchestrator-pex-demo.timer"
     text = service.read_text()
-    assert f'ExecStart="{HOST_PYTHON}" "{root}/opt/current/orchestrator-pex.pex" "run"' in text
+    assert f'ExecStart="{HOST_PYTHON}" "{root}/opt/current/orchestrator-pex" "run"' in text
     assert '"--shard" "0/1"' in text
     assert f'Environment="PEX_ROOT={root}/pex-root"' in text
     assert "OnCalendar=Mon..Fri 06:30" in timer.read_text()
@@ -195,8 +195,12 @@ def sharded_batch(n: int) -> str:
 
 def test_three_hosts_split_a_batch_and_merge_the_results(ansible_bin, built_pex, tmp_path):
     names = [f"task-{i:02d}" for i in range(30)]
+    # Like real hosts: the same batch path everywhere, each host its own lock directory (its own /tmp).
     hosts = {
-        f"shard-{c}": host_vars(tmp_path / f"host-{c}", built_pex) for c in "abc"
+        f"shard-{c}": host_vars(tmp_path / f"host-{c}", built_pex,
+                                orchestrator_pex_batch_dir=str(tmp_path / "shared" / "batches"),
+                                orchestrator_pex_extra_env={"ORCHESTRATOR_PEX_LOCK_DIR": str(tmp_path / f"lock-{c}")})
+        for c in "abc"
     }
     collect = tmp_path / "collected"
     inv = write_inventory(
@@ -225,3 +229,60 @@ def test_three_hosts_split_a_batch_and_merge_the_results(ansible_bin, built_pex,
         assert all(i["attempts"] == 1 and i["status"] == "succeeded" for i in doc["instances"])
         run_dirs = [p for p in (tmp_path / f"host-{c}" / "results").iterdir() if p.is_dir()]
         assert len(run_dirs) == 1
+
+
+def make_bundle(pex: Path, tmp: Path, name: str = "bundle") -> tuple:
+    """A release bundle like scripts/release makes, signed with a throwaway key: (bundle dir, allowed_signers)."""
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        pytest.skip("ssh-keygen not installed: cannot sign a test bundle")
+    key = tmp / "release-key"
+    if not key.exists():
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "release@test", "-f", str(key)], check=True)
+    signers = tmp / "allowed_signers"
+    signers.write_text(f'release@test namespaces="orchestrator-pex" {(tmp / "release-key.pub").read_text()}')
+    env = dict(os.environ, PEX_ROOT=str(tmp / "pex-root-init"))
+    version = subprocess.run([HOST_PYTHON, str(pex), "--version"], capture_output=True, text=True, env=env,
+                             check=True).stdout.split()[-1]
+    platform = {"x86_64": "linux_x86_64", "aarch64": "linux_aarch64"}[os.uname().machine]
+    bundle = tmp / name / version
+    bundle.mkdir(parents=True)
+    pex_name = f"orchestrator-pex-{version}-{platform}.pex"
+    shutil.copyfile(pex, bundle / pex_name)
+    shutil.copyfile(REPO_ROOT / "deploy" / "install.sh", bundle / "install.sh")
+    import hashlib
+
+    sums = "".join(f"{hashlib.sha256((bundle / f).read_bytes()).hexdigest()}  {f}\n" for f in (pex_name, "install.sh"))
+    (bundle / "SHA256SUMS").write_text(sums)
+    subprocess.run([keygen, "-Y", "sign", "-f", str(key), "-n", "orchestrator-pex", str(bundle / "SHA256SUMS")],
+                   check=True, capture_output=True)
+    return bundle, signers, version, pex_name
+
+
+def test_signed_bundle_is_installed_with_its_install_sh(ansible_bin, built_pex, tmp_path):
+    if not (REPO_ROOT / "deploy" / "install.sh").exists():
+        pytest.skip("deploy/install.sh not written yet")
+    bundle, signers, version, pex_name = make_bundle(built_pex, tmp_path)
+    root = tmp_path / "host-b"
+    hv = host_vars(root, built_pex, orchestrator_pex_pex_src="", orchestrator_pex_bundle=str(bundle),
+                   orchestrator_pex_allowed_signers_src=str(signers))
+    inv = write_inventory(tmp_path, {"orch-b": hv})
+    first = run_playbook(ansible_bin, "site.yml", inv, tmp_path)
+    assert first.rc == 0 and first.changed() > 0, first
+    assert "changed: [orch-b]" in first.stdout.split("Verify and install the release bundle")[1].split("TASK")[0]
+    assert os.readlink(root / "opt" / "current") == version
+    assert (root / "opt" / version / pex_name).read_bytes() == built_pex.read_bytes()
+    again = run_playbook(ansible_bin, "site.yml", inv, tmp_path)
+    assert again.rc == 0 and again.changed() == 0, again
+    check = run_playbook(ansible_bin, "site.yml", inv, tmp_path, "--check")
+    assert check.rc == 0 and check.changed() == 0, check
+
+    # A tampered bundle (the PEX changed after signing) is refused and the installed release stays current.
+    tampered, _, _, _ = make_bundle(built_pex, tmp_path, "tampered")
+    with open(tampered / pex_name, "ab") as fh:
+        fh.write(b"\0")
+    inv = write_inventory(tmp_path, {"orch-b": dict(hv, orchestrator_pex_bundle=str(tampered))})
+    refused = run_playbook(ansible_bin, "site.yml", inv, tmp_path)
+    assert refused.rc != 0 and refused.failed() == 1, refused
+    assert "REFUSED" in refused.stdout
+    assert os.readlink(root / "opt" / "current") == version
