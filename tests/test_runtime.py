@@ -63,9 +63,14 @@ env = {{ ORCH_TEST_MARKER = "{marker}" }}
 name = "generic-ok"
 argv = [{json.dumps(sys.executable)}, "-c", {json.dumps(WRITE_FILE)}, {json.dumps(str(base / "payload.bin"))}]
 [[instances]]
+name = "unstartable"
+argv = [{json.dumps(str(base / "bad-interpreter.sh"))}]
+[[instances]]
 name = "generic-fail"
 argv = [{json.dumps(sys.executable)}, "-c", "import sys; print('about to fail', file=sys.stderr); sys.exit(5)"]
 """
+    (base / "bad-interpreter.sh").write_text("#!/nonexistent/interpreter\n")  # passes preflight, cannot exec
+    (base / "bad-interpreter.sh").chmod(0o755)
     path = base / "batch.toml"
     path.write_text(batch)
     proc = subprocess.run(
@@ -93,7 +98,7 @@ def rec(mixed, request):
 
 def test_run_exit_status_and_all_instances_recorded(mixed):
     assert mixed["proc"].returncode == 1, mixed["proc"].stderr.decode()
-    assert len(mixed["doc"]["instances"]) == 15
+    assert len(mixed["doc"]["instances"]) == 16
     assert mixed["doc"]["status"] == "failed"
 
 
@@ -214,6 +219,12 @@ def test_generic_instance_fails_by_exit_code(rec):
     assert r["status"] == "failed" and r["exit_code"] == 5
     assert r["error"] == "exit status 5: about to fail"
     assert Path(r["stderr_log"]).read_text() == "about to fail\n"
+
+
+def test_program_that_cannot_start_fails_without_exit_code(rec):
+    r = rec("unstartable")
+    assert r["status"] == "failed" and r["exit_code"] is None and r["attempts"] == 1
+    assert r["error"].startswith("cannot start ") and "bad-interpreter.sh" in r["error"]
 
 
 def test_claude_raw_log_is_the_agent_stream(rec):
