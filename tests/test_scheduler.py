@@ -172,6 +172,18 @@ def test_batch_deadline(run_batch, write_batch):
     assert "deadline" in res.inst("h2")["error"]
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: scheduler.py _run_instance: an instance whose retry back-off is cut "
+                   "by the batch deadline keeps status api-error instead of `timed-out`")
+def test_deadline_during_retry_backoff(run_batch, write_batch):
+    path = write_batch('claude = {claude}\ngrace_period = 0.5\n[retry]\nbackoff = 600\n'
+                       + _sim("o", "api-529", "retries = 3"))
+    res = run_batch(path, "--deadline", "1")
+    assert res.code == 1, res.stderr
+    r = res.inst("o")
+    assert r["attempts"] == 1 and r["api_error_status"] == 529
+    assert r["status"] == "timed-out"
+
+
 def _counter_batch(tmp_path, n: int, hold: float, head: str) -> Path:
     (tmp_path / "counter.py").write_text(COUNTER)
     body = "".join(f'[[instances]]\nname = "c{i}"\nargv = [{PY}, "{tmp_path}/counter.py", "{tmp_path}/count.json", '

@@ -161,6 +161,21 @@ def test_raw_log_is_written_while_the_instance_runs(tmp_path, make_cli_env, mark
     assert marked_pids(marker) == []
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: scheduler.py _run_instance: an instance interrupted while waiting to "
+                   "retry keeps its last attempt's status (api-error) instead of `cancelled`")
+def test_interrupt_during_retry_backoff_cancels_the_instance(tmp_path, fake_claude, make_cli_env):
+    batch = f'claude = {json.dumps(fake_claude)}\ngrace_period = 0.5\n[retry]\nbackoff = 600\n' \
+            '[[instances]]\nname = "o"\nprompt = "p"\nretries = 3\nenv = { AGENT_SIM_SCENARIO = "api-529" }\n'
+    proc = start(tmp_path, batch, make_cli_env(), "--json-logs")
+    wait_for(lambda: b'"instance_retry"' in (tmp_path / "stderr.txt").read_bytes(), "first retry scheduled", proc)
+    os.kill(proc.pid, signal.SIGINT)
+    doc = finish(proc)  # far below the 600 s back-off: the interrupt cut it short
+    assert proc.returncode == 130
+    (rec,) = doc["instances"]
+    assert rec["attempts"] == 1 and rec["api_error_status"] == 529
+    assert rec["status"] == "cancelled"
+
+
 def test_interrupt_while_waiting_for_start_at(tmp_path, make_cli_env):
     batch = '[[instances]]\nname = "later"\nargv = ["/bin/true"]\n'
     proc = start(tmp_path, batch, make_cli_env(), "--start-at", "2h")
