@@ -8,6 +8,7 @@ and (for ``run``) no run directory created.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -298,3 +299,19 @@ def test_long_bad_value_is_shortened_to_one_line():
         parse_batch(text, "batch.toml")
     message = str(info.value)
     assert "\n" not in message and len(message) < 200
+
+
+def test_zen_json_batch_runs_end_to_end(run_batch, write_batch):
+    zen = {"// what": "a zen batch, run as is", "claude": "{claude}", "grace_period": 1,
+           "instances": [{"name": "z1", "command": "first", "max_tokens_per_command": 100000,
+                          "output_format": "stream-json", "clear_history": True, "compact_history": True,
+                          "pre_commands": ["/status"]}]}
+    text = json.dumps(zen).replace('"{claude}"', "{claude}")
+    path = write_batch(text.replace('"instances"', '"defaults": {"env": {"AGENT_SIM_SCENARIO": "ok"}}, "instances"'),
+                       name="zen.json")
+    res = run_batch(path)
+    assert res.code == 0, res.stderr
+    r = res.inst("z1")
+    assert r["status"] == "succeeded" and r["result"] == "Done: /compact\n/status\nfirst"
+    run_dir = res.doc["run_dir"]
+    assert os.path.isfile(os.path.join(run_dir, "batch.json"))
