@@ -164,3 +164,17 @@ def test_systemd_refuses_an_executable_it_cannot_run(capsys):
     code, _, err = run_cmd(["systemd", "--on-calendar", "daily", "--python", "/opt/it's/python3", "--pex", "/x.pex",
                             "/b.toml"], capsys)
     assert code == 2 and "quotes" in err
+
+
+def test_default_pex_goes_through_the_current_link(tmp_path):
+    release = tmp_path / "0.1.0"
+    release.mkdir()
+    real = release / "orchestrator-pex-0.1.0-linux_x86_64.pex"
+    real.write_text("pex")
+    (release / "orchestrator-pex").symlink_to(real.name)
+    (tmp_path / "current").symlink_to("0.1.0")
+    assert schedule.default_pex({"PEX": str(real)}) == str(tmp_path / "current" / "orchestrator-pex")
+    (tmp_path / "current").unlink()
+    (tmp_path / "current").symlink_to("0.0.9")  # current points elsewhere: keep the running file
+    assert schedule.default_pex({"PEX": str(real)}) == str(real)
+    assert schedule.default_pex({}) is None

@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     systemd.add_argument("--output-dir", metavar="DIR", help="write NAME.service and NAME.timer here")
     for p in (cron, systemd):
         p.add_argument("batch", metavar="BATCH", help="batch file (made absolute)")
-        p.add_argument("--pex", help="the orchestrator-pex PEX file (default: the running PEX)")
+        p.add_argument("--pex", help="the orchestrator-pex PEX file (default: the running PEX, as PREFIX/current/"
+                       "orchestrator-pex when installed by install.sh)")
         p.add_argument("--python", default=DEFAULT_PYTHON, help=f"interpreter that runs the PEX ({DEFAULT_PYTHON})")
         p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"(default {DEFAULT_RESULTS_DIR})")
         p.add_argument("--pex-root", default=DEFAULT_PEX_ROOT, help=f"writable PEX cache ({DEFAULT_PEX_ROOT})")
@@ -105,9 +106,25 @@ def _absolute(value: str, what: str) -> str:
     return os.path.abspath(value)
 
 
+def default_pex(environ) -> Optional[str]:
+    """The running PEX (pex exports its resolved path as ``$PEX``), named through ``PREFIX/current/orchestrator-pex``
+    when install.sh's layout (``PREFIX/<version>/...``) has that link pointing at it, so an upgrade or a rollback
+    needs no new schedule."""
+    pex = environ.get("PEX")
+    if not pex:
+        return None
+    current = os.path.join(os.path.dirname(os.path.dirname(pex)), "current", "orchestrator-pex")
+    try:
+        if os.path.realpath(current) == os.path.realpath(pex):
+            return current
+    except OSError:
+        pass
+    return pex
+
+
 def run_command(args: argparse.Namespace) -> Tuple[List[str], List[Tuple[str, str]]]:
     """The argv and the environment (name, value) pairs of the scheduled run, all paths absolute."""
-    pex = args.pex or os.environ.get("PEX")
+    pex = args.pex or default_pex(os.environ)
     if not pex:
         raise UsageError("--pex PATH is required when not running from the PEX file")
     if not os.path.isabs(args.python):
