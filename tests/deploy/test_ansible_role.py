@@ -158,7 +158,7 @@ def test_cron_install_is_idempotent_check_mode_is_inert_and_the_cron_line_runs(a
     assert not cron_file.exists()
 
 
-def test_systemd_units_verify_and_are_idempotent(ansible_bin, built_pex, tmp_path):
+def test_systemd_units_verify_are_idempotent_and_run_now_reports_exit_statuses(ansible_bin, built_pex, tmp_path):
     root = tmp_path / "host-s"
     inv = write_inventory(tmp_path, {"orch-s": host_vars(
         root, built_pex,
@@ -177,6 +177,22 @@ def test_systemd_units_verify_and_are_idempotent(ansible_bin, built_pex, tmp_pat
     assert '"--shard" "0/1"' in text
     assert f'Environment="PEX_ROOT={root}/pex-root"' in text
     assert "OnCalendar=Mon..Fri 06:30" in timer.read_text()
+
+    # run-now.yml (tasks_from: run): exit 0 -> ok + changed, the results document registered.
+    now = run_playbook(ansible_bin, "run-now.yml", inv, tmp_path, "-e", "batch=demo")
+    assert now.rc == 0 and now.recap["orch-s"]["changed"] == 1 and now.failed() == 0, now
+    assert "succeeded" in now.stdout.split("TASK [Report]")[1]
+    # Exit 1 (an instance failed) fails the task by default, and is accepted when listed.
+    failing = tmp_path / "failing.toml"
+    failing.write_text('[[instances]]\nname = "broken"\nargv = ["/bin/false"]\ntimeout = 30\n')
+    failed = run_playbook(ansible_bin, "run-now.yml", inv, tmp_path, "-e", f"batch={failing}")
+    assert failed.rc != 0 and failed.failed() == 1, failed
+    assert '"rc": 1' in failed.stdout
+    accepted = run_playbook(ansible_bin, "run-now.yml", inv, tmp_path, "-e", f"batch={failing}",
+                            "-e", '{"orchestrator_pex_run_accept_rcs": [0, 1]}')
+    assert accepted.rc == 0 and accepted.recap["orch-s"]["changed"] == 1, accepted
+    assert "failed, 1 instances" in accepted.stdout.split("TASK [Report]")[1]
+
     tool = shutil.which("systemd-analyze")
     if tool is None:
         pytest.skip("systemd-analyze not installed: unit files written but not verified")
