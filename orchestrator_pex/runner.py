@@ -10,8 +10,8 @@ run ended: 130/143 interrupted, 3 budget-stopped, 1 an instance did not succeed,
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
-import shutil
 import signal
 import sys
 import time
@@ -43,18 +43,31 @@ def batch_copy_name(batch_path: str) -> str:
     return "batch" + (".json" if batch_path.endswith(".json") else ".toml")
 
 
-def prepare_run_dir(results_dir: str, batch_path: str, run_id: Optional[str] = None) -> Tuple[str, str]:
-    """Create ``<results_dir>/<run_id>/logs`` and keep a verbatim copy of the batch file there."""
+def prepare_run_dir(
+    results_dir: str, batch_path: str, run_id: Optional[str] = None, redactor=None
+) -> Tuple[str, str, Dict[str, Any]]:
+    """Create ``<results_dir>/<run_id>/logs`` and keep a copy of the batch file there.
+
+    The copy is verbatim unless the batch holds secret values, which are masked (``batch_copy_masked``): then
+    ``resume`` reads the original file, which must still have the recorded ``batch_sha256``. Returns the run id,
+    the run directory and those facts for the ``run_started`` event.
+    """
     run_id = run_id or results.new_run_id(batch_path, time.time())
     run_dir = os.path.join(os.path.abspath(results_dir), run_id)
+    name = batch_copy_name(batch_path)
     try:
+        with open(batch_path, "rb") as f:
+            data = f.read()
         os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
-        copy = os.path.join(run_dir, batch_copy_name(batch_path))
-        if not os.path.exists(copy):
-            shutil.copyfile(batch_path, copy)
+        copy = redactor.scrub(data) if redactor else data
+        path = os.path.join(run_dir, name)
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.write(copy)
     except OSError as exc:
         raise errors.UsageError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
-    return run_id, run_dir
+    facts = {"batch_copy": name, "batch_sha256": hashlib.sha256(data).hexdigest(), "batch_copy_masked": copy != data}
+    return run_id, run_dir, facts
 
 
 async def execute(
@@ -78,7 +91,7 @@ async def execute(
     run_meta: Dict[str, Any] = {
         "run_id": run_id, "batch": plan.batch.path, "started_at": results.iso(started), "finished_at": None,
         "status": "running", "run_dir": run_dir, "orchestrator_version": version(),
-        "agent_version": agent_version, "batch_copy": batch_copy_name(plan.batch.path), **(meta or {}),
+        "agent_version": agent_version, **(meta or {}),
     }
     sig = _Signals()
     records: List[Dict[str, Any]] = []

@@ -140,7 +140,12 @@ async def _pump(stream, attempt: Attempt, write, stall_timeout, max_line, on_out
                 attempt.last_output_mono = now
                 if stall_timeout is not None:
                     stall_scope.deadline = now + stall_timeout
-                write(chunk)
+                try:
+                    write(chunk)
+                except OSError as exc:  # disk full, I/O error: an instance that cannot be logged is stopped
+                    attempt.error = f"cannot write its stdout log: {exc.strerror or exc}"
+                    attempt.stop("failed")
+                    return
                 if skipping:
                     nl = chunk.find(b"\n")
                     if nl < 0:

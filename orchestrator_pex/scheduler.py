@@ -240,7 +240,8 @@ class Scheduler:
                         redactor=self._redactor,
                     )
                 except OSError as exc:
-                    attempt.error = f"cannot start {launch.argv[0]}: {exc.strerror or exc}"
+                    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+                    attempt.error = f"cannot start {launch.argv[0]}: {exc.strerror or exc}{where}"
                     attempt.finished_at = time.time()
                     status = "failed"
                     break

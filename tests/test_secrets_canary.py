@@ -92,8 +92,6 @@ def test_dry_run_masks_secret_values(cli, fake_claude, tmp_path, canary_env):
     assert b"DB_PASSWORD" in out
 
 
-@pytest.mark.xfail(strict=True, reason="the run directory keeps a verbatim copy of the batch (for resume), env secrets "
-                   "included; remove this marker once the copy is redacted")
 def test_batch_copy_holds_no_secret_values(cli, fake_claude, tmp_path, canary_env):
     batch = tmp_path / "batch.toml"
     batch.write_text(batch_text(fake_claude))

@@ -73,11 +73,28 @@ def main(args: argparse.Namespace) -> int:
 
 
 def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-def]
-    """The run's batch from its verbatim copy, with relative paths resolved against the original batch's folder."""
+    """The run's batch from its verbatim copy, with relative paths resolved against the original batch's folder.
+
+    A copy whose secret values were masked (``batch_copy_masked``) cannot be run: then the original batch file is
+    read, and only if it is byte for byte what the run started with (``batch_sha256``).
+    """
+    import hashlib
+
     from orchestrator_pex import config
     from orchestrator_pex.errors import RunDirError
 
     original = str(run_meta.get("batch") or "")
+    if run_meta.get("batch_copy_masked"):
+        try:
+            with open(original, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise RunDirError(f"{original}: cannot read the batch file (the run's copy has its secret values "
+                              f"masked, so resume needs the original): {exc.strerror or exc}") from None
+        if hashlib.sha256(data).hexdigest() != run_meta.get("batch_sha256"):
+            raise RunDirError(f"{original}: changed since the run started; resume needs the same definitions "
+                              "(the run's copy has its secret values masked). Restore the file or start a new run")
+        return config.parse_batch(data, original)
     copy = run_meta.get("batch_copy")
     candidates = [os.path.join(run_dir, copy)] if isinstance(copy, str) and copy else []
     candidates += [os.path.join(run_dir, n) for n in ("batch.toml", "batch.json")]

@@ -145,8 +145,9 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
     when = parse_start_at(start_at, datetime.datetime.now().astimezone()) if start_at else None
     agent_version = preflight(plan)
     results_dir = args.results_dir or _batch_relative(plan.batch, plan.batch.results_dir) or default_results_dir()
-    run_id, run_dir = runner.prepare_run_dir(results_dir, plan.batch.path, run_id)
     redactor = Redactor.from_env(None, *(l.env_add for l in plan.launches))
+    run_id, run_dir, facts = runner.prepare_run_dir(results_dir, plan.batch.path, run_id, redactor)
+    meta = {**facts, **(meta or {})}
     console = report.Console(runner.console_mode(args.json_logs), scrub=redactor.scrub)
     with guardian.protect(run_dir, held_lock, grace=plan.batch.grace_period) as safe:  # journal + orphan guardian
         doc, status = trio.run(
