@@ -4,7 +4,7 @@
     python3 bench/startup.py [--python /path/to/python3] [--cold-runs 5] [--warm-runs 20]
 
 Variants, all holding the same code and locked dists for linux_x86_64 / CPython 3.9-3.13:
-  dist            the release PEX from `scripts/pants package ::` (zipapp)
+  dist            the release PEX from `scripts/pants package ::` (its execution_mode: venv)
   zipapp          pex --layout zipapp (default mode), built directly with the pinned pex tool
   zipapp+sh-boot  the same with --sh-boot (a /bin/sh preamble that execs a cached interpreter)
   venv            pex --venv (first run installs a virtualenv into PEX_ROOT)
@@ -22,12 +22,14 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("ORCHESTRATOR_PEX_CACHE") or os.path.join(
@@ -82,14 +84,20 @@ def build_variants(work: str) -> dict:
     return built
 
 
-def run_once(pex: str, pex_root: str, path: str) -> float:
+def cpu_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(pex: str, pex_root: str, path: str) -> tuple:
+    """(wall seconds, CPU seconds incl. every process it waited for) of one `pex --version`."""
     env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "PEX_ROOT": pex_root}
-    start = time.perf_counter()
+    cpu0, start = cpu_children(), time.perf_counter()
     proc = subprocess.run([pex, "--version"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_children() - cpu0
     if proc.returncode != 0 or not proc.stdout.startswith(b"orchestrator-pex "):
         raise SystemExit(f"{pex} --version failed: {proc.stderr.decode()[-2000:]}")
-    return elapsed
+    return elapsed, cpu
 
 
 def measure(pex: str, path: str, cold_runs: int, warm_runs: int, work: str) -> tuple:
@@ -102,7 +110,8 @@ def measure(pex: str, path: str, cold_runs: int, warm_runs: int, work: str) -> t
     run_once(pex, root, path)
     warm = [run_once(pex, root, path) for _ in range(warm_runs)]
     shutil.rmtree(root)
-    return statistics.median(cold), statistics.median(warm), max(warm)
+    med = lambda runs, i: statistics.median(r[i] for r in runs)  # noqa: E731
+    return med(cold, 0), med(cold, 1), med(warm, 0), med(warm, 1)
 
 
 def main() -> int:
@@ -117,18 +126,23 @@ def main() -> int:
     dist = ensure_dist()
     work = tempfile.mkdtemp(prefix="orchestrator-pex-bench.")
     try:
-        pexes = {"dist": dist, **build_variants(work)}
+        with zipfile.ZipFile(dist) as z:
+            dist_mode = "venv" if json.loads(z.read("PEX-INFO")).get("venv") else "zipapp"
+        pexes = {f"dist ({dist_mode})": dist, **build_variants(work)}
         # Lower bound: the interpreter alone.
         start = time.perf_counter()
         for _ in range(args.warm_runs):
             subprocess.run([args.python, "-c", "pass"], check=True)
         bare = (time.perf_counter() - start) / args.warm_runs
         print(f"\nCPython {py_version} ({args.python}); `python -c pass` = {bare * 1000:.0f} ms")
-        print(f"{'mode':<16} {'size':>8} {'cold (median)':>14} {'warm (median)':>14} {'warm (max)':>11}")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times suffer under load; "
+              "CPU = user+sys of the process tree)")
+        print(f"| {'mode':<14} | {'size':>7} | {'cold wall':>9} | {'cold CPU':>8} | {'warm wall':>9} | {'warm CPU':>8} |")
+        print(f"|{'-' * 16}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 11}|{'-' * 10}|")
         for name, pex in pexes.items():
-            cold, warm, worst = measure(pex, path, args.cold_runs, args.warm_runs, work)
+            cw, cc, ww, wc = (v * 1000 for v in measure(pex, path, args.cold_runs, args.warm_runs, work))
             size = os.path.getsize(pex) / 1e6
-            print(f"{name:<16} {size:>6.2f}MB {cold * 1000:>11.0f} ms {warm * 1000:>11.0f} ms {worst * 1000:>8.0f} ms",
+            print(f"| {name:<14} | {size:>5.2f}MB | {cw:>6.0f} ms | {cc:>5.0f} ms | {ww:>6.0f} ms | {wc:>5.0f} ms |",
                   flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
