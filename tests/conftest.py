@@ -23,6 +23,8 @@ FAKE_CLAUDE = ROOT / "tests" / "support" / "fake_claude"
 def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """The environment for ``python -m orchestrator_pex`` from this checkout (no inherited results dir)."""
     env = dict(os.environ)
+    # `#!/usr/bin/env python3` agents (fake_claude) then start this interpreter directly, not through a pyenv shim
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("ORCHESTRATOR_PEX_RESULTS_DIR", None)
     env.setdefault("TERM", "dumb")
@@ -107,9 +109,14 @@ class RunResult:
 
 
 @pytest.fixture
-def marker() -> str:
-    """A unique value for an env variable ``ORCH_TEST_MARKER`` set in a batch's env: find the batch's processes."""
-    return f"m{uuid.uuid4().hex}"
+def marker():
+    """A unique value for an env variable ``ORCH_TEST_MARKER`` set in a batch's env: find the batch's processes.
+
+    Safety net: processes still carrying the marker when the test ends (it failed) are killed, one pid at a time.
+    """
+    value = f"m{uuid.uuid4().hex}"
+    yield value
+    kill_pids(pids_with_env("ORCH_TEST_MARKER", value))
 
 
 @pytest.fixture

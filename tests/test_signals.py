@@ -56,13 +56,18 @@ _STARTED: list = []
 
 @pytest.fixture(autouse=True)
 def _stop_leftover_orchestrators():
-    """If a test failed half-way, end the orchestrator it started (its own session: its group id is its pid)."""
+    """If a test failed half-way, end the orchestrator it started: SIGTERM (it then ends its instances), SIGKILL
+    (its own session: its group id is its pid) if it is still there after a while."""
     yield
     while _STARTED:
         proc = _STARTED.pop()
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
 
 
 def start(tmp_path: Path, batch: str, env, *args: str) -> subprocess.Popen:
