@@ -243,3 +243,32 @@ def test_log_paths_live_in_the_run_dir(mixed):
         assert r["stdout_log"] == os.path.join(run_dir, "logs", f"{r['name']}.stdout")
         assert r["stderr_log"] == os.path.join(run_dir, "logs", f"{r['name']}.stderr")
         assert os.path.isfile(r["stdout_log"]) and os.path.isfile(r["stderr_log"])
+
+
+def test_unwritable_log_stops_only_that_instance(tmp_path, fake_claude, make_cli_env, marker, marked_pids):
+    """A log write that fails (here: RLIMIT_FSIZE, as a full disk would) fails that instance with a clear error."""
+    import resource
+
+    path = tmp_path / "batch.toml"
+    path.write_text(f'claude = {json.dumps(fake_claude)}\ngrace_period = 0.5\n'
+                    f'[defaults]\nenv = {{ ORCH_TEST_MARKER = "{marker}" }}\n'
+                    + _sim("huge", "huge-line", AGENT_SIM_HUGE_BYTES="3000000") + _sim("ok", "tool-use"))
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator_pex", "run", str(path), "--json", "--results-dir", str(tmp_path / "runs")],
+        cwd=tmp_path, env=make_cli_env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=120,
+        preexec_fn=limit_file_size,
+    )
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert b"Traceback" not in proc.stderr
+    doc = json.loads(proc.stdout)
+    by_name = {r["name"]: r for r in doc["instances"]}
+    assert by_name["huge"]["status"] == "failed"
+    assert by_name["huge"]["error"] == "cannot write its stdout log: File too large"
+    assert by_name["ok"]["status"] == "succeeded" and by_name["ok"]["tokens"]["total"] == 13049
+    with open(os.path.join(doc["run_dir"], "results.json")) as f:
+        assert json.load(f) == doc
+    assert marked_pids(marker) == []
