@@ -179,3 +179,26 @@ def test_release_refuses_key_inside_repo_and_dirty_tree(repo_v1, keys):
     proc = subprocess.run([str(repo_v1 / "scripts" / "release")], cwd=repo_v1, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, env={k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_PEX_SIGNING_KEY"})
     assert proc.returncode == 2 and "no signing key" in proc.stderr
+
+
+def test_self_verify_catches_a_resigned_bundle_with_another_sbom(bundle_v1, repo_v1, keys, tmp_path):
+    """Even a bundle re-signed by the trusted key cannot pair the PEX with an SBOM it was not built with."""
+    copy = tmp_path / "bundle"
+    copy.mkdir()
+    version = project_version(repo_v1)
+    pex_name = f"orchestrator-pex-{version}-{host_tag()}.pex"
+    sbom_name = pex_name[: -len(".pex")] + ".cdx.json"
+    (copy / pex_name).write_bytes((bundle_v1 / pex_name).read_bytes())
+    (copy / sbom_name).write_bytes((bundle_v1 / sbom_name).read_bytes() + b"\n")
+    (copy / "SHA256SUMS").write_text("".join(f"{sha256(copy / n)}  {n}\n" for n in sorted((pex_name, sbom_name))))
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex", str(copy / "SHA256SUMS")],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = run_pex(copy / pex_name, "self", "verify", "--trust", str(keys["allowed"]))
+    assert proc.returncode == 1 and "is not the SBOM" in proc.stderr, proc.stderr
+    (copy / sbom_name).write_bytes((bundle_v1 / sbom_name).read_bytes())
+    (copy / "SHA256SUMS").write_text("".join(f"{sha256(copy / n)}  {n}\n" for n in sorted((pex_name, sbom_name))))
+    (copy / "SHA256SUMS.sig").unlink()
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex", str(copy / "SHA256SUMS")],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = run_pex(copy / pex_name, "self", "verify", "--trust", str(keys["allowed"]))
+    assert proc.returncode == 0, proc.stderr
