@@ -48,18 +48,28 @@ def find_built_pex() -> Optional[Path]:
     explicit = os.environ.get("ORCHESTRATOR_PEX_TEST_PEX")
     if explicit:
         return Path(explicit).resolve()
-    found = sorted(glob.glob(str(REPO / "dist" / "**" / "orchestrator-pex*.pex"), recursive=True))
-    found = [f for f in found if os.path.isfile(f)]
-    return Path(found[0]) if found else None
+    platform = {("Linux", "x86_64"): "linux_x86_64", ("Linux", "aarch64"): "linux_aarch64",
+                ("Darwin", "arm64"): "macos_arm64", ("Darwin", "x86_64"): "macos_x86_64"}.get(
+        (os.uname().sysname, os.uname().machine), "")
+    # This host's PEX from ./scripts/pants package :: (dist/orchestrator-pex-<version>-<platform>.pex).
+    for pattern in (f"orchestrator-pex-*-{platform}.pex", "orchestrator-pex*.pex", f"**/orchestrator-pex-*-{platform}.pex"):
+        found = sorted(f for f in glob.glob(str(REPO / "dist" / pattern), recursive=True) if os.path.isfile(f))
+        if found:
+            return Path(found[-1])
+    return None
 
 
 @pytest.fixture(scope="session")
-def built_pex() -> Path:
+def built_pex(tmp_path_factory) -> Path:
+    """A private copy of the built PEX (a rebuild of dist/ during the session cannot swap it underneath)."""
     pex = find_built_pex()
     if pex is None or not pex.is_file():
-        pytest.skip("no built PEX: run ./scripts/pants package :: (dist/**/orchestrator-pex*.pex) "
+        pytest.skip("no built PEX: run ./scripts/pants package :: (dist/orchestrator-pex-*-<platform>.pex) "
                     "or set ORCHESTRATOR_PEX_TEST_PEX")
-    return pex
+    copy = tmp_path_factory.mktemp("built-pex") / pex.name
+    shutil.copyfile(pex, copy)
+    copy.chmod(0o755)
+    return copy
 
 
 def parse_recap(output: str) -> Dict[str, Dict[str, int]]:
