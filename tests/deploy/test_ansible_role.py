@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOST_PYTHON, REPO as REPO_ROOT, run_like_cron, run_playbook
+from deploylib import HOST_PYTHON, REPO as REPO_ROOT, run_like_cron, run_playbook
 from orchestrator_pex import shard
 
 pytestmark = pytest.mark.deploy

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOST_PYTHON, REPO
+from deploylib import HOST_PYTHON, REPO
 from orchestrator_pex import shard
 
 K8S = REPO / "deploy" / "k8s" / "indexed-job.yaml"
