@@ -17,9 +17,14 @@ the kernel closes its descriptors). The guardian then:
 The guardian can also keep descriptors open (``keep_fds``): passing the batch lock's descriptor keeps the batch
 locked until every process of a crashed run is dead, so a resume cannot race the old run's stragglers.
 
-While the orchestrator lives, Linux ``PR_SET_CHILD_SUBREAPER`` makes it the parent of orphaned descendants instead of
-init; :meth:`Guardian.reap_orphans` collects those that exit (only zombies that cannot be an instance leader or a
-direct child of ours, so no other code's ``wait`` is robbed).
+Linux ``PR_SET_CHILD_SUBREAPER`` (:func:`set_child_subreaper`, ``start(subreaper=True)``) is available but OFF by
+default, deliberately: as a subreaper the orchestrator inherits every orphaned descendant, and an orphan that exits
+stays a zombie member of its instance's process group until someone reaps it, so the runtime's "is the group
+gone?" polling (``killpg(pgid, 0)``) waits out the whole grace period (measured: a timed-out instance whose agent
+left a grandchild took 7 s instead of 2 s with ``grace_period = 3``). Orphans re-parented to init are reaped at once,
+and descendants that escaped their group are still found through the environment marker, which is what the
+subreaper would have been for. With ``subreaper=True``, :meth:`Guardian.reap_orphans` collects such zombies (only
+those that cannot be an instance leader or a direct child of ours, so no other code's ``wait`` is robbed).
 
 macOS and other systems without /proc or prctl: the guardian still kills every registered process group on exit or
 crash; descendants that moved to another process group or session are not found.
@@ -264,7 +269,7 @@ def _stat(pid: int):
         return None
 
 
-def start(grace: float = DEFAULT_GRACE, keep_fds: Sequence[int] = (), subreaper: bool = True) -> Guardian:
+def start(grace: float = DEFAULT_GRACE, keep_fds: Sequence[int] = (), subreaper: bool = False) -> Guardian:
     """Start the guardian for this run; sets ``ORCHESTRATOR_PEX_GUARD`` in ``os.environ`` (inherited by instances)."""
     token = f"{os.getpid()}-{secrets.token_hex(8)}"
     marker = f"{MARKER_ENV}={token}"

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="process scan
 ORCH = r"""
 import os, subprocess, sys, time
 from orchestrator_pex import guardian
-g = guardian.start(grace=1.0)
+g = guardian.start(grace=1.0, subreaper=True)
 child = "import os,subprocess,sys,time; subprocess.Popen([sys.executable,'-c','import time; time.sleep(600)']); " \
         "subprocess.Popen([sys.executable,'-c','import os,time; os.setsid(); time.sleep(600)']); time.sleep(600)"
 procs = []
@@ -132,3 +132,73 @@ def test_marker_is_inherited_by_children_started_after_start():
     finally:
         g.close()
     assert g.proc.returncode == 0
+
+
+LOCKED_ORCH = r"""
+import subprocess, sys, time
+from orchestrator_pex import guardian, lock
+held = lock.try_acquire(sys.argv[1])
+g = guardian.start(grace=1.0, keep_fds=(held.fd,))
+p = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                      "print('armed', flush=True); time.sleep(600)"], start_new_session=True, stdout=subprocess.PIPE)
+assert p.stdout.readline() == b"armed\n"
+g.register(p.pid)
+print("ready", p.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_guardian_keeps_the_batch_locked_until_stragglers_are_dead(tmp_path):
+    from orchestrator_pex import lock
+
+    path = str(tmp_path / "batch.lock")
+    proc = subprocess.Popen([sys.executable, "-c", LOCKED_ORCH, path], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=REPO))
+    line = proc.stdout.readline().split()
+    assert line[:1] == ["ready"], line
+    straggler = int(line[1])
+    proc.kill()
+    proc.wait(timeout=30)
+    # the orchestrator is dead but its straggler ignores SIGTERM: the guardian still holds the lock
+    assert lock.try_acquire(path) is None
+    deadline = time.monotonic() + 20
+    while True:
+        handle = lock.try_acquire(path)
+        if handle is not None:
+            break
+        assert time.monotonic() < deadline, "lock never released"
+        time.sleep(0.05)
+    handle.release()
+    try:
+        os.kill(straggler, 0)
+        with open(f"/proc/{straggler}/stat", "rb") as f:
+            assert f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (ProcessLookupError, FileNotFoundError):
+        pass  # gone: the lock was released only after it died
+
+
+def test_subreaper_reaps_orphaned_zombies_only():
+    code = r"""
+import os, subprocess, sys, time
+from orchestrator_pex import guardian
+g = guardian.start(grace=0.5, subreaper=True)
+assert g.subreaper
+# an instance whose child outlives it: the child is re-parented to us and exits -> our zombie
+leader = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.Popen([sys.executable, '-c', "
+                           "'import time; time.sleep(0.3)']); print('x', flush=True)"], start_new_session=True,
+                          stdout=subprocess.PIPE)
+assert leader.stdout.readline() == b"x\n"
+g.register(leader.pid)
+leader.wait()
+g.unregister(leader.pid)
+time.sleep(0.8)
+zombies = [p for p in guardian._children() if (guardian._stat(p) or ("?",))[0] == "Z"]
+reaped = g.reap_orphans()
+left = [p for p in guardian._children() if (guardian._stat(p) or ("?",))[0] == "Z"]
+g.close()
+print(len(zombies), reaped, len(left))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=REPO))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1", "0"]
