@@ -297,6 +297,9 @@ def replay_state(events: Iterable[Dict[str, Any]]) -> RunState:
                 state.run_meta = {k: v for k, v in event.items() if k != "event"}
             else:
                 state.run_meta.setdefault("resumed_at", []).append(event.get("started_at"))
+                for key in ("orchestrator_pid", "host"):  # who is writing now (runs list: running or not)
+                    if key in event:
+                        state.run_meta[key] = event[key]
                 state.run_meta.pop("finished_at", None)
                 state.run_meta.pop("status", None)
         elif kind == "instance_started":

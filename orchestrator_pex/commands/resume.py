@@ -53,7 +53,18 @@ def main(args: argparse.Namespace) -> int:
         # decide under the lock: a resume that finished meanwhile must not make us rerun its successes
         state, _ = journal.load_run(run_dir)
         batch = load_batch_copy(run_dir, state.run_meta)
-        names = [inst.name for inst in batch.instances]
+        from orchestrator_pex.commands.run import _shard_plan, check_policy, launch
+        from orchestrator_pex.plan import make_plan
+
+        plan = make_plan(batch, args.claude)
+        meta = {"resumed": True, "first_started_at": state.run_meta.get("first_started_at")
+                or state.run_meta.get("started_at")}
+        shard = state.run_meta.get("shard")
+        if isinstance(shard, dict) and isinstance(shard.get("index"), int) and isinstance(shard.get("count"), int):
+            # the run was one shard of the batch: resume that shard only (budgets as given in the batch)
+            plan, shard_meta = _shard_plan(plan, (shard["index"], shard["count"]), False)
+            meta.update(shard_meta)
+        names = [l.name for l in plan.launches]
         rerun = state.to_rerun(names, rerun_failed=args.rerun_failed)
         if args.dry_run:
             for name in rerun:
@@ -61,15 +72,13 @@ def main(args: argparse.Namespace) -> int:
             return 0
         if not rerun:
             return _nothing_to_do(run_dir, state, args)
-        from orchestrator_pex.commands.run import launch
-        from orchestrator_pex.plan import make_plan
-
+        check_policy(plan, args)
         print(f"orchestrator-pex: resuming {os.path.basename(run_dir)}: rerunning {len(rerun)} of {len(names)} "
               "instance(s)", file=sys.stderr)
         prior = {r["name"]: r for r in history.all_records(run_dir, state) if r["name"] not in set(rerun)}
         args.results_dir = os.path.dirname(run_dir)
-        return launch(make_plan(batch, args.claude), args, run_id=os.path.basename(run_dir), only=set(rerun),
-                      prior=prior, held_lock=held)
+        return launch(plan, args, run_id=os.path.basename(run_dir), only=set(rerun), prior=prior, held_lock=held,
+                      meta=meta)
 
 
 def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-def]
