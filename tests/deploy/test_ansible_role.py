@@ -134,19 +134,21 @@ def test_cron_install_is_idempotent_check_mode_is_inert_and_the_cron_line_runs(a
     assert (root / "pex-root").is_dir() and any((root / "pex-root").iterdir()), "PEX_ROOT was not used"
 
     # A bad batch never replaces a good one: `orchestrator-pex validate` (with the policy) fails the play.
-    broken_batches = [batch.replace("[[instances]]", "[[instance]]")]
+    # Both items fail in one play: a malformed batch and (when this PEX's validate applies the policy) a batch
+    # that violates the policy. Neither replaces nor creates a batch file.
+    broken = [{"name": "demo", "content": batch.replace("[[instances]]", "[[instance]]")}]
     violating = batch.replace('"acceptEdits"', '"bypassPermissions"')
     if validate_checks_policy(built_pex, tmp_path, violating, root / "etc" / "policy.toml"):
-        broken_batches.append(violating)
-    for broken in broken_batches:
-        bad = write_inventory(tmp_path, {"orch-a": host_vars(
-            root, built_pex, orchestrator_pex_policy=POLICY,
-            orchestrator_pex_batches=[{"name": "demo", "content": broken}],
-            orchestrator_pex_schedules=[{"batch": "demo", "at": "30 1 * * *"}],
-        )})
-        refused = run_playbook(ansible_bin, "site.yml", bad, tmp_path)
-        assert refused.rc != 0 and refused.failed() == 1, refused
-        assert (root / "etc" / "batches" / "demo.toml").read_text().endswith(batch)
+        broken.append({"name": "strict", "content": violating})
+    bad = write_inventory(tmp_path, {"orch-a": host_vars(
+        root, built_pex, orchestrator_pex_policy=POLICY, orchestrator_pex_batches=broken,
+        orchestrator_pex_schedules=[{"batch": "demo", "at": "30 1 * * *"}],
+    )})
+    refused = run_playbook(ansible_bin, "site.yml", bad, tmp_path)
+    assert refused.rc != 0 and refused.failed() == 1, refused
+    assert refused.stdout.count("failed: [orch-a] (item=") == len(broken), refused
+    assert (root / "etc" / "batches" / "demo.toml").read_text().endswith(batch)
+    assert not (root / "etc" / "batches" / "strict.toml").exists()
 
     # state: absent removes the schedule.
     gone = write_inventory(tmp_path, {"orch-a": host_vars(
