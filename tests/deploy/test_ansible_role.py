@@ -36,14 +36,6 @@ def demo_batch(pex: Path, tmp: Path) -> str:
     return path.read_text()
 
 
-def validate_checks_policy(pex: Path, tmp: Path, batch: str, policy: Path) -> bool:
-    """Whether this PEX's `validate` applies the site policy (older builds only checked the batch itself)."""
-    path = tmp / "violating.toml"
-    path.write_text(batch)
-    env = dict(os.environ, PEX_ROOT=str(tmp / "pex-root-init"), ORCHESTRATOR_PEX_POLICY=str(policy))
-    return subprocess.run([HOST_PYTHON, str(pex), "validate", str(path)], capture_output=True, env=env).returncode != 0
-
-
 def host_vars(root: Path, pex: Path, **extra) -> dict:
     return {
         "ansible_connection": "local",
@@ -134,12 +126,10 @@ def test_cron_install_is_idempotent_check_mode_is_inert_and_the_cron_line_runs(a
     assert (root / "pex-root").is_dir() and any((root / "pex-root").iterdir()), "PEX_ROOT was not used"
 
     # A bad batch never replaces a good one: `orchestrator-pex validate` (with the policy) fails the play.
-    # Both items fail in one play: a malformed batch and (when this PEX's validate applies the policy) a batch
-    # that violates the policy. Neither replaces nor creates a batch file.
-    broken = [{"name": "demo", "content": batch.replace("[[instances]]", "[[instance]]")}]
-    violating = batch.replace('"acceptEdits"', '"bypassPermissions"')
-    if validate_checks_policy(built_pex, tmp_path, violating, root / "etc" / "policy.toml"):
-        broken.append({"name": "strict", "content": violating})
+    # Both items fail in one play: a malformed batch and a batch that violates the site policy (validate applies
+    # it). Neither replaces nor creates a batch file.
+    broken = [{"name": "demo", "content": batch.replace("[[instances]]", "[[instance]]")},
+              {"name": "strict", "content": batch.replace('"acceptEdits"', '"bypassPermissions"')}]
     bad = write_inventory(tmp_path, {"orch-a": host_vars(
         root, built_pex, orchestrator_pex_policy=POLICY, orchestrator_pex_batches=broken,
         orchestrator_pex_schedules=[{"batch": "demo", "at": "30 1 * * *"}],
