@@ -187,6 +187,17 @@ def wrong_namespace(b: Path, ctx) -> None:
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def resign_broken_pex(b: Path, ctx) -> None:
+    """The trusted key signed a PEX that cannot start (a broken build): refused by the start check."""
+    (b / ctx["pex"]).write_bytes(b"#!/usr/bin/env python3\nraise SystemExit('broken build')\n")
+    lines = (b / "SHA256SUMS").read_text().splitlines()
+    fixed = [f"{sha256(b / ctx['pex'])}  {ctx['pex']}" if line.endswith(ctx["pex"]) else line for line in lines]
+    (b / "SHA256SUMS").write_text("\n".join(fixed) + "\n")
+    (b / "SHA256SUMS.sig").unlink()
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(ctx["key"]), "-n", "orchestrator-pex", str(b / "SHA256SUMS")],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 TAMPERS = {
     "flipped byte in the PEX": (tamper_pex, "does not match its SHA-256"),
     "flipped byte in another platform's PEX": (tamper_other_platform_pex, "does not match its SHA-256"),
@@ -199,6 +210,7 @@ TAMPERS = {
     "PEX missing": (remove_pex, "is missing"),
     "signature missing": (remove_signature, "SHA256SUMS.sig is missing"),
     "SHA256SUMS missing": (remove_sums, "SHA256SUMS is missing"),
+    "signed PEX that does not start": (resign_broken_pex, "does not start"),
 }
 
 
