@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -229,6 +230,8 @@ def test_three_hosts_split_a_batch_and_merge_the_results(ansible_bin, built_pex,
     assert merged["status"] == "succeeded"
     assert merged["shard"] == {"count": 3, "indices": [0, 1, 2]}
     assert merged["totals"]["instances"] == 30
+    batch_bytes = (tmp_path / "shared" / "batches" / "wide.toml").read_bytes()
+    assert merged["batch_sha256"] == hashlib.sha256(batch_bytes).hexdigest()
     # Host i ran exactly shard i/3, and each instance ran once on that host only.
     for index, c in enumerate("abc"):
         doc = json.loads((collect / f"shard-{c}.json").read_text())
@@ -258,8 +261,6 @@ def make_bundle(pex: Path, tmp: Path, name: str = "bundle") -> tuple:
     pex_name = f"orchestrator-pex-{version}-{platform}.pex"
     shutil.copyfile(pex, bundle / pex_name)
     shutil.copyfile(REPO_ROOT / "deploy" / "install.sh", bundle / "install.sh")
-    import hashlib
-
     sums = "".join(f"{hashlib.sha256((bundle / f).read_bytes()).hexdigest()}  {f}\n" for f in (pex_name, "install.sh"))
     (bundle / "SHA256SUMS").write_text(sums)
     subprocess.run([keygen, "-Y", "sign", "-f", str(key), "-n", "orchestrator-pex", str(bundle / "SHA256SUMS")],
