@@ -51,9 +51,9 @@ env = {{ ORCH_TEST_MARKER = "{marker}" }}
         _sim("hang", "hang", "timeout = 1"),
         _sim("silent", "silent", "stall_timeout = 0.7"),
         # these must get as far as ignoring SIGTERM / spawning before their timeout, even on a loaded machine
-        _sim("stubborn", "hang-ignore-term", "timeout = 3"),
-        _sim("child", "spawn-child", "timeout = 3"),
-        _sim("child-stubborn", "spawn-child", "timeout = 3", AGENT_SIM_CHILD_IGNORE_TERM="1"),
+        _sim("stubborn", "hang-ignore-term", "timeout = 2"),
+        _sim("child", "spawn-child", "timeout = 2"),
+        _sim("child-stubborn", "spawn-child", "timeout = 2", AGENT_SIM_CHILD_IGNORE_TERM="1"),
         _sim("garbage", "garbage"),
         _sim("truncated", "truncated"),
         _sim("huge", "huge-line", AGENT_SIM_HUGE_BYTES=str(HUGE)),

@@ -166,7 +166,7 @@ def test_instance_budgets_stop_only_that_instance(run_batch, write_batch):
 
 def test_batch_deadline(run_batch, write_batch):
     path = write_batch(head("concurrency = 2\n") + "".join(_sim(f"h{i}", "hang") for i in range(4)))
-    res = run_batch(path, "--deadline", "1.5")
+    res = run_batch(path, "--deadline", "1")
     assert res.code == 1, res.stderr
     assert res.statuses() == {"h0": "timed-out", "h1": "timed-out", "h2": "not-started", "h3": "not-started"}
     assert "deadline" in res.inst("h2")["error"]
@@ -194,11 +194,11 @@ def _counter_batch(tmp_path, n: int, hold: float, head: str) -> Path:
 
 
 def test_concurrency_cap_from_command_line(run_batch, tmp_path):
-    path = _counter_batch(tmp_path, 8, 0.6, "grace_period = 0.5\nconcurrency = 8\n")
+    path = _counter_batch(tmp_path, 6, 0.4, "grace_period = 0.5\nconcurrency = 6\n")
     res = run_batch(path, "--concurrency", "3")
     assert res.code == 0, res.stderr
     cur, top, log = json.loads((tmp_path / "count.json").read_text())
-    assert cur == 0 and len(log) == 16
+    assert cur == 0 and len(log) == 12
     assert 1 <= top <= 3
 
 

@@ -97,7 +97,7 @@ def _started(doc: dict) -> datetime.datetime:
 
 def test_start_at_delays_the_first_launch(run_batch, write_batch):
     path = write_batch('[[instances]]\nname = "g"\nargv = ["/bin/true"]\n')
-    when = _soon(1.5)
+    when = _soon(1.0)
     res = run_batch(path, "--start-at", when.isoformat())
     assert res.code == 0, res.stderr
     assert _started(res.doc) >= when.replace(microsecond=when.microsecond // 1000 * 1000)
@@ -105,7 +105,7 @@ def test_start_at_delays_the_first_launch(run_batch, write_batch):
 
 
 def test_start_at_from_the_batch_file(run_batch, write_batch):
-    when = _soon(1.5)
+    when = _soon(1.0)
     path = write_batch(f'start_at = {json.dumps(when.isoformat())}\n[[instances]]\nname = "g"\nargv = ["/bin/true"]\n')
     res = run_batch(path)
     assert res.code == 0, res.stderr
