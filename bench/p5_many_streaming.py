@@ -87,8 +87,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         batch = write_batch(tmp, a.instances, a.concurrency)
         results = os.path.join(tmp, "runs")
+        stats_path = os.path.join(tmp, "journal-stats.jsonl")
         env = env_with_repo({"AGENT_SIM_SCENARIO": "multi-tool", "AGENT_SIM_TURNS": "10",
-                             "AGENT_SIM_DELAY": f"{a.seconds / (LINES - 1):.4f}"})
+                             "AGENT_SIM_DELAY": f"{a.seconds / (LINES - 1):.4f}",
+                             "ORCHESTRATOR_PEX_JOURNAL_STATS": stats_path})
         m = measure([*ORCH, "run", batch, "--results-dir", results, "--json-logs"], env=env, cwd=tmp)
         assert m.returncode == 0, f"run exited {m.returncode}"
         run_dir = os.path.join(results, os.listdir(results)[0])
@@ -101,6 +103,8 @@ def main() -> None:
         events, problems = read_journal(jpath)
         assert not problems, problems
         jsize = os.path.getsize(jpath)
+        with open(stats_path) as f:
+            live = json.loads(f.read().splitlines()[-1])  # the run's own journal: events, fsyncs, fsync time
         gc = journal_replay(events, a.concurrency, True, tmp)
         naive = journal_replay(events, a.concurrency, False, tmp)
     n = a.instances
@@ -119,6 +123,8 @@ def main() -> None:
     print(table([
         ["journal replay (same events, c=%d)" % a.concurrency, "fsyncs", "fsyncs/instance", "fsync ms/instance",
          "wall s"],
+        ["the run itself (live)", str(live["fsyncs"]), f"{live['fsyncs'] / n:.2f}",
+         f"{1000 * live['fsync_seconds'] / n:.2f}", "-"],
         ["group commit (Journal.emit)", str(gc[0]), f"{gc[0] / gc[3]:.2f}", f"{1000 * gc[1] / gc[3]:.2f}",
          f"{gc[2]:.2f}"],
         ["one fsync per event", str(naive[0]), f"{naive[0] / naive[3]:.2f}", f"{1000 * naive[1] / naive[3]:.2f}",
