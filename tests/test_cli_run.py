@@ -240,3 +240,12 @@ def test_not_started_record_and_document_shape():
     assert json.loads(json.dumps(doc)) == doc
     assert doc["totals"]["by_status"]["not-started"] == 1
     assert INSTANCE_KEYS <= set(rec) and rec["attempts"] == 0 and rec["error"] == "why"
+
+
+def test_results_dir_that_cannot_be_created_exit_2(cli, write_batch, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    path = write_batch('[[instances]]\nname = "g"\nargv = ["/bin/true"]\n')
+    proc = cli("run", str(path), "--json", "--results-dir", str(tmp_path / "a-file" / "runs"))
+    assert proc.returncode == 2 and proc.stdout == b""
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and "cannot create the run directory" in lines[0] and "Not a directory" in lines[0]
