@@ -181,6 +181,19 @@ def test_interrupt_during_retry_backoff_cancels_the_instance(tmp_path, fake_clau
     assert rec["status"] == "cancelled"
 
 
+def test_interrupt_while_the_launcher_waits_out_a_stagger(tmp_path, fake_claude, make_cli_env, marker, marked_pids):
+    batch = f'claude = {json.dumps(fake_claude)}\nstagger = 600\ngrace_period = 0.5\n' \
+            f'[defaults]\nenv = {{ ORCH_TEST_MARKER = "{marker}", AGENT_SIM_SCENARIO = "hang" }}\n' \
+            '[[instances]]\nname = "first"\nprompt = "p"\n[[instances]]\nname = "second"\nprompt = "p"\n'
+    proc = start(tmp_path, batch, make_cli_env())
+    wait_for(lambda: len(marked_pids(marker)) == 1, "first instance started", proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    doc = finish(proc)  # far below the 600 s stagger
+    assert proc.returncode == 143
+    assert [r["status"] for r in doc["instances"]] == ["cancelled", "not-started"]
+    assert marked_pids(marker) == []
+
+
 def test_interrupt_while_waiting_for_start_at(tmp_path, make_cli_env):
     batch = '[[instances]]\nname = "later"\nargv = ["/bin/true"]\n'
     proc = start(tmp_path, batch, make_cli_env(), "--start-at", "2h")
