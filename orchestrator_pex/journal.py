@@ -221,6 +221,9 @@ def _ends_with_newline(fd: int, size: int) -> bool:
 # -- reading -------------------------------------------------------------------------------------------------------
 
 
+_STATE_EVENTS = frozenset({"run_started", "instance_started", "instance_finished", "run_finished"})
+
+
 def parse_journal_bytes(data: bytes, path: str = JOURNAL_NAME) -> Tuple[List[Dict[str, Any]], List[str]]:
     """Events recovered from journal bytes, and a list of human-readable problems (empty for a clean journal)."""
     events: List[Dict[str, Any]] = []
@@ -244,10 +247,11 @@ def parse_journal_bytes(data: bytes, path: str = JOURNAL_NAME) -> Tuple[List[Dic
         if not isinstance(event, dict) or not isinstance(event.get("event"), str):
             problems.append(f"{path}: line {lineno}: not a journal event, skipped")
             continue
-        if text in seen:
-            problems.append(f"{path}: line {lineno}: duplicate of an earlier line, skipped")
-            continue
-        seen.add(text)
+        if event["event"] in _STATE_EVENTS:  # other kinds (warnings...) may legitimately repeat
+            if text in seen:
+                problems.append(f"{path}: line {lineno}: duplicate of an earlier line, skipped")
+                continue
+            seen.add(text)
         events.append(event)
     return events, problems
 

@@ -111,6 +111,13 @@ def test_random_garbage_lines_duplicates_and_nul_bytes(tmp_path):
     assert len(problems) >= 3
 
 
+def test_repeated_warnings_are_not_duplicates(tmp_path):
+    warning = {"event": "warning", "message": "batch budget crossed"}
+    path = write_events(tmp_path, [started(), warning, warning])
+    events, problems = journal.read_journal(path)
+    assert problems == [] and events.count(warning) == 2
+
+
 def test_unrecoverable_journal_raises_rundirerror(tmp_path):
     path = os.path.join(str(tmp_path), journal.JOURNAL_NAME)
     with open(path, "wb") as f:
