@@ -242,7 +242,7 @@ def test_three_hosts_split_a_batch_and_merge_the_results(ansible_bin, built_pex,
         assert len(run_dirs) == 1
 
 
-def make_bundle(pex: Path, tmp: Path, name: str = "bundle") -> tuple:
+def make_bundle(pex: Path, tmp: Path, name: str = "bundle", version: str = "") -> tuple:
     """A release bundle like scripts/release makes, signed with a throwaway key: (bundle dir, allowed_signers)."""
     keygen = shutil.which("ssh-keygen")
     if keygen is None:
@@ -253,8 +253,9 @@ def make_bundle(pex: Path, tmp: Path, name: str = "bundle") -> tuple:
     signers = tmp / "allowed_signers"
     signers.write_text(f'release@test namespaces="orchestrator-pex" {(tmp / "release-key.pub").read_text()}')
     env = dict(os.environ, PEX_ROOT=str(tmp / "pex-root-init"))
-    version = subprocess.run([HOST_PYTHON, str(pex), "--version"], capture_output=True, text=True, env=env,
-                             check=True).stdout.split()[-1]
+    # install.sh requires the bundle's version (from the file name) to appear in the PEX's --version output.
+    version = version or subprocess.run([HOST_PYTHON, str(pex), "--version"], capture_output=True, text=True,
+                                        env=env, check=True).stdout.split()[-1]
     platform = {"x86_64": "linux_x86_64", "aarch64": "linux_aarch64"}[os.uname().machine]
     bundle = tmp / name / version
     bundle.mkdir(parents=True)
@@ -295,3 +296,17 @@ def test_signed_bundle_is_installed_with_its_install_sh(ansible_bin, built_pex, 
     assert refused.rc != 0 and refused.failed() == 1, refused
     assert "REFUSED" in refused.stdout
     assert os.readlink(root / "opt" / "current") == version
+
+    # Switch to another release, then roll back with rollback.yml (install.sh --rollback). The same PEX serves as
+    # the other release under a version string its --version output still contains (install.sh checks that).
+    older = version.rsplit(".", 1)[0] if "." in version else version[:-1]
+    older_bundle = make_bundle(built_pex, tmp_path, "older", version=older)[0]
+    inv = write_inventory(tmp_path, {"orch-b": dict(hv, orchestrator_pex_bundle=str(older_bundle))})
+    switched = run_playbook(ansible_bin, "site.yml", inv, tmp_path)
+    assert switched.rc == 0 and switched.changed() > 0, switched
+    assert os.readlink(root / "opt" / "current") == older
+    assert os.readlink(root / "opt" / "previous") == version
+    back = run_playbook(ansible_bin, "rollback.yml", inv, tmp_path)
+    assert back.rc == 0 and back.changed() == 1, back
+    assert os.readlink(root / "opt" / "current") == version
+    assert os.readlink(root / "opt" / "previous") == older
