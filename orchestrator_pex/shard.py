@@ -22,7 +22,8 @@ Where the shard comes from (:func:`shard_from_env`, first match wins):
 ``SLURM_ARRAY_TASK_ID`` + ``SLURM_ARRAY_TASK_COUNT``
     Slurm job array. The index is ``(TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP`` so ``--array=1-8``
     and ``--array=0-14:2`` work; the array must be an evenly stepped range (not a list such as ``1,5,9``).
-    ``ORCHESTRATOR_PEX_SHARD_COUNT``, when set, overrides ``SLURM_ARRAY_TASK_COUNT``.
+    ``ORCHESTRATOR_PEX_SHARD_COUNT``, when set, overrides ``SLURM_ARRAY_TASK_COUNT``; without either the count is
+    derived from ``SLURM_ARRAY_TASK_MAX``.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def shard_from_env(environ: Mapping[str, str]) -> Optional[Tuple[int, int]]:
             count = _int(count_override, ENV_COUNT)
         elif environ.get("SLURM_ARRAY_TASK_COUNT", "").strip():
             count = _int(environ["SLURM_ARRAY_TASK_COUNT"], "SLURM_ARRAY_TASK_COUNT")
+        elif environ.get("SLURM_ARRAY_TASK_MAX", "").strip() and step >= 1:  # Slurm without TASK_COUNT
+            count = (_int(environ["SLURM_ARRAY_TASK_MAX"], "SLURM_ARRAY_TASK_MAX") - low) // step + 1
         else:
             raise UsageError(f"SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_COUNT nor {ENV_COUNT} is")
         if step < 1 or (tid - low) % step:

@@ -114,6 +114,9 @@ def test_env_slurm_offsets_and_steps():
         shard.shard_from_env(dict(stepped, SLURM_ARRAY_TASK_ID="3"))
     with pytest.raises(UsageError, match="SLURM_ARRAY_TASK_COUNT"):
         shard.shard_from_env({"SLURM_ARRAY_TASK_ID": "0"})
+    # --array=1-7:3 is tasks 1, 4, 7: the count follows from MAX when TASK_COUNT is absent.
+    assert shard.shard_from_env({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "7",
+                                 "SLURM_ARRAY_TASK_STEP": "3"}) == (2, 3)
     # A list-shaped array (--array=1,5,9) yields an index beyond the count: refused, not silently mis-split.
     with pytest.raises(UsageError, match="outside"):
         shard.shard_from_env({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "3"})
