@@ -18,6 +18,7 @@ import pytest
 from pexlib import ROOT, dist_paths, find_python
 
 BUILD_INPUTS = [
+    "orchestrator_pex",
     "orchestrator_pex/**/*",
     "pyproject.toml",
     "pants.toml",
@@ -39,7 +40,8 @@ def _stale(paths: List[Path]) -> bool:
     oldest = min(p.stat().st_mtime for p in paths)
     for pattern in BUILD_INPUTS:
         for f in glob.glob(str(ROOT / pattern), recursive=True):
-            if "__pycache__" not in f and os.path.isfile(f) and os.stat(f).st_mtime > oldest:
+            # Directories count too: their mtime changes when a file is added or removed.
+            if "__pycache__" not in f and os.stat(f).st_mtime > oldest:
                 return True
     return False
 
