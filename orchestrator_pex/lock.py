@@ -42,10 +42,15 @@ def default_lock_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"orchestrator-pex-{uid}")
 
 
-def lock_path_for(batch_path: str, lock_dir: Optional[str] = None) -> str:
-    """The lock file for a batch file (see the module docstring)."""
+def lock_path_for(batch_path: str, lock_dir: Optional[str] = None, variant: Optional[str] = None) -> str:
+    """The lock file for a batch file (see the module docstring).
+
+    ``variant`` separates runs of the same file that may legitimately run side by side (e.g. ``"shard-1-of-4"``:
+    shards of one batch on one host); the same variant always maps to the same file.
+    """
     real = os.path.realpath(os.path.abspath(batch_path))
-    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    key = real if not variant else f"{real}\0{variant}"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     stem = os.path.splitext(os.path.basename(real))[0] or "batch"
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:40]
     return os.path.join(lock_dir or default_lock_dir(), f"{stem}-{digest}.lock")
@@ -177,7 +182,7 @@ def add_lock_arguments(parser) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def lock_for_args(args, batch_path: str) -> str:  # type: ignore[no-untyped-def]
-    """The lock file a command uses: ``--lock`` if given, else the one derived from ``batch_path``."""
+def lock_for_args(args, batch_path: str, variant: Optional[str] = None) -> str:  # type: ignore[no-untyped-def]
+    """The lock file a command uses: ``--lock`` if given, else the one derived from ``batch_path`` (and variant)."""
     explicit = getattr(args, "lock", None)
-    return os.path.abspath(explicit) if explicit else lock_path_for(batch_path)
+    return os.path.abspath(explicit) if explicit else lock_path_for(batch_path, variant=variant)

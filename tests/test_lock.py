@@ -37,6 +37,9 @@ def test_lock_path_depends_on_batch_path_only(tmp_path, lock_dir):
     assert lock.lock_path_for(str(a)) == lock.lock_path_for(os.path.join(str(tmp_path), "a", ".", "batch.toml"))
     assert os.path.dirname(lock.lock_path_for(str(a))) == str(lock_dir)
     assert os.path.basename(lock.lock_path_for(str(a))).startswith("batch-")
+    shard1 = lock.lock_path_for(str(a), variant="shard-1-of-2")
+    assert shard1 == lock.lock_path_for(str(a), variant="shard-1-of-2")
+    assert len({lock.lock_path_for(str(a)), shard1, lock.lock_path_for(str(a), variant="shard-0-of-2")}) == 3
 
 
 def test_second_acquire_in_other_process_fails_fast_with_holder_pid(tmp_path, lock_dir):
