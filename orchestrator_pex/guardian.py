@@ -64,6 +64,27 @@ def group_alive(pgid):
     except OSError:
         return False
 
+def live_groups(groups):
+    """The groups with a member that is not a zombie (an unreaped zombie still answers killpg(pgid, 0))."""
+    if not groups:
+        return set()
+    if not os.path.isdir("/proc"):
+        return {g for g in groups if group_alive(g)}
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[0] not in (b"Z", b"X"):
+            pgrp = int(fields[2])
+            if pgrp in groups:
+                found.add(pgrp)
+    return found
+
 def marked(marker, skip):
     found = []
     if not marker or not os.path.isdir("/proc"):
@@ -123,21 +144,21 @@ def main():
             elif line[:1] == b"-":
                 groups.discard(value)
     skip = {os.getpid(), parent, 1}
-    groups = {g for g in groups if g not in skip and group_alive(g)}
+    groups = live_groups({g for g in groups if g not in skip})
     pids = marked(marker, skip)
     if not groups and not pids:
         return
     signal_all(groups, pids, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        groups = {g for g in groups if group_alive(g)}
+        groups = live_groups(groups)
         pids = [p for p in pids if alive(p)]
         if not groups and not pids:
             break
         time.sleep(0.05)
     for _ in range(5):
         pids = marked(marker, skip)
-        groups = {g for g in groups if group_alive(g)}
+        groups = live_groups(groups)
         if not groups and not pids:
             break
         signal_all(groups, pids, signal.SIGKILL)
