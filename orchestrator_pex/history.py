@@ -125,6 +125,12 @@ def summary(run_dir: str) -> Dict[str, Any]:
         except (TypeError, ValueError):
             pass
     total = len(doc.get("instances", [])) if isinstance(doc.get("instances"), list) else 0
+    if state is not None and not (state.finished and not state.in_flight):
+        names = batch_instance_names(run_dir, state, doc)  # an unfinished run: the batch says how many
+        total = len(names)
+        missing = sum(1 for n in names if n not in records and n not in state.in_flight)
+        if missing:
+            counts["not-started"] = counts.get("not-started", 0) + missing
     return {
         "run_id": meta.get("run_id") or doc.get("run_id") or os.path.basename(run_dir),
         "path": run_dir,
