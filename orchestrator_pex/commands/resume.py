@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +131,15 @@ def _nothing_to_do(run_dir: str, state, args) -> int:  # type: ignore[no-untyped
         doc = current  # a true no-op: results.json already says what the journal says
     else:  # e.g. interrupted with only failures left: bring results.json in line with the journal
         doc = history.rebuild_document(run_dir, state, status=_final_status(history.all_records(run_dir, state)))
+        if not state.finished:
+            doc["finished_at"] = doc.get("finished_at") or results.iso(time.time())
         results.write_atomic(os.path.join(run_dir, "results.json"), doc)
+        if not state.finished or state.in_flight:  # close the journal's last session, so the run reads as done
+            from orchestrator_pex.journal import Journal
+
+            with Journal.open(run_dir) as jr:
+                jr.append_sync({"event": "run_finished", "status": doc["status"], "finished_at": doc["finished_at"],
+                                "totals": doc["totals"], "note": "closed by resume: nothing to rerun"})
     left = [r["name"] for r in doc["instances"] if r["status"] != "succeeded"]
     hint = f"; {len(left)} instance(s) did not succeed (rerun them with --rerun-failed)" if left else ""
     print(f"orchestrator-pex: nothing to resume in {run_dir}{hint}", file=sys.stderr)

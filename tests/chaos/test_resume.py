@@ -113,3 +113,26 @@ def test_resume_without_batch_copy_is_a_clear_error(tmp_path):
             os.unlink(os.path.join(run_dir, name))
     out = b.resume(run_dir)
     assert out.returncode == 1 and "batch copy" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_resume_closes_a_run_that_died_after_its_last_instance(tmp_path):
+    b = Batch(tmp_path, n=4, delay="0")
+    proc = b.start_run()
+    assert proc.wait(timeout=120) == 0
+    run_dir = b.run_dir()
+    path = journal.journal_path(run_dir)
+    with open(path, "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    assert b'"run_finished"' in lines[-1]
+    with open(path, "wb") as f:  # as if killed after the last instance_finished, before run_finished
+        f.writelines(lines[:-1])
+    os.unlink(os.path.join(run_dir, "results.json"))
+    listed = json.loads(b.run("runs", "list", "--results-dir", b.results, "--json").stdout)
+    assert listed[0]["status"] == "interrupted"
+    starts = b.starts()
+    out = b.resume(run_dir)
+    assert out.returncode == 0 and "nothing to resume" in out.stderr
+    assert b.starts() == starts
+    listed = json.loads(b.run("runs", "list", "--results-dir", b.results, "--json").stdout)
+    assert listed[0]["status"] == "succeeded"
+    b.check_complete(run_dir)
