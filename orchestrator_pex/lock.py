@@ -106,9 +106,24 @@ def _open_lock_file(path: str) -> int:
     directory = os.path.dirname(path) or "."
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        _check_private_dir(directory)
+        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0),
+                       0o600)
     except OSError as exc:
         raise UsageError(f"{path}: cannot create the batch lock file: {exc.strerror or exc}") from None
+
+
+def _check_private_dir(directory: str) -> None:
+    """The default lock directory sits in a shared tmp: refuse one another user owns or can write (or a symlink)."""
+    if directory != default_lock_dir() or os.environ.get("ORCHESTRATOR_PEX_LOCK_DIR") or not hasattr(os, "getuid"):
+        return
+    import stat
+
+    st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or \
+            st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError(f"{directory}: the lock directory is not a private directory of this user (owner uid "
+                         f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); remove it or set ORCHESTRATOR_PEX_LOCK_DIR")
 
 
 def try_acquire(path: str) -> Optional[LockHandle]:

@@ -138,3 +138,21 @@ def test_removed_lock_file_is_recreated_not_shared(tmp_path, lock_dir):
         os.unlink(path)  # e.g. a tmp cleaner
         with lock.acquire(path):  # a new file: cannot be protected, but must not crash
             assert os.path.exists(path)
+
+
+def test_default_lock_dir_must_be_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("ORCHESTRATOR_PEX_LOCK_DIR", raising=False)
+    monkeypatch.setattr(lock.tempfile, "gettempdir", lambda: str(tmp_path))
+    d = lock.default_lock_dir()
+    path = lock.lock_path_for(str(tmp_path / "batch.toml"))
+    with lock.acquire(path):  # created 0700, ours: fine
+        pass
+    os.chmod(d, 0o777)
+    try:
+        from orchestrator_pex.errors import UsageError
+
+        with pytest.raises(UsageError, match="not a private directory"):
+            with lock.acquire(path):
+                pass
+    finally:
+        os.chmod(d, 0o700)
