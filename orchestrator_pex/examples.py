@@ -62,7 +62,7 @@ Every key of an instance may also be set once under [defaults].
                 ("model", "claude-sonnet-4-5", "passed as --model"),
                 ("permission_mode", "acceptEdits", "default, acceptEdits, plan, dontAsk (bypassPermissions is refused as root)"),
                 ("allowed_tools", ["Read", "Grep", "Glob", "Edit", "Bash(git diff:*)"], "--allowedTools"),
-                ("timeout", 1800, "seconds an instance may run in all"),
+                ("timeout", 1800, "seconds one attempt may run (each retry gets its own)"),
                 ("stall_timeout", 600, "seconds an instance may print nothing before it is stopped as stalled"),
                 ("retries", 2, "retries after a transient API error; every attempt counts against the budgets"),
                 ("max_cost_usd", 1.0, "per instance"),

@@ -253,6 +253,9 @@ class Scheduler:
                 api = attempt.acct.api_error_status
                 if status == "api-error" and api in TRANSIENT_API_STATUSES and number <= (inst.retries or 0):
                     if not await self._backoff(state, number, api):
+                        # the batch stopped during the wait: the instance ends the way its running peers did
+                        status = {"interrupted": "cancelled", "deadline": "timed-out",
+                                  "budget": "budget-stopped"}.get(self.stopped or "", status)
                         break
                     continue
                 break

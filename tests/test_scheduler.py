@@ -172,8 +172,6 @@ def test_batch_deadline(run_batch, write_batch):
     assert "deadline" in res.inst("h2")["error"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: scheduler.py _run_instance: an instance whose retry back-off is cut "
-                   "by the batch deadline keeps status api-error instead of `timed-out`")
 def test_deadline_during_retry_backoff(run_batch, write_batch):
     path = write_batch('claude = {claude}\ngrace_period = 0.5\n[retry]\nbackoff = 600\n'
                        + _sim("o", "api-529", "retries = 3"))

@@ -166,8 +166,6 @@ def test_raw_log_is_written_while_the_instance_runs(tmp_path, make_cli_env, mark
     assert marked_pids(marker) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: scheduler.py _run_instance: an instance interrupted while waiting to "
-                   "retry keeps its last attempt's status (api-error) instead of `cancelled`")
 def test_interrupt_during_retry_backoff_cancels_the_instance(tmp_path, fake_claude, make_cli_env):
     batch = f'claude = {json.dumps(fake_claude)}\ngrace_period = 0.5\n[retry]\nbackoff = 600\n' \
             '[[instances]]\nname = "o"\nprompt = "p"\nretries = 3\nenv = { AGENT_SIM_SCENARIO = "api-529" }\n'
