@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from typing import Dict, List, Optional, Tuple
 
 from _common import ORCH, PY, REPO, env_with_repo, measure, table
@@ -57,7 +58,7 @@ class Mock:
     """The mock API as a child process (script mode), on a free loopback port."""
 
     def __init__(self, tmp: str, delay: float) -> None:
-        port_file = os.path.join(tmp, f"mock-{delay:g}.port")
+        port_file = tempfile.mktemp(prefix=f"mock-{delay:g}-", suffix=".port", dir=tmp)  # never a stale file
         self.proc = subprocess.Popen([PY, MOCK, "--port-file", port_file, "--delay", str(delay)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
@@ -67,6 +68,8 @@ class Mock:
             time.sleep(0.05)
         with open(port_file) as f:
             self.url = f"http://127.0.0.1:{int(f.read())}"
+        with urllib.request.urlopen(self.url + "/v1/models", timeout=10) as answer:  # it really answers
+            answer.read()
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -179,6 +182,8 @@ def workload(claude: str, n: int, delay: float, tmp: str, full: bool) -> Tuple[L
     mock = Mock(tmp, delay)
     try:
         m, ok, peak = run_orchestrator(claude, n, mock.url, tmp)
+        if ok == 0:
+            raise SystemExit(f"p2: no instance succeeded under the orchestrator (exit {m.returncode})")
         rows = [["", "wall s", "ok", "peak parallel", "own CPU s", "own peak RSS MB"],
                 ["orchestrator-pex run (default)", f"{m.wall:.2f}", f"{ok}/{n}", str(peak), f"{m.cpu_s:.2f}",
                  f"{m.peak_rss_mb:.0f}"]]
