@@ -46,7 +46,7 @@ def main_run(e2e, claude_bin, mock_api, run_orchestrator, tmp_path_factory):
             inst("haiku-text", "say hello [mock:text]", model="claude-haiku-4-5"),
             inst("default-model", "run echo"),
             inst("overloaded", "anything [mock:529]", model="claude-sonnet-4-5", retries=1),
-            inst("hangs-after-tool", "run echo [mock:hang_after=1]", model="claude-sonnet-4-5", timeout=20),
+            inst("hangs-after-tool", "run echo [mock:hang_after=1]", model="claude-sonnet-4-5", timeout=30),
         ],
     )
     # [retry] backoff small: the orchestrator's own retry of the 529 should not slow the suite down.
