@@ -112,12 +112,17 @@ async def run_attempt(
                     nursery.cancel_scope.cancel()
             if attempt.scope.cancelled_caught and attempt.stop_reason is None:
                 attempt.stop_reason = "timed-out"
+                attempt.error = f"timed out after {timeout:g}s"
         finally:
             with trio.CancelScope(shield=True):
                 await _terminate(proc, grace)
                 attempt.exit_code = proc.returncode
                 attempt.finished_at = time.time()
-                attempt.error = attempt.error or _stderr_tail(stderr_log, proc.returncode)
+                tail = _stderr_tail(stderr_log, proc.returncode)
+                if attempt.error is None:
+                    attempt.error = tail
+                elif tail and attempt.stop_reason:  # e.g. "timed out after 5s (killed by SIGKILL)"
+                    attempt.error = f"{attempt.error} ({tail})"
                 if redactor is not None:
                     out.write(out_scrub.flush())
 
@@ -178,6 +183,7 @@ async def _pump(stream, attempt: Attempt, write, stall_timeout, max_line, on_out
                 pending, pending_len = ([tail], len(tail)) if tail else ([], 0)
                 on_output(attempt)
         if stall_scope.cancelled_caught:
+            attempt.error = attempt.error or f"stalled: no output for {stall_timeout:g}s"
             attempt.stop("stalled")
             return
         if pending and not skipping:  # a last line without newline

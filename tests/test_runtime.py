@@ -159,7 +159,7 @@ def test_sigterm_ignored_is_killed_after_grace(rec):
     r = rec("stubborn")
     assert r["status"] == "timed-out"
     assert r["exit_code"] == -signal.SIGKILL
-    assert r["error"].startswith("killed by SIGKILL")
+    assert r["error"].startswith("timed out after") and "killed by SIGKILL" in r["error"]
 
 
 def _child_pid(record) -> int:
@@ -267,7 +267,7 @@ def test_unwritable_log_stops_only_that_instance(tmp_path, fake_claude, make_cli
     doc = json.loads(proc.stdout)
     by_name = {r["name"]: r for r in doc["instances"]}
     assert by_name["huge"]["status"] == "failed"
-    assert by_name["huge"]["error"] == "cannot write its stdout log: File too large"
+    assert by_name["huge"]["error"].startswith("cannot write its stdout log: File too large")
     assert by_name["ok"]["status"] == "succeeded" and by_name["ok"]["tokens"]["total"] == 13049
     with open(os.path.join(doc["run_dir"], "results.json")) as f:
         assert json.load(f) == doc
