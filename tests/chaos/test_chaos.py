@@ -178,7 +178,7 @@ def succeeded_in_journal(run_dir):
 @pytest.mark.parametrize("trial", range(TRIALS))
 def test_sigkill_then_resume(tmp_path, trial):
     rng = random.Random(1000 + trial)
-    b = Batch(tmp_path)
+    b = Batch(tmp_path, delay=rng.choice(["0", "0.02"]))  # 0.02: instances live longer, more are in flight
     kill_after = rng.choice([0, 1, rng.randrange(2, INSTANCES - 8)]) if trial < 3 else rng.randrange(2, INSTANCES - 8)
     kills = 1
     proc = b.start_run()
