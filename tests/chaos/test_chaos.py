@@ -160,6 +160,13 @@ class Batch:
         assert [i["name"] for i in doc["instances"]] == self.names
         assert {i["status"] for i in doc["instances"]} == {"succeeded"}
         assert doc["status"] == "succeeded"
+        # results.json is derivable from the journal: the rebuilt document has the very same instance records
+        from orchestrator_pex import history
+
+        state, _ = journal.load_run(run_dir)
+        rebuilt = history.rebuild_document(run_dir, state)
+        assert rebuilt["instances"] == doc["instances"]
+        assert rebuilt["totals"] == doc["totals"] and rebuilt["status"] == doc["status"]
         return events, problems
 
 
