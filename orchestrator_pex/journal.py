@@ -11,9 +11,14 @@ instances do not queue behind one fsync each. If a write fails (disk full, I/O e
 its last good size, so a failed append never leaves a torn line in front of later ones, and :class:`RunDirError` is
 raised to the caller.
 
+Every ``run_started`` written is annotated with the writer's ``orchestrator_pid`` and ``host`` (so ``runs list`` can
+tell a live run from an interrupted one). With ``$ORCHESTRATOR_PEX_JOURNAL_STATS`` set, closing a journal appends its
+event/fsync counts to that file (benchmarks).
+
 Reading: :func:`read_journal` recovers every valid line. A torn last line (the process died mid-write), undecodable
-or non-JSON lines, and exact duplicate lines are reported as *problems*, never raised; only a journal with no usable
-``run_started`` event (or one that cannot be read at all) raises :class:`RunDirError`. :func:`replay` folds events into
+or non-JSON lines, and exact duplicates of state events (run/instance started/finished) are reported as *problems*,
+never raised; only a journal with no usable ``run_started`` event (or one that cannot be read at all) raises
+:class:`RunDirError`. :func:`load_run` also trusts a success recorded in ``results.json`` that the journal lost. :func:`replay` folds events into
 ``(run_meta, records_by_name)`` where a later record replaces an earlier one for the same instance, except that a
 recorded success is never replaced.
 """
