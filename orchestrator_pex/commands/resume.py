@@ -53,19 +53,28 @@ def main(args: argparse.Namespace) -> int:
     with lock.acquire(lock.lock_for_args(args, batch_path), args.wait_lock) as held:
         # decide under the lock: a resume that finished meanwhile must not make us rerun its successes
         state, _ = journal.load_run(run_dir)
-        batch = load_batch_copy(run_dir, state.run_meta)
         from orchestrator_pex.commands.run import _shard_plan, check_policy, launch
+        from orchestrator_pex.errors import RunDirError
         from orchestrator_pex.plan import make_plan
 
-        plan = make_plan(batch, args.claude)
+        try:
+            batch, batch_error = load_batch_copy(run_dir, state.run_meta), None
+        except RunDirError as exc:  # e.g. masked copy and a changed original: fatal only if something must run
+            batch, batch_error = None, exc
         meta = {"resumed": True, "first_started_at": state.run_meta.get("first_started_at")
                 or state.run_meta.get("started_at")}
-        shard = state.run_meta.get("shard")
-        if isinstance(shard, dict) and isinstance(shard.get("index"), int) and isinstance(shard.get("count"), int):
-            # the run was one shard of the batch: resume that shard only (budgets as given in the batch)
-            plan, shard_meta = _shard_plan(plan, (shard["index"], shard["count"]), False)
-            meta.update(shard_meta)
-        names = [l.name for l in plan.launches]
+        plan = None
+        if batch is not None:
+            plan = make_plan(batch, args.claude)
+            shard = state.run_meta.get("shard")
+            if isinstance(shard, dict) and isinstance(shard.get("index"), int) and \
+                    isinstance(shard.get("count"), int):
+                # the run was one shard of the batch: resume that shard only (budgets as given in the batch)
+                plan, shard_meta = _shard_plan(plan, (shard["index"], shard["count"]), False)
+                meta.update(shard_meta)
+            names = [l.name for l in plan.launches]
+        else:
+            names = _names_from_masked_copy(run_dir, state, batch_error)
         rerun = state.to_rerun(names, rerun_failed=args.rerun_failed)
         if args.dry_run:
             for name in rerun:
@@ -73,6 +82,8 @@ def main(args: argparse.Namespace) -> int:
             return 0
         if not rerun:
             return _nothing_to_do(run_dir, state, args)
+        if batch_error is not None:
+            raise batch_error
         check_policy(plan, args)
         print(f"orchestrator-pex: resuming {os.path.basename(run_dir)}: rerunning {len(rerun)} of {len(names)} "
               "instance(s)", file=sys.stderr)
@@ -80,6 +91,20 @@ def main(args: argparse.Namespace) -> int:
         args.results_dir = os.path.dirname(run_dir)
         return launch(plan, args, run_id=os.path.basename(run_dir), only=set(rerun), prior=prior, held_lock=held,
                       meta=meta)
+
+
+def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ignore[no-untyped-def]
+    """Instance names (in batch order, the run's shard only) from a secret-masked batch copy; else raise ``error``."""
+    from orchestrator_pex import config, history
+
+    copy = state.run_meta.get("batch_copy")
+    if state.run_meta.get("batch_copy_masked") and isinstance(copy, str) and os.path.isfile(os.path.join(run_dir, copy)):
+        try:
+            batch = config.load_batch(os.path.join(run_dir, copy))
+        except Exception:  # noqa: BLE001 - the masked copy does not parse: report the original problem
+            raise error from None
+        return history.shard_names(state.run_meta, [inst.name for inst in batch.instances])
+    raise error
 
 
 def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-def]

@@ -136,3 +136,41 @@ def test_resume_closes_a_run_that_died_after_its_last_instance(tmp_path):
     listed = json.loads(b.run("runs", "list", "--results-dir", b.results, "--json").stdout)
     assert listed[0]["status"] == "succeeded"
     b.check_complete(run_dir)
+
+
+def test_masked_batch_copy_resumes_from_the_unchanged_original_only(tmp_path):
+    b = Batch(tmp_path, n=20, concurrency=4, delay="0.05")
+    set_env(b, {"i000": {"DEPLOY_TOKEN": "s3cr3t-value-123456"}})
+    proc = b.start_run()
+    try:
+        b.wait_starts(4, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run_dir = b.run_dir()
+    copy = [n for n in os.listdir(run_dir) if n.startswith("batch.")][0]
+    with open(os.path.join(run_dir, copy)) as f:
+        assert "s3cr3t-value-123456" not in f.read()  # the secret never reaches the run directory
+    with open(b.path) as f:
+        original = f.read()
+    with open(b.path, "a") as f:
+        f.write("# edited after the run started\n")
+    out = b.resume(run_dir)
+    assert out.returncode == 1 and "changed since the run started" in out.stderr
+    with open(b.path, "w") as f:
+        f.write(original)
+    starts = b.starts()
+    _, records = journal.replay(journal.read_journal(journal.journal_path(run_dir))[0])
+    done = {n for n, r in records.items() if r["status"] == "succeeded"}
+    out = b.resume(run_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert all(b.starts()[n] == starts[n] for n in done)
+    b.check_complete(run_dir)
+    # finished: with nothing to rerun, a changed original does not matter (no-op, exit 0)
+    with open(b.path, "a") as f:
+        f.write("# edited again\n")
+    out = b.resume(run_dir)
+    assert out.returncode == 0 and "nothing to resume" in out.stderr, out.stderr
