@@ -47,10 +47,14 @@ def self_argv() -> Tuple[str, ...]:
     From a PEX: the PEX file itself. From a checkout or an install: this interpreter, importing the package from
     where this copy of it lives.
     """
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     pex = os.environ.get("PEX")
     if pex and os.path.exists(pex):
+        if parent.startswith(os.path.join(sys.prefix, "")):
+            # A venv-mode PEX: this interpreter's venv already holds the package and its dependencies, so the
+            # child starts without the PEX bootstrap (and needs no PEX_ROOT of its own).
+            return (sys.executable, "-m", "orchestrator_pex")
         return (sys.executable, pex)
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = f"import sys; sys.path.insert(0, {parent!r}); from orchestrator_pex.cli import main; sys.exit(main())"
     return (sys.executable, "-c", code)
 

@@ -46,6 +46,7 @@ def _load_mock_module():
 
 mock_anthropic = _load_mock_module()
 MockAnthropic = mock_anthropic.MockAnthropic
+_THIS_MODULE = sys.modules[__name__]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,8 +55,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def e2e():
-    """This module (helpers: write_batch, cli_base_env, read_events, cli_report, ...), whatever the import mode."""
-    return sys.modules[__name__]
+    """This module (helpers: write_batch, cli_base_env, read_events, cli_report, ...), whatever the import mode.
+
+    Captured while the module is imported: later, ``sys.modules["conftest"]`` is another folder's conftest."""
+    return _THIS_MODULE
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +146,7 @@ class E2ERun:
         self.stdout = proc.stdout
         self.stderr = proc.stderr
         self.results_dir = results_dir
-        self.e2e = sys.modules[__name__]  # the helpers, for code that only holds a run
+        self.e2e = _THIS_MODULE  # the helpers, for code that only holds a run
         try:
             self.doc = json.loads(proc.stdout)
         except ValueError:
