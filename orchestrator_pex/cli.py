@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -71,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return errors.EXIT_USAGE
     try:
         return importlib.import_module(args._module).main(args)
+    except BrokenPipeError:  # e.g. `orchestrator-pex runs show X | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return errors.EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - user errors may arrive wrapped in a nursery's exception group
         found = errors.find(exc)
         if found is None:
@@ -79,5 +86,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return found.exit_status
     except KeyboardInterrupt:
         return errors.EXIT_SIGINT
-    except BrokenPipeError:
-        return errors.EXIT_FAILED

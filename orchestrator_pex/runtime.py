@@ -149,7 +149,7 @@ async def _pump(stream, attempt: Attempt, write, stall_timeout, max_line, on_out
                     write(chunk)
                 except OSError as exc:  # disk full, I/O error: an instance that cannot be logged is stopped
                     attempt.error = f"cannot write its stdout log: {exc.strerror or exc}"
-                    attempt.stop("failed")
+                    attempt.stop("cancelled")  # the orchestrator's failure, not the agent's: resume reruns it
                     return
                 if skipping:
                     nl = chunk.find(b"\n")

@@ -263,6 +263,9 @@ class Scheduler:
                 self.stopped = "auth"
                 await self._emit({"event": "warning", "message": f"{name}: authentication failed (401): "
                                   "no further instances will be started"})
+        except trio.Cancelled:  # cancelled from outside the scheduler's own stops (e.g. the journal failed)
+            status = "cancelled"
+            raise
         finally:
             state.status = status
             state.record = results.instance_record(

@@ -50,7 +50,10 @@ def main(args: argparse.Namespace) -> int:
     if not isinstance(batch_path, str) or not batch_path:
         raise UsageError(f"{run_dir}: the journal does not name the run's batch file")
 
-    with lock.acquire(lock.lock_for_args(args, batch_path), args.wait_lock) as held:
+    from orchestrator_pex.commands.run import shard_lock_variant
+
+    variant = shard_lock_variant(state.run_meta.get("shard"))
+    with lock.acquire(lock.lock_for_args(args, batch_path, variant=variant), args.wait_lock) as held:
         # decide under the lock: a resume that finished meanwhile must not make us rerun its successes
         state, _ = journal.load_run(run_dir)
         from orchestrator_pex.commands.run import _shard_plan, check_policy, launch

@@ -104,6 +104,13 @@ def _shard_plan(plan, where, share_budget: bool):
     return attrs.evolve(plan, batch=batch, launches=launches), {"shard": {"index": index, "count": count}}
 
 
+def shard_lock_variant(shard) -> "str | None":
+    """Shards of one batch on one host lock separately: ``shard-I-of-N`` (None for an unsharded run)."""
+    if isinstance(shard, dict) and isinstance(shard.get("index"), int) and isinstance(shard.get("count"), int):
+        return f"shard-{shard['index']}-of-{shard['count']}"
+    return None
+
+
 def check_policy(plan, args) -> None:
     """Refuse a batch that violates the site policy in force (if any), listing every violation; exit 2."""
     from orchestrator_pex import policy
@@ -126,7 +133,8 @@ def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, ext
     options = dict(start_at=start_at, run_id=run_id, only=only, prior=prior, extra_sinks=extra_sinks, meta=meta)
     if held_lock is not None:
         return _launch_locked(plan, args, held_lock=held_lock, **options)
-    with lock.acquire(lock.lock_for_args(args, plan.batch.path), getattr(args, "wait_lock", None)) as held:
+    lock_path = lock.lock_for_args(args, plan.batch.path, variant=shard_lock_variant((meta or {}).get("shard")))
+    with lock.acquire(lock_path, getattr(args, "wait_lock", None)) as held:
         return _launch_locked(plan, args, held_lock=held, **options)
 
 
