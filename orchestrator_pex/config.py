@@ -81,29 +81,17 @@ class Defaults:
 
 
 @attrs.frozen
-class Instance:
-    """One agent run. Exactly one of ``prompt`` (Claude Code; a slash command is a prompt) or ``argv`` (any program)."""
+class Instance(Defaults):
+    """One agent run. Exactly one of ``prompt`` (Claude Code; a slash command is a prompt) or ``argv`` (any program).
 
-    name: Name
+    Every field of :class:`Defaults` is also an instance field (unset: inherited, see :func:`apply_defaults`).
+    """
+
+    name: Name = attrs.field(kw_only=True)
     prompt: Optional[Text] = None
     argv: Optional[StrList] = None
     session_id: Optional[Text] = None
     resume: Optional[Text] = None
-    description: Optional[Text] = None
-    model: Optional[Text] = None
-    permission_mode: Optional[PermissionMode] = None
-    allowed_tools: Optional[StrList] = None
-    disallowed_tools: Optional[StrList] = None
-    cwd: Optional[Text] = None
-    env: Optional[Dict[str, str]] = None
-    timeout: Optional[Seconds] = None
-    stall_timeout: Optional[Seconds] = None
-    max_turns: Optional[PositiveInt] = None
-    tags: Optional[StrList] = None
-    max_tokens: Optional[PositiveInt] = None
-    max_cost_usd: Optional[Dollars] = None
-    retries: Optional[Count] = None
-    append_system_prompt: Optional[Text] = None
 
 
 @attrs.frozen
