@@ -51,7 +51,7 @@ class Accounting:
     __slots__ = (
         "input", "output", "cache_creation", "cache_read", "tools", "model", "session_id", "num_turns",
         "result_text", "is_error", "api_error_status", "result_seen", "result_cost", "bad_lines", "api_retries",
-        "messages", "_recent", "agent_version",
+        "messages", "_recent", "agent_version", "_model_raw", "_names",
     )
 
     def __init__(self) -> None:
@@ -69,6 +69,8 @@ class Accounting:
         self.api_retries = 0
         self.messages = 0
         self._recent: list = []
+        self._model_raw = b""  # the model bytes last decoded (decode once per change, not per line)
+        self._names: Dict[bytes, str] = {}  # tool names decoded once
         self.agent_version: Optional[str] = None
 
     # -- reading ---------------------------------------------------------------------------------------------------
@@ -100,37 +102,41 @@ class Accounting:
         return True
 
     def _fast_assistant(self, line: bytes, head: "re.Match[bytes]") -> bool:
-        tools = line.count(_TOOL_USE)
-        tool = head.group(3)
-        if tools != (tool is not None):  # a tool_use block elsewhere, or several: let the JSON parser decide
+        message_id, model, tool = head.groups()
+        if line.count(_TOOL_USE) != (tool is not None):  # a tool_use block elsewhere, or several: parse fully
             return self._slow(line)
         at = line.rfind(_USAGE_KEY)
-        if line.find(_API_ERROR, at) >= 0 or head.group(2) == b"<synthetic>":  # error events: rare, parse fully
+        if line.find(_API_ERROR, at) >= 0 or model == b"<synthetic>":  # error events: rare, parse fully
             return self._slow(line)
-        message_id = head.group(1)
-        if message_id not in self._recent:
+        recent = self._recent
+        if message_id not in recent:
             usage = _USAGE_FLAT.match(line, at)
             if usage is not None:
-                counts = usage.groups()
+                i, o, cc, cr = usage.groups()
             else:
                 obj = _USAGE_OBJ.match(line, at)
                 if obj is None:
                     return self._slow(line)
                 u = json.loads(obj.group(1))
-                counts = (u.get("input_tokens"), u.get("output_tokens"), u.get("cache_creation_input_tokens"),
-                          u.get("cache_read_input_tokens"))
-            self._recent.append(message_id)
-            if len(self._recent) > _RECENT_IDS:
-                del self._recent[0]
+                i, o, cc, cr = (u.get("input_tokens"), u.get("output_tokens"), u.get("cache_creation_input_tokens"),
+                                u.get("cache_read_input_tokens"))
+            recent.append(message_id)
+            if len(recent) > _RECENT_IDS:
+                del recent[0]
             self.messages += 1
             if not self.result_seen:
-                self.input += int(counts[0] or 0)
-                self.output += int(counts[1] or 0)
-                self.cache_creation += int(counts[2] or 0)
-                self.cache_read += int(counts[3] or 0)
-            self.model = head.group(2).decode("utf-8", "replace")
+                self.input += int(i or 0)
+                self.output += int(o or 0)
+                self.cache_creation += int(cc or 0)
+                self.cache_read += int(cr or 0)
+            if model != self._model_raw:
+                self._model_raw = model
+                self.model = model.decode("utf-8", "replace")
         if tool is not None:
-            name = tool.decode("utf-8", "replace")
+            names = self._names
+            name = names.get(tool)
+            if name is None:
+                name = names[tool] = tool.decode("utf-8", "replace")
             self.tools[name] = self.tools.get(name, 0) + 1
         return True
 
