@@ -339,9 +339,9 @@ def protect(run_dir: str, lock_handle=None, grace: float = DEFAULT_GRACE):  # ty
     """Context manager for one session of a run (``run`` or ``resume``), entered *before* the scheduler is built:
 
     opens ``run_dir/journal.jsonl`` (the durable sink), starts the guardian (which keeps ``lock_handle``'s descriptor
-    so the batch stays locked until every process of a crashed session is dead) and, on exit, closes both. Errors of
-    the crash-safety layer raised inside trio arrive wrapped in exception groups; they are unwrapped on the way out so
-    the command line prints one line instead of a traceback.
+    so the batch stays locked until every process of a crashed session is dead) and, on exit, closes both.
+    Errors raised inside trio arrive wrapped in exception groups; the command line finds the user-facing one
+    (:func:`orchestrator_pex.errors.find`).
     """
     import contextlib
 
@@ -353,39 +353,10 @@ def protect(run_dir: str, lock_handle=None, grace: float = DEFAULT_GRACE):  # ty
         try:
             guard = start(grace=grace, keep_fds=(lock_handle.fd,) if lock_handle is not None else ())
             try:
-                with unwrap_errors():
-                    yield Protection(jr, guard)
+                yield Protection(jr, guard)
             finally:
                 guard.close()
         finally:
             jr.close()
-
-    return manager()
-
-
-def unwrap_errors():  # type: ignore[no-untyped-def]
-    """Re-raise the first :class:`~orchestrator_pex.errors.OrchestratorError` found in an exception group as itself."""
-    import contextlib
-
-    from orchestrator_pex.errors import OrchestratorError
-
-    def find(exc: BaseException):  # type: ignore[no-untyped-def]
-        if isinstance(exc, OrchestratorError):
-            return exc
-        for inner in getattr(exc, "exceptions", None) or ():
-            found = find(inner)
-            if found is not None:
-                return found
-        return None
-
-    @contextlib.contextmanager
-    def manager():  # type: ignore[no-untyped-def]
-        try:
-            yield
-        except BaseException as exc:
-            found = find(exc) if getattr(exc, "exceptions", None) else None
-            if found is not None:
-                raise found from None
-            raise
 
     return manager()
