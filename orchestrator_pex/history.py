@@ -20,17 +20,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from orchestrator_pex import journal
 from orchestrator_pex.errors import RunDirError, UsageError
+from orchestrator_pex.results import default_results_dir  # noqa: F401  (re-exported for the history commands)
 
 RESULTS_NAME = "results.json"
 
 
-def default_results_dir() -> str:
-    """The lead's ``results.default_results_dir()`` (env ORCHESTRATOR_PEX_RESULTS_DIR, else ./orchestrator-runs)."""
-    try:
-        from orchestrator_pex.results import default_results_dir as lead_default
-    except ImportError:
-        return os.environ.get("ORCHESTRATOR_PEX_RESULTS_DIR") or os.path.join(os.getcwd(), "orchestrator-runs")
-    return lead_default()
 
 
 def is_run_dir(path: str) -> bool:
