@@ -15,7 +15,7 @@ import os
 from typing import Dict, Iterable, Optional, Tuple
 
 BUSY_CPU = 0.25  # fraction of one CPU that makes a running instance count as busy
-SAMPLE_EVERY = 0.25  # seconds between CPU samples
+SAMPLE_EVERY = 0.1  # seconds between CPU samples
 PEAK_RSS = {"claude": 256 << 20, "generic": 64 << 20}  # estimated peak memory of one instance
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
