@@ -93,6 +93,22 @@ def instance_record(
     }
 
 
+def carry(record: Dict[str, Any], earlier: Dict[str, Any]) -> Dict[str, Any]:
+    """``record`` of an instance rerun by ``resume``, with what its earlier sessions spent added (never free)."""
+    out = dict(record)
+    out["tokens"] = {k: record["tokens"].get(k, 0) + earlier["tokens"].get(k, 0) for k in record["tokens"]}
+    tools = dict(earlier.get("tools") or {})
+    for tool, n in record["tools"].items():
+        tools[tool] = tools.get(tool, 0) + n
+    out["tools"] = dict(sorted(tools.items()))
+    out["cost_usd"] = round((record["cost_usd"] or 0.0) + (earlier.get("cost_usd") or 0.0), 6)
+    sources = {record.get("cost_source"), earlier.get("cost_source")} - {None}
+    out["cost_source"] = "estimate" if "estimate" in sources else "result" if sources else None
+    out["attempts"] = record["attempts"] + (earlier.get("attempts") or 0)
+    out["started_at"] = earlier.get("started_at") or record["started_at"]
+    return out
+
+
 def totals(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
     tokens = {k: 0 for k in (*TOKEN_KEYS, "total")}
     by_status = {s: 0 for s in STATUSES}

@@ -82,10 +82,15 @@ async def execute(
     only: Optional[Set[str]] = None,
     prior: Optional[Dict[str, Dict[str, Any]]] = None,
     meta: Optional[Dict[str, Any]] = None,
+    spent: Tuple[int, float] = (0, 0.0),
     **scheduler_options: Any,
 ) -> Tuple[Dict[str, Any], int]:
-    """Run ``plan`` (or only the instances named in ``only``; ``prior`` records stand for the others)."""
+    """Run ``plan`` (or only the instances named in ``only``; ``prior`` records stand for the others).
+
+    ``spent`` (tokens, dollars) is what earlier sessions of this run already used: it counts against the batch budget.
+    """
     scheduler = Scheduler(plan, run_dir, sinks=[console, *sinks], only=only, **scheduler_options)
+    scheduler.tokens, scheduler.cost = spent
     console.scheduler = scheduler
     started = time.time()
     run_meta: Dict[str, Any] = {

@@ -92,6 +92,7 @@ class Scheduler:
         on_spawn=None,
         on_exit=None,
         redactor=None,
+        carried: Optional[Dict[str, Dict[str, Any]]] = None,
     ) -> None:
         batch = plan.batch
         self.plan = plan
@@ -108,6 +109,7 @@ class Scheduler:
         self._on_spawn = on_spawn
         self._on_exit = on_exit
         self._redactor = redactor if redactor else None  # masks secret values in records and raw stdout logs
+        self.carried = carried or {}  # resume: earlier sessions' records of the instances rerun now
         self.env_base = dict(os.environ)
         self.states = [InstanceState(l) for l in plan.launches if only is None or l.name in only]
         self.running: Dict[str, InstanceState] = {}
@@ -151,6 +153,7 @@ class Scheduler:
     async def run(self) -> List[Dict[str, Any]]:
         """Run every instance (or record why not); return the records in batch order."""
         self.started_mono = trio.current_time()
+        self._check_batch_budget()  # a resumed run may already have spent it
         async with trio.open_nursery() as batch_nursery:
             if self.deadline is not None:
                 batch_nursery.start_soon(self._deadline_watch)
@@ -169,8 +172,9 @@ class Scheduler:
                        "auth": "not started: an earlier instance failed authentication (401)",
                        "deadline": "not started: the batch deadline passed",
                        "interrupted": "not started: the run was interrupted"}.get(self.stopped or "")
-                state.status = "not-started"
-                state.record = results.not_started(state.launch.name, why)
+                earlier = self.carried.get(state.launch.name)  # resumed, but not started again: nothing changed
+                state.status = earlier["status"] if earlier else "not-started"
+                state.record = earlier or results.not_started(state.launch.name, why)
                 await self._emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
         return [s.record for s in self.states]
 
@@ -272,6 +276,8 @@ class Scheduler:
                 name, status, state.attempts, stdout_log=stdout_log if state.attempts else None,
                 stderr_log=stderr_log if state.attempts else None,
             )
+            if name in self.carried:
+                state.record = results.carry(state.record, self.carried[name])
             if self._redactor is not None:
                 state.record = self._redactor.scrub_data(state.record)
             with trio.CancelScope(shield=True):
@@ -314,13 +320,18 @@ class Scheduler:
             elif "instance" not in state.warned:
                 state.warned.add("instance")
                 self._warn(f"{state.launch.name}: instance budget crossed: {over}")
+        self._check_batch_budget()
+
+    def _check_batch_budget(self) -> None:
+        """Enforce the batch budget against the ledger (block: stop everything; warn: say so once)."""
+        budget = self.budget
         over = None
         if budget.max_tokens is not None and self.tokens > budget.max_tokens:
             over = f"batch {self.tokens} tokens > budget.max_tokens {budget.max_tokens}"
         elif budget.max_cost_usd is not None and self.cost > budget.max_cost_usd:
             over = f"batch ${self.cost:.4f} > budget.max_cost_usd {budget.max_cost_usd:g}"
         if over and not self.budget_stopped and not self._batch_warned:
-            if block:
+            if budget.mode == "block":
                 self.budget_stopped = True
                 for s in list(self.running.values()):
                     if s.current is not None and s.current.exit_code is None:

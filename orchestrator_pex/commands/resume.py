@@ -90,9 +90,14 @@ def main(args: argparse.Namespace) -> int:
         check_policy(plan, args)
         print(f"orchestrator-pex: resuming {os.path.basename(run_dir)}: rerunning {len(rerun)} of {len(names)} "
               "instance(s)", file=sys.stderr)
-        prior = {r["name"]: r for r in history.all_records(run_dir, state) if r["name"] not in set(rerun)}
+        records = history.all_records(run_dir, state)
+        prior = {r["name"]: r for r in records if r["name"] not in set(rerun)}
+        # what the run already spent (reruns' earlier attempts included) counts against the batch budget
+        spent = (sum(r["tokens"]["total"] for r in records), sum(r["cost_usd"] or 0.0 for r in records))
         args.results_dir = os.path.dirname(run_dir)
+        carried = {r["name"]: r for r in records if r["name"] in set(rerun) and r.get("attempts")}
         return launch(plan, args, run_id=os.path.basename(run_dir), only=set(rerun), prior=prior, held_lock=held,
+                      spent=spent, carried=carried,
                       meta=meta)
 
 

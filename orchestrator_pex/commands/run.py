@@ -126,11 +126,12 @@ def check_policy(plan, args) -> None:
 
 
 def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, extra_sinks=(), held_lock=None,
-           meta=None) -> int:
+           meta=None, spent=(0, 0.0), carried=None) -> int:
     """Take the batch lock (unless the caller holds it: ``held_lock``), then :func:`_launch_locked`."""
     from orchestrator_pex import lock
 
-    options = dict(start_at=start_at, run_id=run_id, only=only, prior=prior, extra_sinks=extra_sinks, meta=meta)
+    options = dict(start_at=start_at, run_id=run_id, only=only, prior=prior, extra_sinks=extra_sinks, meta=meta,
+                   spent=spent, carried=carried)
     if held_lock is not None:
         return _launch_locked(plan, args, held_lock=held_lock, **options)
     lock_path = lock.lock_for_args(args, plan.batch.path, variant=shard_lock_variant((meta or {}).get("shard")))
@@ -138,7 +139,8 @@ def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, ext
         return _launch_locked(plan, args, held_lock=held, **options)
 
 
-def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, held_lock, meta) -> int:
+def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, held_lock, meta, spent,
+                   carried) -> int:
     """Preflight, then run ``plan`` under trio, journaled and guarded; print the results document with ``--json``."""
     import datetime
 
@@ -161,7 +163,8 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
         doc, status = trio.run(
             lambda: runner.execute(
                 plan, run_id=run_id, run_dir=run_dir, console=console, sinks=[*safe.sinks, *extra_sinks],
-                agent_version=agent_version, start_at=when, only=only, prior=prior, meta=meta,
+                agent_version=agent_version, start_at=when, only=only, prior=prior, meta=meta, spent=spent,
+                carried=carried,
                 concurrency=args.concurrency, stagger=getattr(args, "stagger", None),
                 deadline=getattr(args, "deadline", None), redactor=redactor, **safe.scheduler_options,
             )
