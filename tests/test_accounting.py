@@ -18,12 +18,12 @@ import pytest
 from orchestrator_pex.accounting import _ASSISTANT_HEAD, Accounting
 from orchestrator_pex.pricing import estimate_cost
 
-REFERENCE = Path("/work/shared/reference/claude-code-2.1.330")
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "claude-code-2.1.330"
 TRANSCRIPTS = sorted(REFERENCE.glob("*.jsonl"))
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "support" / "fake_claude"
 
-pytestmark = pytest.mark.skipif(not TRANSCRIPTS, reason="reference transcripts not available")
+assert TRANSCRIPTS, f"reference transcripts missing under {REFERENCE}"
 
 
 def lines_of(path: Path) -> list:

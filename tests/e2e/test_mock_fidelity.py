@@ -1,5 +1,5 @@
 """The mock API itself: its wire format (no CLI needed), and -- with the real CLI -- that the CLI's transcripts have
-the shape of the reference transcripts of Claude Code 2.1.330 (/work/shared/reference/claude-code-2.1.330), whose
+the shape of the reference transcripts of Claude Code 2.1.330 (tests/data/reference/claude-code-2.1.330, a copy of ../shared/reference), whose
 essentials are written out here so the test does not depend on that directory."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Point the CLI at it with ``ANTHROPIC_BASE_URL=<base_url>`` and ``ANTHROPIC_API_KEY=<anything>``.
 
-Behaviour (modelled on /work/shared/reference/claude-code-2.1.330/README.md):
+Behaviour (modelled on tests/data/reference/README.md):
 
 * Every model answer reports usage input 1200, cache creation 300, cache read 5000 (``message_start``).
 * Mode ``tool`` (default): an answer to a conversation holding fewer than N ``tool_result`` blocks (N = 1, or

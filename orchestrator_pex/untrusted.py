@@ -1,0 +1,59 @@
+"""Untrusted values: what an agent prints is data, and every value taken from it is checked here first.
+
+Every number or string that an agent's output contributes to a record, a ledger or a document passes through one of
+these functions before it is stored. Semantics:
+
+* :func:`count` accepts an ``int`` (not ``bool``) with ``0 <= value <= MAX_COUNT``; anything else (negative, float,
+  NaN, Infinity, string, huge) is ``None``: the caller treats the value as absent and never as zero spend that could
+  lower a total.
+* :func:`dollars` accepts a finite ``int``/``float`` (not ``bool``) with ``0 <= value <= MAX_DOLLARS``, as ``float``;
+  anything else is ``None``.
+* :func:`text` accepts a ``str`` and returns at most ``limit`` characters of it (longer text is cut and ends in
+  ``"…"``); anything else is ``None``.
+* :func:`name` is :func:`text` for identifiers that become dictionary keys or labels (tool and model names): at most
+  :data:`MAX_NAME` characters, control characters replaced by ``"?"``.
+
+The bounds are far above anything a real agent reports (a trillion tokens in one field, a million dollars in one
+event) and low enough that sums of them stay exact in a float and finite in JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+MAX_COUNT = 10**12  #: largest token count accepted from one field of one event
+MAX_DOLLARS = 1e6  #: largest cost in dollars accepted from one event
+MAX_NAME = 200  #: tool and model names are cut to this many characters
+MAX_TEXT = 64 * 1024  #: default cap for free text kept in a record (final result, error)
+
+
+def count(value: Any) -> Optional[int]:
+    """``value`` if it is a plausible token count, else ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
+        return value
+    return None
+
+
+def dollars(value: Any) -> Optional[float]:
+    """``value`` as a float if it is a plausible, finite, non-negative amount of money, else ``None``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and 0.0 <= number <= MAX_DOLLARS:
+            return number
+    return None
+
+
+def text(value: Any, limit: int = MAX_TEXT) -> Optional[str]:
+    """``value`` cut to ``limit`` characters if it is a string, else ``None``."""
+    if not isinstance(value, str):
+        return None
+    return value if len(value) <= limit else value[: max(0, limit - 1)] + "…"
+
+
+def name(value: Any) -> Optional[str]:
+    """A tool or model name fit to be a key or a label: cut to :data:`MAX_NAME`, control characters replaced."""
+    cut = text(value, MAX_NAME)
+    if cut is None:
+        return None
+    return "".join(c if c.isprintable() else "?" for c in cut)
