@@ -7,6 +7,10 @@ journal is the source of truth; ``results.json`` may be missing or stale after a
 Run status shown: the run's own final status once the journal records ``run_finished``; ``running`` while the
 orchestrator that wrote it is alive on this host; otherwise ``interrupted`` (``orchestrator-pex resume`` finishes it).
 ``prune`` never removes a ``running`` run.
+
+A live run's document tells the truth about it: an instance the journal saw start and not finish is ``running``
+(``retrying`` after an ``instance_retry``), one not started yet is ``pending``; only once the writer is gone are they
+``cancelled`` (interrupted) and ``not-started``. ``RUN_ID`` may be ``latest``: the newest run (by start time).
 """
 
 from __future__ import annotations
@@ -154,7 +158,12 @@ def list_runs(results_dir: str) -> List[Dict[str, Any]]:
 
 
 def find_run(results_dir: str, run_id: str) -> str:
-    """The run directory for ``run_id`` (an exact id, a unique prefix, or a path to a run directory)."""
+    """The run directory for ``run_id`` (an exact id, a unique prefix, ``latest``, or a path to a run directory)."""
+    if run_id == "latest" and not is_run_dir(os.path.join(results_dir, run_id)):
+        runs = [r for r in list_runs(results_dir) if r.get("status") != "unreadable"]
+        if not runs:
+            raise UsageError(f"no runs under {results_dir}")
+        return str(runs[-1]["path"])
     if os.sep in run_id or run_id.startswith("."):
         if is_run_dir(run_id):
             return os.path.abspath(run_id)
@@ -229,19 +238,36 @@ def interrupted_record(name: str, started: Dict[str, Any]) -> Dict[str, Any]:
     return record
 
 
+def live_record(name: str, status: str, started: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A record for an instance of a run that is still going: ``running``, ``retrying`` or ``pending``."""
+    from orchestrator_pex import results
+
+    record = results.not_started(name)
+    record.update(status=status)
+    if started:
+        record.update(started_at=started.get("at"), attempts=started.get("attempt") or 1)
+    return record
+
+
 def all_records(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
-    """One record per instance of the batch, in batch order: the journal's (a success is final), ``cancelled`` for
-    instances that were running when the orchestrator died, ``not-started`` for the rest."""
+    """One record per instance of the batch, in batch order: the journal's (a success is final); for instances
+    started and not finished, ``running``/``retrying`` while the run's orchestrator lives, else ``cancelled``; for the
+    rest ``pending`` while it lives, else ``not-started``."""
     from orchestrator_pex import results
 
     names = batch_instance_names(run_dir, state, doc)
     records = dict(state.records)
+    live = not state.finished and writer_alive(state.run_meta)
     for name, started in state.in_flight.items():
         if records.get(name, {}).get("status") != journal.SUCCEEDED:
-            records[name] = interrupted_record(name, started)
+            if live:
+                records[name] = live_record(name, "retrying" if name in state.retrying else "running", started)
+            else:
+                records[name] = interrupted_record(name, started)
     out = []
     for name in names:
-        record = records.pop(name, None) or results.not_started(name, "not started: the run ended before it")
+        record = records.pop(name, None) or (
+            live_record(name, "pending") if live else results.not_started(name, "not started: the run ended before it"))
         out.append(_complete(record))
     out.extend(_complete(r) for r in records.values())  # recorded but no longer in the batch copy
     return out

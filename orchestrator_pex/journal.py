@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from orchestrator_pex.errors import RunDirError
 
@@ -285,6 +285,7 @@ class RunState:
         self.records: Dict[str, Dict[str, Any]] = {}
         self.in_flight: Dict[str, Dict[str, Any]] = {}  #: name -> its last instance_started event, no finish since
         self.starts: Dict[str, int] = {}  #: name -> how many instance_started events
+        self.retrying: Set[str] = set()  #: in flight, waiting out a retry back-off (instance_retry since the start)
         self.sessions = 0  #: run_started events (1 + number of resumes)
         self.finished = False  #: the last session ended with run_finished
 
@@ -331,12 +332,18 @@ def replay_state(events: Iterable[Dict[str, Any]]) -> RunState:
             if isinstance(name, str):
                 state.in_flight[name] = event
                 state.starts[name] = state.starts.get(name, 0) + 1
+                state.retrying.discard(name)
+        elif kind == "instance_retry":
+            name = event.get("name")
+            if isinstance(name, str) and name in state.in_flight:
+                state.retrying.add(name)
         elif kind == "instance_finished":
             record = event.get("record")
             name = event.get("name") or (record.get("name") if isinstance(record, dict) else None)
             if not isinstance(name, str) or not isinstance(record, dict):
                 continue
             state.in_flight.pop(name, None)
+            state.retrying.discard(name)
             previous = state.records.get(name)
             if previous is not None and previous.get("status") == SUCCEEDED:
                 continue  # a recorded success is never overridden

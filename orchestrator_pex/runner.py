@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import trio
 
-from orchestrator_pex import errors, results
+from orchestrator_pex import errors, progress, results
 from orchestrator_pex.plan import Plan
 from orchestrator_pex.report import Console
 from orchestrator_pex.scheduler import Scheduler
@@ -30,13 +30,13 @@ class _Signals:
     received: Optional[int] = None
 
 
-def console_mode(json_logs: bool, stream=sys.stderr) -> str:
-    if json_logs:
+def console_mode(args: Any, stream=sys.stderr) -> str:
+    """The report form for ``run``/``resume``/``demo`` arguments: ``--json-logs`` is ``--progress json``."""
+    from orchestrator_pex.report import choose_mode
+
+    if getattr(args, "json_logs", False):
         return "json"
-    try:
-        return "tty" if stream.isatty() and os.environ.get("TERM", "dumb") != "dumb" else "lines"
-    except ValueError:
-        return "lines"
+    return choose_mode(getattr(args, "progress", None) or "auto", stream)
 
 
 def batch_copy_name(batch_path: str) -> str:
@@ -91,8 +91,8 @@ async def execute(
     """
     scheduler = Scheduler(plan, run_dir, sinks=[console, *sinks], only=only, **scheduler_options)
     scheduler.tokens, scheduler.cost = spent
-    console.scheduler = scheduler
     started = time.time()
+    console.view = lambda: progress.from_scheduler(scheduler, started)
     run_meta: Dict[str, Any] = {
         "run_id": run_id, "batch": plan.batch.path, "started_at": results.iso(started), "finished_at": None,
         "status": "running", "run_dir": run_dir, "orchestrator_version": version(),

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -102,7 +103,17 @@ def test_cli_runs_list_json_and_show(results_dir):
     out = subprocess.run([sys.executable, "-m", "orchestrator_pex", "runs", "list", "--json"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert [r["run_id"] for r in json.loads(out.stdout)] == ["20260101-old", "20260102-crashed", "20260103-live"]
+    # newest first
+    assert [r["run_id"] for r in json.loads(out.stdout)] == ["20260103-live", "20260102-crashed", "20260101-old"]
+    out = subprocess.run([sys.executable, "-m", "orchestrator_pex", "runs", "list", "--json", "--status", "failed"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert [r["run_id"] for r in json.loads(out.stdout)] == ["20260101-old"]
+    out = subprocess.run([sys.executable, "-m", "orchestrator_pex", "runs", "list", "--json", "--batch", "other"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert json.loads(out.stdout) == []
+    out = subprocess.run([sys.executable, "-m", "orchestrator_pex", "runs", "list", "--json", "--batch", "batch"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert len(json.loads(out.stdout)) == 3
     out = subprocess.run([sys.executable, "-m", "orchestrator_pex", "runs", "show", "20260101-old"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "failed" in out.stdout
@@ -117,3 +128,57 @@ def test_corrupt_run_is_listed_as_unreadable(tmp_path):
     (run_dir / "journal.jsonl").write_bytes(b"\x00garbage\n")
     runs = history.list_runs(str(tmp_path))
     assert runs[0]["status"] == "unreadable" and runs[0]["problems"]
+
+
+def test_show_latest_and_a_live_run_is_truthful(results_dir):
+    """A run whose orchestrator is alive: started instances are running, the others pending (never cancelled)."""
+    assert history.find_run(str(results_dir), "latest").endswith("20260103-live")
+    run_dir = os.path.join(str(results_dir), "20260103-live")
+    with open(os.path.join(run_dir, "batch.toml"), "w") as f:
+        f.write('[[instances]]\nname = "a"\nargv = ["true"]\n[[instances]]\nname = "b"\nargv = ["true"]\n'
+                '[[instances]]\nname = "c"\nargv = ["true"]\n')
+    with journal.Journal.open(run_dir) as j:
+        j.append_sync({"event": "instance_started", "name": "b", "attempt": 1, "at": "2026-01-03T00:00:01.000Z"})
+        j.append_sync({"event": "instance_retry", "name": "b", "attempt": 1, "api_error_status": 529, "delay_s": 1})
+    doc = history.document(run_dir)
+    assert doc["status"] == "running"
+    assert [(r["name"], r["status"]) for r in doc["instances"]] == [("a", "running"), ("b", "retrying"),
+                                                                    ("c", "pending")]
+    assert all("interrupted" not in (r["error"] or "") for r in doc["instances"])
+
+
+def test_show_of_a_dead_run_says_interrupted(results_dir):
+    doc = history.document(os.path.join(str(results_dir), "20260102-crashed"))
+    assert doc["status"] == "interrupted"
+    assert {r["name"]: r["status"] for r in doc["instances"]}["b"] == "cancelled"
+
+
+def test_runs_watch_follows_a_live_run_to_its_end(tmp_path, write_batch, make_cli_env):
+    """`runs watch latest` started beside a real run shows its progress and exits with the run's exit status."""
+    lines = ["concurrency = 2"]
+    for i in range(6):
+        lines += ["[[instances]]", f'name = "w{i}"', 'argv = ["sleep", "0.4"]']
+    lines += ["[[instances]]", 'name = "bad"', 'argv = ["false"]']
+    batch = write_batch("\n".join(lines) + "\n")
+    results = tmp_path / "r"
+    env = make_cli_env({"ORCHESTRATOR_PEX_RESULTS_DIR": str(results)})
+    run = subprocess.Popen([sys.executable, "-m", "orchestrator_pex", "run", str(batch), "--progress", "none"],
+                           env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(results.glob("*/journal.jsonl")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        watch = subprocess.run([sys.executable, "-m", "orchestrator_pex", "runs", "watch", "latest", "--progress",
+                                "json", "--interval", "0.1"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                               timeout=120)
+        assert run.wait(timeout=120) == 1
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert watch.returncode == 1, watch.stderr  # the run's own exit status: "bad" failed
+    events = [json.loads(line) for line in watch.stderr.splitlines() if line.startswith("{")]
+    assert events and all(e["event"] == "progress" and e["total"] == 7 for e in events)
+    assert events[-1]["done"] == 7
+    assert "Traceback" not in watch.stderr

@@ -112,8 +112,8 @@ def test_tty_draws_a_table_with_escape_codes(tmp_path, write_batch, make_cli_env
     assert code == 1
     text = tty.decode("utf-8", "replace")
     assert "\x1b[" in text
-    assert re.search(r"NAME\s+STATE\s+MODEL\s+TIME\s+TOKENS\s+CACHE\s+TOOLS\s+COST\s+BUDGET", text)
-    assert "summary: " in text
+    assert re.search(r"NAME\s+STATE\s+TIME\s+TOKENS\s+COST\s+MODEL\s+CACHE\s+TOOLS\s+ATT", text)
+    assert re.search(r"\[[#.]+\] \d/3 done · ", text)  # the header: progress bar, done/total
     assert json.loads(out)["status"] == "failed"  # stdout stays the clean document
     assert b"\x1b" not in out
 
@@ -176,10 +176,11 @@ def test_summary_table():
                                  "total": 33080}, "cost_usd": 0.0246, "tools": {"Bash": 4}}}
     rows = summary_table(doc).splitlines()
     assert rows[0].split() == ["NAME", "STATUS", "MODEL", "TIME", "TOKENS", "CACHE", "TOOLS", "COST", "SOURCE"]
-    assert rows[1].split() == ["alpha", "succeeded", "claude-sonnet-4-5", "1m15s", "1240", "15k", "2", "$0.0123",
+    # TOKENS is every token (input, output, cache), CACHE the cached part of it: the same words as the live view
+    assert rows[1].split() == ["alpha", "succeeded", "claude-sonnet-4-5", "1m15s", "17k", "15k", "2", "$0.0123",
                                "result"]
-    assert rows[2].split() == ["beta", "api-error", "(401)", "-", "1m15s", "1240", "15k", "2", "$0.0123", "-"]
-    assert rows[3].split() == ["TOTAL", "failed", "2480", "31k", "4", "$0.0246"]
+    assert rows[2].split() == ["beta", "api-error", "(401)", "-", "1m15s", "17k", "15k", "2", "$0.0123", "-"]
+    assert rows[3].split() == ["TOTAL", "failed", "33k", "31k", "4", "$0.0246"]
 
 
 @pytest.mark.parametrize("n, text", [(0, "0"), (9999, "9999"), (10_000, "10k"), (13_049, "13k"),
@@ -188,6 +189,7 @@ def test_fmt_tokens(n, text):
     assert fmt_tokens(n) == text
 
 
-@pytest.mark.parametrize("s, text", [(None, "-"), (0, "0s"), (59.9, "59s"), (60, "1m00s"), (3725, "62m05s")])
+@pytest.mark.parametrize("s, text", [(None, "-"), (0, "0s"), (59.9, "59s"), (60, "1m00s"), (3599, "59m59s"),
+                                     (3725, "1h02m")])
 def test_fmt_duration(s, text):
     assert fmt_duration(s) == text

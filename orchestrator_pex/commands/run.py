@@ -24,7 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``resume``."""
     p.add_argument("--json", action="store_true", help="print the results document on stdout (and nothing else)")
-    p.add_argument("--json-logs", action="store_true", help="log one JSON object per event on stderr")
+    p.add_argument("--progress", choices=("auto", "table", "lines", "json", "none"), default="auto",
+                   help="how progress shows on stderr: table (live view, redrawn in place), lines (timestamped), json "
+                        "(one object per event), none; auto: table on a terminal, lines otherwise")
+    p.add_argument("--json-logs", action="store_true", help="the same as --progress json")
     p.add_argument("--results-dir", metavar="DIR",
                    help="where run directories go (default: $ORCHESTRATOR_PEX_RESULTS_DIR or ./orchestrator-runs)")
     p.add_argument("--claude", metavar="PATH", help="Claude Code executable (default: batch `claude =`, else PATH)")
@@ -158,7 +161,7 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
     redactor = Redactor.from_env(None, *(l.env_add for l in plan.launches))
     run_id, run_dir, facts = runner.prepare_run_dir(results_dir, plan.batch.path, run_id, redactor)
     meta = {**facts, **(meta or {})}
-    console = report.Console(runner.console_mode(args.json_logs), scrub=redactor.scrub)
+    console = report.Console(runner.console_mode(args), scrub=redactor.scrub)
     with guardian.protect(run_dir, held_lock, grace=plan.batch.grace_period) as safe:  # journal + orphan guardian
         doc, status = trio.run(
             lambda: runner.execute(
@@ -169,7 +172,7 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
                 deadline=getattr(args, "deadline", None), redactor=redactor, **safe.scheduler_options,
             )
         )
-    if console.mode != "json":
+    if console.mode not in ("json", "none"):
         print(report.summary_table(doc), file=sys.stderr)
         print(f"results: {os.path.join(run_dir, 'results.json')}", file=sys.stderr)
     if args.json:

@@ -1,9 +1,13 @@
-"""``orchestrator-pex runs list|show|prune``: the history of runs under a results directory.
+"""``orchestrator-pex runs list|show|watch|prune``: the history of runs under a results directory.
 
-``runs list [--results-dir DIR] [--json]``   one line per run, oldest first (JSON: a list of summaries).
-``runs show RUN_ID [--json]``                a run's instances; RUN_ID may be a unique prefix or a run directory path.
-                                             ``--json`` prints the results document (rebuilt from the journal if
-                                             the run was interrupted).
+``runs list [--results-dir DIR] [--batch B] [--status S] [--json]``
+                                             one line per run, newest first (JSON: a list of summaries).
+``runs show RUN_ID [--json]``                a run's instances; RUN_ID may be a unique prefix, ``latest`` or a run
+                                             directory path. ``--json`` prints the results document (rebuilt from the
+                                             journal if the run is still going or was interrupted; a live run's
+                                             instances are ``running``/``retrying``/``pending``).
+``runs watch RUN_ID [--progress …]``         the live view of a run started elsewhere (cron, systemd), read only,
+                                             from its journal, until it ends; exits with the run's exit status.
 ``runs prune --keep N | --older-than DAYS [--dry-run] [--json]``
                                              delete old run directories; never a running one.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Optional
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,10 +27,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--results-dir", metavar="DIR",
                         help="where runs are kept (default: $ORCHESTRATOR_PEX_RESULTS_DIR or ./orchestrator-runs)")
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    sub.add_parser("list", parents=[common], help="list runs, oldest first", description="List runs, oldest first.")
+    listing = sub.add_parser("list", parents=[common], help="list runs, newest first",
+                             description="List runs, newest first.")
+    listing.add_argument("--batch", metavar="NAME",
+                         help="only runs of this batch (its file name, stem or path)")
+    listing.add_argument("--status", metavar="STATUS",
+                         help="only runs with this status (running, succeeded, failed, interrupted, ...)")
     show = sub.add_parser("show", parents=[common], help="show one run's instances",
                           description="Show one run's instances.")
-    show.add_argument("run_id", metavar="RUN_ID", help="run id, unique prefix of one, or a run directory path")
+    show.add_argument("run_id", metavar="RUN_ID", help="run id, unique prefix of one, latest, or a run directory path")
+    watch = sub.add_parser("watch", parents=[common], help="follow a running batch (read only)",
+                           description="Show the live view of a run started elsewhere, from its journal, until it "
+                                       "ends. Exits with the run's exit status (1 if it was interrupted).")
+    watch.add_argument("run_id", metavar="RUN_ID", help="run id, unique prefix of one, latest, or a run directory path")
+    watch.add_argument("--progress", choices=("auto", "table", "lines", "json"), default="auto",
+                       help="table (redrawn in place), lines, or json (a progress event per interval); "
+                            "auto: table on a terminal")
+    watch.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS",
+                       help="seconds between two looks at the journal (default 1)")
     prune = sub.add_parser("prune", parents=[common], help="delete old runs", description="Delete old runs.")
     which = prune.add_mutually_exclusive_group(required=True)
     which.add_argument("--keep", type=int, metavar="N", help="keep the N newest runs")
@@ -38,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
 
     results_dir = args.results_dir or history.default_results_dir()
     if args.runs_command == "list":
-        runs = history.list_runs(results_dir)
+        runs = [r for r in reversed(history.list_runs(results_dir)) if _matches(r, args.batch, args.status)]
         if args.json:
             _print_json(runs)
         else:
@@ -52,6 +71,10 @@ def main(args: argparse.Namespace) -> int:
         else:
             _print_show(doc, run_dir)
         return 0
+    if args.runs_command == "watch":
+        from orchestrator_pex import watch
+
+        return watch.watch(history.find_run(results_dir, args.run_id), args.progress, args.interval)
     removed, running = history.prune(results_dir, keep=args.keep, older_than_days=args.older_than,
                                      dry_run=args.dry_run)
     if args.json:
@@ -67,6 +90,28 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.05 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0.05 and 3600, got {text!r}")
+    return value
+
+
+def _matches(run: dict, batch: Optional[str], status: Optional[str]) -> bool:
+    if status is not None and run.get("status") != status:
+        return False
+    if batch is None:
+        return True
+    import os
+
+    path = str(run.get("batch") or "")
+    base = os.path.basename(path)
+    return batch in (path, base, os.path.splitext(base)[0])
+
+
 def _print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
@@ -79,8 +124,9 @@ def _print_list(runs: list, results_dir: str) -> None:
     for run in runs:
         ok = run.get("counts", {}).get("succeeded", 0)
         cost = run.get("cost_usd")
+        shown = f"{cost:.4f}" if isinstance(cost, (int, float)) else "-"
         print(f"{str(run['run_id']):<32} {str(run.get('status')):<12} {str(run.get('started_at') or '-'):<21} "
-              f"{run.get('instances', 0):>5} {ok:>5} {cost if cost is not None else '-':>9}  {run.get('batch') or '-'}")
+              f"{run.get('instances', 0):>5} {ok:>5} {shown:>9}  {run.get('batch') or '-'}")
         for problem in run.get("problems") or []:
             print(f"    ! {problem}", file=sys.stderr)
 
