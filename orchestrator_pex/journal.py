@@ -31,6 +31,7 @@ import threading
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from orchestrator_pex.errors import RunDirError
+from orchestrator_pex.results import SCHEMA_VERSION
 
 JOURNAL_NAME = "journal.jsonl"
 SUCCEEDED = "succeeded"
@@ -49,6 +50,8 @@ def encode(event: Dict[str, Any]) -> bytes:
     """One journal line: compact JSON, ASCII only (a line is never split inside a multi-byte character), newline."""
     if not isinstance(event, dict) or not isinstance(event.get("event"), str):
         raise ValueError("a journal event is a dict with a string 'event' key")
+    if "schema_version" not in event:
+        event = {"schema_version": SCHEMA_VERSION, **event}
     return json.dumps(event, separators=(",", ":"), ensure_ascii=True, default=str).encode("ascii") + b"\n"
 
 

@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from orchestrator_pex.progress import ACTIVE, Progress, Row
-from orchestrator_pex.results import iso
+from orchestrator_pex.results import SCHEMA_VERSION, iso
 
 PROGRESS_MODES = ("auto", "table", "lines", "json", "none")
 _CLEAR_LINE = "\x1b[2K"
@@ -201,7 +201,8 @@ class Console:
 
     async def emit(self, event: Dict[str, Any]) -> None:
         if self.mode == "json":
-            self._write(json.dumps({"ts": iso(time.time()), **event}, ensure_ascii=False) + "\n")
+            self._write(json.dumps({"schema_version": SCHEMA_VERSION, "ts": iso(time.time()), **event},
+                                   ensure_ascii=False) + "\n")
             return
         if self.mode == "none":
             return
@@ -218,7 +219,8 @@ class Console:
     def note(self, message: str) -> None:
         """A warning that is not an event of its own (budget crossed in warn mode, skipped lines...)."""
         if self.mode == "json":
-            self._write(json.dumps({"ts": iso(time.time()), "event": "warning", "message": self.scrub(message)},
+            self._write(json.dumps({"schema_version": SCHEMA_VERSION, "ts": iso(time.time()), "event": "warning",
+                                    "message": self.scrub(message)},
                                    ensure_ascii=False) + "\n")
         elif self.mode == "table":
             self._erase()
@@ -334,7 +336,7 @@ def progress_event(p: Progress, now: float) -> Dict[str, Any]:
     """The periodic ``progress`` event of ``--json-logs`` (and ``runs watch --json``)."""
     eta = p.eta(now)
     return {
-        "event": "progress", "done": p.done, "total": p.total, "by_state": p.counts(),
+        "schema_version": SCHEMA_VERSION, "event": "progress", "done": p.done, "total": p.total, "by_state": p.counts(),
         "running": sum(1 for r in p.rows if r.state in ACTIVE), "elapsed_s": round(now - p.started_at, 3),
         "eta_s": None if eta is None else round(eta, 3), "tokens": p.tokens, "cost_usd": round(p.cost_usd, 6),
         "budget": {"max_tokens": p.budget_tokens, "max_cost_usd": p.budget_cost_usd},

@@ -16,6 +16,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 STATUSES = ("succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started")
 TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read")
 ENV_RESULTS_DIR = "ORCHESTRATOR_PEX_RESULTS_DIR"
+#: version of the machine interfaces (results and merged documents, journal and --json-logs events): see schemas/
+SCHEMA_VERSION = 1
 
 
 def default_results_dir() -> str:
@@ -137,7 +139,8 @@ def run_status(records: Sequence[Dict[str, Any]], interrupted: bool = False, bud
 
 def build_document(run_meta: Dict[str, Any], records: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The results document: ``run_meta`` (run_id, batch, started_at, finished_at, status, ...) plus instances."""
-    doc = {k: run_meta.get(k) for k in ("run_id", "batch", "started_at", "finished_at", "status")}
+    doc: Dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    doc.update({k: run_meta.get(k) for k in ("run_id", "batch", "started_at", "finished_at", "status")})
     doc.update({k: v for k, v in run_meta.items() if k not in doc})
     doc["totals"] = totals(records)
     doc["instances"] = records

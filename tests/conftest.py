@@ -167,3 +167,78 @@ def kill_pids(pids: Sequence[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+# -- every document a test produces is strict JSON and matches its schema ------------------------------------------
+
+SCHEMAS = ROOT / "schemas"
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN and Infinity (Python's json accepts them; strict JSON does not)."""
+
+    def bad_constant(name: str):
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=bad_constant)
+
+
+def _validator(name: str):
+    import jsonschema
+
+    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def check_documents(base: Path) -> List[str]:
+    """Validate every results document and journal under ``base`` written by the orchestrator; return problems."""
+    problems: List[str] = []
+    validators: Dict[str, object] = {}
+
+    def validate(kind: str, value: object, where: str) -> None:
+        if kind not in validators:
+            validators[kind] = _validator(kind)
+        for error in validators[kind].iter_errors(value):  # type: ignore[attr-defined]
+            path = "/".join(str(p) for p in error.absolute_path)
+            problems.append(f"{where}: {path or '(top)'}: {error.message[:300]}")
+
+    for path in sorted(base.rglob("results.json")):
+        try:
+            doc = _strict_json(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        if isinstance(doc, dict) and "orchestrator_version" in doc:  # written by a run (not a test's own fixture)
+            validate("results", doc, str(path))
+    for path in sorted(base.rglob("journal.jsonl")):
+        lines = path.read_bytes().split(b"\n")
+        events = []
+        for number, line in enumerate(lines, 1):
+            if not line:
+                continue
+            try:
+                events.append((number, _strict_json(line.decode("utf-8"))))
+            except (ValueError, UnicodeDecodeError) as exc:
+                problems.append(f"{path}:{number}: {exc}")
+        if events and isinstance(events[0][1], dict) and "orchestrator_version" in events[0][1]:
+            for number, event in events:
+                validate("event", event, f"{path}:{number}")
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def _documents_are_valid(request):
+    """After each test that used ``tmp_path``: every results.json and journal.jsonl the orchestrator wrote there
+    parses as strict JSON and matches schemas/*.schema.json. Tests that damage documents on purpose are marked
+    ``@pytest.mark.damages_documents``."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is None or request.node.get_closest_marker("damages_documents"):
+        return
+    problems = check_documents(Path(tmp))
+    assert not problems, ("documents that are not strict JSON or do not match schemas/ (a new field needs the "
+                          "schema and the README updated):\n  " + "\n  ".join(problems[:20]))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "damages_documents: the test corrupts results or journals on purpose")

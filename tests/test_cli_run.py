@@ -236,7 +236,7 @@ def test_not_started_record_and_document_shape():
     rec = results.not_started("x", "why")
     doc = results.build_document({"run_id": "r", "batch": "b", "started_at": None, "finished_at": None,
                                   "status": "failed"}, [rec])
-    assert list(doc)[:5] == ["run_id", "batch", "started_at", "finished_at", "status"]
+    assert list(doc)[:6] == ["schema_version", "run_id", "batch", "started_at", "finished_at", "status"]
     assert json.loads(json.dumps(doc)) == doc
     assert doc["totals"]["by_status"]["not-started"] == 1
     assert INSTANCE_KEYS <= set(rec) and rec["attempts"] == 0 and rec["error"] == "why"

@@ -122,6 +122,7 @@ def test_cli_runs_list_json_and_show(results_dir):
     assert out.returncode == 2 and "no run" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.damages_documents
 def test_corrupt_run_is_listed_as_unreadable(tmp_path):
     run_dir = tmp_path / "bad"
     run_dir.mkdir()

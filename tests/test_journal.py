@@ -33,6 +33,7 @@ def test_append_sync_roundtrip(tmp_path):
               finished("a", "succeeded", cost_usd=0.1), {"event": "run_finished", "status": "succeeded"}]
     path = write_events(tmp_path, events)
     got, problems = journal.read_journal(path)
+    assert [e.pop("schema_version") for e in got] == [1] * len(events)  # every line says which schema it follows
     assert got[0].pop("orchestrator_pid") == os.getpid() and "host" in got[0]  # annotations for `runs list`
     got[0].pop("host")
     assert got == events and problems == []
@@ -74,6 +75,7 @@ async def test_emit_returns_only_after_line_is_on_disk(tmp_path):
     j.close()
 
 
+@pytest.mark.damages_documents
 def test_torn_last_line_is_reported_not_raised(tmp_path):
     path = write_events(tmp_path, [started(), finished("a", "succeeded")])
     with open(path, "ab") as f:
@@ -83,6 +85,7 @@ def test_torn_last_line_is_reported_not_raised(tmp_path):
     assert len(problems) == 1 and "torn last line" in problems[0]
 
 
+@pytest.mark.damages_documents
 def test_append_after_torn_line_does_not_merge_with_it(tmp_path):
     path = write_events(tmp_path, [started()])
     with open(path, "ab") as f:
@@ -93,6 +96,7 @@ def test_append_after_torn_line_does_not_merge_with_it(tmp_path):
     assert len(problems) == 1
 
 
+@pytest.mark.damages_documents
 def test_random_garbage_lines_duplicates_and_nul_bytes(tmp_path):
     path = write_events(tmp_path, [started(), finished("a", "succeeded"), finished("b", "failed")])
     with open(path, "rb") as f:
@@ -115,9 +119,10 @@ def test_repeated_warnings_are_not_duplicates(tmp_path):
     warning = {"event": "warning", "message": "batch budget crossed"}
     path = write_events(tmp_path, [started(), warning, warning])
     events, problems = journal.read_journal(path)
-    assert problems == [] and events.count(warning) == 2
+    assert problems == [] and events.count({"schema_version": 1, **warning}) == 2
 
 
+@pytest.mark.damages_documents
 def test_unrecoverable_journal_raises_rundirerror(tmp_path):
     path = os.path.join(str(tmp_path), journal.JOURNAL_NAME)
     with open(path, "wb") as f:

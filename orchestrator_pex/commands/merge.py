@@ -171,7 +171,9 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
             instances.append(inst)
 
     ordered = [docs[i] for i in order]
-    merged: Dict[str, Any] = {}
+    from orchestrator_pex.results import SCHEMA_VERSION
+
+    merged: Dict[str, Any] = {"schema_version": SCHEMA_VERSION}
     merged["run_id"] = f"merged-{ordered[0][1].get('run_id', 'run')}"
     merged["batch"] = copy.deepcopy(first["batch"])
     if key == "batch_sha256":
