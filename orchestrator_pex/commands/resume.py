@@ -156,6 +156,7 @@ def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-de
 
 
 def _nothing_to_do(run_dir: str, state, args) -> int:  # type: ignore[no-untyped-def]
+    from orchestrator_pex.errors import plural
     """Nothing to rerun: make sure results.json reflects the journal, report, exit 0."""
     from orchestrator_pex import history, results
 
@@ -174,7 +175,7 @@ def _nothing_to_do(run_dir: str, state, args) -> int:  # type: ignore[no-untyped
                 jr.append_sync({"event": "run_finished", "status": doc["status"], "finished_at": doc["finished_at"],
                                 "totals": doc["totals"], "note": "closed by resume: nothing to rerun"})
     left = [r["name"] for r in doc["instances"] if r["status"] != "succeeded"]
-    hint = f"; {len(left)} instance(s) did not succeed (rerun them with --rerun-failed)" if left else ""
+    hint = f"; {plural(len(left), 'instance')} did not succeed (rerun them with --rerun-failed)" if left else ""
     print(f"orchestrator-pex: nothing to resume in {run_dir}{hint}", file=sys.stderr)
     if args.json:
         _print_doc(doc)

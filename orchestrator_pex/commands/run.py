@@ -190,11 +190,12 @@ def _batch_relative(batch, path):
 
 
 def print_dry_run(plan, out) -> None:
+    from orchestrator_pex.errors import plural
     from orchestrator_pex.secrets import Redactor, redact_env
 
     scrub = Redactor.from_env(None, *(l.env_add for l in plan.launches)).scrub
 
-    print(f"# {plan.batch.path}: {len(plan.launches)} instances; nothing is started", file=out)
+    print(f"# {plan.batch.path}: {plural(len(plan.launches), 'instance')}; nothing is started", file=out)
     for launch in plan.launches:
         inst = launch.instance
         print(f"\n[{launch.name}] ({launch.kind})", file=out)
