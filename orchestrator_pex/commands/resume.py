@@ -43,6 +43,7 @@ def main(args: argparse.Namespace) -> int:
     if not os.path.isdir(run_dir):
         run_dir = history.find_run(args.results_dir or history.default_results_dir(), run_dir)
     run_dir = os.path.abspath(run_dir)
+    verify_run_dir(run_dir)
     state, problems = journal.load_run(run_dir)
     for problem in problems:
         print(f"orchestrator-pex: warning: {problem}", file=sys.stderr)
@@ -55,7 +56,9 @@ def main(args: argparse.Namespace) -> int:
     variant = shard_lock_variant(state.run_meta.get("shard"))
     with lock.acquire(lock.lock_for_args(args, batch_path, variant=variant), args.wait_lock) as held:
         # decide under the lock: a resume that finished meanwhile must not make us rerun its successes
+        verify_run_dir(run_dir)
         state, _ = journal.load_run(run_dir)
+        verify_logs(run_dir, state)
         from orchestrator_pex.commands.run import _shard_plan, check_policy, launch
         from orchestrator_pex.errors import RunDirError
         from orchestrator_pex.plan import make_plan
@@ -101,6 +104,38 @@ def main(args: argparse.Namespace) -> int:
                       meta=meta)
 
 
+def _refuse_untrusted(path: str, what: str, directory: bool = False) -> None:
+    """Exit 2 with one line unless ``path`` passes :func:`orchestrator_pex.lock.untrusted` (missing is fine)."""
+    from orchestrator_pex.errors import UsageError
+    from orchestrator_pex.lock import untrusted
+
+    try:
+        problem = untrusted(path, directory=directory)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        problem = f"cannot be examined: {exc.strerror or exc}"
+    if problem:
+        raise UsageError(f"{path}: refusing to resume: the {what} may have been written by another user: {problem}")
+
+
+def verify_run_dir(run_dir: str) -> None:
+    """Refuse (exit 2) a run directory, journal or results.json another local user could have written."""
+    from orchestrator_pex import journal
+
+    _refuse_untrusted(run_dir, "run directory", directory=True)
+    _refuse_untrusted(journal.journal_path(run_dir), "run journal")
+    _refuse_untrusted(os.path.join(run_dir, "results.json"), "results document")
+
+
+def verify_logs(run_dir: str, state) -> None:  # type: ignore[no-untyped-def]
+    """Refuse (exit 2) the raw stdout logs resume re-reads for interrupted attempts' spend, if untrusted."""
+    if state.unfinished:
+        _refuse_untrusted(os.path.join(run_dir, "logs"), "logs directory", directory=True)
+    for name in state.unfinished:
+        _refuse_untrusted(os.path.join(run_dir, "logs", f"{name}.stdout"), "raw stdout log")
+
+
 def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ignore[no-untyped-def]
     """Instance names (in batch order, the run's shard only) from a secret-masked batch copy; else raise ``error``."""
     from orchestrator_pex import config, history
@@ -124,7 +159,7 @@ def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-de
     import hashlib
 
     from orchestrator_pex import config
-    from orchestrator_pex.errors import RunDirError
+    from orchestrator_pex.errors import RunDirError, UsageError
 
     original = str(run_meta.get("batch") or "")
     if run_meta.get("batch_copy_masked"):
@@ -142,12 +177,17 @@ def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-de
     candidates = [os.path.join(run_dir, copy)] if isinstance(copy, str) and copy else []
     candidates += [os.path.join(run_dir, n) for n in ("batch.toml", "batch.json")]
     for path in candidates:
-        if os.path.isfile(path):
+        if os.path.lexists(path):
+            _refuse_untrusted(path, "batch copy")
             try:
                 with open(path, "rb") as f:
                     data = f.read()
             except OSError as exc:
                 raise RunDirError(f"{path}: cannot read the run's batch copy: {exc.strerror or exc}") from None
+            recorded = run_meta.get("batch_sha256")
+            if isinstance(recorded, str) and hashlib.sha256(data).hexdigest() != recorded:
+                raise UsageError(f"{path}: refusing to resume: the batch copy is not the batch the run started with "
+                                 "(its sha256 differs from the batch_sha256 the journal recorded)")
             # parse as if it were the original file: same relative paths, same label in messages
             suffix = os.path.splitext(path)[1]
             as_path = original if original.endswith(suffix) else os.path.splitext(original)[0] + suffix
