@@ -90,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
             return _nothing_to_do(run_dir, state, args)
         if batch_error is not None:
             raise batch_error
-        check_policy(plan, args)
+        plan = check_policy(plan, args)
         print(f"orchestrator-pex: resuming {os.path.basename(run_dir)}: rerunning {len(rerun)} of {len(names)} "
               "instance(s)", file=sys.stderr)
         records = history.all_records(run_dir, state)
