@@ -13,6 +13,17 @@ takes the same lock as a run of that batch (exit 75 if one is in progress), appe
 plus the reruns. Exit statuses are those of ``run``: 0 every instance of the batch succeeded, 1 some did not,
 3 a blocking budget stopped the resumed session, 130/143 interrupted again (resume again to continue).
 
+Trust. Resume reads only what it can verify (:func:`verify_run_dir`, :func:`verify_logs`,
+:func:`load_batch_copy`): the run directory, its journal, ``results.json``, the batch copy, ``logs/`` and the raw
+stdout logs it re-reads must each pass :func:`orchestrator_pex.lock.untrusted` (not a symlink, owned by this user or
+root, not group/world-writable), else one line and exit 2 before anything is read or started; the batch copy must
+hash to the ``batch_sha256`` the journal recorded at start. Everything that runs is derived from that verified
+batch (or, for a masked copy, from the original file with the same hash).
+
+Spend. Attempts the journal saw start but never end (the orchestrator was killed under them) keep what they spent:
+their tokens and cost are re-read from their part of the raw stdout log (:mod:`orchestrator_pex.recovery`), count
+against the batch budget, and are carried into the instance's next record, exactly once.
+
 RUN_DIR may also be a run id (or unique prefix) under ``--results-dir``.
 """
 
