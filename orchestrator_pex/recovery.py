@@ -93,10 +93,10 @@ def recover(run_dir: str, name: str, starts: Sequence[Dict[str, Any]],
     previous_end = 0
     offsets = [_offset(e) for e in starts]
     for i in range(len(starts)):
-        start = offsets[i] if offsets[i] is not None else previous_end
+        own = offsets[i]
+        start = min(own if own is not None else previous_end, size)
         later = [o for o in offsets[i + 1:] if o is not None]
         end = later[0] if later else None
-        start = min(start, size)
         try:
             attempts.append(read_attempt(path, start, end, number=i + 1))
         except OSError as exc:

@@ -33,6 +33,10 @@ import argparse
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator_pex import journal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,7 +143,7 @@ def verify_run_dir(run_dir: str) -> None:
     _refuse_untrusted(os.path.join(run_dir, "results.json"), "results document")
 
 
-def verify_logs(run_dir: str, state) -> None:  # type: ignore[no-untyped-def]
+def verify_logs(run_dir: str, state: journal.RunState) -> None:
     """Refuse (exit 2) the raw stdout logs resume re-reads for interrupted attempts' spend, if untrusted."""
     if state.unfinished:
         _refuse_untrusted(os.path.join(run_dir, "logs"), "logs directory", directory=True)
