@@ -58,11 +58,13 @@ def prepare_run_dir(
     try:
         with open(batch_path, "rb") as f:
             data = f.read()
-        os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
+        # never group/world-writable whatever the umask: resume refuses a run directory others could write
+        os.makedirs(run_dir, mode=0o755, exist_ok=True)
+        os.makedirs(os.path.join(run_dir, "logs"), mode=0o755, exist_ok=True)
         copy = redactor.scrub(data) if redactor else data
         path = os.path.join(run_dir, name)
         if not os.path.exists(path):
-            with open(path, "wb") as f:
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
                 f.write(copy)
     except OSError as exc:
         raise errors.UsageError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None

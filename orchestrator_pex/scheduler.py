@@ -233,8 +233,9 @@ class Scheduler:
                 attempt = Attempt(number)
                 state.attempts.append(attempt)
                 state.status = "running"
+                # where this attempt's output starts in the raw log: resume re-reads it if no end gets recorded
                 await self._emit({"event": "instance_started", "name": name, "attempt": number,
-                                  "at": results.iso(time.time())})
+                                  "at": results.iso(time.time()), "stdout_offset": _size(stdout_log)})
                 try:
                     await run_attempt(
                         attempt, launch.argv, env=env, cwd=launch.cwd, stdout_log=stdout_log, stderr_log=stderr_log,
@@ -347,3 +348,16 @@ class Scheduler:
             note = getattr(sink, "note", None)
             if note is not None:
                 note(message)
+
+
+def _size(path: str) -> int:
+    """The size of the raw log ``path`` in bytes, creating it (mode 0644 whatever the umask: resume refuses a log
+    other users could write) when it does not exist yet; 0 if it cannot be opened (the attempt then says why)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError:
+        return 0
+    try:
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)

@@ -13,6 +13,17 @@ takes the same lock as a run of that batch (exit 75 if one is in progress), appe
 plus the reruns. Exit statuses are those of ``run``: 0 every instance of the batch succeeded, 1 some did not,
 3 a blocking budget stopped the resumed session, 130/143 interrupted again (resume again to continue).
 
+Trust. Resume reads only what it can verify (:func:`verify_run_dir`, :func:`verify_logs`,
+:func:`load_batch_copy`): the run directory, its journal, ``results.json``, the batch copy, ``logs/`` and the raw
+stdout logs it re-reads must each pass :func:`orchestrator_pex.lock.untrusted` (not a symlink, owned by this user or
+root, not group/world-writable), else one line and exit 2 before anything is read or started; the batch copy must
+hash to the ``batch_sha256`` the journal recorded at start. Everything that runs is derived from that verified
+batch (or, for a masked copy, from the original file with the same hash).
+
+Spend. Attempts the journal saw start but never end (the orchestrator was killed under them) keep what they spent:
+their tokens and cost are re-read from their part of the raw stdout log (:mod:`orchestrator_pex.recovery`), count
+against the batch budget, and are carried into the instance's next record, exactly once.
+
 RUN_DIR may also be a run id (or unique prefix) under ``--results-dir``.
 """
 
@@ -22,6 +33,10 @@ import argparse
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator_pex import journal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +58,7 @@ def main(args: argparse.Namespace) -> int:
     if not os.path.isdir(run_dir):
         run_dir = history.find_run(args.results_dir or history.default_results_dir(), run_dir)
     run_dir = os.path.abspath(run_dir)
+    verify_run_dir(run_dir)
     state, problems = journal.load_run(run_dir)
     for problem in problems:
         print(f"orchestrator-pex: warning: {problem}", file=sys.stderr)
@@ -55,7 +71,9 @@ def main(args: argparse.Namespace) -> int:
     variant = shard_lock_variant(state.run_meta.get("shard"))
     with lock.acquire(lock.lock_for_args(args, batch_path, variant=variant), args.wait_lock) as held:
         # decide under the lock: a resume that finished meanwhile must not make us rerun its successes
+        verify_run_dir(run_dir)
         state, _ = journal.load_run(run_dir)
+        verify_logs(run_dir, state)
         from orchestrator_pex.commands.run import _shard_plan, check_policy, launch
         from orchestrator_pex.errors import RunDirError
         from orchestrator_pex.plan import make_plan
@@ -87,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
             return _nothing_to_do(run_dir, state, args)
         if batch_error is not None:
             raise batch_error
-        check_policy(plan, args)
+        plan = check_policy(plan, args)
         print(f"orchestrator-pex: resuming {os.path.basename(run_dir)}: rerunning {len(rerun)} of {len(names)} "
               "instance(s)", file=sys.stderr)
         records = history.all_records(run_dir, state)
@@ -99,6 +117,38 @@ def main(args: argparse.Namespace) -> int:
         return launch(plan, args, run_id=os.path.basename(run_dir), only=set(rerun), prior=prior, held_lock=held,
                       spent=spent, carried=carried,
                       meta=meta)
+
+
+def _refuse_untrusted(path: str, what: str, directory: bool = False) -> None:
+    """Exit 2 with one line unless ``path`` passes :func:`orchestrator_pex.lock.untrusted` (missing is fine)."""
+    from orchestrator_pex.errors import UsageError
+    from orchestrator_pex.lock import untrusted
+
+    try:
+        problem = untrusted(path, directory=directory)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        problem = f"cannot be examined: {exc.strerror or exc}"
+    if problem:
+        raise UsageError(f"{path}: refusing to resume: the {what} may have been written by another user: {problem}")
+
+
+def verify_run_dir(run_dir: str) -> None:
+    """Refuse (exit 2) a run directory, journal or results.json another local user could have written."""
+    from orchestrator_pex import journal
+
+    _refuse_untrusted(run_dir, "run directory", directory=True)
+    _refuse_untrusted(journal.journal_path(run_dir), "run journal")
+    _refuse_untrusted(os.path.join(run_dir, "results.json"), "results document")
+
+
+def verify_logs(run_dir: str, state: journal.RunState) -> None:
+    """Refuse (exit 2) the raw stdout logs resume re-reads for interrupted attempts' spend, if untrusted."""
+    if state.unfinished:
+        _refuse_untrusted(os.path.join(run_dir, "logs"), "logs directory", directory=True)
+    for name in state.unfinished:
+        _refuse_untrusted(os.path.join(run_dir, "logs", f"{name}.stdout"), "raw stdout log")
 
 
 def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ignore[no-untyped-def]
@@ -124,7 +174,7 @@ def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-de
     import hashlib
 
     from orchestrator_pex import config
-    from orchestrator_pex.errors import RunDirError
+    from orchestrator_pex.errors import RunDirError, UsageError
 
     original = str(run_meta.get("batch") or "")
     if run_meta.get("batch_copy_masked"):
@@ -142,12 +192,17 @@ def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-de
     candidates = [os.path.join(run_dir, copy)] if isinstance(copy, str) and copy else []
     candidates += [os.path.join(run_dir, n) for n in ("batch.toml", "batch.json")]
     for path in candidates:
-        if os.path.isfile(path):
+        if os.path.lexists(path):
+            _refuse_untrusted(path, "batch copy")
             try:
                 with open(path, "rb") as f:
                     data = f.read()
             except OSError as exc:
                 raise RunDirError(f"{path}: cannot read the run's batch copy: {exc.strerror or exc}") from None
+            recorded = run_meta.get("batch_sha256")
+            if isinstance(recorded, str) and hashlib.sha256(data).hexdigest() != recorded:
+                raise UsageError(f"{path}: refusing to resume: the batch copy is not the batch the run started with "
+                                 "(its sha256 differs from the batch_sha256 the journal recorded)")
             # parse as if it were the original file: same relative paths, same label in messages
             suffix = os.path.splitext(path)[1]
             as_path = original if original.endswith(suffix) else os.path.splitext(original)[0] + suffix

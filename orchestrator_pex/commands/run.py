@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
     shard = _shard(args)
     if shard is not None:
         plan, meta = _shard_plan(plan, shard, args.budget_share == "auto")
-    check_policy(plan, args)
+    plan = check_policy(plan, args)
     if args.dry_run:
         print_dry_run(plan, sys.stdout)
         return 0
@@ -114,18 +114,22 @@ def shard_lock_variant(shard) -> "str | None":
     return None
 
 
-def check_policy(plan, args) -> None:
-    """Refuse a batch that violates the site policy in force (if any), listing every violation; exit 2."""
+def check_policy(plan, args):
+    """Refuse a batch that violates the site policy in force (if any), listing every violation; exit 2.
+    Returns the plan to run: with the policy's ``forbidden_tools`` passed to Claude as ``--disallowedTools``."""
     from orchestrator_pex import policy
     from orchestrator_pex.errors import UsageError
+    from orchestrator_pex.plan import forbid_tools
 
     path = policy.policy_path(getattr(args, "policy", None))
     if path is None:
-        return
-    violations = policy.check(policy.load_policy(path), plan.batch, os.path.basename(plan.batch.path),
-                              concurrency=getattr(args, "concurrency", None))
+        return plan
+    rules = policy.load_policy(path)
+    violations = policy.check(rules, plan.batch, os.path.basename(plan.batch.path),
+                              concurrency=getattr(args, "concurrency", None), plan=plan)
     if violations:
         raise UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
+    return forbid_tools(plan, rules.forbidden_tools)
 
 
 def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, extra_sinks=(), held_lock=None,
