@@ -3,7 +3,8 @@
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``. Command modules
 import only the standard library at module level, so building the parser stays cheap; a command imports trio, attrs
 and cattrs when it runs. Every :class:`~orchestrator_pex.errors.OrchestratorError` becomes one line on stderr and its
-documented exit status, never a traceback.
+documented exit status, never a traceback. Any other exception (a bug) becomes one line starting
+``internal error:`` that names a saved traceback file, and exit 70 (:data:`~orchestrator_pex.errors.EXIT_SOFTWARE`).
 """
 
 from __future__ import annotations
@@ -32,12 +33,23 @@ COMMANDS = {
     "agent-sim": ("orchestrator_pex.agent_sim", None),
 }
 
+EXIT_STATUSES = """exit statuses:
+  0    every instance succeeded
+  1    at least one instance did not succeed
+  2    bad batch file, bad arguments, policy violation or failed preflight
+  3    a blocking budget stopped the batch
+  70   internal error (a bug): results so far written; one line names the saved traceback
+  75   another run of the same batch holds its lock
+  130  interrupted by SIGINT; 143 by SIGTERM"""
+
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s own arguments are built (importing one command module, not all)."""
     parser = argparse.ArgumentParser(
         prog="orchestrator-pex",
         description="Run batches of headless Claude Code instances in parallel with exact accounting and budgets.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"orchestrator-pex {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -81,8 +93,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - user errors may arrive wrapped in a nursery's exception group
         found = errors.find(exc)
         if found is None:
-            raise
+            return _internal_error(exc)
         print(f"orchestrator-pex: {found}", file=sys.stderr)
         return found.exit_status
     except KeyboardInterrupt:
         return errors.EXIT_SIGINT
+
+
+def _internal_error(exc: BaseException) -> int:
+    """The process's error boundary: a bug outside any run's own boundary is one line and exit 70, never a
+    traceback on stderr; the traceback is saved to a private file in the temporary directory, named in the line."""
+    from orchestrator_pex import internal_errors
+
+    path = internal_errors.save_anywhere(exc)
+    where = f"traceback saved to {path}" if path else "the traceback could not be saved"
+    print(f"orchestrator-pex: {internal_errors.PREFIX} {internal_errors.summary(exc)} ({where})", file=sys.stderr)
+    return errors.EXIT_SOFTWARE
