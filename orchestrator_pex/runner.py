@@ -171,7 +171,7 @@ async def _record_failure(
         message = redactor.scrub(message)
     run_meta["internal_error"] = {"error": message, "traceback": path}
     unrecorded = {s.launch.name for s in scheduler.states if s.record is None}
-    records = scheduler.records_so_far(f"not started: the orchestrator failed ({message})")
+    records = scheduler.records_so_far("not started: the orchestrator failed (see internal_error)")
     with trio.CancelScope(shield=True):
         for record in records:
             if record["name"] in unrecorded:

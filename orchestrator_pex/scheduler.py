@@ -81,6 +81,14 @@ def classify(launch: Launch, attempt: Attempt) -> str:
     return "succeeded" if attempt.exit_code == 0 else "failed"
 
 
+def _cancellation(exc: BaseException) -> bool:
+    """``trio.Cancelled``, or an exception group (from a nursery) holding only cancellations."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    inner = getattr(exc, "exceptions", None)
+    return bool(inner) and all(_cancellation(e) for e in inner)
+
+
 class Scheduler:
     """Runs one plan. ``sinks`` receive events (dicts) through ``await sink.emit(event)``, in order."""
 
@@ -275,16 +283,16 @@ class Scheduler:
                 self.stopped = "auth"
                 await self._emit({"event": "warning", "message": f"{name}: authentication failed (401): "
                                   "no further instances will be started"})
-        except trio.Cancelled:
-            # Cancelled from outside the scheduler's own stops (those end attempts through Attempt.stop): the
-            # orchestrator itself is failing (the journal cannot be written, an internal error at the top).
-            status = "cancelled"
-            error = "cancelled: the orchestrator stopped while this instance ran (resume reruns it)"
-            raise
-        except Exception as exc:  # the instance's error boundary: a bug ends this instance, never the batch
-            if errors.find(exc) is not None:
-                raise  # a user-facing error of the whole run (e.g. the journal cannot be written): the run reports it
-            status = "failed"
+        except BaseException as exc:  # noqa: BLE001 - the instance's error boundary
+            if _cancellation(exc):
+                # Cancelled from outside the scheduler's own stops (those end attempts through Attempt.stop): the
+                # orchestrator itself is failing (the journal cannot be written, an internal error at the top).
+                status = "cancelled"
+                error = "cancelled: the orchestrator stopped while this instance ran (resume reruns it)"
+                raise
+            if not isinstance(exc, Exception) or errors.find(exc) is not None:
+                raise  # KeyboardInterrupt, or a user-facing error of the whole run (the journal cannot be written)
+            status = "failed"  # a bug ends this instance, never the batch
             error = self._internal_error(name, exc)
         finally:
             state.status = status
