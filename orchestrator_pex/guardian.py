@@ -46,7 +46,7 @@ import secrets
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 MARKER_ENV = "ORCHESTRATOR_PEX_GUARD"
 DEFAULT_GRACE = 3.0
@@ -382,7 +382,7 @@ class Protection:
         if attempt.pid:
             self.guardian.unregister(attempt.pid)
 
-    async def watch(self, warn) -> None:  # type: ignore[no-untyped-def]
+    async def watch(self, warn: Callable[[str], None]) -> None:
         """Runner watcher: every :data:`WATCH_INTERVAL` seconds, replace the guardian if it died (``warn`` says so).
         If no new guardian can be started, raise :class:`GuardianLost`: the run's error boundary then stops the
         batch (instances ended, results written, exit 70)."""

@@ -85,7 +85,7 @@ def _cancellation(exc: BaseException) -> bool:
     """``trio.Cancelled``, or an exception group (from a nursery) holding only cancellations."""
     if isinstance(exc, trio.Cancelled):
         return True
-    inner = getattr(exc, "exceptions", None)
+    inner = getattr(exc, "exceptions", None) or ()
     return bool(inner) and all(_cancellation(e) for e in inner)
 
 

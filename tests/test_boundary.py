@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator_pex import guardian, internal_errors, lock
-from orchestrator_pex.scheduler import Scheduler
 from orchestrator_pex.config import parse_batch
 from orchestrator_pex.plan import make_plan
+from orchestrator_pex.scheduler import Scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = json.dumps(sys.executable)
@@ -351,7 +351,7 @@ def test_no_instance_outlives_the_run_in_any_order_of_kills(tmp_path, order):
     batch = "grace_period = 1\n" + "".join(instance(f"i{n}", 'IGNORE_TERM = "1"') for n in range(3))
     b = Env(tmp_path, batch)
     stderr = open(tmp_path / "stderr", "w")
-    proc = subprocess.Popen(["python" if False else sys.executable, "-m", "orchestrator_pex", "run", str(b.batch),
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator_pex", "run", str(b.batch),
                              "--results-dir", str(b.results)], env=b.env(HOLD="600"), cwd=tmp_path,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
