@@ -23,10 +23,12 @@ from orchestrator_pex import guardian, internal_errors, lock
 from orchestrator_pex.config import parse_batch
 from orchestrator_pex.plan import make_plan
 from orchestrator_pex.scheduler import Scheduler
+from orchestrator_pex.secrets import Redactor
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = json.dumps(sys.executable)
 GONE_TIMEOUT = 30.0
+SECRET = "hunter2-not-for-logs-5b1e"
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="process scans need Linux /proc")
 
@@ -206,7 +208,7 @@ async def test_instance_internal_error_ends_only_that_instance(tmp_path, monkeyp
 
     def faulty(self, state, attempt):
         if state.launch.name == "bad":
-            raise RuntimeError("injected accounting failure")
+            raise RuntimeError(f"injected accounting failure near {SECRET}")
         return original(self, state, attempt)
 
     monkeypatch.setattr(Scheduler, "_account", faulty)
@@ -219,7 +221,8 @@ async def test_instance_internal_error_ends_only_that_instance(tmp_path, monkeyp
             self.events.append(json.dumps(event, allow_nan=False))  # strict JSON, as the journal writes it
 
     sink = Sink()
-    records = await Scheduler(plan, str(run_dir), sinks=[sink]).run()
+    redactor = Redactor.from_env({}, {"API_TOKEN": SECRET})
+    records = await Scheduler(plan, str(run_dir), sinks=[sink], redactor=redactor).run()
     by_name = {r["name"]: r for r in records}
     assert by_name["good0"]["status"] == by_name["good1"]["status"] == "succeeded"
     bad = by_name["bad"]
@@ -230,6 +233,7 @@ async def test_instance_internal_error_ends_only_that_instance(tmp_path, monkeyp
     saved = run_dir / "internal-errors" / "bad.txt"
     assert "Traceback" in saved.read_text() and "injected accounting failure" in saved.read_text()
     assert os.stat(saved).st_mode & 0o077 == 0
+    assert SECRET not in saved.read_text() and SECRET not in json.dumps(records)  # secrets never reach them
     finished = [json.loads(e)["name"] for e in sink.events if json.loads(e)["event"] == "instance_finished"]
     assert sorted(finished) == ["bad", "good0", "good1"]
     assert internal_errors.is_internal(bad)
