@@ -151,10 +151,16 @@ async def execute(
     results.write_atomic(os.path.join(run_dir, "results.json"), doc)
     finished = {"event": "run_finished", "status": status, "exit_status": exit_status,
                 "finished_at": run_meta["finished_at"], "totals": doc["totals"]}
-    if failure is not None:
-        finished["internal_error"] = run_meta["internal_error"]
     with trio.CancelScope(shield=True):
-        await scheduler._emit(finished)
+        if failure is None:
+            await scheduler._emit(finished)
+        else:  # the failing part may be a sink: every other sink (the journal) still gets the run's end
+            finished["internal_error"] = run_meta["internal_error"]
+            for sink in scheduler.sinks:
+                try:
+                    await sink.emit(finished)
+                except Exception:  # noqa: BLE001 - already failing; results.json holds the same facts
+                    pass
     console.close()
     return doc, exit_status
 
@@ -173,12 +179,13 @@ async def _record_failure(
     unrecorded = {s.launch.name for s in scheduler.states if s.record is None}
     records = scheduler.records_so_far("not started: the orchestrator failed (see internal_error)")
     with trio.CancelScope(shield=True):
-        for record in records:
-            if record["name"] in unrecorded:
-                try:
-                    await scheduler._emit({"event": "instance_finished", "name": record["name"], "record": record})
-                except Exception:  # noqa: BLE001 - best effort: a record missing from the journal is rerun anyway
-                    break
+        for sink in scheduler.sinks:
+            try:
+                for record in records:
+                    if record["name"] in unrecorded:
+                        await sink.emit({"event": "instance_finished", "name": record["name"], "record": record})
+            except Exception:  # noqa: BLE001 - best effort: a record missing from the journal is rerun anyway
+                continue
     return records
 
 

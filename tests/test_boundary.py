@@ -56,6 +56,12 @@ elif mode == "run":  # the launcher raises once two instances run and have print
             raise RuntimeError("injected failure at the top")
         return await original(self, state)
     scheduler.Scheduler._admit = _admit
+elif mode == "console":  # the console sink fails on every event after run_started
+    from orchestrator_pex import report
+    async def emit(self, event):
+        if event.get("event") != "run_started":
+            raise RuntimeError("injected console failure")
+    report.Console.emit = emit
 sys.exit(cli.main(sys.argv[1:]))
 '''
 
@@ -294,6 +300,21 @@ def test_run_internal_error_writes_results_and_journal_end_exits_70_and_resume_r
     assert again.returncode == 0, again.stderr
     assert {r["status"] for r in read_results(run_dir)["instances"]} == {"succeeded"}
     read_journal(run_dir)
+
+
+def test_failing_sink_still_gets_the_journal_its_end(tmp_path):
+    b = Env(tmp_path, "grace_period = 0.5\n" + "".join(instance(f"i{n}") for n in range(2)))
+    res = b.run("run", str(b.batch), "--results-dir", str(b.results), INJECT="console", HOLD="600")
+    assert res.returncode == 70, res.stderr
+    assert "Traceback" not in res.stderr and "RuntimeError: injected console failure" in res.stderr
+    run_dir = b.run_dir()
+    doc = read_results(run_dir)
+    assert doc["exit_status"] == 70 and "injected console failure" in doc["internal_error"]["error"]
+    events = read_journal(run_dir)
+    assert events[-1]["event"] == "run_finished" and events[-1]["exit_status"] == 70
+    b.assert_all_gone()
+    dry = b.run("resume", str(run_dir), "--dry-run")
+    assert dry.stdout.split() == ["i0", "i1"], dry.stderr
 
 
 def test_unexpected_error_outside_a_run_is_one_line_and_exit_70(tmp_path, monkeypatch, capsys):
