@@ -4,8 +4,8 @@ What is rerun. The run's journal (``RUN_DIR/journal.jsonl``) is replayed; an ins
 ``succeeded`` is never started again. By default resume reruns instances that never got to finish on their own:
 ``not-started``, ``cancelled``, ``timed-out``, ``stalled``, and instances the journal saw start but never finish
 (the orchestrator died under them), and ``failed`` ones whose ``error`` starts with ``internal error:`` (ended by
-the orchestrator's own bug, see :mod:`orchestrator_pex.internal_errors`). ``--rerun-failed`` also reruns ``failed``, ``api-error`` and ``budget-stopped``
-ones. Resuming a run with nothing to rerun does nothing and exits 0.
+the orchestrator's own bug, see :mod:`orchestrator_pex.internal_errors`). ``--rerun-failed`` also reruns
+``failed``, ``api-error`` and ``budget-stopped`` ones. Resuming a run with nothing to rerun does nothing and exits 0.
 
 How. The batch is read from the run's verbatim copy (``batch.toml``/``batch.json`` in the run directory), resolved
 against the original batch file's folder, so the rerun uses exactly the definitions of the first run. The resume
