@@ -268,6 +268,27 @@ def test_instance_internal_error_through_the_cli_and_default_resume_reruns_it(tm
     b.assert_all_gone()
 
 
+def test_deeply_nested_output_never_ends_the_batch(tmp_path, fake_claude):
+    """The issue's worst case: one line of nested JSON from one instance must not end the whole batch."""
+    nested = ("import sys; sys.stdout.write('[' * 200000 + ']' * 200000 + '\\n'); "
+              "sys.stdout.write('{\"a\":' * 100000 + '1' + '}' * 100000 + '\\n')")
+    batch = ("grace_period = 0.5\n"
+             f'[[instances]]\nname = "hostile"\nargv = [{PY}, "-c", {json.dumps(nested)}]\n'
+             + instance("good", 'HOLD = "0.2"'))
+    b = Env(tmp_path, batch)
+    res = b.run("run", str(b.batch), "--results-dir", str(b.results), INJECT="none")
+    assert res.returncode in (0, 1), res.stderr  # never 70: the run itself did not fail
+    assert "Traceback" not in res.stderr
+    doc = read_results(b.run_dir())
+    statuses = {r["name"]: r["status"] for r in doc["instances"]}
+    assert statuses["good"] == "succeeded"
+    hostile = doc["instances"][0]
+    # either the reader skips the line, or (should it ever raise) the instance's boundary ends only this instance
+    assert hostile["status"] == "succeeded" or hostile["error"].startswith("internal error:"), hostile
+    assert read_journal(b.run_dir())[-1]["event"] == "run_finished"
+    b.assert_all_gone()
+
+
 # -- one boundary for the run ------------------------------------------------------------------------------------------
 
 
