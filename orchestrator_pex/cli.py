@@ -3,7 +3,8 @@
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``. Command modules
 import only the standard library at module level, so building the parser stays cheap; a command imports trio, attrs
 and cattrs when it runs. Every :class:`~orchestrator_pex.errors.OrchestratorError` becomes one line on stderr and its
-documented exit status, never a traceback.
+documented exit status, never a traceback. Any other exception (a bug) becomes one line starting
+``internal error:`` that names a saved traceback file, and exit 70 (:data:`~orchestrator_pex.errors.EXIT_SOFTWARE`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ COMMANDS = {
     "runs": ("orchestrator_pex.commands.runs", "list, show and prune past runs"),
     "agent-sim": ("orchestrator_pex.agent_sim", None),
 }
-
 
 #: commands that run a batch: their --help lists the exit statuses
 _RUNS_BATCHES = ("run", "resume", "demo")
@@ -134,8 +134,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - user errors may arrive wrapped in a nursery's exception group
         found = errors.find(exc)
         if found is None:
-            raise
+            return _internal_error(exc)
         print(f"orchestrator-pex: {found}", file=sys.stderr)
         return found.exit_status
     except KeyboardInterrupt:
         return errors.EXIT_SIGINT
+
+
+def _internal_error(exc: BaseException) -> int:
+    """The process's error boundary: a bug outside any run's own boundary is one line and exit 70, never a
+    traceback on stderr; the traceback is saved to a private file in the temporary directory, named in the line."""
+    from orchestrator_pex import internal_errors
+
+    path = internal_errors.save_anywhere(exc)
+    where = f"traceback saved to {path}" if path else "the traceback could not be saved"
+    print(f"orchestrator-pex: {internal_errors.PREFIX} {internal_errors.summary(exc)} ({where})", file=sys.stderr)
+    return errors.EXIT_SOFTWARE

@@ -9,6 +9,7 @@ EXIT_OK = 0  #: every instance succeeded
 EXIT_FAILED = 1  #: at least one instance did not succeed
 EXIT_USAGE = 2  #: bad batch file, bad arguments, failed preflight
 EXIT_BUDGET = 3  #: a blocking budget stopped the batch
+EXIT_SOFTWARE = 70  #: the orchestrator's own bug (EX_SOFTWARE): one line names the saved traceback
 EXIT_LOCKED = 75  #: another run of the same batch holds the lock (EX_TEMPFAIL)
 EXIT_SIGINT = 130  #: interrupted by SIGINT
 EXIT_SIGTERM = 143  #: interrupted by SIGTERM
@@ -19,6 +20,7 @@ EXIT_STATUSES = (
     (EXIT_FAILED, "at least one instance did not succeed"),
     (EXIT_USAGE, "bad batch file, bad arguments, site-policy violation or failed preflight; nothing was started"),
     (EXIT_BUDGET, "the batch's blocking [budget] stopped the batch"),
+    (EXIT_SOFTWARE, "internal error (a bug): results so far written; one line names the saved traceback"),
     (EXIT_LOCKED, "another run of the same batch holds its lock; nothing was touched"),
     (EXIT_SIGINT, "interrupted by SIGINT; every child ended, results so far written"),
     (EXIT_SIGTERM, "interrupted by SIGTERM; every child ended, results so far written"),

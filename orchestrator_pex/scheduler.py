@@ -10,6 +10,13 @@ authentication (401), when the batch deadline passes, or on :meth:`Scheduler.int
 interrupt also stop the running instances (``budget-stopped``, ``timed-out``, ``cancelled``): their process groups
 get SIGTERM, then SIGKILL after the grace period. Whatever ends the batch, every instance gets exactly one record and
 every sink receives ``instance_finished`` for it before :meth:`run` returns.
+
+Error boundary. An unexpected exception inside one instance's task (its runtime, accounting, a hook, anything but a
+user-facing :class:`~orchestrator_pex.errors.OrchestratorError` or trio's cancellation) ends that instance only: its
+process group is ended by the runtime, it is recorded ``failed`` with an ``error`` starting ``internal error:``
+(:mod:`orchestrator_pex.internal_errors`), the traceback is saved as ``<run_dir>/internal-errors/NAME.txt``, and the
+batch goes on. An instance whose task is cancelled from outside the scheduler's own stops (the orchestrator itself
+is failing) is recorded ``cancelled``, which ``resume`` reruns by default.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set
 
 import trio
 
-from orchestrator_pex import results
+from orchestrator_pex import errors, internal_errors, results
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
@@ -72,6 +79,14 @@ def classify(launch: Launch, attempt: Attempt) -> str:
             attempt.error = "exited 0 without a result event"
             return "failed"
     return "succeeded" if attempt.exit_code == 0 else "failed"
+
+
+def _cancellation(exc: BaseException) -> bool:
+    """``trio.Cancelled``, or an exception group (from a nursery) holding only cancellations."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    inner = getattr(exc, "exceptions", None) or ()
+    return bool(inner) and all(_cancellation(e) for e in inner)
 
 
 class Scheduler:
@@ -228,6 +243,7 @@ class Scheduler:
         stderr_log = os.path.join(logs, f"{name}.stderr")
         env = {**self.env_base, **launch.env_add}
         status = "failed"
+        error: Optional[str] = None  # set by the boundaries below; else the last attempt's error
         try:
             for number in range(1, (inst.retries or 0) + 2):
                 attempt = Attempt(number)
@@ -268,14 +284,22 @@ class Scheduler:
                 self.stopped = "auth"
                 await self._emit({"event": "warning", "message": f"{name}: authentication failed (401): "
                                   "no further instances will be started"})
-        except trio.Cancelled:  # cancelled from outside the scheduler's own stops (e.g. the journal failed)
-            status = "cancelled"
-            raise
+        except BaseException as exc:  # noqa: BLE001 - the instance's error boundary
+            if _cancellation(exc):
+                # Cancelled from outside the scheduler's own stops (those end attempts through Attempt.stop): the
+                # orchestrator itself is failing (the journal cannot be written, an internal error at the top).
+                status = "cancelled"
+                error = "cancelled: the orchestrator stopped while this instance ran (resume reruns it)"
+                raise
+            if not isinstance(exc, Exception) or errors.find(exc) is not None:
+                raise  # KeyboardInterrupt, or a user-facing error of the whole run (the journal cannot be written)
+            status = "failed"  # a bug ends this instance, never the batch
+            error = self._internal_error(name, exc)
         finally:
             state.status = status
             state.record = results.instance_record(
                 name, status, state.attempts, stdout_log=stdout_log if state.attempts else None,
-                stderr_log=stderr_log if state.attempts else None,
+                stderr_log=stderr_log if state.attempts else None, error=error,
             )
             if name in self.carried:
                 state.record = results.carry(state.record, self.carried[name])
@@ -285,6 +309,24 @@ class Scheduler:
                 await self._emit({"event": "instance_finished", "name": name, "record": state.record})
             del self.running[name]
             self._wake()
+
+    def _internal_error(self, name: str, exc: BaseException) -> str:
+        """Save ``exc``'s traceback under the run directory; the record's ``error`` (``internal error: ...``)."""
+        scrub = self._redactor.scrub if self._redactor is not None else None
+        path = internal_errors.save(self.run_dir, name, exc, scrub)
+        where = f"traceback in {os.path.relpath(path, self.run_dir)}" if path else "the traceback could not be saved"
+        message = f"{internal_errors.PREFIX} {internal_errors.summary(exc)} ({where})"
+        self._warn(f"{name}: {message}")
+        return message
+
+    def records_so_far(self, why: str) -> List[Dict[str, Any]]:
+        """Every instance's record as things stand (run boundary: the batch did not end normally). An instance
+        without a record yet is its earlier session's record (resume) or ``not-started`` with ``why``."""
+        out = []
+        for state in self.states:
+            record = state.record or self.carried.get(state.launch.name) or results.not_started(state.launch.name, why)
+            out.append(record)
+        return out
 
     async def _backoff(self, state: InstanceState, number: int, api_status: int) -> bool:
         """Sleep before retrying a transient API error; False if the batch stopped meanwhile."""

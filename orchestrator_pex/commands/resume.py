@@ -3,8 +3,9 @@
 What is rerun. The run's journal (``RUN_DIR/journal.jsonl``) is replayed; an instance the journal records as
 ``succeeded`` is never started again. By default resume reruns instances that never got to finish on their own:
 ``not-started``, ``cancelled``, ``timed-out``, ``stalled``, and instances the journal saw start but never finish
-(the orchestrator died under them). ``--rerun-failed`` also reruns ``failed``, ``api-error`` and ``budget-stopped``
-ones. Resuming a run with nothing to rerun does nothing and exits 0.
+(the orchestrator died under them), and ``failed`` ones whose ``error`` starts with ``internal error:`` (ended by
+the orchestrator's own bug, see :mod:`orchestrator_pex.internal_errors`). ``--rerun-failed`` also reruns
+``failed``, ``api-error`` and ``budget-stopped`` ones. Resuming a run with nothing to rerun does nothing and exits 0.
 
 How. The batch is read from the run's verbatim copy (``batch.toml``/``batch.json`` in the run directory), resolved
 against the original batch file's folder, so the rerun uses exactly the definitions of the first run. The resume
@@ -51,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orchestrator_pex import history, journal, lock
+    from orchestrator_pex import history, internal_errors, journal, lock
     from orchestrator_pex.errors import UsageError
 
     run_dir = args.run_dir
@@ -97,6 +98,9 @@ def main(args: argparse.Namespace) -> int:
         else:
             names = _names_from_masked_copy(run_dir, state, batch_error)
         rerun = state.to_rerun(names, rerun_failed=args.rerun_failed)
+        # ended by the orchestrator's own bug (error "internal error: ..."), not on their own: rerun by default too
+        chosen = set(rerun)
+        rerun = [n for n in names if n in chosen or internal_errors.is_internal(state.records.get(n))]
         if args.dry_run:
             for name in rerun:
                 print(name)

@@ -173,7 +173,8 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
                 agent_version=agent_version, start_at=when, only=only, prior=prior, meta=meta, spent=spent,
                 carried=carried,
                 concurrency=args.concurrency, stagger=getattr(args, "stagger", None),
-                deadline=getattr(args, "deadline", None), redactor=redactor, **safe.scheduler_options,
+                deadline=getattr(args, "deadline", None), redactor=redactor, watchers=[safe.watch],
+                **safe.scheduler_options,
             )
         )
     if console.mode not in ("json", "none"):
@@ -183,6 +184,12 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
         json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         sys.stdout.flush()
+    internal = doc.get("internal_error")
+    if isinstance(internal, dict):  # the run's error boundary caught a bug: one line naming the traceback
+        where = f"traceback saved to {internal['traceback']}" if internal.get("traceback") else \
+            "the traceback could not be saved"
+        print(f"orchestrator-pex: {internal['error']} ({where}); resume reruns the instances it ended",
+              file=sys.stderr)
     return status
 
 
