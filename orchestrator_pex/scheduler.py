@@ -337,6 +337,8 @@ class Scheduler:
         await self._emit({"event": "instance_retry", "name": state.launch.name, "attempt": number,
                           "api_error_status": api_status, "delay_s": delay})
         with trio.CancelScope() as state.backoff_scope:
+            if self.stopped is not None:  # stopped while the event above was being written: no back-off at all
+                state.backoff_scope.cancel()
             await trio.sleep(delay)
         state.backoff_scope = None
         return self.stopped is None
