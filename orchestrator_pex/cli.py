@@ -33,6 +33,7 @@ COMMANDS = {
     "resume": ("orchestrator_pex.commands.resume",
                "finish an interrupted run: rerun what did not finish on its own (--rerun-failed: failures too)"),
     "runs": ("orchestrator_pex.commands.runs", "list, show and prune past runs"),
+    "report": ("orchestrator_pex.commands.report", "write the self-contained HTML report of a run"),
     "agent-sim": ("orchestrator_pex.agent_sim", None),
 }
 

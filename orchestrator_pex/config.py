@@ -107,6 +107,7 @@ class Batch:
     grace_period: Seconds = 10.0
     start_at: Optional[Text] = None
     results_dir: Optional[Text] = None
+    metrics_file: Optional[Text] = None
     budget: Budget = Budget()
     retry: Retry = Retry()
     defaults: Defaults = Defaults()

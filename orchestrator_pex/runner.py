@@ -94,6 +94,8 @@ async def execute(
     meta: Optional[Dict[str, Any]] = None,
     spent: Tuple[int, float] = (0, 0.0),
     watchers: Sequence[Callable[[Callable[[str], None]], Awaitable[None]]] = (),
+    report_html: bool = True,
+    metrics_file: Optional[str] = None,
     **scheduler_options: Any,
 ) -> Tuple[Dict[str, Any], int]:
     """Run ``plan`` (or only the instances named in ``only``; ``prior`` records stand for the others).
@@ -101,6 +103,9 @@ async def execute(
     ``spent`` (tokens, dollars) is what earlier sessions of this run already used: it counts against the batch budget.
     ``watchers`` are background tasks run beside the batch (e.g. the guardian's watch); each is called with a
     function that prints a warning.
+    After ``results.json``: ``report.html`` in the run directory (unless ``report_html`` is false) and, with
+    ``metrics_file``, the Prometheus metrics (also written at the start and every ``metrics.INTERVAL`` seconds).
+    Neither can fail the run: a problem writing them is a warning.
     """
     scheduler = Scheduler(plan, run_dir, sinks=[console, *sinks], only=only, **scheduler_options)
     scheduler.tokens, scheduler.cost = spent
@@ -121,6 +126,8 @@ async def execute(
             top.start_soon(_tick, console)
             for watch in watchers:
                 top.start_soon(watch, scheduler._warn)
+            if metrics_file:
+                top.start_soon(_write_metrics_periodically, metrics_file, run_meta, scheduler, prior, console)
             try:
                 await scheduler._emit({"event": "run_started", "instances": len(scheduler.states), **run_meta})
                 if start_at is not None:
@@ -153,6 +160,8 @@ async def execute(
     results.write_atomic(os.path.join(run_dir, "results.json"), doc)
     finished = {"event": "run_finished", "status": status, "exit_status": exit_status,
                 "finished_at": run_meta["finished_at"], "totals": doc["totals"]}
+    with trio.CancelScope(shield=True):
+        await _write_outputs(doc, run_dir, plan, console, report_html, metrics_file)
     with trio.CancelScope(shield=True):
         if failure is None:
             await scheduler._emit(finished)
@@ -211,3 +220,39 @@ async def _tick(console: Console) -> None:
     while True:
         await trio.sleep(1.0)
         console.tick()
+
+
+async def _write_outputs(doc: Dict[str, Any], run_dir: str, plan: Plan, console: Console, report_html: bool,
+                         metrics_file: Optional[str]) -> None:
+    """report.html and the metrics file of the finished run; a failure is a warning (results.json is written)."""
+    from orchestrator_pex import html_report, metrics
+
+    if report_html:
+        try:
+            await trio.to_thread.run_sync(
+                lambda: html_report.write_for_run(run_dir, doc, budget=html_report.budget_of(plan.batch)))
+        except Exception as exc:  # noqa: BLE001 - the report is a view; the run's results stand without it
+            await console.emit({"event": "warning", "message": f"report.html not written: {exc}"})
+    if metrics_file:
+        try:
+            await trio.to_thread.run_sync(lambda: metrics.write(metrics_file, doc, time.time()))
+        except Exception as exc:  # noqa: BLE001
+            await console.emit({"event": "warning", "message": f"{metrics_file}: metrics not written: {exc}"})
+
+
+async def _write_metrics_periodically(path: str, run_meta: Dict[str, Any], scheduler: Scheduler,
+                                      prior: Optional[Dict[str, Dict[str, Any]]], console: Console) -> None:
+    """The metrics file of the running run: now, then every ``metrics.INTERVAL`` seconds (one warning if it fails)."""
+    from orchestrator_pex import metrics
+
+    warned = False
+    while True:
+        snap = metrics.snapshot(run_meta, scheduler.states)
+        snap["instances"] = [*snap["instances"], *(prior or {}).values()]
+        try:
+            await trio.to_thread.run_sync(lambda: metrics.write(path, snap, time.time()))
+        except Exception as exc:  # noqa: BLE001 - metrics are best effort while running
+            if not warned:
+                warned = True
+                await console.emit({"event": "warning", "message": f"{path}: metrics not written: {exc}"})
+        await trio.sleep(metrics.INTERVAL)

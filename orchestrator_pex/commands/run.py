@@ -37,6 +37,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deadline", type=_seconds, metavar="SECONDS", help="stop the whole batch after SECONDS")
     p.add_argument("--policy", metavar="FILE",
                    help="site policy to enforce (default: $ORCHESTRATOR_PEX_POLICY, else /etc/orchestrator-pex/policy.toml if present)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html into the run directory")
+    p.add_argument("--metrics-file", metavar="PATH",
+                   help="write Prometheus textfile metrics here (default: the batch's metrics_file, else none)")
     from orchestrator_pex.lock import add_lock_arguments
 
     add_lock_arguments(p)
@@ -171,7 +174,8 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
             lambda: runner.execute(
                 plan, run_id=run_id, run_dir=run_dir, console=console, sinks=[*safe.sinks, *extra_sinks],
                 agent_version=agent_version, start_at=when, only=only, prior=prior, meta=meta, spent=spent,
-                carried=carried,
+                carried=carried, report_html=not getattr(args, "no_report", False),
+                metrics_file=getattr(args, "metrics_file", None) or _batch_relative(plan.batch, plan.batch.metrics_file),
                 concurrency=args.concurrency, stagger=getattr(args, "stagger", None),
                 deadline=getattr(args, "deadline", None), redactor=redactor, watchers=[safe.watch],
                 **safe.scheduler_options,
