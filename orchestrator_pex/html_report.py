@@ -370,8 +370,8 @@ def _group_table(title: str, key_name: str, groups: List[Tuple[str, Dict[str, fl
         f'<tr><td>{e(k)}</td><td class="n">{int(g["instances"])}</td><td class="n">{fmt_int(int(g["input"]))}</td>'
         f'<td class="n">{fmt_int(int(g["output"]))}</td><td class="n">{fmt_int(int(g["cache_creation"]))}</td>'
         f'<td class="n">{fmt_int(int(g["cache_read"]))}</td><td class="n">{fmt_int(int(g["total"]))}</td>'
-        f'<td class="n">{fmt_cost(g["cost"])}</td><td><div class="bar"><i style="width:{100 * g["cost"] / top_cost:.1f}%">'
-        f'</i></div></td></tr>' for k, g in groups)
+        f'<td class="n">{fmt_cost(g["cost"])}</td><td><div class="bar">'
+        f'<i style="width:{100 * g["cost"] / top_cost:.1f}%"></i></div></td></tr>' for k, g in groups)
     return (f'<h2>{e(title)}</h2><table class="sortable" id="{table_id}"><thead><tr><th>{e(key_name)}</th>'
             '<th class="num">instances</th><th class="num">input</th><th class="num">output</th>'
             '<th class="num">cache write</th><th class="num">cache read</th><th class="num">tokens</th>'
@@ -438,7 +438,8 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
         source = "journal" if events is not None else "results (one bar per instance)"
         note = (f"showing {len(rows)} of {len(spans)} instances: every one that did not succeed first, then an even "
                 "sample of the others; the table below lists all" if sampled else f"{len(rows)} instances")
-        out.append(f'<p class="muted" id="timeline-note">{e(note)}; {attempts} attempts; times from the {e(source)}.</p>')
+        out.append(f'<p class="muted" id="timeline-note">{e(note)}; {attempts} attempts; times from the '
+                   f'{e(source)}.</p>')
         outcomes = sorted({o for v in spans.values() for _, _, o in v}, key=lambda s: list(COLORS).index(s))
         out.append(_legend(outcomes))
         out.append(_timeline_svg(rows, spans, t0, t1))
@@ -481,8 +482,8 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
     out.append('<table class="sortable" id="instances"><thead><tr><th>name</th><th>status</th><th>model</th>'
                '<th>agent</th><th class="num">attempts</th><th>started (UTC)</th><th class="num">duration s</th>'
                '<th class="num">input</th><th class="num">output</th><th class="num">cache</th>'
-               '<th class="num">tokens</th><th class="num">cost $</th><th class="num">tools</th><th>error / result / logs'
-               '</th></tr></thead><tbody>')
+               '<th class="num">tokens</th><th class="num">cost $</th><th class="num">tools</th>'
+               '<th>error / result / logs</th></tr></thead><tbody>')
     for r in records:
         st = _status(r.get("status"))
         t = r.get("tokens") if isinstance(r.get("tokens"), dict) else {}
@@ -504,7 +505,8 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
         out.append(
             f'<tr><td>{e(r["name"])}</td><td><i class="st" style="background:{COLORS[st]}"></i>{e(st)}</td>'
             f'<td>{e(_name(r.get("model")))}</td><td>{e(_name(r.get("agent"), "claude"))}</td>'
-            f'<td class="n">{_count(r.get("attempts"))}</td><td>{e(_clock(started_at)[11:] if started_at else "-")}</td>'
+            f'<td class="n">{_count(r.get("attempts"))}</td>'
+            f'<td>{e(_clock(started_at)[11:] if started_at else "-")}</td>'
             f'<td class="n">{dur_text}</td><td class="n">{_count(t.get("input"))}</td>'
             f'<td class="n">{_count(t.get("output"))}</td>'
             f'<td class="n">{_count(t.get("cache_creation")) + _count(t.get("cache_read"))}</td>'

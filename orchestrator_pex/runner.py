@@ -235,7 +235,7 @@ async def _write_outputs(doc: Dict[str, Any], run_dir: str, plan: Plan, console:
             await console.emit({"event": "warning", "message": f"report.html not written: {exc}"})
     if metrics_file:
         try:
-            await trio.to_thread.run_sync(lambda: metrics.write(metrics_file, doc, time.time()))
+            await trio.to_thread.run_sync(metrics.write, metrics_file, doc, time.time())
         except Exception as exc:  # noqa: BLE001
             await console.emit({"event": "warning", "message": f"{metrics_file}: metrics not written: {exc}"})
 
@@ -250,7 +250,7 @@ async def _write_metrics_periodically(path: str, run_meta: Dict[str, Any], sched
         snap = metrics.snapshot(run_meta, scheduler.states)
         snap["instances"] = [*snap["instances"], *(prior or {}).values()]
         try:
-            await trio.to_thread.run_sync(lambda: metrics.write(path, snap, time.time()))
+            await trio.to_thread.run_sync(metrics.write, path, snap, time.time())
         except Exception as exc:  # noqa: BLE001 - metrics are best effort while running
             if not warned:
                 warned = True

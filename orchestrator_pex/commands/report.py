@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -175,7 +175,8 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
                 plan, run_id=run_id, run_dir=run_dir, console=console, sinks=[*safe.sinks, *extra_sinks],
                 agent_version=agent_version, start_at=when, only=only, prior=prior, meta=meta, spent=spent,
                 carried=carried, report_html=not getattr(args, "no_report", False),
-                metrics_file=getattr(args, "metrics_file", None) or _batch_relative(plan.batch, plan.batch.metrics_file),
+                metrics_file=getattr(args, "metrics_file", None)
+                or _batch_relative(plan.batch, plan.batch.metrics_file),
                 concurrency=args.concurrency, stagger=getattr(args, "stagger", None),
                 deadline=getattr(args, "deadline", None), redactor=redactor, watchers=[safe.watch],
                 **safe.scheduler_options,
