@@ -16,8 +16,8 @@ Guarantees:
   instance that did not succeed is drawn first (up to the limit), then an even sample of the others; the page says
   so. The concurrency chart is reduced to at most :data:`MAX_CONCURRENCY_POINTS` points (each the maximum of its
   time slice). The per-instance bar chart shows the :data:`TOP_INSTANCES` most expensive instances. The table lists
-  every instance; its result excerpt is cut to between 40 and 300 characters (shorter the more instances there
-  are: about 1.5 MB of excerpts in all) and errors to 300. A 10,000-instance run gives a report under 5 MB.
+  every instance; its result excerpt and its error are each cut to between 40 and 300 characters (shorter the more
+  instances there are: at most about 600,000 characters of each in all). A 10,000-instance run gives a report under 5 MB.
 * **Attempt times.** With the journal, each attempt is drawn from its ``instance_started`` event to the next
   attempt's start minus the retry's backoff (``instance_retry``), the last one to the record's ``finished_at``;
   a retried attempt is coloured ``retried``. Without it (a bare ``results.json``) one bar per instance spans
@@ -41,8 +41,8 @@ from orchestrator_pex import untrusted
 MAX_TIMELINE_ROWS = 300
 MAX_CONCURRENCY_POINTS = 600
 TOP_INSTANCES = 25
-EXCERPT_BUDGET = 1_500_000  #: characters of result excerpts in the whole table
-ERROR_LIMIT = 300
+EXCERPT_BUDGET = 600_000  #: characters of result excerpts (and of errors) in the whole table
+TEXT_LIMIT = 300  #: the most characters of a result excerpt or an error shown for one instance
 TOKEN_KINDS = ("input", "output", "cache_creation", "cache_read")
 STATUS_ORDER = ("succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error",
                 "not-started")
@@ -83,8 +83,13 @@ text-align:left;vertical-align:top}th{background:#f6f7f9;cursor:pointer;white-sp
 td.n,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .st{display:inline-block;width:9px;height:9px;border-radius:2px;margin-right:4px}
 .legend span{margin-right:12px;white-space:nowrap}td.d{max-width:420px;word-break:break-word}
-.err{color:#b42318}svg{display:block}svg text{font-size:11px;fill:#1d2330}
+.err{color:#b42318}#instances td:nth-child(n+5):nth-child(-n+13){text-align:right}
+svg{display:block}svg text{font-size:11px;fill:#1d2330}
 """
+
+
+def _status_css() -> str:
+    return "".join(f".s-{k}{{background:{v}}}" for k, v in COLORS.items())
 
 
 # -- values from the document: checked, never trusted --------------------------------------------------------------
@@ -394,7 +399,7 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
     duration = finished - started if started is not None and finished is not None else None
     budget = budget or {}
     n = len(records)
-    excerpt_limit = max(40, min(300, EXCERPT_BUDGET // max(n, 1)))
+    excerpt_limit = max(40, min(TEXT_LIMIT, EXCERPT_BUDGET // max(n, 1)))
 
     out: List[str] = []
     script_hash = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
@@ -402,7 +407,7 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
                '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'; '
                f'script-src \'sha256-{script_hash}\'; img-src data:; base-uri \'none\'; form-action \'none\'">'
                f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>orchestrator-pex run '
-               f'{e(run_id)}</title><style>{_CSS}</style></head><body>')
+               f'{e(run_id)}</title><style>{_CSS}{_status_css()}</style></head><body>')
     out.append(f'<h1>Run <span id="run-id">{e(run_id)}</span></h1><p class="muted">batch {e(doc.get("batch"))} · '
                f'started {e(_clock(started))} UTC · finished {e(_clock(finished))} UTC · orchestrator-pex '
                f'{e(doc.get("orchestrator_version") or "-")} · agent {e(doc.get("agent_version") or "-")}</p>')
@@ -477,8 +482,8 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
         out.append('<p class="muted">no tool calls.</p>')
 
     # instances
-    out.append(f'<h2>Instances ({n})</h2><p class="muted">click a column to sort; result excerpts are cut to '
-               f'{excerpt_limit} characters, logs are linked relative to this file.</p>')
+    out.append(f'<h2>Instances ({n})</h2><p class="muted">click a column to sort; errors and result excerpts are '
+               f'cut to {excerpt_limit} characters; logs are linked relative to this file.</p>')
     out.append('<table class="sortable" id="instances"><thead><tr><th>name</th><th>status</th><th>model</th>'
                '<th>agent</th><th class="num">attempts</th><th>started (UTC)</th><th class="num">duration s</th>'
                '<th class="num">input</th><th class="num">output</th><th class="num">cache</th>'
@@ -491,7 +496,7 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
         dur = r.get("duration_s")
         dur_text = f"{dur:.1f}" if untrusted.dollars(dur) is not None else "-"
         detail = []
-        err = untrusted.text(r.get("error"), ERROR_LIMIT)
+        err = untrusted.text(r.get("error"), excerpt_limit)
         if err:
             detail.append(f'<div class="err">{e(err)}</div>')
         res = untrusted.text(r.get("result"), excerpt_limit)
@@ -503,15 +508,14 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
             detail.append(" ".join(links))
         started_at = _epoch(r.get("started_at"))
         out.append(
-            f'<tr><td>{e(r["name"])}</td><td><i class="st" style="background:{COLORS[st]}"></i>{e(st)}</td>'
+            f'<tr><td>{e(r["name"])}</td><td><i class="st s-{st}"></i>{e(st)}</td>'
             f'<td>{e(_name(r.get("model")))}</td><td>{e(_name(r.get("agent"), "claude"))}</td>'
-            f'<td class="n">{_count(r.get("attempts"))}</td>'
+            f'<td>{_count(r.get("attempts"))}</td>'
             f'<td>{e(_clock(started_at)[11:] if started_at else "-")}</td>'
-            f'<td class="n">{dur_text}</td><td class="n">{_count(t.get("input"))}</td>'
-            f'<td class="n">{_count(t.get("output"))}</td>'
-            f'<td class="n">{_count(t.get("cache_creation")) + _count(t.get("cache_read"))}</td>'
-            f'<td class="n">{_count(t.get("total"))}</td><td class="n">{_dollars(r.get("cost_usd")):.6f}</td>'
-            f'<td class="n">{tools_n}</td><td class="d">{"".join(detail)}</td></tr>')
+            f'<td>{dur_text}</td><td>{_count(t.get("input"))}</td><td>{_count(t.get("output"))}</td>'
+            f'<td>{_count(t.get("cache_creation")) + _count(t.get("cache_read"))}</td>'
+            f'<td>{_count(t.get("total"))}</td><td>{_dollars(r.get("cost_usd")):.6f}</td>'
+            f'<td>{tools_n}</td><td class="d">{"".join(detail)}</td></tr>')
     out.append("</tbody></table>")
     out.append(f'<p class="muted">generated {e(_clock(datetime.datetime.now(datetime.timezone.utc).timestamp()))} UTC '
                'by orchestrator-pex report</p>')
