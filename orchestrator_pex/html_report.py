@@ -332,7 +332,8 @@ def _timeline_svg(rows: List[str], spans: Dict[str, List[Span]], t0: float, t1: 
     for i in range(5):
         x = label_w + plot_w * i / 4
         parts.append(f'<line x1="{x:.1f}" y1="16" x2="{x:.1f}" y2="{height}" stroke="#eef0f4"/>'
-                     f'<text x="{x:.1f}" y="11" text-anchor="middle">+{e(fmt_duration((t1 - t0) * i / 4))}</text>')
+                     f'<text x="{x:.1f}" y="11" text-anchor="{"end" if i == 4 else "middle"}">'
+                     f'+{e(fmt_duration((t1 - t0) * i / 4))}</text>')
     for i, name in enumerate(rows):
         y = 20 + i * row_h
         short = name if len(name) <= 28 else name[:27] + "…"

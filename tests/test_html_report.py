@@ -200,6 +200,8 @@ def test_500_instance_report_renders_and_hostile_result_is_inert(tmp_path: Path,
     text = page.read_text()
     assert text.count("<script") == 1 and "<img" not in text
     assert "showing 300 of 500 instances" in d.by_id["timeline-note"]
+    retried = sum(1 for r in doc["instances"] if r["attempts"] > 1)
+    assert f"{500 + retried} attempts" in d.by_id["timeline-note"]
     assert d.by_id["per-agent"].count("codex") == 1
     screenshot(tmp_path, page, "report-500.png")
 
@@ -250,6 +252,25 @@ def test_no_report_flag(tmp_path: Path, cli) -> None:
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if (p / "results.json").exists()]
     assert not (run_dir / "report.html").exists()
+
+
+def test_attempt_spans_from_the_journal(tmp_path: Path) -> None:
+    from orchestrator_pex import journal
+
+    run_dir = tmp_path / "run"
+    doc = report_data.make_run(str(run_dir), 12)
+    events, problems = journal.read_journal(str(run_dir / "journal.jsonl"))
+    assert not problems
+    spans = html_report.attempt_spans(doc["instances"], events, None)
+    retried = doc["instances"][3]  # make_run retries every instance i with i % 11 == 3
+    assert retried["attempts"] == 2
+    (s1, e1, o1), (s2, e2, o2) = spans[retried["name"]]
+    assert o1 == "retried" and o2 == retried["status"]
+    assert s1 < e1 == pytest.approx(s2 - 0.5, abs=0.01) and e2 == pytest.approx(html_report._epoch(
+        retried["finished_at"]))
+    assert all(len(v) == 1 for k, v in spans.items() if k != retried["name"])
+    only_records = html_report.attempt_spans(doc["instances"], None, None)
+    assert len(only_records[retried["name"]]) == 1
 
 
 def test_render_escapes_every_field() -> None:

@@ -24,7 +24,7 @@ def make_run(run_dir: str, n: int, seed: int = 15, t0: float = 1_790_000_000.0) 
     rng = random.Random(seed)
     os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
     records: List[Dict[str, Any]] = []
-    events: List[Dict[str, Any]] = []
+    events: List[Any] = []  # (time, order, event)
     lanes = [t0] * 16
     for i in range(n):
         name = f"inst-{i:05d}"
@@ -32,14 +32,15 @@ def make_run(run_dir: str, n: int, seed: int = 15, t0: float = 1_790_000_000.0) 
         start = lanes[lane] + rng.uniform(0.0, 2.0)
         status = "succeeded" if i == 7 else STATUSES[rng.randrange(len(STATUSES))]
         retries = 1 if i % 11 == 3 else 0
-        events.append({"event": "instance_started", "name": name, "attempt": 1, "at": results.iso(start)})
+        events.append((start, 0, {"event": "instance_started", "name": name, "attempt": 1, "at": results.iso(start)}))
         t = start
         for a in range(retries):
             t += rng.uniform(1.0, 5.0)
-            events.append({"event": "instance_retry", "name": name, "attempt": a + 1, "api_error_status": 529,
-                           "delay_s": 0.5})
+            events.append((t, 1, {"event": "instance_retry", "name": name, "attempt": a + 1, "api_error_status": 529,
+                                  "delay_s": 0.5}))
             t += 0.5
-            events.append({"event": "instance_started", "name": name, "attempt": a + 2, "at": results.iso(t)})
+            events.append((t, 0, {"event": "instance_started", "name": name, "attempt": a + 2,
+                                  "at": results.iso(t)}))
         end = t + rng.uniform(2.0, 60.0)
         lanes[lane] = end
         tokens = {"input": rng.randrange(100, 20000), "output": rng.randrange(10, 3000),
@@ -64,8 +65,8 @@ def make_run(run_dir: str, n: int, seed: int = 15, t0: float = 1_790_000_000.0) 
         if i % 5 == 4:
             record["agent"] = "codex"
         records.append(record)
-        events.append({"event": "instance_finished", "name": name, "record": record})
-    events.sort(key=lambda ev: ev.get("at") or (ev.get("record") or {}).get("finished_at") or "")
+        events.append((end, 2, {"event": "instance_finished", "name": name, "record": record}))
+    events.sort(key=lambda ev: ev[:2])
     finished = max(lanes)
     meta = {"run_id": os.path.basename(run_dir), "batch": os.path.join(run_dir, "synthetic.toml"),
             "started_at": results.iso(t0), "finished_at": results.iso(finished),
@@ -75,7 +76,7 @@ def make_run(run_dir: str, n: int, seed: int = 15, t0: float = 1_790_000_000.0) 
     results.write_atomic(os.path.join(run_dir, "results.json"), doc)
     with open(os.path.join(run_dir, "journal.jsonl"), "w", encoding="utf-8") as f:
         for ev in [{"event": "run_started", "instances": n, **meta, "finished_at": None, "status": "running"},
-                   *events, {"event": "run_finished", "status": doc["status"], "finished_at": meta["finished_at"],
+                   *(ev for _, _, ev in events), {"event": "run_finished", "status": doc["status"], "finished_at": meta["finished_at"],
                              "totals": doc["totals"]}]:
             f.write(json.dumps(ev) + "\n")
     return doc
