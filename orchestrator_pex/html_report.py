@@ -17,7 +17,8 @@ Guarantees:
   so. The concurrency chart is reduced to at most :data:`MAX_CONCURRENCY_POINTS` points (each the maximum of its
   time slice). The per-instance bar chart shows the :data:`TOP_INSTANCES` most expensive instances. The table lists
   every instance; its result excerpt and its error are each cut to between 40 and 300 characters (shorter the more
-  instances there are: at most about 600,000 characters of each in all). A 10,000-instance run gives a report under 5 MB.
+  instances there are: at most about 600,000 characters of each in all). A 10,000-instance run with names and
+  models of usual length (tens of characters) gives a report under 5 MB.
 * **Attempt times.** With the journal, each attempt is drawn from its ``instance_started`` event to the next
   attempt's start minus the retry's backoff (``instance_retry``), the last one to the record's ``finished_at``;
   a retried attempt is coloured ``retried``. Without it (a bare ``results.json``) one bar per instance spans

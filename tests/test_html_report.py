@@ -114,7 +114,7 @@ class Dom(html.parser.HTMLParser):
             self._row = None
 
     def handle_data(self, data: str) -> None:
-        for tag, ident in self._open:
+        for _tag, ident in self._open:
             if ident:
                 self.by_id[ident] = self.by_id.get(ident, "") + data
         if self._open and self._open[-1][0] == "script":

@@ -76,7 +76,8 @@ def make_run(run_dir: str, n: int, seed: int = 15, t0: float = 1_790_000_000.0) 
     results.write_atomic(os.path.join(run_dir, "results.json"), doc)
     with open(os.path.join(run_dir, "journal.jsonl"), "w", encoding="utf-8") as f:
         for ev in [{"event": "run_started", "instances": n, **meta, "finished_at": None, "status": "running"},
-                   *(ev for _, _, ev in events), {"event": "run_finished", "status": doc["status"], "finished_at": meta["finished_at"],
-                             "totals": doc["totals"]}]:
+                   *(ev for _, _, ev in events),
+                   {"event": "run_finished", "status": doc["status"], "finished_at": meta["finished_at"],
+                    "totals": doc["totals"]}]:
             f.write(json.dumps(ev) + "\n")
     return doc
