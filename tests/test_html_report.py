@@ -219,6 +219,28 @@ def test_results_document_only_report(tmp_path: Path, cli) -> None:
     assert 'href="run/logs/inst-00000.stdout"' in text, "log links relative to the report's folder"
 
 
+def test_merge_writes_the_report_of_the_merged_document(tmp_path: Path, cli) -> None:
+    docs = []
+    for side in ("a", "b"):
+        doc = report_data.make_run(str(tmp_path / side), 5)
+        for r in doc["instances"]:
+            r["name"] = f"{side}-{r['name']}"
+        doc["batch"] = "/x/nightly.toml"
+        (tmp_path / f"{side}.json").write_text(json.dumps(doc))
+        docs.append(doc)
+    (tmp_path / "out").mkdir()
+    proc = cli("merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "out" / "m.json"))
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    text = (tmp_path / "out" / "m.html").read_text()
+    merged = json.loads((tmp_path / "out" / "m.json").read_text())
+    assert all(f"<td>{r['name']}</td>" in text for d in docs for r in d["instances"])
+    assert f'id="sum-instances">{merged["totals"]["instances"]}<' in text
+    assert 'href="../a/logs/inst-00000.stdout"' in text
+    proc = cli("merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "n.json"),
+               "--no-report")
+    assert proc.returncode == 0 and not (tmp_path / "n.html").exists()
+
+
 def test_10000_instances_stay_under_5_mb(tmp_path: Path) -> None:
     doc = report_data.make_run(str(tmp_path / "run"), 10_000)
     path = html_report.write_for_run(str(tmp_path / "run"), doc)

@@ -221,3 +221,10 @@ def test_batch_metrics_file_key(tmp_path: Path, cli) -> None:
     bad.write_text('metrics_file = 3\n[[instances]]\nname = "a"\nargv = ["true"]\n')
     proc = cli("validate", str(bad))
     assert proc.returncode == 2 and b"bad.toml: metrics_file: expected a string" in proc.stderr
+
+
+def test_schedule_passes_an_absolute_metrics_file(tmp_path: Path, cli) -> None:
+    proc = cli("schedule", "cron", "--at", "@daily", "--pex", "/opt/o/current/orchestrator-pex",
+               "--metrics-file", "textfile/nightly.prom", "/etc/b/nightly.toml")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert f" --metrics-file {tmp_path}/textfile/nightly.prom /etc/b/nightly.toml ".encode() in proc.stdout

@@ -17,6 +17,8 @@ recomputed from the instances (numbers summed, per-status counts recounted); ``s
 (``succeeded`` only if every input and instance succeeded); ``runs``: one summary per input (run_id, shard, status,
 started_at, finished_at, source). Exit 0 when the merged document was written, whatever the runs' outcomes: read
 its ``status`` (or use ``--exit-status`` to get ``run``'s exit codes: 0 all succeeded, 1 some did not, 3 budget).
+With ``-o OUT`` the HTML report of the merged document is written beside it as ``OUT-stem.html`` (``--no-report``
+to skip; times from the records, log links relative to OUT's folder); a report that cannot be written is a warning.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--partial", action="store_true", help="merge even when some shards' documents are missing"
     )
     parser.add_argument(
+        "--no-report", action="store_true", help="with -o OUT: do not write the HTML report OUT-stem.html beside it"
+    )
+    parser.add_argument(
         "--exit-status",
         action="store_true",
         help="exit like `run` would for the merged status (0 all succeeded, 1 some did not, 3 budget stop)",
@@ -59,6 +64,8 @@ def main(args: argparse.Namespace) -> int:
     text = json.dumps(merged, indent=2, sort_keys=False) + "\n"
     if args.output:
         _write_atomic(args.output, text)
+        if not args.no_report:
+            _write_report(args.output, merged)
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -72,6 +79,17 @@ def main(args: argparse.Namespace) -> int:
     if args.exit_status:
         return exit_status_for(merged)
     return EXIT_OK
+
+
+def _write_report(output: str, merged: Dict[str, Any]) -> None:
+    """The HTML report of the merged document beside it (``OUT-stem.html``); a failure is a warning."""
+    from orchestrator_pex import html_report
+
+    path = os.path.splitext(output)[0] + ".html"
+    try:
+        html_report.write(path, html_report.render(merged, base_dir=os.path.dirname(os.path.abspath(path))))
+    except OSError as exc:
+        print(f"orchestrator-pex merge: warning: {path}: report not written: {exc.strerror or exc}", file=sys.stderr)
 
 
 def exit_status_for(doc: Dict[str, Any]) -> int:

@@ -6,7 +6,7 @@ unit (``--output-dir DIR`` writes them there instead and prints their paths).
 
 Every scheduled command is::
 
-    PYTHON PEX run --results-dir RESULTS_DIR [--shard I/N] [RUN_ARG...] BATCH
+    PYTHON PEX run --results-dir RESULTS_DIR [--shard I/N] [--metrics-file PATH] [RUN_ARG...] BATCH
 
 with absolute paths, ``PEX_ROOT`` set to a writable cache directory (default ``/var/cache/orchestrator-pex``;
 the PEX unpacks itself there, the invoking user's home may not be writable), ``NO_COLOR=1`` and standard input
@@ -67,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"(default {DEFAULT_RESULTS_DIR})")
         p.add_argument("--pex-root", default=DEFAULT_PEX_ROOT, help=f"writable PEX cache ({DEFAULT_PEX_ROOT})")
         p.add_argument("--shard", metavar="I/N", help="run only shard I of N of the batch")
+        p.add_argument("--metrics-file", metavar="PATH", help="Prometheus textfile metrics of each run (`run "
+                       "--metrics-file`), e.g. in node_exporter's --collector.textfile.directory")
         p.add_argument(
             "--run-arg", action="append", default=[], metavar="ARG",
             help="extra argument for `run` (repeat; use --run-arg=--flag for flags)",
@@ -136,6 +138,8 @@ def run_command(args: argparse.Namespace) -> Tuple[List[str], List[Tuple[str, st
 
         index, count = parse_shard(args.shard)
         argv += ["--shard", f"{index}/{count}"]
+    if getattr(args, "metrics_file", None):
+        argv += ["--metrics-file", _absolute(args.metrics_file, "--metrics-file")]
     for extra in args.run_arg:
         if "\n" in extra or "\0" in extra:
             raise UsageError(f"--run-arg: a scheduled argument cannot contain a newline, got {extra!r}")
