@@ -35,7 +35,7 @@ import html
 import os
 import tempfile
 import urllib.parse
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from orchestrator_pex import untrusted
 
@@ -113,6 +113,10 @@ def _epoch(stamp: Any) -> Optional[float]:
     return value.timestamp()
 
 
+def _dict(value: Any) -> Dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _count(value: Any) -> int:
     return untrusted.count(value) or 0
 
@@ -179,9 +183,9 @@ def attempt_spans(records: Sequence[Dict[str, Any]], events: Optional[Iterable[D
             elif kind == "instance_retry" and own and own[-1][1] is None:
                 own[-1][2] = "retried"
                 delay = ev.get("delay_s")
-                pending_delay[name] = float(delay) if untrusted.dollars(delay) is not None else 0.0
+                pending_delay[name] = untrusted.dollars(delay) or 0.0
             elif kind == "instance_finished" and own and own[-1][1] is None:
-                rec = ev.get("record") if isinstance(ev.get("record"), dict) else {}
+                rec = _dict(ev.get("record"))
                 end = _epoch(rec.get("finished_at")) or own[-1][0]
                 own[-1][1] = max(own[-1][0], end)
                 own[-1][2] = _status(rec.get("status"))
@@ -255,12 +259,13 @@ def timeline_rows(records: Sequence[Dict[str, Any]], spans: Dict[str, List[Span]
 # -- the page ------------------------------------------------------------------------------------------------------
 
 
-def _aggregate(records: Sequence[Dict[str, Any]], key) -> List[Tuple[str, Dict[str, float]]]:  # type: ignore[no-untyped-def]
+def _aggregate(records: Sequence[Dict[str, Any]],
+               key: Callable[[Dict[str, Any]], str]) -> List[Tuple[str, Dict[str, float]]]:
     groups: Dict[str, Dict[str, float]] = {}
     for r in records:
-        g = groups.setdefault(key(r), {"instances": 0, **{k: 0 for k in TOKEN_KINDS}, "total": 0, "cost": 0.0})
+        g = groups.setdefault(key(r), {k: 0.0 for k in ("instances", *TOKEN_KINDS, "total", "cost")})
         g["instances"] += 1
-        tokens = r.get("tokens") if isinstance(r.get("tokens"), dict) else {}
+        tokens = _dict(r.get("tokens"))
         for k in TOKEN_KINDS:
             g[k] += _count(tokens.get(k))
         g["total"] += _count(tokens.get("total"))
@@ -287,7 +292,7 @@ def _totals(doc: Dict[str, Any], records: Sequence[Dict[str, Any]]) -> Dict[str,
     for r in records:
         s = _status(r.get("status"))
         by_status[s] = by_status.get(s, 0) + 1
-        rt = r.get("tokens") if isinstance(r.get("tokens"), dict) else {}
+        rt = _dict(r.get("tokens"))
         for k in tokens:
             tokens[k] += _count(rt.get(k))
         for tool, n in (r.get("tools") or {}).items() if isinstance(r.get("tools"), dict) else ():
@@ -308,7 +313,7 @@ def _href(path: Any, base_dir: Optional[str]) -> Optional[str]:
     return urllib.parse.quote(path.replace(os.sep, "/"))
 
 
-def _budget_html(label: str, used: float, limit: Optional[float], text) -> str:  # type: ignore[no-untyped-def]
+def _budget_html(label: str, used: float, limit: Optional[float], text: Callable[[float], str]) -> str:
     if not limit:
         return f'<div class="card"><span class="muted">{e(label)}</span><b>{e(text(used))}</b>no budget set</div>'
     pct = 100.0 * used / limit
@@ -493,7 +498,7 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
                '<th>error / result / logs</th></tr></thead><tbody>')
     for r in records:
         st = _status(r.get("status"))
-        t = r.get("tokens") if isinstance(r.get("tokens"), dict) else {}
+        t = _dict(r.get("tokens"))
         tools_n = sum(_count(v) for v in r["tools"].values()) if isinstance(r.get("tools"), dict) else 0
         dur = r.get("duration_s")
         dur_text = f"{dur:.1f}" if untrusted.dollars(dur) is not None else "-"

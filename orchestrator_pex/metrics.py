@@ -124,7 +124,7 @@ def render(doc: Dict[str, Any], now: float, previous_success: Optional[float] = 
         if model not in models and len(models) >= MAX_MODELS:
             model = "other"
         m = models.setdefault(model, {k: 0.0 for k in (*TOKEN_KINDS, "cost")})
-        tokens = r.get("tokens") if isinstance(r.get("tokens"), dict) else {}
+        tokens: Dict[str, Any] = r["tokens"] if isinstance(r.get("tokens"), dict) else {}
         for k in TOKEN_KINDS:
             m[k] += float(untrusted.count(tokens.get(k)) or 0)
         m["cost"] += untrusted.dollars(r.get("cost_usd")) or 0.0

@@ -295,6 +295,24 @@ def test_attempt_spans_from_the_journal(tmp_path: Path) -> None:
     assert len(only_records[retried["name"]]) == 1
 
 
+def test_resume_rewrites_the_report_for_the_whole_batch(tmp_path: Path, cli) -> None:
+    flag = tmp_path / "fixed"
+    batch = tmp_path / "b.toml"
+    batch.write_text(f'results_dir = "runs"\n[[instances]]\nname = "ok"\nargv = ["true"]\n'
+                     f'[[instances]]\nname = "flaky"\nargv = ["test", "-e", "{flag}"]\n')
+    first = cli("run", str(batch))
+    assert first.returncode == 1, first.stderr.decode(errors="replace")
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    report = run_dir / "report.html"
+    assert 'id="sum-status-failed">1<' in report.read_text()
+    flag.write_text("")
+    again = cli("resume", str(run_dir), "--rerun-failed")
+    assert again.returncode == 0, again.stderr.decode(errors="replace")
+    text = report.read_text()
+    assert 'id="sum-status-succeeded">2<' in text and "sum-status-failed" not in text
+    assert "<td>ok</td>" in text and "<td>flaky</td>" in text
+
+
 def test_render_escapes_every_field() -> None:
     evil = "<b>x</b>\"'&"
     doc = {"run_id": evil, "batch": evil, "status": evil, "started_at": "2026-01-01T00:00:00Z",
