@@ -531,14 +531,15 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
 
 
 def write(path: str, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (temporary file in the same directory, fsync, rename; 0644)."""
+    """Replace ``path`` with ``text`` atomically (temporary file in the same directory, fsync, rename).
+
+    Mode 0600 like ``results.json``: the page holds the agents' output."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
-            os.fchmod(f.fileno(), 0o644)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

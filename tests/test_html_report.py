@@ -172,6 +172,8 @@ def test_demo_run_report_renders_in_chromium(tmp_path: Path, cli) -> None:
     doc = json.loads((run_dir / "results.json").read_text())
     page = run_dir / "report.html"
     assert page.is_file(), "run writes report.html into the run directory"
+    assert page.stat().st_mode & 0o077 == 0, "private like results.json: it holds the agents' output"
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".report.")], "no temporary file left"
     d = parse(chromium(tmp_path, page, "--dump-dom"))
     check_numbers(d, doc)
     assert "times from the journal" in d.by_id["timeline-note"]
