@@ -54,6 +54,7 @@ COLORS = {
 }
 
 _SCRIPT = """\
+document.documentElement.setAttribute("data-sortable", "ready");
 document.querySelectorAll("table.sortable").forEach(function (table) {
   table.querySelectorAll("th").forEach(function (th, col) {
     th.addEventListener("click", function () {

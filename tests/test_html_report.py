@@ -79,6 +79,7 @@ class Dom(html.parser.HTMLParser):
         self.scripts: List[str] = []
         self.urls: List[str] = []
         self.title = ""
+        self.root_attrs: Dict[str, Any] = {}
         self._open: List[tuple] = []  # (tag, id) of open elements
         self._in_instances = False
         self._row: Optional[List[str]] = None
@@ -86,6 +87,8 @@ class Dom(html.parser.HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: List[Any]) -> None:
         a = dict(attrs)
+        if tag == "html":
+            self.root_attrs = a
         for key in ("src", "href", "action", "data", "poster", "srcset"):
             if a.get(key):
                 self.urls.append(a[key])
@@ -156,6 +159,7 @@ def check_numbers(d: Dom, doc: Dict[str, Any]) -> None:
     for url in d.urls:
         assert "://" not in url and not url.startswith("//"), url
     assert len(d.scripts) == 1 and "sortable" in d.scripts[0], "only the report's own script"
+    assert d.root_attrs.get("data-sortable") == "ready", "the CSP lets the report's own script run"
 
 
 def screenshot(tmp_path: Path, page: Path, name: str) -> None:
