@@ -270,6 +270,14 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, cli, content: str, message
     assert err.count("\n") == 1 and str(bad) in err and message in err and "Traceback" not in err
 
 
+def test_unwritable_output_is_exit_2(tmp_path: Path, cli) -> None:
+    report_data.make_run(str(tmp_path / "run"), 3)
+    for source in (tmp_path / "run", tmp_path / "run" / "results.json"):
+        proc = cli("report", str(source), "-o", str(tmp_path / "no-such-dir" / "r.html"))
+        err = proc.stderr.decode()
+        assert proc.returncode == 2 and err.count("\n") == 1 and "no-such-dir" in err and "Traceback" not in err
+
+
 def test_missing_run_is_exit_2(tmp_path: Path, cli) -> None:
     proc = cli("report", "no-such-run", "--results-dir", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.decode().count("\n") == 1
