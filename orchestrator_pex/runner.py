@@ -249,6 +249,8 @@ async def _write_metrics_periodically(path: str, run_meta: Dict[str, Any], sched
     while True:
         snap = metrics.snapshot(run_meta, scheduler.states)
         snap["instances"] = [*snap["instances"], *(prior or {}).values()]
+        if scheduler._redactor is not None:  # live values (a model name) have not been through a record's scrub
+            snap = scheduler._redactor.scrub_data(snap)
         try:
             await trio.to_thread.run_sync(metrics.write, path, snap, time.time())
         except Exception as exc:  # noqa: BLE001 - metrics are best effort while running

@@ -173,17 +173,31 @@ async def test_metrics_written_while_the_run_goes_on(tmp_path: Path, monkeypatch
     monkeypatch.setattr(metrics, "INTERVAL", 0.05)
     path = tmp_path / "live.prom"
 
+    from orchestrator_pex.secrets import Redactor
+
+    secret = "sk-test-SECRET-0123456789"
+
+    class Acct:
+        model = f"model-{secret}"
+
+        def tokens(self) -> dict:
+            return {"input": 5, "output": 7, "cache_creation": 0, "cache_read": 11}
+
+    class Attempt:
+        acct = Acct()
+
     class State:
         record = None
         status = "running"
-        attempts: list = []
-        current = None
+        attempts = [Attempt()]
+        current = Attempt()
 
         def cost(self) -> float:
-            return 0.0
+            return 0.25
 
     class FakeScheduler:
         states = [State(), State()]
+        _redactor = Redactor([secret])
 
     class Console:
         async def emit(self, event) -> None:
@@ -204,6 +218,9 @@ async def test_metrics_written_while_the_run_goes_on(tmp_path: Path, monkeypatch
     s = samples(text)
     assert total(s, "orchestrator_pex_run_status", status="running") == 1
     assert total(s, "orchestrator_pex_instances", status="running") == 2
+    assert total(s, "orchestrator_pex_tokens_total", kind="cache_read") == 22
+    assert total(s, "orchestrator_pex_cost_usd_total") == 0.5
+    assert secret not in text and 'model="model-***"' in text, "secrets never reach the metrics file"
     assert ("orchestrator_pex_run_exit_status", (("batch", "live"), ("shard", "all"))) not in s
     assert path.stat().st_mtime_ns >= first
 
