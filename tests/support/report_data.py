@@ -2,17 +2,16 @@
 
 :func:`make_run` writes ``RUN/results.json``, ``RUN/journal.jsonl`` and ``RUN/logs/`` for ``n`` instances with a
 deterministic mix of statuses, models, agents, tools and retries; instance 7 (when there is one) has a result that
-tries to inject ``<script>`` and markup.
+tries to inject ``<script>`` and markup. Both files match the project's schemas (``schemas/``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from typing import Any, Dict, List
 
-from orchestrator_pex import results
+from orchestrator_pex import journal, results
 
 HOSTILE = '<script>document.title="pwned"</script><img src="http://127.0.0.1:9/x" onerror="alert(1)"> & </td>'
 STATUSES = ["succeeded"] * 12 + ["failed", "timed-out", "api-error", "cancelled", "budget-stopped", "stalled"]
@@ -62,8 +61,6 @@ def make_run(run_dir: str, n: int, seed: int = 15, t0: float = 1_790_000_000.0) 
             "api_error_status": 529 if status == "api-error" else None, "skipped_lines": 0,
             "stdout_log": stdout_log, "stderr_log": os.path.join(run_dir, "logs", f"{name}.stderr"),
         }
-        if i % 5 == 4:
-            record["agent"] = "codex"
         records.append(record)
         events.append((end, 2, {"event": "instance_finished", "name": name, "record": record}))
     events.sort(key=lambda ev: ev[:2])
@@ -74,10 +71,10 @@ def make_run(run_dir: str, n: int, seed: int = 15, t0: float = 1_790_000_000.0) 
             else 1, "orchestrator_version": "test", "agent_version": "synthetic"}
     doc = results.build_document(meta, records)
     results.write_atomic(os.path.join(run_dir, "results.json"), doc)
-    with open(os.path.join(run_dir, "journal.jsonl"), "w", encoding="utf-8") as f:
+    with open(os.path.join(run_dir, "journal.jsonl"), "wb") as f:
         for ev in [{"event": "run_started", "instances": n, **meta, "finished_at": None, "status": "running"},
                    *(ev for _, _, ev in events),
                    {"event": "run_finished", "status": doc["status"], "finished_at": meta["finished_at"],
                     "totals": doc["totals"]}]:
-            f.write(json.dumps(ev) + "\n")
+            f.write(journal.encode(ev))
     return doc
