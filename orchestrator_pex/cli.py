@@ -52,7 +52,7 @@ class Parser(argparse.ArgumentParser):
         self.help_prog = self.prog  # filled by build_parser: whose --help to point at
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(errors.EXIT_USAGE, f"{self.prog}: {_with_suggestion(message, self.known_options)} "
+        self.exit(errors.EXIT_USAGE, f"{self.prog}: {errors.one_line(_with_suggestion(message, self.known_options))} "
                                      f"(see {self.help_prog} --help)\n")
 
 

@@ -43,22 +43,23 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    """``--concurrency``: an integer in [1, MAX_CONCURRENCY] (the batch key's bound)."""
+    from orchestrator_pex.limits import MAX_CONCURRENCY, parse_int
+
+    value = parse_int(text, 1, MAX_CONCURRENCY)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, at most {MAX_CONCURRENCY}, got {text[:40]!r}")
     return value
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    """``--stagger``/``--deadline``: a finite number of seconds in (0, MAX_SECONDS] (the batch keys' bound)."""
+    from orchestrator_pex.limits import MAX_SECONDS, parse_float
+
+    value = parse_float(text, 0.0, MAX_SECONDS, open_min=True)
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds, at most {MAX_SECONDS:.0f}, got {text[:40]!r}")
     return value
 
 
@@ -66,6 +67,12 @@ def main(args: argparse.Namespace) -> int:
     from orchestrator_pex.config import load_batch
     from orchestrator_pex.plan import make_plan
 
+    if args.start_at is not None:  # refuse a bad --start-at before reading anything else
+        import datetime
+
+        from orchestrator_pex.start_at import parse_start_at
+
+        parse_start_at(args.start_at, datetime.datetime.now().astimezone())
     batch = load_batch(args.batch)
     plan = make_plan(batch, args.claude)
     meta = {}

@@ -47,9 +47,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="seconds between two looks at the journal (default 1)")
     prune = sub.add_parser("prune", parents=[common], help="delete old runs", description="Delete old runs.")
     which = prune.add_mutually_exclusive_group(required=True)
-    which.add_argument("--keep", type=int, metavar="N", help="keep the N newest runs")
-    which.add_argument("--older-than", type=float, metavar="DAYS", help="delete runs started more than DAYS ago")
+    which.add_argument("--keep", type=_keep, metavar="N", help="keep the N newest runs")
+    which.add_argument("--older-than", type=_days, metavar="DAYS", help="delete runs started more than DAYS ago")
     prune.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+
+
+def _keep(text: str) -> int:
+    from orchestrator_pex.limits import MAX_KEEP, parse_int
+
+    value = parse_int(text, 0, MAX_KEEP)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_KEEP}, got {text[:40]!r}")
+    return value
+
+
+def _days(text: str) -> float:
+    from orchestrator_pex.limits import MAX_DAYS, parse_float
+
+    value = parse_float(text, 0.0, MAX_DAYS)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a number of days from 0 to {MAX_DAYS:g}, got {text[:40]!r}")
+    return value
 
 
 def main(args: argparse.Namespace) -> int:
