@@ -229,6 +229,8 @@ def parse_batch(data: bytes, path: str) -> Batch:
                 raise ConfigError(label, "", "not valid UTF-8") from None
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(label, "", f"not valid TOML: {exc}") from None
+            except ValueError as exc:  # e.g. an integer of more than 4300 digits
+                raise ConfigError(label, "", f"not valid TOML: {str(exc)[:120]}") from None
             _check_strings(raw, label)
     except RecursionError:  # the nesting scan should have caught it; never a traceback
         raise ConfigError(label, "", f"nested too deeply (at most {MAX_DEPTH} levels)") from None

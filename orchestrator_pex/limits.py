@@ -32,7 +32,7 @@ MAX_KEEP = 10**9
 MAX_DAYS = 36600.0
 
 
-def parse_int(text: str, minimum: int, maximum: int) -> "int | None":
+def parse_int(text: str, minimum: int, maximum: int) -> int | None:
     """``text`` as an integer in ``[minimum, maximum]``, else None (also for text too long to convert)."""
     text = text.strip()
     if len(text) > 30:
@@ -44,7 +44,7 @@ def parse_int(text: str, minimum: int, maximum: int) -> "int | None":
     return value if minimum <= value <= maximum else None
 
 
-def parse_float(text: str, minimum: float, maximum: float, *, open_min: bool = False) -> "float | None":
+def parse_float(text: str, minimum: float, maximum: float, *, open_min: bool = False) -> float | None:
     """``text`` as a finite number in ``[minimum, maximum]`` (``(minimum, maximum]`` with ``open_min``), else None.
 
     NaN and infinities are always refused."""

@@ -219,9 +219,9 @@ def print_dry_run(plan, out) -> None:
         print(f"\n[{launch.name}] ({launch.kind})", file=out)
         print(f"  argv: {scrub(shlex.join(launch.argv))}", file=out)
         if launch.cwd:
-            print(f"  cwd:  {launch.cwd}", file=out)
-        for key, value in sorted(redact_env(launch.env_add).items()):
-            print(f"  env:  {key}={value}", file=out)
+            print(f"  cwd:  {scrub(launch.cwd)}", file=out)
+        for key, value in sorted(redact_env(launch.env_add).items()):  # by name, then by value
+            print(f"  env:  {key}={scrub(value)}", file=out)
         limits = [f"{k}={getattr(inst, k):g}" for k in ("timeout", "stall_timeout", "max_cost_usd")
                   if getattr(inst, k) is not None]
         limits += [f"{k}={getattr(inst, k)}" for k in ("max_tokens", "max_turns", "retries")
