@@ -156,7 +156,7 @@ def _s(value: object, default: str = "-") -> str:
     return one_line(str(value))[:200] if value is not None and value != "" else default
 
 
-def _num(value: object) -> "float | None":
+def _num(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and \
         abs(value) < 1e15 else None
 
