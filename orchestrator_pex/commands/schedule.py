@@ -36,7 +36,8 @@ DEFAULT_PEX_ROOT = "/var/cache/orchestrator-pex"
 DEFAULT_RESULTS_DIR = "/var/lib/orchestrator-pex/results"
 
 _CRON_NICKNAMES = {"@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_CRON_FIELD = re.compile(r"(?:\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/[0-9]+)?(?:,(?:\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/[0-9]+)?)*")  # always fullmatch
+_CRON_ITEM = r"(?:\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/[0-9]+)?"
+_CRON_FIELD = re.compile(f"{_CRON_ITEM}(?:,{_CRON_ITEM})*")  # always fullmatch
 _CRON_NAMES = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
                "sun", "mon", "tue", "wed", "thu", "fri", "sat"}
 _CALENDAR_SHORTHANDS = {"minutely", "hourly", "daily", "monthly", "weekly", "yearly", "annually", "quarterly",
