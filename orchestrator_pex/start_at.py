@@ -32,8 +32,10 @@ def parse_start_at(text: str, now: datetime.datetime) -> datetime.datetime:
 
 def start_moment(text: str, now: datetime.datetime) -> datetime.datetime:
     """Like :func:`parse_start_at` but raising ``ValueError`` with the reason (for messages naming a batch key)."""
-    value = text.strip().lower()
     shown = one_line(repr(text[:80]))
+    if one_line(text) != text:  # a control character (a trailing newline included) is never part of a time
+        raise ValueError(f"control characters are not allowed, got {shown}")
+    value = text.strip().lower()
     m = _RELATIVE.fullmatch(value)
     if m:
         seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
