@@ -104,7 +104,7 @@ def mutated(draw):
     return doc
 
 
-def _toml_bytes(doc) -> "bytes | None":
+def _toml_bytes(doc) -> bytes | None:
     try:
         return tomli_w.dumps(doc).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
