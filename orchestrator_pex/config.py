@@ -63,8 +63,7 @@ Text = NewType("Text", str)  # one line: no control character at all
 Prose = NewType("Prose", str)  # multi-line text: tab, newline and carriage return allowed
 PermissionMode = NewType("PermissionMode", str)
 BudgetMode = NewType("BudgetMode", str)
-StrList = Tuple[str, ...]
-ProseList = Tuple[Prose, ...]
+StrList = Tuple[str, ...]  # elements: multi-line text allowed here; tool names and tags re-checked in _check_batch
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 BUDGET_MODES = ("block", "warn")
@@ -127,7 +126,7 @@ class Instance(Defaults):
 
     name: Name = attrs.field(kw_only=True)
     prompt: Optional[Prose] = None
-    argv: Optional[ProseList] = None
+    argv: Optional[StrList] = None
     session_id: Optional[Text] = None
     resume: Optional[Text] = None
 
@@ -378,6 +377,15 @@ def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
             raise ConfigError(label, f"instances[{i}].argv", "expected a non-empty list of strings")
         if inst.session_id and inst.resume:
             raise ConfigError(label, f"instances[{i}].resume", "set either session_id or resume, not both")
+    one_line_lists = ("allowed_tools", "disallowed_tools", "tags")  # names: never more than one line
+    for where, obj in [("defaults", batch.defaults), *((f"instances[{i}]", x) for i, x in enumerate(batch.instances))]:
+        for field in one_line_lists:
+            for j, item in enumerate(getattr(obj, field) or ()):
+                try:
+                    _text(item)
+                except ValueError as exc:
+                    raise ConfigError(label, f"{where}.{field}", f"{exc} (at index {j})") from None
+    for i, inst in enumerate(batch.instances):
         _check_tools(inst, f"instances[{i}]", label)
     _check_tools(batch.defaults, "defaults", label)
     if batch.start_at is not None:
@@ -457,7 +465,7 @@ def _choice(choices: Tuple[str, ...]):
     return hook
 
 
-def _str_list(v: Any, _: Any, check=_text) -> Tuple[str, ...]:
+def _str_list(v: Any, _: Any, check=_prose) -> Tuple[str, ...]:
     if not isinstance(v, list):
         raise ValueError(f"expected a list of strings, got {describe(v)}")
     for i, x in enumerate(v):
@@ -515,7 +523,6 @@ for _type, _hook in {
     Text: _text,
     Prose: _prose,
     str: _text,
-    ProseList: lambda v, _: _str_list(v, _, check=_prose),
     PermissionMode: _choice(PERMISSION_MODES),
     BudgetMode: _choice(BUDGET_MODES),
     StrList: _str_list,

@@ -362,7 +362,8 @@ def prune(results_dir: str, keep: Optional[int] = None, older_than_days: Optiona
     else:
         cutoff = time.time() - float(older_than_days) * 86400  # type: ignore[arg-type]
         victims = [r for r in runs if _started_epoch(r) < cutoff]
-    removed, skipped = [], []
+    removed: List[Dict[str, Any]] = []
+    skipped: List[Dict[str, Any]] = []
     for run in victims:
         if run.get("status") == "running":
             skipped.append(run)

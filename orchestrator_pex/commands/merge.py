@@ -282,12 +282,14 @@ def _totals(inputs: List[Any], instances: List[Dict[str, Any]]) -> Dict[str, Any
     for inst in instances:
         status = inst.get("status")
         by_status[str(status)] = by_status.get(str(status), 0) + 1
-        for k, v in (inst.get("tokens") if isinstance(inst.get("tokens"), dict) else {}).items():
+        inst_tokens = inst.get("tokens")
+        for k, v in (inst_tokens if isinstance(inst_tokens, dict) else {}).items():
             if _number(v):
                 tokens[k] = tokens.get(k, 0) + v
         if _number(inst.get("cost_usd")):
             cost += inst["cost_usd"]
-        for k, v in (inst.get("tools") if isinstance(inst.get("tools"), dict) else {}).items():
+        inst_tools = inst.get("tools")
+        for k, v in (inst_tools if isinstance(inst_tools, dict) else {}).items():
             if _number(v):
                 tools[k] = tools.get(k, 0) + v
     totals["instances"] = len(instances)

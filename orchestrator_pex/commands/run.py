@@ -211,7 +211,7 @@ def print_dry_run(plan, out) -> None:
     from orchestrator_pex.errors import plural
     from orchestrator_pex.secrets import Redactor, redact_env
 
-    scrub = Redactor.from_env(None, *(l.env_add for l in plan.launches)).scrub
+    scrub = Redactor.from_env(None, *(l.env_add for l in plan.launches)).scrub_text
 
     print(f"# {plan.batch.path}: {plural(len(plan.launches), 'instance')}; nothing is started", file=out)
     for launch in plan.launches:
