@@ -135,7 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = errors.find(exc)
         if found is None:
             return _internal_error(exc)
-        print(f"orchestrator-pex: {found}", file=sys.stderr)
+        text = str(found)
+        text = "\n".join(map(errors.one_line, text.split("\n"))) if found.multiline else errors.one_line(text)
+        print(f"orchestrator-pex: {text}", file=sys.stderr)
         return found.exit_status
     except KeyboardInterrupt:
         return errors.EXIT_SIGINT

@@ -45,9 +45,15 @@ _ESCAPE = {**{ord(c): f"\\u{ord(c):04x}" for c in _CONTROL + _SURROGATES}, 9: "\
 
 
 class OrchestratorError(Exception):
-    """An error with a one-line message for the user and the exit status it maps to."""
+    """An error with a one-line message for the user and the exit status it maps to.
+
+    The command line prints ``str(error)`` through :func:`one_line` (a path or value holding a newline cannot split
+    it), unless ``multiline`` is set: then each line is made printable on its own (a site-policy report lists one
+    violation per line).
+    """
 
     exit_status = EXIT_USAGE
+    multiline = False
 
 
 class UsageError(OrchestratorError):

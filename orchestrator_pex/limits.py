@@ -14,6 +14,8 @@ reads or allocates without end:
 * :data:`MAX_RETRIES` -- largest ``retries``.
 * :data:`MAX_WAIT_SECONDS` -- longest ``--wait-lock``: a day.
 * :data:`MAX_KEEP`, :data:`MAX_DAYS` -- ``runs prune --keep`` / ``--older-than``.
+* :data:`MAX_SHARDS` -- largest shard count (``--shard I/N`` and the scheduler environment variables); choosing a
+  shard costs time proportional to the count.
 
 Every refused value is one line naming the flag (or file and key) and exit status 2.
 """
@@ -30,6 +32,7 @@ MAX_RETRIES = 1000
 MAX_WAIT_SECONDS = 86400.0
 MAX_KEEP = 10**9
 MAX_DAYS = 36600.0
+MAX_SHARDS = 100_000
 
 
 def parse_int(text: str, minimum: int, maximum: int) -> int | None:

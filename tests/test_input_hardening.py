@@ -454,3 +454,16 @@ def test_scrub_data_keeps_structure_and_masks_foreign_keys():
     out = r.scrub_data(data)
     assert out["tokens"] == {"total": 1} and out["status"] == "tokens" and out["error"] == "no ***"
     assert out["tools"] == {"***": 2, "Bash": 1}
+
+
+@pytest.mark.parametrize("shard", ["0/1000000000000000000000000000000", "0/100001", "0/" + "9" * 5000])
+def test_shard_count_is_bounded(tmp_path, capsys, shard):
+    """A huge shard count used to hang (choosing a shard costs time proportional to the count)."""
+    code, _, err = run_main(capsys, "run", str(write(tmp_path, OK_INSTANCE)), "--shard", shard, "--dry-run")
+    assert_one_line(code, err, 2, "orchestrator-pex: --shard")
+
+
+def test_error_text_with_a_newline_stays_one_line(tmp_path, capsys):
+    code, _, err = run_main(capsys, "validate", str(tmp_path / "no\nsuch.toml"))
+    assert_one_line(code, err, 2, "orchestrator-pex: ")
+    assert "no\\nsuch.toml" in err

@@ -135,7 +135,9 @@ def check_policy(plan, args):
     violations = policy.check(rules, plan.batch, os.path.basename(plan.batch.path),
                               concurrency=getattr(args, "concurrency", None), plan=plan)
     if violations:
-        raise UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
+        error = UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
+        error.multiline = True  # one violation per line
+        raise error
     return forbid_tools(plan, rules.forbidden_tools)
 
 
