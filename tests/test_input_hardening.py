@@ -261,6 +261,7 @@ def test_prune_never_follows_a_symlinked_run_dir(tmp_path, capsys):
     assert code == 0 and json.loads(out) == []
 
 
+@pytest.mark.damages_documents
 def test_runs_commands_survive_hostile_run_dirs(tmp_path, capsys):
     res = tmp_path / "res"
     _fake_run(res / "r1", "r1", instances=5, cost_usd="x")
@@ -290,6 +291,7 @@ def test_runs_prune_failure_is_one_line(tmp_path, capsys, monkeypatch):
     assert_one_line(code, err, errors.EXIT_FAILED, f"orchestrator-pex: {res / 'r1'}: cannot remove")
 
 
+@pytest.mark.damages_documents
 @pytest.mark.parametrize("content", [b'{"batch": "b", "instances": [], "x": NaN}', b"[1]",
                                      b'{"batch": "b", "instances": [1]}', b'{"batch": "b", "instances": [{}]}',
                                      b"[" * 100000])
