@@ -53,7 +53,7 @@ class Parser(argparse.ArgumentParser):
         self.help_prog = self.prog  # filled by build_parser: whose --help to point at
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(errors.EXIT_USAGE, f"{self.prog}: {_with_suggestion(message, self.known_options)} "
+        self.exit(errors.EXIT_USAGE, f"{self.prog}: {errors.one_line(_with_suggestion(message, self.known_options))} "
                                      f"(see {self.help_prog} --help)\n")
 
 
@@ -136,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = errors.find(exc)
         if found is None:
             return _internal_error(exc)
-        print(f"orchestrator-pex: {found}", file=sys.stderr)
+        text = str(found)
+        text = "\n".join(map(errors.one_line, text.split("\n"))) if found.multiline else errors.one_line(text)
+        print(f"orchestrator-pex: {text}", file=sys.stderr)
         return found.exit_status
     except KeyboardInterrupt:
         return errors.EXIT_SIGINT

@@ -4,12 +4,32 @@ This is the edge where untrusted input becomes typed data. Structuring goes thro
 check each value and say what was expected; every problem becomes a :class:`~orchestrator_pex.errors.ConfigError`
 naming the file and the key path, e.g. ``batch.toml: instances[3].timeout: expected a positive number of seconds,
 got "ten"``. Unknown keys are errors, with a "did you mean" where one is close. Past this module nothing re-validates.
+
+Input is checked completely before anything starts (every check below is one line, exit 2):
+
+* **The file.** Only a regular file is read (a FIFO, a device such as ``/dev/zero`` or a directory is refused before
+  a byte is read), and at most :data:`MAX_BATCH_BYTES`. Nesting deeper than :data:`MAX_DEPTH` arrays/tables (TOML)
+  or arrays/objects (JSON) is refused before parsing, by a scan that ignores brackets inside strings and comments.
+* **Strings.** No string anywhere in the file (keys included) may hold NUL, another C0 control character, DEL, a
+  C1 control character (U+0080-U+009F) or a lone surrogate (they cannot reach argv, env or a file name intact).
+  Tab, newline and carriage return are allowed only in multi-line text: ``prompt``, ``append_system_prompt``,
+  ``description``, ``argv`` elements and ``env`` values. Every other string (``name``, ``model``, ``cwd``,
+  ``claude``, ``results_dir``, ``start_at``, ``session_id``, ``resume``, ``tags``, tool names, ``env`` names, ...)
+  is a single line with no control character at all. Names and ``env`` names are matched whole (``fullmatch``).
+* **Numbers.** Every number is finite, of the right type and within a bound: seconds (``timeout``,
+  ``stall_timeout``, ``deadline``, ``stagger``, ``grace_period``, ``backoff``, ``backoff_max``) in
+  ``(0, MAX_SECONDS]``; dollars in ``(0, MAX_DOLLARS]``; token counts and ``max_turns`` in ``[1, MAX_COUNT]``;
+  ``concurrency`` in ``[1, MAX_CONCURRENCY]``; ``retries`` in ``[0, MAX_RETRIES]`` (bounds:
+  :mod:`orchestrator_pex.limits`). ``start_at`` must name a
+  moment within :data:`~orchestrator_pex.start_at.MAX_HORIZON` of now (see :mod:`orchestrator_pex.start_at`).
 """
 
+import datetime
 import difflib
 import json
 import os
 import re
+import stat
 import sys
 from typing import Any, Dict, List, NewType, Optional, Tuple
 
@@ -18,6 +38,15 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from orchestrator_pex.errors import ConfigError, describe
+from orchestrator_pex.limits import (
+    MAX_BATCH_BYTES,
+    MAX_CONCURRENCY,
+    MAX_COUNT,
+    MAX_DEPTH,
+    MAX_DOLLARS,
+    MAX_RETRIES,
+    MAX_SECONDS,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,17 +55,25 @@ else:  # pragma: no cover - exercised on 3.9/3.10
 
 Seconds = NewType("Seconds", float)
 Dollars = NewType("Dollars", float)
-PositiveInt = NewType("PositiveInt", int)
-Count = NewType("Count", int)  # zero or more
+PositiveInt = NewType("PositiveInt", int)  # token counts, max_turns
+Concurrency = NewType("Concurrency", int)
+Count = NewType("Count", int)  # zero or more (retries)
 Name = NewType("Name", str)
-Text = NewType("Text", str)
+Text = NewType("Text", str)  # one line: no control character at all
+Prose = NewType("Prose", str)  # multi-line text: tab, newline and carriage return allowed
 PermissionMode = NewType("PermissionMode", str)
 BudgetMode = NewType("BudgetMode", str)
-StrList = Tuple[str, ...]
+StrList = Tuple[str, ...]  # elements: multi-line text allowed here; tool names and tags re-checked in _check_batch
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 BUDGET_MODES = ("block", "warn")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always fullmatch
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")  # always fullmatch
+
+
+#: Control characters refused in single-line strings; multi-line text may also hold tab, newline, carriage return.
+_BAD_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_BAD_PROSE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 #: Agent executable meaning "the demo agent built into orchestrator-pex".
 AGENT_SIM = "@agent-sim"
@@ -63,7 +100,7 @@ class Retry:
 class Defaults:
     """Values every instance inherits unless it sets its own."""
 
-    description: Optional[Text] = None
+    description: Optional[Prose] = None
     model: Optional[Text] = None
     permission_mode: Optional[PermissionMode] = None
     allowed_tools: Optional[StrList] = None
@@ -77,7 +114,7 @@ class Defaults:
     max_tokens: Optional[PositiveInt] = None
     max_cost_usd: Optional[Dollars] = None
     retries: Optional[Count] = None
-    append_system_prompt: Optional[Text] = None
+    append_system_prompt: Optional[Prose] = None
 
 
 @attrs.frozen
@@ -88,7 +125,7 @@ class Instance(Defaults):
     """
 
     name: Name = attrs.field(kw_only=True)
-    prompt: Optional[Text] = None
+    prompt: Optional[Prose] = None
     argv: Optional[StrList] = None
     session_id: Optional[Text] = None
     resume: Optional[Text] = None
@@ -101,7 +138,7 @@ class Batch:
     instances: Tuple[Instance, ...]
     path: str = ""
     claude: Text = "claude"
-    concurrency: Optional[PositiveInt] = None
+    concurrency: Optional[Concurrency] = None
     stagger: Optional[Seconds] = None
     deadline: Optional[Seconds] = None
     grace_period: Seconds = 10.0
@@ -139,28 +176,64 @@ def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
 
 
 def load_batch(path: str) -> Batch:
-    """Read and validate a batch file; raise :class:`ConfigError` on the first problem found."""
+    """Read and validate a batch file; raise :class:`ConfigError` on the first problem found.
+
+    Only a regular file is read, and at most :data:`MAX_BATCH_BYTES` of it (see the module docstring).
+    """
+    label = path
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below like any non-regular file
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise ConfigError(path, "", f"cannot read batch file: {exc.strerror}") from None
-    return parse_batch(data, path)
+        raise ConfigError(label, "", f"cannot read batch file: {exc.strerror or exc}") from None
+    except ValueError:  # an embedded NUL in the path
+        raise ConfigError(label, "", "cannot read batch file: the path contains a NUL character") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(label, "", "not a regular file (a FIFO, device or directory is never read as a batch)")
+        if st.st_size > MAX_BATCH_BYTES:
+            raise ConfigError(label, "", f"too large: {st.st_size} bytes (at most {MAX_BATCH_BYTES})")
+        chunks, size = [], 0
+        while size <= MAX_BATCH_BYTES:
+            chunk = os.read(fd, min(1 << 20, MAX_BATCH_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_BATCH_BYTES:
+            raise ConfigError(label, "", f"too large: more than {MAX_BATCH_BYTES} bytes")
+    except OSError as exc:
+        raise ConfigError(label, "", f"cannot read batch file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    return parse_batch(b"".join(chunks), path)
 
 
 def parse_batch(data: bytes, path: str) -> Batch:
     label = os.path.basename(path) or path
     renames: Dict[str, str] = {}
-    if path.endswith(".json") or data.lstrip()[:1] == b"{":
-        raw = _read_json(data, label)
-        raw, renames = _from_zen(raw, label)
-    else:
-        try:
-            raw = tomllib.loads(data.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ConfigError(label, "", "not valid UTF-8") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(label, "", f"not valid TOML: {exc}") from None
+    if len(data) > MAX_BATCH_BYTES:
+        raise ConfigError(label, "", f"too large: {len(data)} bytes (at most {MAX_BATCH_BYTES})")
+    is_json = path.endswith(".json") or data.lstrip()[:1] == b"{"
+    _check_nesting(data, label, is_json)
+    try:
+        if is_json:
+            raw = _read_json(data, label)
+            _check_strings(raw, label)
+            raw, renames = _from_zen(raw, label)
+        else:
+            try:
+                raw = tomllib.loads(data.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ConfigError(label, "", "not valid UTF-8") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(label, "", f"not valid TOML: {exc}") from None
+            except ValueError as exc:  # e.g. an integer of more than 4300 digits
+                raise ConfigError(label, "", f"not valid TOML: {str(exc)[:120]}") from None
+            _check_strings(raw, label)
+    except RecursionError:  # the nesting scan should have caught it; never a traceback
+        raise ConfigError(label, "", f"nested too deeply (at most {MAX_DEPTH} levels)") from None
     if "path" in raw:
         raise ConfigError(label, "path", "unknown key")
     if "instances" not in raw:
@@ -172,6 +245,54 @@ def parse_batch(data: bytes, path: str) -> Batch:
         raise ConfigError(label, _rename(key, renames), message) from None
     _check_batch(batch, label, renames)
     return batch
+
+
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_TOML_TOKENS = re.compile(
+    rb'"""(?:[^\\]|\\.)*?"""|\'\'\'.*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]', re.DOTALL
+)
+
+
+def _check_nesting(data: bytes, label: str, is_json: bool) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` before a parser sees it (brackets in strings/comments ignored)."""
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for m in (_JSON_TOKENS if is_json else _TOML_TOKENS).finditer(data):
+        token = m.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(label, "", f"nested too deeply (at most {MAX_DEPTH} levels of arrays and tables)")
+        elif token in (b"]", b"}"):
+            depth = max(0, depth - 1)
+
+
+def _check_strings(raw: Any, label: str) -> None:
+    """Walk the parsed document (iteratively): depth within :data:`MAX_DEPTH`, no forbidden character in any key,
+    none but tab/newline/carriage return in any string value (single-line fields are checked again by their hook)."""
+    stack = [(raw, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(label, path, f"nested too deeply (at most {MAX_DEPTH} levels of arrays and tables)")
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                sub_path = f"{path}.{key}".lstrip(".")
+                if not isinstance(key, str) or _BAD_LINE.search(key):
+                    raise ConfigError(label, sub_path, "a key may not contain control characters or lone surrogates")
+                stack.append((sub, sub_path, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((sub, f"{path}[{i}]", depth + 1) for i, sub in enumerate(value))
+        elif isinstance(value, str):
+            bad = _BAD_PROSE.search(value)
+            if bad:
+                raise ConfigError(label, path, _bad_char_message(bad.group(), value))
+
+
+def _bad_char_message(char: str, value: str) -> str:
+    what = "a lone surrogate" if 0xD800 <= ord(char) <= 0xDFFF else "a control character"
+    return f"contains {what} (U+{ord(char):04X}), which cannot reach argv, env or a file name: {describe(value)}"
 
 
 def _read_json(data: bytes, label: str) -> Dict[str, Any]:
@@ -257,8 +378,24 @@ def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
             raise ConfigError(label, f"instances[{i}].argv", "expected a non-empty list of strings")
         if inst.session_id and inst.resume:
             raise ConfigError(label, f"instances[{i}].resume", "set either session_id or resume, not both")
+    one_line_lists = ("allowed_tools", "disallowed_tools", "tags")  # names: never more than one line
+    for where, obj in [("defaults", batch.defaults), *((f"instances[{i}]", x) for i, x in enumerate(batch.instances))]:
+        for field in one_line_lists:
+            for j, item in enumerate(getattr(obj, field) or ()):
+                try:
+                    _text(item)
+                except ValueError as exc:
+                    raise ConfigError(label, f"{where}.{field}", f"{exc} (at index {j})") from None
+    for i, inst in enumerate(batch.instances):
         _check_tools(inst, f"instances[{i}]", label)
     _check_tools(batch.defaults, "defaults", label)
+    if batch.start_at is not None:
+        from orchestrator_pex.start_at import start_moment
+
+        try:
+            start_moment(batch.start_at, datetime.datetime.now().astimezone())
+        except ValueError as exc:
+            raise ConfigError(label, "start_at", str(exc)) from None
 
 
 def _check_tools(values: Defaults, at: str, label: str) -> None:
@@ -275,27 +412,46 @@ def _check_tools(values: Defaults, at: str, label: str) -> None:
 # -- the converter ---------------------------------------------------------------------------------------------------
 
 
-def _number(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v <= 0 or v == float("inf"):
+def _number(v: Any, what: str, maximum: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:  # NaN fails here
         raise ValueError(f"expected a positive number of {what}, got {describe(v)}")
+    if not v <= maximum:  # inf and huge integers
+        raise ValueError(f"expected at most {maximum:.0f} {what}, got {describe(v)}")
     return float(v)
 
 
-def _integer(v: Any, minimum: int) -> int:
+def _integer(v: Any, minimum: int, maximum: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
         kind = "a positive integer" if minimum > 0 else "an integer, 0 or more"
         raise ValueError(f"expected {kind}, got {describe(v)}")
+    if v > maximum:
+        raise ValueError(f"expected at most {maximum}, got {describe(v)}")
     return v
 
 
 def _text(v: Any, _: Any = None) -> str:
+    """A single-line string: no control character (tab and newline included), no lone surrogate."""
     if not isinstance(v, str):
         raise ValueError(f"expected a string, got {describe(v)}")
+    bad = _BAD_LINE.search(v)
+    if bad:
+        raise ValueError(_bad_char_message(bad.group(), v).replace("a control character", "a control character "
+                                                                    "(this value must be one line)", 1))
+    return v
+
+
+def _prose(v: Any, _: Any = None) -> str:
+    """Multi-line text: tab, newline and carriage return allowed; other control characters and lone surrogates not."""
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {describe(v)}")
+    bad = _BAD_PROSE.search(v)
+    if bad:
+        raise ValueError(_bad_char_message(bad.group(), v))
     return v
 
 
 def _name(v: Any, _: Any) -> str:
-    if not isinstance(v, str) or not _NAME_RE.match(v):
+    if not isinstance(v, str) or not _NAME_RE.fullmatch(v):
         raise ValueError(f'expected a name of letters, digits, ".", "_" or "-" (at most 100), got {describe(v)}')
     return v
 
@@ -310,12 +466,16 @@ def _choice(choices: Tuple[str, ...]):
     return hook
 
 
-def _str_list(v: Any, _: Any) -> Tuple[str, ...]:
+def _str_list(v: Any, _: Any, check=_prose) -> Tuple[str, ...]:
     if not isinstance(v, list):
         raise ValueError(f"expected a list of strings, got {describe(v)}")
     for i, x in enumerate(v):
         if not isinstance(x, str):
             raise ValueError(f"expected a list of strings, got {describe(x)} at index {i}")
+        try:
+            check(x)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (at index {i})") from None
     return tuple(v)
 
 
@@ -323,10 +483,13 @@ def _env(v: Any, _: Any) -> Dict[str, str]:
     if not isinstance(v, dict):
         raise ValueError(f"expected a table of NAME = \"value\", got {describe(v)}")
     for key, value in v.items():
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if not isinstance(key, str) or not _ENV_NAME_RE.fullmatch(key):
             raise ValueError(f"expected environment variable names, got {describe(key)}")
         if not isinstance(value, str):
             raise ValueError(f"expected string values, got {describe(value)} for {key}")
+        bad = _BAD_PROSE.search(value)
+        if bad:
+            raise ValueError(f"{_bad_char_message(bad.group(), value)} for {key}")
     return dict(v)
 
 
@@ -352,12 +515,14 @@ def _instances(v: Any, _: Any) -> Tuple[Instance, ...]:
 
 _converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 for _type, _hook in {
-    Seconds: lambda v, _: _number(v, "seconds"),
-    Dollars: lambda v, _: _number(v, "dollars"),
-    PositiveInt: lambda v, _: _integer(v, 1),
-    Count: lambda v, _: _integer(v, 0),
+    Seconds: lambda v, _: _number(v, "seconds", MAX_SECONDS),
+    Dollars: lambda v, _: _number(v, "dollars", MAX_DOLLARS),
+    PositiveInt: lambda v, _: _integer(v, 1, MAX_COUNT),
+    Concurrency: lambda v, _: _integer(v, 1, MAX_CONCURRENCY),
+    Count: lambda v, _: _integer(v, 0, MAX_RETRIES),
     Name: _name,
     Text: _text,
+    Prose: _prose,
     str: _text,
     PermissionMode: _choice(PERMISSION_MODES),
     BudgetMode: _choice(BUDGET_MODES),

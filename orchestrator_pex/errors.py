@@ -37,10 +37,23 @@ def exit_status_help() -> str:
     return "exit statuses:\n" + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_STATUSES)
 
 
+#: Characters never allowed in any string of a batch file: NUL, the other C0 controls except tab, newline and carriage
+#: return, DEL, the C1 controls and lone surrogates (they cannot be encoded into argv, env or a file name).
+_CONTROL = "".join(chr(c) for c in [*range(0, 9), 11, 12, *range(14, 32), *range(0x7F, 0xA0)])
+_SURROGATES = "".join(chr(c) for c in range(0xD800, 0xE000))
+_ESCAPE = {**{ord(c): f"\\u{ord(c):04x}" for c in _CONTROL + _SURROGATES}, 9: "\\t", 10: "\\n", 13: "\\r"}
+
+
 class OrchestratorError(Exception):
-    """An error with a one-line message for the user and the exit status it maps to."""
+    """An error with a one-line message for the user and the exit status it maps to.
+
+    The command line prints ``str(error)`` through :func:`one_line` (a path or value holding a newline cannot split
+    it), unless ``multiline`` is set: then each line is made printable on its own (a site-policy report lists one
+    violation per line).
+    """
 
     exit_status = EXIT_USAGE
+    multiline = False
 
 
 class UsageError(OrchestratorError):
@@ -52,7 +65,8 @@ class ConfigError(OrchestratorError):
 
     def __init__(self, file: str, key: str, message: str) -> None:
         self.file, self.key, self.message = file, key, message
-        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+        text = f"{file}: {key}: {message}" if key else f"{file}: {message}"
+        super().__init__(one_line(text))
 
 
 class LockHeld(OrchestratorError):
@@ -78,16 +92,24 @@ def find(exc: BaseException) -> "OrchestratorError | None":
     return None
 
 
+def one_line(text: str) -> str:
+    """``text`` with every control character (newline and tab as ``\\n``, ``\\t``) and lone surrogate escaped: a
+    message built from user input stays one printable line whatever the input held."""
+    return text.translate(_ESCAPE)
+
+
 def describe(value: object) -> str:
     """How a bad value is quoted in a message: short, JSON-like, never multi-line."""
     if isinstance(value, str):
-        text = '"' + value.replace("\n", "\\n") + '"'
+        text = '"' + one_line(value[:200]) + '"'
     elif isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, dict):
         text = "a table"
     elif isinstance(value, list):
         text = "a list"
+    elif isinstance(value, int) and value.bit_length() > 128:
+        text = f"an integer of {len(str(value)) if value.bit_length() < 10000 else 'thousands of'} digits"
     else:
         text = repr(value)
     return text if len(text) <= 60 else text[:57] + '..."'

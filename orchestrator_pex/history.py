@@ -11,6 +11,13 @@ orchestrator that wrote it is alive on this host; otherwise ``interrupted`` (``o
 A live run's document tells the truth about it: an instance the journal saw start and not finish is ``running``
 (``retrying`` after an ``instance_retry``), one not started yet is ``pending``; only once the writer is gone are they
 ``cancelled`` (interrupted) and ``not-started``. ``RUN_ID`` may be ``latest``: the newest run (by start time).
+
+Hostile or damaged run directories (anyone who can write the results directory can plant one) never make these
+commands raise: a symlink directly under the results directory is never listed, followed or deleted (so ``prune``
+cannot be led outside the results directory); a ``results.json`` that is not strict JSON (``NaN``, bad UTF-8) or not
+an object is unreadable; one whose fields have the wrong types is shown with those fields as missing; a run
+directory that cannot be summarised is listed as ``unreadable`` with the reason. ``prune`` that cannot remove a
+directory stops with one line naming it (exit 1).
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ RESULTS_NAME = "results.json"
 
 
 def is_run_dir(path: str) -> bool:
+    if os.path.islink(path):
+        return False
     return os.path.isfile(os.path.join(path, journal.JOURNAL_NAME)) or os.path.isfile(os.path.join(path, RESULTS_NAME))
 
 
@@ -45,13 +54,26 @@ def run_dirs(results_dir: str) -> List[str]:
     return [os.path.join(results_dir, e) for e in entries if is_run_dir(os.path.join(results_dir, e))]
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"not strict JSON: {name}")
+
+
 def _read_results(run_dir: str) -> Optional[Dict[str, Any]]:
+    """``results.json`` as a dict with ``instances`` a list of dicts, or None if unreadable/not strict JSON."""
     try:
         with open(os.path.join(run_dir, RESULTS_NAME), "rb") as f:
-            doc = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError):
+            doc = json.loads(f.read(64 * 1024 * 1024).decode("utf-8"), parse_constant=_refuse_constant)
+    except (OSError, ValueError, RecursionError):
         return None
-    return doc if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        return None
+    if not isinstance(doc.get("instances"), list):
+        doc["instances"] = []
+    doc["instances"] = [r for r in doc["instances"] if isinstance(r, dict)]
+    for key in ("run_id", "status", "batch", "started_at", "finished_at"):
+        if key in doc and not isinstance(doc[key], str):
+            doc.pop(key)
+    return doc
 
 
 def writer_alive(run_meta: Dict[str, Any]) -> bool:
@@ -146,13 +168,16 @@ def summary(run_dir: str) -> Dict[str, Any]:
 
 def list_runs(results_dir: str) -> List[Dict[str, Any]]:
     """Summaries of every run directory, oldest first (by start time, then id)."""
+    from orchestrator_pex.errors import one_line
+
     out = []
     for path in run_dirs(results_dir):
         try:
             out.append(summary(path))
-        except RunDirError as exc:
+        except Exception as exc:  # noqa: BLE001 - one damaged run dir must not hide the others
+            reason = str(exc) if isinstance(exc, RunDirError) else f"{path}: cannot be read: {exc!r}"
             out.append({"run_id": os.path.basename(path), "path": path, "status": "unreadable",
-                        "started_at": None, "problems": [str(exc)], "counts": {}, "instances": 0})
+                        "started_at": None, "problems": [one_line(reason)[:300]], "counts": {}, "instances": 0})
     out.sort(key=lambda s: (str(s.get("started_at") or ""), str(s["run_id"])))
     return out
 
@@ -337,13 +362,21 @@ def prune(results_dir: str, keep: Optional[int] = None, older_than_days: Optiona
     else:
         cutoff = time.time() - float(older_than_days) * 86400  # type: ignore[arg-type]
         victims = [r for r in runs if _started_epoch(r) < cutoff]
-    removed, skipped = [], []
+    removed: List[Dict[str, Any]] = []
+    skipped: List[Dict[str, Any]] = []
     for run in victims:
         if run.get("status") == "running":
             skipped.append(run)
             continue
         if not dry_run:
-            shutil.rmtree(run["path"], ignore_errors=False)
+            path = run["path"]
+            if os.path.islink(path) or os.path.dirname(os.path.abspath(path)) != os.path.abspath(results_dir):
+                continue  # never follow a symlink or leave the results directory (run_dirs never lists these)
+            try:
+                shutil.rmtree(path)  # fd-based on Linux: a symlink planted inside is unlinked, never followed
+            except OSError as exc:
+                raise RunDirError(f"{path}: cannot remove: {exc.strerror or exc}; "
+                                  f"{len(removed)} run(s) removed before it") from None
         removed.append(run)
     return removed, skipped
 

@@ -210,13 +210,26 @@ def acquire(path: str, wait_seconds: Optional[float] = None) -> Iterator[LockHan
         handle.release()
 
 
+def wait_seconds(text: str) -> float:
+    """``--wait-lock`` value: a finite number of seconds in [0, MAX_WAIT_SECONDS] (NaN, inf, negative refused)."""
+    import argparse
+
+    from orchestrator_pex.limits import MAX_WAIT_SECONDS, parse_float
+
+    value = parse_float(text, 0.0, MAX_WAIT_SECONDS)
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds from 0 to {MAX_WAIT_SECONDS:g}, got {text[:40]!r}")
+    return value
+
+
 def add_lock_arguments(parser) -> None:  # type: ignore[no-untyped-def]
     """``--lock PATH`` and ``--wait-lock SECONDS`` for commands that run a batch."""
     parser.add_argument("--lock", metavar="PATH", help="lock file to use instead of the one derived from the batch path")
     parser.add_argument(
         "--wait-lock",
         metavar="SECONDS",
-        type=float,
+        type=wait_seconds,
         default=None,
         help="if another run of this batch holds the lock, wait up to SECONDS for it instead of exiting with 75",
     )

@@ -148,7 +148,21 @@ def build_document(run_meta: Dict[str, Any], records: List[Dict[str, Any]]) -> D
 
 
 def write_atomic(path: str, doc: Dict[str, Any]) -> None:
-    """Replace ``path`` with ``doc`` as JSON: a reader sees the old file or the new one, never a torn one."""
+    """Replace ``path`` with ``doc`` as JSON: a reader sees the old file or the new one, never a torn one.
+
+    Failing to write (disk full, read-only) raises :class:`~orchestrator_pex.errors.RunDirError` (one line, exit 1)
+    and leaves the old file, if any, untouched.
+    """
+    try:
+        _write_atomic(path, doc)
+    except OSError as exc:
+        from orchestrator_pex.errors import RunDirError
+
+        raise RunDirError(f"{path}: cannot write: {exc.strerror or exc}; the journal keeps every record, "
+                          f"`orchestrator-pex resume {os.path.dirname(path)}` writes it once that is fixed") from None
+
+
+def _write_atomic(path: str, doc: Dict[str, Any]) -> None:
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=directory)
     try:

@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set
 
 import trio
 
-from orchestrator_pex import errors, internal_errors, progress, results
+from orchestrator_pex import errors, internal_errors, progress, results, secrets
 from orchestrator_pex.plan import Plan
 from orchestrator_pex.report import Console
 from orchestrator_pex.scheduler import Scheduler
@@ -69,13 +69,15 @@ def prepare_run_dir(
         # never group/world-writable whatever the umask: resume refuses a run directory others could write
         os.makedirs(run_dir, mode=0o755, exist_ok=True)
         os.makedirs(os.path.join(run_dir, "logs"), mode=0o755, exist_ok=True)
-        copy = redactor.scrub(data) if redactor else data
+        copy = secrets.masked_copy(data, name.endswith(".json"), redactor) if redactor else data
         path = os.path.join(run_dir, name)
         if not os.path.exists(path):
             with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
                 f.write(copy)
     except OSError as exc:
         raise errors.UsageError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
+    except ValueError as exc:  # the batch changed under us and no longer parses: never write an unmasked copy
+        raise errors.UsageError(f"{batch_path}: cannot write the run's masked batch copy: {exc}") from None
     facts = {"batch_copy": name, "batch_sha256": hashlib.sha256(data).hexdigest(), "batch_copy_masked": copy != data}
     return run_id, run_dir, facts
 

@@ -6,7 +6,7 @@ Semantics:
   (compared upper-cased) ends in ``_KEY``, ``_TOKEN`` or ``_SECRET``, contains ``PASSWORD``, ``PASSWD``,
   ``CREDENTIAL`` or ``SECRET_``, is on :data:`KNOWN_SECRET_NAMES`, or matches one of the names or shell-style
   patterns listed (comma, colon or whitespace separated) in the environment variable
-  ``ORCHESTRATOR_PEX_SECRET_NAMES``.
+  ``ORCHESTRATOR_PEX_SECRET_NAMES`` (that variable itself is not secret).
 * :func:`redact_env` returns a copy of a mapping with every secret-named value replaced by ``"***"`` (for dry-run
   output and results).
 * :class:`Redactor` knows secret *values* (taken from the process environment and the batch's ``env`` tables) and
@@ -14,6 +14,16 @@ Semantics:
   ``bytes``. Values shorter than :data:`MIN_SECRET_LEN` characters are not scrubbed: they would match everywhere
   and destroy the text while protecting nothing worth protecting. :meth:`Redactor.stream` scrubs a byte stream
   that arrives in chunks, holding back just enough bytes that a secret split across two chunks is still caught.
+* :meth:`Redactor.scrub_data` never changes a document's structure: keys that are plain identifiers (lowercase
+  ASCII letters, digits, ``_`` -- the vocabulary of our documents, e.g. ``tokens``) are never rewritten, nor are the
+  values of :data:`VOCABULARY_KEYS` (``name``, ``status``, ...), so a secret that happens to be a common word
+  (``"tokens"``, ``"failed"``) cannot corrupt a record. Any other key (a tool name an agent printed) is scrubbed
+  like a value; two keys that scrub to the same text are kept apart (``***``, ``*** #2``).
+* :func:`masked_copy` masks secret values in a batch file's bytes *however the file spells them* (TOML or JSON
+  escapes such as ``"\u0073ecret"`` or ``"sec\"ret"``): the raw text is scrubbed, then parsed again; if any string
+  in it (key or value) still decodes to text holding a secret, the copy is instead re-serialized from the parsed
+  values with every secret masked (comments and layout are lost; the secret is not). A copy that would still decode
+  to a secret is never returned.
 
 Only the standard library is used, so the module is safe to import from any command at module level.
 """
@@ -28,6 +38,9 @@ import urllib.parse
 from typing import Any, Iterable, Mapping, Optional, Union
 
 MASK = "***"
+#: Keys whose values are fixed vocabulary or batch-defined identifiers: never scrubbed by :meth:`Redactor.scrub_data`.
+VOCABULARY_KEYS = frozenset({"name", "status", "cost_source", "kind", "event", "schema_version"})
+_PLAIN_KEY = re.compile(r"[a-z][a-z0-9_]*")  # always fullmatch
 MIN_SECRET_LEN = 4
 USER_NAMES_ENV = "ORCHESTRATOR_PEX_SECRET_NAMES"
 
@@ -69,6 +82,8 @@ def is_secret_name(name: str, environ: Optional[Mapping[str, str]] = None) -> bo
     ``environ`` is where ``ORCHESTRATOR_PEX_SECRET_NAMES`` is read from (default: ``os.environ``).
     """
     upper = name.upper()
+    if upper == USER_NAMES_ENV:  # the list of secret names is not itself a secret (it contains "SECRET_")
+        return False
     if upper in KNOWN_SECRET_NAMES or upper.endswith(_SUFFIXES) or any(i in upper for i in _INFIXES):
         return True
     return any(fnmatch.fnmatchcase(upper, pattern) for pattern in _user_patterns(environ))
@@ -144,13 +159,38 @@ class Redactor:
             return text
         return self._str_re.sub(MASK, text)
 
+    def scrub_text(self, text: str) -> str:
+        """:meth:`scrub` for ``str`` only (typed as such)."""
+        out = self.scrub(text)
+        return out if isinstance(out, str) else out.decode("utf-8", "replace")
+
+    def contains(self, text: Text) -> bool:
+        """Whether ``text`` holds any secret value (in any of the forms :meth:`scrub` masks)."""
+        if isinstance(text, (bytes, bytearray)):
+            return self._bytes_re is not None and self._bytes_re.search(bytes(text)) is not None
+        return self._str_re is not None and self._str_re.search(text) is not None
+
     def scrub_data(self, data: Any) -> Any:
-        """A copy of JSON-like ``data`` (dicts, lists, strings, numbers) with secrets scrubbed from every string,
-        keys included."""
+        """A copy of JSON-like ``data`` (dicts, lists, strings, numbers) with secrets scrubbed from every string.
+
+        The structure is kept (see the module docstring): plain-identifier keys and the values of
+        :data:`VOCABULARY_KEYS` are never changed; other keys are scrubbed and kept distinct."""
         if isinstance(data, (str, bytes, bytearray)):
             return self.scrub(data)
         if isinstance(data, Mapping):
-            return {self.scrub_data(k): self.scrub_data(v) for k, v in data.items()}
+            out: dict = {}
+            for k, v in data.items():
+                if isinstance(k, str) and _PLAIN_KEY.fullmatch(k):
+                    out[k] = v if k in VOCABULARY_KEYS and isinstance(v, str) else self.scrub_data(v)
+                    continue
+                key = self.scrub_text(k) if isinstance(k, str) else k
+                if key != k:
+                    n, base = 1, key
+                    while key in out or key in data:
+                        n += 1
+                        key = f"{base} #{n}"
+                out[key] = self.scrub_data(v)
+            return out
         if isinstance(data, (list, tuple)):
             return type(data)(self.scrub_data(v) for v in data)
         return data
@@ -191,3 +231,95 @@ class StreamScrubber:
     def flush(self) -> bytes:
         rest, self._pending = self._pending, b""
         return self._redactor.scrub(rest)  # type: ignore[return-value]
+
+
+def masked_copy(data: bytes, is_json: bool, redactor: Redactor) -> bytes:
+    """``data`` (a batch file) with every secret value masked however the file spells it (see the module docstring).
+
+    ``is_json``: the file is JSON (else TOML). Raises ``ValueError`` only if no masked form can be produced (never
+    for a file that parsed as a batch).
+    """
+    if not redactor:
+        return bytes(data)
+    raw = redactor.scrub(bytes(data))
+    if not isinstance(raw, bytes):  # pragma: no cover - scrub returns the type it is given
+        raise TypeError("scrub(bytes) must return bytes")
+    if not _decodes_to_secret(raw, is_json, redactor):
+        return raw
+    parsed = _parse(bytes(data), is_json)
+    if parsed is None:
+        raise ValueError("the batch file cannot be parsed, so its secrets cannot be masked")
+    masked = _mask_all(parsed, redactor)
+    if is_json:
+        out = json.dumps(masked, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+    else:
+        import tomli_w
+
+        out = ("# re-written with secret values masked; comments and layout of the original are not kept\n"
+               + tomli_w.dumps(masked)).encode("utf-8")
+    if _decodes_to_secret(out, is_json, redactor):  # pragma: no cover - _mask_all masks every string
+        raise ValueError("a secret value survived masking")
+    return out
+
+
+def _parse(data: bytes, is_json: bool) -> Any:
+    try:
+        if is_json:
+            return json.loads(data)
+        import sys
+
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - 3.9/3.10
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+        return tomllib.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _strings(value: Any) -> Iterable[str]:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, dict):
+            for k, sub in v.items():
+                if isinstance(k, str):
+                    yield k
+                stack.append(sub)
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def _decodes_to_secret(data: bytes, is_json: bool, redactor: Redactor) -> bool:
+    """Whether ``data`` parsed holds a secret in any string, or cannot be parsed (then its escapes are unknown)."""
+    parsed = _parse(data, is_json)
+    if parsed is None:
+        # unparsable after masking (e.g. a masked key): judge the raw text and the text with escapes undone
+        text = data.decode("utf-8", "replace")
+        try:
+            unescaped = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        except (UnicodeDecodeError, ValueError):
+            unescaped = text
+        return redactor.contains(text) or redactor.contains(unescaped)
+    return any(redactor.contains(s) for s in _strings(parsed))
+
+
+def _mask_all(value: Any, redactor: Redactor) -> Any:
+    """Every string (keys included) of parsed ``value`` scrubbed; keys kept distinct."""
+    if isinstance(value, str):
+        return redactor.scrub(value)
+    if isinstance(value, dict):
+        out: dict = {}
+        for k, v in value.items():
+            key = redactor.scrub_text(k) if isinstance(k, str) else k
+            n, base = 1, key
+            while key in out:
+                n += 1
+                key = f"{base} #{n}"
+            out[key] = _mask_all(v, redactor)
+        return out
+    if isinstance(value, list):
+        return [_mask_all(v, redactor) for v in value]
+    return value

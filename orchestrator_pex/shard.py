@@ -32,6 +32,7 @@ import hashlib
 from typing import Iterable, Mapping, Optional, Tuple
 
 from orchestrator_pex.errors import UsageError
+from orchestrator_pex.limits import MAX_SHARDS
 
 ENV_SHARD = "ORCHESTRATOR_PEX_SHARD"
 ENV_COUNT = "ORCHESTRATOR_PEX_SHARD_COUNT"
@@ -57,16 +58,17 @@ def select(names: Iterable[str], index: int, count: int) -> list[str]:
 
 
 def _check(index: int, count: int) -> None:
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise UsageError(f"shard count must be a whole number of at least 1, got {count!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_SHARDS:
+        raise UsageError(f"shard count must be a whole number of at least 1 and at most {MAX_SHARDS}, got {count!r}")
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
         raise UsageError(f"shard index must be between 0 and {count - 1} for {count} shards, got {index!r}")
 
 
 def _int(text: str, what: str) -> int:
     text = text.strip()
-    if not text or not (text.isdigit() or (text[0] in "+-" and text[1:].isdigit())) or not text.isascii():
-        raise UsageError(f"{what}: expected a whole number, got {text!r}")
+    if not text or not (text.isdigit() or (text[0] in "+-" and text[1:].isdigit())) or not text.isascii() \
+            or len(text) > 18:
+        raise UsageError(f"{what}: expected a whole number (at most 18 digits), got {text[:40]!r}")
     return int(text)
 
 
@@ -76,8 +78,8 @@ def parse_shard(text: str, what: str = "--shard") -> Tuple[int, int]:
     if len(parts) != 2:
         raise UsageError(f"{what}: expected INDEX/COUNT such as 0/3 (index counts from 0), got {text!r}")
     index, count = _int(parts[0], f"{what} index"), _int(parts[1], f"{what} count")
-    if count < 1:
-        raise UsageError(f"{what}: the shard count must be at least 1, got {text!r}")
+    if not 1 <= count <= MAX_SHARDS:
+        raise UsageError(f"{what}: the shard count must be at least 1 and at most {MAX_SHARDS}, got {text!r}")
     if not 0 <= index < count:
         raise UsageError(f"{what}: the index counts from 0 and must be below the count ({count}), got {text!r}")
     return index, count
@@ -120,8 +122,8 @@ def shard_from_env(environ: Mapping[str, str]) -> Optional[Tuple[int, int]]:
 
 
 def _checked(index: int, count: int, source: str) -> Tuple[int, int]:
-    if count < 1:
-        raise UsageError(f"{source}: the shard count must be at least 1, got {count}")
+    if not 1 <= count <= MAX_SHARDS:
+        raise UsageError(f"{source}: the shard count must be at least 1 and at most {MAX_SHARDS}, got {count}")
     if not 0 <= index < count:
         raise UsageError(f"{source}: shard index {index} is outside 0..{count - 1} ({count} shards)")
     return index, count

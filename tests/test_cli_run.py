@@ -226,7 +226,9 @@ def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(results.json, "dump", broken_dump)
-    with pytest.raises(OSError):
+    from orchestrator_pex.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="results.json: cannot write: No space left on device"):
         results.write_atomic(str(target), {"v": 2})
     assert json.loads(target.read_text()) == {"v": 1}
     assert os.listdir(tmp_path) == ["results.json"]

@@ -101,18 +101,44 @@ def exit_status_for(doc: Dict[str, Any]) -> int:
     return EXIT_FAILED
 
 
+#: A results document larger than this is refused unread.
+MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not strict JSON")
+
+
 def _load(path: str) -> Dict[str, Any]:
+    """One input document: a regular file of at most MAX_DOCUMENT_BYTES, strict JSON (no NaN/Infinity), an object
+    with ``batch`` and a list of ``instances`` objects; anything else is one line naming the file (exit 2)."""
+    import stat
+
     if os.path.isdir(path):
         path = os.path.join(path, "results.json")
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise UsageError(f"{path}: not a regular file")
+            data = fh.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise UsageError(f"{path}: not a JSON results document: {exc}") from None
+    except ValueError:  # NUL in the path
+        raise UsageError(f"{path}: cannot read: bad file name") from None
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise UsageError(f"{path}: larger than {MAX_DOCUMENT_BYTES} bytes: not a results document")
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"{path}: not a JSON results document: {str(exc)[:200]}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("instances"), list) or "batch" not in doc:
         raise UsageError(f"{path}: not a results document (expected an object with \"batch\" and \"instances\")")
+    for i, inst in enumerate(doc["instances"]):
+        if not isinstance(inst, dict) or not isinstance(inst.get("name"), str) or \
+                not isinstance(inst.get("status"), str):
+            raise UsageError(f"{path}: instances[{i}]: expected an object with a string \"name\" and \"status\"")
     return doc
 
 
@@ -246,7 +272,8 @@ def _merged_status(statuses: List[Any], instances: List[Dict[str, Any]]) -> str:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite number of sane size (sums of them stay finite: the merged document is strict JSON)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -1e15 <= value <= 1e15
 
 
 def _add(into: Dict[str, Any], key: str, value: Any) -> None:
@@ -273,12 +300,14 @@ def _totals(inputs: List[Any], instances: List[Dict[str, Any]]) -> Dict[str, Any
     for inst in instances:
         status = inst.get("status")
         by_status[str(status)] = by_status.get(str(status), 0) + 1
-        for k, v in (inst.get("tokens") or {}).items():
+        inst_tokens = inst.get("tokens")
+        for k, v in (inst_tokens if isinstance(inst_tokens, dict) else {}).items():
             if _number(v):
                 tokens[k] = tokens.get(k, 0) + v
         if _number(inst.get("cost_usd")):
             cost += inst["cost_usd"]
-        for k, v in (inst.get("tools") or {}).items():
+        inst_tools = inst.get("tools")
+        for k, v in (inst_tools if isinstance(inst_tools, dict) else {}).items():
             if _number(v):
                 tools[k] = tools.get(k, 0) + v
     totals["instances"] = len(instances)

@@ -46,22 +46,23 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    """``--concurrency``: an integer in [1, MAX_CONCURRENCY] (the batch key's bound)."""
+    from orchestrator_pex.limits import MAX_CONCURRENCY, parse_int
+
+    value = parse_int(text, 1, MAX_CONCURRENCY)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, at most {MAX_CONCURRENCY}, got {text[:40]!r}")
     return value
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    """``--stagger``/``--deadline``: a finite number of seconds in (0, MAX_SECONDS] (the batch keys' bound)."""
+    from orchestrator_pex.limits import MAX_SECONDS, parse_float
+
+    value = parse_float(text, 0.0, MAX_SECONDS, open_min=True)
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds, at most {MAX_SECONDS:.0f}, got {text[:40]!r}")
     return value
 
 
@@ -69,6 +70,12 @@ def main(args: argparse.Namespace) -> int:
     from orchestrator_pex.config import load_batch
     from orchestrator_pex.plan import make_plan
 
+    if args.start_at is not None:  # refuse a bad --start-at before reading anything else
+        import datetime
+
+        from orchestrator_pex.start_at import parse_start_at
+
+        parse_start_at(args.start_at, datetime.datetime.now().astimezone())
     batch = load_batch(args.batch)
     plan = make_plan(batch, args.claude)
     meta = {}
@@ -131,7 +138,9 @@ def check_policy(plan, args):
     violations = policy.check(rules, plan.batch, os.path.basename(plan.batch.path),
                               concurrency=getattr(args, "concurrency", None), plan=plan)
     if violations:
-        raise UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
+        error = UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
+        error.multiline = True  # one violation per line
+        raise error
     return forbid_tools(plan, rules.forbidden_tools)
 
 
@@ -209,7 +218,7 @@ def print_dry_run(plan, out) -> None:
     from orchestrator_pex.errors import plural
     from orchestrator_pex.secrets import Redactor, redact_env
 
-    scrub = Redactor.from_env(None, *(l.env_add for l in plan.launches)).scrub
+    scrub = Redactor.from_env(None, *(l.env_add for l in plan.launches)).scrub_text
 
     print(f"# {plan.batch.path}: {plural(len(plan.launches), 'instance')}; nothing is started", file=out)
     for launch in plan.launches:
@@ -217,9 +226,9 @@ def print_dry_run(plan, out) -> None:
         print(f"\n[{launch.name}] ({launch.kind})", file=out)
         print(f"  argv: {scrub(shlex.join(launch.argv))}", file=out)
         if launch.cwd:
-            print(f"  cwd:  {launch.cwd}", file=out)
-        for key, value in sorted(redact_env(launch.env_add).items()):
-            print(f"  env:  {key}={value}", file=out)
+            print(f"  cwd:  {scrub(launch.cwd)}", file=out)
+        for key, value in sorted(redact_env(launch.env_add).items()):  # by name, then by value
+            print(f"  env:  {key}={scrub(value)}", file=out)
         limits = [f"{k}={getattr(inst, k):g}" for k in ("timeout", "stall_timeout", "max_cost_usd")
                   if getattr(inst, k) is not None]
         limits += [f"{k}={getattr(inst, k)}" for k in ("max_tokens", "max_turns", "retries")

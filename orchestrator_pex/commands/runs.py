@@ -47,9 +47,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="seconds between two looks at the journal (default 1)")
     prune = sub.add_parser("prune", parents=[common], help="delete old runs", description="Delete old runs.")
     which = prune.add_mutually_exclusive_group(required=True)
-    which.add_argument("--keep", type=int, metavar="N", help="keep the N newest runs")
-    which.add_argument("--older-than", type=float, metavar="DAYS", help="delete runs started more than DAYS ago")
+    which.add_argument("--keep", type=_keep, metavar="N", help="keep the N newest runs")
+    which.add_argument("--older-than", type=_days, metavar="DAYS", help="delete runs started more than DAYS ago")
     prune.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+
+
+def _keep(text: str) -> int:
+    from orchestrator_pex.limits import MAX_KEEP, parse_int
+
+    value = parse_int(text, 0, MAX_KEEP)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_KEEP}, got {text[:40]!r}")
+    return value
+
+
+def _days(text: str) -> float:
+    from orchestrator_pex.limits import MAX_DAYS, parse_float
+
+    value = parse_float(text, 0.0, MAX_DAYS)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a number of days from 0 to {MAX_DAYS:g}, got {text[:40]!r}")
+    return value
 
 
 def main(args: argparse.Namespace) -> int:
@@ -114,7 +132,33 @@ def _matches(run: dict, batch: Optional[str], status: Optional[str]) -> bool:
 
 
 def _print_json(value: object) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+    try:
+        text = json.dumps(value, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:  # a non-finite number from a damaged journal: strict JSON only, null in its place
+        text = json.dumps(_finite(value), indent=2, sort_keys=False, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _s(value: object, default: str = "-") -> str:
+    """A field of a (possibly hostile) run document as one printable line."""
+    from orchestrator_pex.errors import one_line
+
+    return one_line(str(value))[:200] if value is not None and value != "" else default
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        abs(value) < 1e15 else None
 
 
 def _print_list(runs: list, results_dir: str) -> None:
@@ -123,25 +167,27 @@ def _print_list(runs: list, results_dir: str) -> None:
         return
     print(f"{'RUN ID':<32} {'STATUS':<12} {'STARTED':<21} {'INST':>5} {'OK':>5} {'COST $':>9}  BATCH")
     for run in runs:
-        ok = run.get("counts", {}).get("succeeded", 0)
-        cost = run.get("cost_usd")
-        shown = f"{cost:.4f}" if isinstance(cost, (int, float)) else "-"
-        print(f"{str(run['run_id']):<32} {str(run.get('status')):<12} {str(run.get('started_at') or '-'):<21} "
-              f"{run.get('instances', 0):>5} {ok:>5} {shown:>9}  {run.get('batch') or '-'}")
+        counts = run.get("counts") if isinstance(run.get("counts"), dict) else {}
+        ok = _num(counts.get("succeeded")) or 0
+        cost = _num(run.get("cost_usd"))
+        print(f"{_s(run.get('run_id')):<32} {_s(run.get('status')):<12} {_s(run.get('started_at')):<21} "
+              f"{int(_num(run.get('instances')) or 0):>5} {int(ok):>5} {f'{cost:.4f}' if cost is not None else '-':>9}  "
+              f"{_s(run.get('batch'))}")
         for problem in run.get("problems") or []:
-            print(f"    ! {problem}", file=sys.stderr)
+            print(f"    ! {_s(problem)}", file=sys.stderr)
 
 
 def _print_show(doc: dict, run_dir: str) -> None:
-    print(f"run {doc.get('run_id')}  status {doc.get('status')}  ({run_dir})")
-    print(f"batch {doc.get('batch')}  started {doc.get('started_at')}  finished {doc.get('finished_at') or '-'}")
-    instances = doc.get("instances") or []
-    width = max([len(str(i.get("name"))) for i in instances] + [4])
+    print(f"run {_s(doc.get('run_id'))}  status {_s(doc.get('status'))}  ({run_dir})")
+    print(f"batch {_s(doc.get('batch'))}  started {_s(doc.get('started_at'))}  finished {_s(doc.get('finished_at'))}")
+    instances = [i for i in doc.get("instances") or [] if isinstance(i, dict)] \
+        if isinstance(doc.get("instances"), list) else []
+    width = min(max([len(_s(i.get("name"))) for i in instances] + [4]), 60)
     print(f"{'NAME':<{width}}  {'STATUS':<14} {'SECONDS':>8} {'COST $':>9}  ERROR")
     for inst in instances:
-        duration = inst.get("duration_s")
-        cost = inst.get("cost_usd")
-        error = (inst.get("error") or "").replace("\n", " ")[:80]
-        print(f"{str(inst.get('name')):<{width}}  {str(inst.get('status')):<14} "
-              f"{(f'{duration:.1f}' if isinstance(duration, (int, float)) else '-'):>8} "
-              f"{(f'{cost:.4f}' if isinstance(cost, (int, float)) else '-'):>9}  {error}")
+        duration = _num(inst.get("duration_s"))
+        cost = _num(inst.get("cost_usd"))
+        error = _s(inst.get("error"), "")[:80]
+        print(f"{_s(inst.get('name')):<{width}}  {_s(inst.get('status')):<14} "
+              f"{(f'{duration:.1f}' if duration is not None else '-'):>8} "
+              f"{(f'{cost:.4f}' if cost is not None else '-'):>9}  {error}")

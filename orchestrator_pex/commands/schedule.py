@@ -36,12 +36,13 @@ DEFAULT_PEX_ROOT = "/var/cache/orchestrator-pex"
 DEFAULT_RESULTS_DIR = "/var/lib/orchestrator-pex/results"
 
 _CRON_NICKNAMES = {"@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_CRON_FIELD = re.compile(r"^(?:\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/[0-9]+)?(?:,(?:\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/[0-9]+)?)*$")
+_CRON_ITEM = r"(?:\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/[0-9]+)?"
+_CRON_FIELD = re.compile(f"{_CRON_ITEM}(?:,{_CRON_ITEM})*")  # always fullmatch
 _CRON_NAMES = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
                "sun", "mon", "tue", "wed", "thu", "fri", "sat"}
 _CALENDAR_SHORTHANDS = {"minutely", "hourly", "daily", "monthly", "weekly", "yearly", "annually", "quarterly",
                         "semiannually"}
-_CALENDAR_CHARS = re.compile(r"^[A-Za-z0-9*,./:~ +_-]+$")
+_CALENDAR_CHARS = re.compile(r"[A-Za-z0-9*,./:~ +_-]+")  # always fullmatch
 _UNIT_NAME_BAD = re.compile(r"[^A-Za-z0-9:_.\\-]")
 
 
@@ -75,7 +76,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _check_control_characters(args: argparse.Namespace) -> None:
+    """No argument that ends up in a crontab line or a unit file may hold a control character (a newline would start
+    a new crontab line or unit directive) or a lone surrogate."""
+    from orchestrator_pex.errors import one_line
+
+    for key, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and one_line(item) != item:
+                flag = "BATCH" if key == "batch" else "--" + key.replace("_", "-")
+                raise UsageError(f"{flag}: must be one line without control characters, got \"{one_line(item)[:80]}\"")
+
+
 def main(args: argparse.Namespace) -> int:
+    _check_control_characters(args)
     command, environment = run_command(args)
     if args.scheduler == "cron":
         sys.stdout.write(cron_line(args.at, command, environment, user=args.user, log=args.log) + "\n")
@@ -169,7 +183,7 @@ def check_cron_expression(expr: str) -> str:
         )
     for field in fields:
         names = re.findall(r"[A-Za-z]+", field)
-        if not _CRON_FIELD.match(field) or any(n.lower() not in _CRON_NAMES for n in names):
+        if not _CRON_FIELD.fullmatch(field) or any(n.lower() not in _CRON_NAMES for n in names):
             raise UsageError(f"--at: {field!r} is not a cron field (numbers, *, ranges a-b, steps /n, lists a,b)")
     return text
 
@@ -185,7 +199,7 @@ def cron_line(at: str, argv: List[str], env: List[Tuple[str, str]], user: Option
     schedule = check_cron_expression(at)
     parts = [schedule]
     if user is not None:
-        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", user):
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", user):
             raise UsageError(f"--user: not a user name: {user!r}")
         parts.append(user)
     words = ["/usr/bin/env"] + [f"{k}={v}" for k, v in env] + list(argv)
@@ -202,7 +216,7 @@ def cron_line(at: str, argv: List[str], env: List[Tuple[str, str]], user: Option
 def check_calendar(expr: str) -> str:
     """A minimal OnCalendar= check: one line of the characters systemd's calendar syntax uses."""
     text = " ".join(str(expr).split())
-    if not text or "\n" in str(expr) or not _CALENDAR_CHARS.match(text):
+    if not text or "\n" in str(expr) or not _CALENDAR_CHARS.fullmatch(text):
         raise UsageError(
             f"--on-calendar: not a systemd calendar expression: {expr!r} (e.g. \"*-*-* 02:00\", \"daily\", "
             "\"Mon..Fri 06:30\"; check with systemd-analyze calendar)"
@@ -230,7 +244,7 @@ def systemd_quote(arg: str, executable: bool = False) -> str:
     text = arg.replace("%", "%%")
     if not executable:
         text = text.replace("$", "$$")
-    if text and re.match(r"^[A-Za-z0-9_@+=:,./%$-]+$", text):
+    if text and re.fullmatch(r"[A-Za-z0-9_@+=:,./%$-]+", text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -247,7 +261,7 @@ def systemd_units(name: str, on_calendar: str, argv: List[str], env: List[Tuple[
     )
     user_line = ""
     if user:
-        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", user):
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", user):
             raise UsageError(f"--user: not a user name: {user!r}")
         user_line = f"User={user}\n"
     description = f"orchestrator-pex batch {os.path.basename(batch)}".replace("%", "%%")

@@ -55,7 +55,7 @@ def parse_sums(text: str) -> Dict[str, str]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        match = re.match(r"^([0-9a-f]{64}) [ *](.+)$", line)
+        match = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
         if not match or "/" in match.group(2) or match.group(2) in out:
             raise VerifyError(f"{SUMS} line {n} is malformed")
         out[match.group(2)] = match.group(1)

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional
 
 BUILD_INFO_RESOURCE = "_build_info.json"
 PLATFORM_TAGS = ("linux_x86_64", "linux_aarch64", "macos_arm64", "macos_x86_64")
-_PEX_NAME_RE = re.compile(r"^orchestrator-pex-(?P<version>.+)-(?P<tag>linux_x86_64|linux_aarch64|macos_arm64|macos_x86_64)\.pex$")
+_PEX_NAME_RE = re.compile(r"orchestrator-pex-(?P<version>.+)-(?P<tag>linux_x86_64|linux_aarch64|macos_arm64|macos_x86_64)\.pex")  # always fullmatch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +68,7 @@ def pex_platform_tag(pex_path: Optional[str]) -> Optional[str]:
     if not pex_path:
         return None
     for candidate in (pex_path, os.path.realpath(pex_path)):
-        match = _PEX_NAME_RE.match(os.path.basename(candidate))
+        match = _PEX_NAME_RE.fullmatch(os.path.basename(candidate))
         if match:
             return match.group("tag")
     return None
