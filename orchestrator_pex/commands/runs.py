@@ -15,9 +15,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Optional
+
+from orchestrator_pex import strictjson
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +115,7 @@ def _matches(run: dict, batch: Optional[str], status: Optional[str]) -> bool:
 
 
 def _print_json(value: object) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+    sys.stdout.write(strictjson.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
 def _print_list(runs: list, results_dir: str) -> None:
