@@ -188,7 +188,7 @@ class Accounting:
 
     def _count_tool(self, name: str) -> None:
         tools = self.tools
-        if name not in tools and len(tools) >= MAX_TOOL_NAMES:
+        if name not in tools and len(tools) >= MAX_TOOL_NAMES - 1:  # the last place is OTHER_TOOLS
             name = OTHER_TOOLS
         tools[name] = tools.get(name, 0) + 1
 
