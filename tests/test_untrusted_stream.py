@@ -34,7 +34,7 @@ def feed_all(lines) -> Accounting:
     return acct
 
 
-def assistant(mid: str, usage: dict, tool: "str | None" = None, model: str = "claude-sonnet-4-5") -> bytes:
+def assistant(mid: str, usage: dict, tool: str | None = None, model: str = "claude-sonnet-4-5") -> bytes:
     content = [{"type": "tool_use", "id": "t", "name": tool, "input": {}}] if tool is not None else []
     return json.dumps({"type": "assistant", "message": {"id": mid, "type": "message", "role": "assistant",
                        "model": model, "content": content, "usage": usage}}, separators=(",", ":")).encode()
