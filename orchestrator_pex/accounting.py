@@ -16,12 +16,13 @@ Everything an instance prints is untrusted data (see :mod:`orchestrator_pex.untr
 * every number is validated before it is used: token counts by :func:`untrusted.count`, dollars by
   :func:`untrusted.dollars`; an invalid value (negative, NaN, Infinity, string, bool, above the bound) counts as
   absent, never as a value that could lower a total.
-* a ``result`` can never make spend smaller than the stream showed. Usage streamed in ``assistant`` events is summed
-  per message id whenever it arrives (before or after a ``result``); each token kind reported is the larger of the
-  streamed sum and the result's figure. ``cost_usd`` is the larger of the result's ``total_cost_usd`` and the
-  estimate from streamed usage; ``cost_source`` says which: ``"result"`` (the result's cost, at least the
-  estimate), ``"stream"`` (a result cost was given but was below the estimate from streamed usage, which is used),
-  ``"estimate"`` (no usable result cost).
+* a ``result`` can never make spend smaller than the stream showed. Usage streamed in ``assistant`` events is
+  summed per message id whenever it arrives (before or after a ``result``); each token kind reported is the larger
+  of the streamed sum and the result's figure (the largest of several results), so no line ever lowers a token
+  figure. ``cost_usd`` is the larger of the result's ``total_cost_usd`` (the largest given) and the estimate from
+  streamed usage; ``cost_source`` says which: ``"result"`` (the result's cost, at least the estimate),
+  ``"stream"`` (a result cost was given but was below the estimate from streamed usage, which is used),
+  ``"estimate"`` (no usable result cost: estimated from the reported tokens).
 * memory is bounded whatever is printed: tool names are cut by :func:`untrusted.name` and at most
   :data:`MAX_TOOL_NAMES` distinct names are kept per attempt, further names counting under :data:`OTHER_TOOLS`;
   model, session and version strings are cut to :data:`~orchestrator_pex.untrusted.MAX_NAME` characters and the
@@ -248,11 +249,11 @@ class Accounting:
         usage = event.get("usage")
         if isinstance(usage, dict):
             r = self._result_tokens
-            # A later result replaces an earlier one, but never below what the stream showed (see _add_streamed).
-            r[:] = _usage(usage)
+            # Several results (the CLI sends one): each figure is the largest shown, so spend never goes down.
+            r[:] = [max(old, new) for old, new in zip(r, _usage(usage))]
             self._add_streamed(0, 0, 0, 0)
         cost = untrusted.dollars(event.get("total_cost_usd"))
-        if cost is not None:
+        if cost is not None and (self.result_cost is None or cost > self.result_cost):
             self.result_cost = cost
         models = event.get("modelUsage")
         if isinstance(models, dict) and models:
