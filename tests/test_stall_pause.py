@@ -24,7 +24,8 @@ import pytest
 from orchestrator_pex.strictjson import loads_strict
 
 # Prints a line every 0.2 s for about 10 s, then exits 0.
-TICKER = "import time\nfor i in range(50):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\nprint('done', flush=True)\n"
+TICKER = ("import time\nfor i in range(50):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"
+          "print('done', flush=True)\n")
 # Says "start", is silent for 9 s, says "end", exits 0.
 SLEEPER = "import time\nprint('start', flush=True)\ntime.sleep(9)\nprint('end', flush=True)\n"
 # Says hello, closes stdout, and keeps running silently.
