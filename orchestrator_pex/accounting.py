@@ -111,27 +111,24 @@ class Accounting:
 
         Never raises: whatever goes wrong with one line only makes that line count in ``bad_lines``.
         """
-        try:
-            return self._feed(line)
+        try:  # one handler around everything a line can reach (free on 3.11+ until something raises)
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.startswith(b'{"type":"assistant"'):
+                head = _ASSISTANT_HEAD.match(line)
+                if head is not None and line.endswith(b"}"):
+                    return self._fast_assistant(line, head)
+            elif line.startswith(b'{"type":"user"') or line.startswith(b'{"type":"stream_event"'):
+                if line.endswith(b"}"):
+                    return True
+                self.bad_lines += 1
+                return False
+            if not line.strip():
+                return True
+            return self._slow(line)
         except Exception:  # noqa: BLE001 - the line is untrusted data; nothing it contains may end the reader
             self.bad_lines += 1
             return False
-
-    def _feed(self, line: bytes) -> bool:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if line.startswith(b'{"type":"assistant"'):
-            head = _ASSISTANT_HEAD.match(line)
-            if head is not None and line.endswith(b"}"):
-                return self._fast_assistant(line, head)
-        elif line.startswith(b'{"type":"user"') or line.startswith(b'{"type":"stream_event"'):
-            if line.endswith(b"}"):
-                return True
-            self.bad_lines += 1
-            return False
-        if not line.strip():
-            return True
-        return self._slow(line)
 
     def _fast_assistant(self, line: bytes, head: re.Match[bytes]) -> bool:
         message_id, model, tool = head.groups()
@@ -146,7 +143,8 @@ class Accounting:
         if message_id not in recent:
             usage = _USAGE_FLAT.match(line, at)
             if usage is not None:
-                i, o, cc, cr = map(int, usage.groups())
+                i, o, cc, cr = usage.groups()
+                i, o, cc, cr = int(i), int(o), int(cc), int(cr)
                 if i > MAX_COUNT or o > MAX_COUNT or cc > MAX_COUNT or cr > MAX_COUNT:
                     return self._slow(line)
             else:
@@ -161,7 +159,15 @@ class Accounting:
             if len(recent) > _RECENT_IDS:
                 del recent[0]
             self.messages += 1
-            self._add_streamed(i, o, cc, cr)
+            st, r = self.streamed, self._result_tokens  # _add_streamed, inlined on the hot path
+            st[0] += i
+            st[1] += o
+            st[2] += cc
+            st[3] += cr
+            self.input = st[0] if st[0] > r[0] else r[0]
+            self.output = st[1] if st[1] > r[1] else r[1]
+            self.cache_creation = st[2] if st[2] > r[2] else r[2]
+            self.cache_read = st[3] if st[3] > r[3] else r[3]
             if model != self._model_raw:
                 self._model_raw = model
                 self.model = untrusted.name(model.decode("utf-8", "replace"))
@@ -172,7 +178,11 @@ class Accounting:
                 name = untrusted.name(tool.decode("utf-8", "replace")) or ""
                 if len(names) < MAX_TOOL_NAMES:
                     names[tool] = name
-            self._count_tool(name)
+            tools = self.tools
+            if name in tools:
+                tools[name] += 1
+            else:
+                self._count_tool(name)
         return True
 
     def _slow(self, line: bytes) -> bool:
