@@ -30,7 +30,7 @@ def dumps(value: Any, **kwargs: Any) -> str:
     kwargs["allow_nan"] = False
     try:
         return json.dumps(value, **kwargs)
-    except ValueError:  # "Out of range float values are not JSON compliant" (a circular reference raises again)
+    except ValueError:  # "Out of range float values are not JSON compliant"
         return json.dumps(sanitize(value), **kwargs)
 
 

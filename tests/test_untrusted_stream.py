@@ -240,3 +240,10 @@ def test_strictjson_never_writes_nan():
     assert strictjson.loads_strict(text) == {"a": [None, [1.5, None]], "b": None}
     with pytest.raises(ValueError):
         strictjson.loads_strict('{"a": NaN}')
+
+
+def test_journal_lines_are_strict_json():
+    from orchestrator_pex.journal import encode
+
+    line = encode({"event": "instance_finished", "record": {"cost_usd": float("nan"), "x": [float("inf")]}})
+    assert strictjson.loads_strict(line) == {"event": "instance_finished", "record": {"cost_usd": None, "x": [None]}}
