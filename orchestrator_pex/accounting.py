@@ -40,11 +40,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from orchestrator_pex import untrusted
 from orchestrator_pex.pricing import estimate_cost
-from orchestrator_pex.untrusted import MAX_COUNT
 
 _STR = rb'([^"\\]*)"'  # ids, model and tool names: a string with an escape in it takes the slow path
 # The CLI's own layout of an assistant event, up to the name of a first tool_use block if there is one.
@@ -56,9 +55,9 @@ _TOOL_USE = b'"type":"tool_use"'
 _USAGE_KEY = b'"usage":{'
 _API_ERROR = b'"api_error_status"'
 _USAGE_FLAT = re.compile(
-    rb'"usage":\{"input_tokens":(\d{1,13}),"output_tokens":(\d{1,13}),"cache_creation_input_tokens":(\d{1,13}),'
-    rb'"cache_read_input_tokens":(\d{1,13})[,}]'
-)
+    rb'"usage":\{"input_tokens":(\d{1,12}),"output_tokens":(\d{1,12}),"cache_creation_input_tokens":(\d{1,12}),'
+    rb'"cache_read_input_tokens":(\d{1,12})[,}]'
+)  # at most 12 digits: always a valid count (< MAX_COUNT); anything else is validated on the general path
 _USAGE_OBJ = re.compile(rb'"usage":(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\})')
 _RECENT_IDS = 16  # message ids remembered for de-duplication (events of one message are adjacent in practice)
 _MAX_ID = 128  # a longer message id is remembered as its digest
@@ -79,13 +78,13 @@ class Accounting:
     __slots__ = (
         "input", "output", "cache_creation", "cache_read", "tools", "model", "session_id", "num_turns",
         "result_text", "is_error", "api_error_status", "result_seen", "result_cost", "bad_lines", "api_retries",
-        "messages", "_recent", "agent_version", "_model_raw", "_names", "streamed", "_result_tokens",
+        "messages", "_recent", "agent_version", "_model_raw", "_names", "_streamed", "_result_tokens",
     )
 
     def __init__(self) -> None:
         self.input = self.output = self.cache_creation = self.cache_read = 0
-        #: usage summed from assistant events, per kind (input, output, cache_creation, cache_read)
-        self.streamed = [0, 0, 0, 0]
+        # Usage summed from assistant events once a result has been seen (before that, the figures above are it).
+        self._streamed: Optional[list] = None
         self._result_tokens = [0, 0, 0, 0]  # the result's figures (0 where absent or invalid)
         self.tools: Dict[str, int] = {}
         self.model: Optional[str] = None
@@ -145,8 +144,6 @@ class Accounting:
             if usage is not None:
                 i, o, cc, cr = usage.groups()
                 i, o, cc, cr = int(i), int(o), int(cc), int(cr)
-                if i > MAX_COUNT or o > MAX_COUNT or cc > MAX_COUNT or cr > MAX_COUNT:
-                    return self._slow(line)
             else:
                 obj = _USAGE_OBJ.match(line, at)
                 if obj is None:
@@ -159,15 +156,13 @@ class Accounting:
             if len(recent) > _RECENT_IDS:
                 del recent[0]
             self.messages += 1
-            st, r = self.streamed, self._result_tokens  # _add_streamed, inlined on the hot path
-            st[0] += i
-            st[1] += o
-            st[2] += cc
-            st[3] += cr
-            self.input = st[0] if st[0] > r[0] else r[0]
-            self.output = st[1] if st[1] > r[1] else r[1]
-            self.cache_creation = st[2] if st[2] > r[2] else r[2]
-            self.cache_read = st[3] if st[3] > r[3] else r[3]
+            if self._streamed is None:  # no result yet: the figures are the streamed sums (_add_streamed, inlined)
+                self.input += i
+                self.output += o
+                self.cache_creation += cc
+                self.cache_read += cr
+            else:
+                self._add_streamed(i, o, cc, cr)
             if model != self._model_raw:
                 self._model_raw = model
                 self.model = untrusted.name(model.decode("utf-8", "replace"))
@@ -204,7 +199,13 @@ class Accounting:
         tools[name] = tools.get(name, 0) + 1
 
     def _add_streamed(self, i: int, o: int, cc: int, cr: int) -> None:
-        s, r = self.streamed, self._result_tokens
+        s, r = self._streamed, self._result_tokens
+        if s is None:
+            self.input += i
+            self.output += o
+            self.cache_creation += cc
+            self.cache_read += cr
+            return
         s[0] += i
         s[1] += o
         s[2] += cc
@@ -258,6 +259,8 @@ class Accounting:
         self.result_seen = True
         usage = event.get("usage")
         if isinstance(usage, dict):
+            if self._streamed is None:
+                self._streamed = self.streamed()
             r = self._result_tokens
             # Several results (the CLI sends one): each figure is the largest shown, so spend never goes down.
             r[:] = [max(old, new) for old, new in zip(r, _usage(usage))]
@@ -295,9 +298,15 @@ class Accounting:
         return {"input": self.input, "output": self.output, "cache_creation": self.cache_creation,
                 "cache_read": self.cache_read}
 
+    def streamed(self) -> List[int]:
+        """Usage summed from assistant events: input, output, cache_creation, cache_read."""
+        if self._streamed is None:
+            return [self.input, self.output, self.cache_creation, self.cache_read]
+        return list(self._streamed)
+
     def streamed_estimate(self) -> float:
         """The cost of the usage streamed in assistant events at the model's price."""
-        s = self.streamed
+        s = self.streamed()
         return estimate_cost(self.model, {"input": s[0], "output": s[1], "cache_creation": s[2], "cache_read": s[3]})
 
     @property
