@@ -350,7 +350,7 @@ async def _terminate(proc: trio.Process, grace: float) -> None:
 
 def _stderr_tail(path: str, returncode: Optional[int]) -> Optional[str]:
     """The last non-empty stderr line, for the results' ``error`` when the process failed."""
-    if returncode in (0, None):
+    if returncode is None or returncode == 0:
         return None
     try:
         with open(path, "rb") as f:
