@@ -4,10 +4,30 @@ Rules the real CLI forces (see the transcripts of Claude Code 2.1.330):
 
 * one API message arrives as several ``assistant`` events sharing ``message.id``, each repeating the usage of
   ``message_start``: usage is counted once per message id, tools once per ``tool_use`` block;
-* the ``result`` event carries the authoritative totals and ``total_cost_usd``: once it arrives they replace the
-  running estimate (``cost_source = "result"``); without it the cost is estimated from per-message usage and the
-  pricing table (``cost_source = "estimate"``);
+* the ``result`` event carries the CLI's own totals and ``total_cost_usd``; without it the cost is estimated from
+  per-message usage and the pricing table;
 * ``is_error`` with ``api_error_status`` marks an API failure (401, 429, 529, 5xx).
+
+Everything an instance prints is untrusted data (see :mod:`orchestrator_pex.untrusted`). Guarantees:
+
+* :meth:`Accounting.feed` never raises: a line that cannot be parsed or handled for any reason (bad JSON, nesting
+  deep enough to raise ``RecursionError``, wrong types, huge numbers) is counted in ``bad_lines`` and ignored; the
+  state it may have half-updated only ever holds validated values.
+* every number is validated before it is used: token counts by :func:`untrusted.count`, dollars by
+  :func:`untrusted.dollars`; an invalid value (negative, NaN, Infinity, string, bool, above the bound) counts as
+  absent, never as a value that could lower a total.
+* a ``result`` can never make spend smaller than the stream showed. Usage streamed in ``assistant`` events is
+  summed per message id whenever it arrives (before or after a ``result``); each token kind reported is the larger
+  of the streamed sum and the result's figure (the largest of several results), so no line ever lowers a token
+  figure. ``cost_usd`` is the larger of the result's ``total_cost_usd`` (the largest given) and the estimate from
+  streamed usage; ``cost_source`` says which: ``"result"`` (the result's cost, at least the estimate),
+  ``"stream"`` (a result cost was given but was below the estimate from streamed usage, which is used),
+  ``"estimate"`` (no usable result cost: estimated from the reported tokens).
+* memory is bounded whatever is printed: tool names are cut by :func:`untrusted.name` and at most
+  :data:`MAX_TOOL_NAMES` distinct names are kept per attempt, further names counting under :data:`OTHER_TOOLS`;
+  model, session and version strings are cut to :data:`~orchestrator_pex.untrusted.MAX_NAME` characters and the
+  final result text to :data:`~orchestrator_pex.untrusted.MAX_TEXT`; remembered message ids are at most
+  :data:`_RECENT_IDS`, a long id kept as its digest.
 
 Speed: only what accounting needs is parsed. ``assistant`` lines in the CLI's own key order are read with a few
 anchored byte searches (a tool name, the usage object of a new message); ``user`` and ``stream_event`` lines are
@@ -17,10 +37,12 @@ JSON structure (quotes inside strings are escaped), which is what makes the byte
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
+from orchestrator_pex import untrusted
 from orchestrator_pex.pricing import estimate_cost
 
 _STR = rb'([^"\\]*)"'  # ids, model and tool names: a string with an escape in it takes the slow path
@@ -33,11 +55,14 @@ _TOOL_USE = b'"type":"tool_use"'
 _USAGE_KEY = b'"usage":{'
 _API_ERROR = b'"api_error_status"'
 _USAGE_FLAT = re.compile(
-    rb'"usage":\{"input_tokens":(\d+),"output_tokens":(\d+),"cache_creation_input_tokens":(\d+),'
-    rb'"cache_read_input_tokens":(\d+)[,}]'
-)
+    rb'"usage":\{"input_tokens":(\d{1,12}),"output_tokens":(\d{1,12}),"cache_creation_input_tokens":(\d{1,12}),'
+    rb'"cache_read_input_tokens":(\d{1,12})[,}]'
+)  # at most 12 digits: always a valid count (< MAX_COUNT); anything else is validated on the general path
 _USAGE_OBJ = re.compile(rb'"usage":(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\})')
 _RECENT_IDS = 16  # message ids remembered for de-duplication (events of one message are adjacent in practice)
+_MAX_ID = 128  # a longer message id is remembered as its digest
+MAX_TOOL_NAMES = 256  #: distinct tool names kept per attempt (and per record); the rest count under OTHER_TOOLS
+OTHER_TOOLS = "(other tools)"  #: the key further tool names are folded into
 
 TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read")
 
@@ -46,16 +71,21 @@ class Accounting:
     """The accounting of one attempt of one instance, fed one stdout line at a time.
 
     Attributes are read directly by the runtime and the report (this is the hot path; no properties).
+    ``input``, ``output``, ``cache_creation`` and ``cache_read`` are the reported figures: per kind, the larger of the
+    usage streamed so far and the ``result``'s figure.
     """
 
     __slots__ = (
         "input", "output", "cache_creation", "cache_read", "tools", "model", "session_id", "num_turns",
         "result_text", "is_error", "api_error_status", "result_seen", "result_cost", "bad_lines", "api_retries",
-        "messages", "_recent", "agent_version", "_model_raw", "_names",
+        "messages", "_recent", "agent_version", "_model_raw", "_names", "_streamed", "_result_tokens",
     )
 
     def __init__(self) -> None:
         self.input = self.output = self.cache_creation = self.cache_read = 0
+        # Usage summed from assistant events once a result has been seen (before that, the figures above are it).
+        self._streamed: Optional[list] = None
+        self._result_tokens = [0, 0, 0, 0]  # the result's figures (0 where absent or invalid)
         self.tools: Dict[str, int] = {}
         self.model: Optional[str] = None
         self.session_id: Optional[str] = None
@@ -70,29 +100,90 @@ class Accounting:
         self.messages = 0
         self._recent: list = []
         self._model_raw = b""  # the model bytes last decoded (decode once per change, not per line)
-        self._names: Dict[bytes, str] = {}  # tool names decoded once
+        self._names: Dict[bytes, str] = {}  # tool names decoded once (at most MAX_TOOL_NAMES of them)
         self.agent_version: Optional[str] = None
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
     def feed(self, line: bytes) -> bool:
-        """Account one line (without its newline). Return False if the line was not usable JSON (it is skipped)."""
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if line.startswith(b'{"type":"assistant"'):
-            head = _ASSISTANT_HEAD.match(line)
-            if head is not None and line.endswith(b"}"):
-                return self._fast_assistant(line, head)
-        elif line.startswith(b'{"type":"user"') or line.startswith(b'{"type":"stream_event"'):
-            if line.endswith(b"}"):
+        """Account one line (without its newline). Return False if the line was not usable (it is skipped).
+
+        Never raises: whatever goes wrong with one line only makes that line count in ``bad_lines``.
+        """
+        try:  # one handler around everything a line can reach (free on 3.11+ until something raises)
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.startswith(b'{"type":"assistant"'):
+                head = _ASSISTANT_HEAD.match(line)
+                if head is not None and line.endswith(b"}"):
+                    return self._fast_assistant(line, head)
+            elif line.startswith(b'{"type":"user"') or line.startswith(b'{"type":"stream_event"'):
+                if line.endswith(b"}"):
+                    return True
+                self.bad_lines += 1
+                return False
+            if not line.strip():
                 return True
+            return self._slow(line)
+        except Exception:  # noqa: BLE001 - the line is untrusted data; nothing it contains may end the reader
             self.bad_lines += 1
             return False
-        if not line.strip():
-            return True
+
+    def _fast_assistant(self, line: bytes, head: re.Match[bytes]) -> bool:
+        message_id, model, tool = head.groups()
+        if line.count(_TOOL_USE) != (tool is not None):  # a tool_use block elsewhere, or several: parse fully
+            return self._slow(line)
+        at = line.rfind(_USAGE_KEY)
+        if line.find(_API_ERROR, at) >= 0 or model == b"<synthetic>":  # error events: rare, parse fully
+            return self._slow(line)
+        if len(message_id) > _MAX_ID:
+            message_id = hashlib.sha256(message_id).digest()
+        recent = self._recent
+        if message_id not in recent:
+            usage = _USAGE_FLAT.match(line, at)
+            if usage is not None:
+                i, o, cc, cr = usage.groups()
+                i, o, cc, cr = int(i), int(o), int(cc), int(cr)
+            else:
+                obj = _USAGE_OBJ.match(line, at)
+                if obj is None:
+                    return self._slow(line)
+                u = json.loads(obj.group(1))
+                if not isinstance(u, dict):
+                    return self._slow(line)
+                i, o, cc, cr = _usage(u)
+            recent.append(message_id)
+            if len(recent) > _RECENT_IDS:
+                del recent[0]
+            self.messages += 1
+            if self._streamed is None:  # no result yet: the figures are the streamed sums (_add_streamed, inlined)
+                self.input += i
+                self.output += o
+                self.cache_creation += cc
+                self.cache_read += cr
+            else:
+                self._add_streamed(i, o, cc, cr)
+            if model != self._model_raw:
+                self._model_raw = model
+                self.model = untrusted.name(model.decode("utf-8", "replace"))
+        if tool is not None:
+            names = self._names
+            name = names.get(tool)
+            if name is None:
+                name = untrusted.name(tool.decode("utf-8", "replace")) or ""
+                if len(names) < MAX_TOOL_NAMES:
+                    names[tool] = name
+            tools = self.tools
+            if name in tools:
+                tools[name] += 1
+            else:
+                self._count_tool(name)
+        return True
+
+    def _slow(self, line: bytes) -> bool:
         try:
             event = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             self.bad_lines += 1
             return False
         if not isinstance(event, dict):
@@ -101,92 +192,66 @@ class Accounting:
         self.handle(event)
         return True
 
-    def _fast_assistant(self, line: bytes, head: "re.Match[bytes]") -> bool:
-        message_id, model, tool = head.groups()
-        if line.count(_TOOL_USE) != (tool is not None):  # a tool_use block elsewhere, or several: parse fully
-            return self._slow(line)
-        at = line.rfind(_USAGE_KEY)
-        if line.find(_API_ERROR, at) >= 0 or model == b"<synthetic>":  # error events: rare, parse fully
-            return self._slow(line)
-        recent = self._recent
-        if message_id not in recent:
-            usage = _USAGE_FLAT.match(line, at)
-            if usage is not None:
-                i, o, cc, cr = usage.groups()
-            else:
-                obj = _USAGE_OBJ.match(line, at)
-                if obj is None:
-                    return self._slow(line)
-                u = json.loads(obj.group(1))
-                i, o, cc, cr = (u.get("input_tokens"), u.get("output_tokens"), u.get("cache_creation_input_tokens"),
-                                u.get("cache_read_input_tokens"))
-            recent.append(message_id)
-            if len(recent) > _RECENT_IDS:
-                del recent[0]
-            self.messages += 1
-            if not self.result_seen:
-                self.input += int(i or 0)
-                self.output += int(o or 0)
-                self.cache_creation += int(cc or 0)
-                self.cache_read += int(cr or 0)
-            if model != self._model_raw:
-                self._model_raw = model
-                self.model = model.decode("utf-8", "replace")
-        if tool is not None:
-            names = self._names
-            name = names.get(tool)
-            if name is None:
-                name = names[tool] = tool.decode("utf-8", "replace")
-            self.tools[name] = self.tools.get(name, 0) + 1
-        return True
+    def _count_tool(self, name: str) -> None:
+        tools = self.tools
+        if name not in tools and len(tools) >= MAX_TOOL_NAMES - 1:  # the last place is OTHER_TOOLS
+            name = OTHER_TOOLS
+        tools[name] = tools.get(name, 0) + 1
 
-    def _slow(self, line: bytes) -> bool:
-        try:
-            event = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            self.bad_lines += 1
-            return False
-        self.handle(event)
-        return True
-
-    def _new_message(self, message_id: Any, usage: Dict[str, Any]) -> None:
-        self._recent.append(message_id)
-        if len(self._recent) > _RECENT_IDS:
-            del self._recent[0]
-        self.messages += 1
-        if not self.result_seen:
-            self.input += _int(usage.get("input_tokens"))
-            self.output += _int(usage.get("output_tokens"))
-            self.cache_creation += _int(usage.get("cache_creation_input_tokens"))
-            self.cache_read += _int(usage.get("cache_read_input_tokens"))
+    def _add_streamed(self, i: int, o: int, cc: int, cr: int) -> None:
+        s, r = self._streamed, self._result_tokens
+        if s is None:
+            self.input += i
+            self.output += o
+            self.cache_creation += cc
+            self.cache_read += cr
+            return
+        s[0] += i
+        s[1] += o
+        s[2] += cc
+        s[3] += cr
+        self.input = s[0] if s[0] > r[0] else r[0]
+        self.output = s[1] if s[1] > r[1] else r[1]
+        self.cache_creation = s[2] if s[2] > r[2] else r[2]
+        self.cache_read = s[3] if s[3] > r[3] else r[3]
 
     def handle(self, event: Dict[str, Any]) -> None:
-        """Account one parsed event (any key order)."""
+        """Account one parsed event (any key order). Values are validated here; malformed parts are ignored."""
         kind = event.get("type")
         if kind == "assistant":
             message = event.get("message")
             if not isinstance(message, dict):
                 return
-            for block in message.get("content") or ():
-                if isinstance(block, dict) and block.get("type") == "tool_use":
-                    tool = str(block.get("name"))
-                    self.tools[tool] = self.tools.get(tool, 0) + 1
+            content = message.get("content")
+            if isinstance(content, list):
+                for block in content:
+                    if isinstance(block, dict) and block.get("type") == "tool_use":
+                        self._count_tool(untrusted.name(block.get("name")) or str(None))
             if event.get("api_error_status") is not None:
-                self.api_error_status = _int(event.get("api_error_status")) or None
+                self.api_error_status = _status(event.get("api_error_status"))
             message_id = message.get("id")
-            if isinstance(message_id, str) and message_id.encode() not in self._recent:
-                usage = message.get("usage")
-                self._new_message(message_id.encode(), usage if isinstance(usage, dict) else {})
-                if isinstance(message.get("model"), str) and message["model"] != "<synthetic>":
-                    self.model = message["model"]
+            if isinstance(message_id, str):
+                key = message_id.encode("utf-8", "replace")
+                if len(key) > _MAX_ID:
+                    key = hashlib.sha256(key).digest()
+                if key not in self._recent:
+                    self._recent.append(key)
+                    if len(self._recent) > _RECENT_IDS:
+                        del self._recent[0]
+                    self.messages += 1
+                    usage = message.get("usage")
+                    self._add_streamed(*_usage(usage if isinstance(usage, dict) else {}))
+                    model = untrusted.name(message.get("model"))
+                    if model is not None and model != "<synthetic>":
+                        self.model = model
         elif kind == "result":
             self._result(event)
         elif kind == "system":
             subtype = event.get("subtype")
             if subtype == "init":
-                self.session_id = event.get("session_id") or self.session_id
-                self.model = self.model or event.get("model")
-                self.agent_version = event.get("claude_code_version")
+                self.session_id = untrusted.name(event.get("session_id")) or self.session_id
+                self.model = self.model or untrusted.name(event.get("model"))
+                self.agent_version = untrusted.name(event.get("claude_code_version"))
             elif subtype == "api_retry":
                 self.api_retries += 1
 
@@ -194,26 +259,32 @@ class Accounting:
         self.result_seen = True
         usage = event.get("usage")
         if isinstance(usage, dict):
-            self.input = _int(usage.get("input_tokens"))
-            self.output = _int(usage.get("output_tokens"))
-            self.cache_creation = _int(usage.get("cache_creation_input_tokens"))
-            self.cache_read = _int(usage.get("cache_read_input_tokens"))
-        cost = event.get("total_cost_usd")
-        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-            self.result_cost = float(cost)
+            if self._streamed is None:
+                self._streamed = self.streamed()
+            r = self._result_tokens
+            # Several results (the CLI sends one): each figure is the largest shown, so spend never goes down.
+            r[:] = [max(old, new) for old, new in zip(r, _usage(usage))]
+            self._add_streamed(0, 0, 0, 0)
+        cost = untrusted.dollars(event.get("total_cost_usd"))
+        if cost is not None and (self.result_cost is None or cost > self.result_cost):
+            self.result_cost = cost
         models = event.get("modelUsage")
         if isinstance(models, dict) and models:
             # The model that did the most output work is "the model used".
-            self.model = max(models, key=lambda m: _int((models[m] or {}).get("outputTokens")))
-        self.session_id = event.get("session_id") or self.session_id
-        if isinstance(event.get("num_turns"), int):
-            self.num_turns = event["num_turns"]
-        if isinstance(event.get("result"), str):
-            self.result_text = event["result"]
-        self.is_error = bool(event.get("is_error"))
+            best = max(models, key=lambda m: _count((models[m] if isinstance(models[m], dict) else {})
+                                                    .get("outputTokens")))
+            self.model = untrusted.name(best) or self.model
+        self.session_id = untrusted.name(event.get("session_id")) or self.session_id
+        turns = untrusted.count(event.get("num_turns"))
+        if turns is not None:
+            self.num_turns = turns
+        result = untrusted.text(event.get("result"))
+        if result is not None:
+            self.result_text = result
+        self.is_error = event.get("is_error") is True
         status = event.get("api_error_status")
         if status is not None:
-            self.api_error_status = _int(status) or None
+            self.api_error_status = _status(status)
         elif not self.is_error:
             self.api_error_status = None
 
@@ -227,16 +298,57 @@ class Accounting:
         return {"input": self.input, "output": self.output, "cache_creation": self.cache_creation,
                 "cache_read": self.cache_read}
 
+    def streamed(self) -> List[int]:
+        """Usage summed from assistant events: input, output, cache_creation, cache_read."""
+        if self._streamed is None:
+            return [self.input, self.output, self.cache_creation, self.cache_read]
+        return list(self._streamed)
+
+    def streamed_estimate(self) -> float:
+        """The cost of the usage streamed in assistant events at the model's price."""
+        s = self.streamed()
+        return estimate_cost(self.model, {"input": s[0], "output": s[1], "cache_creation": s[2], "cache_read": s[3]})
+
     @property
     def cost_source(self) -> str:
-        return "result" if self.result_cost is not None else "estimate"
+        """``"result"``, ``"stream"`` or ``"estimate"``: see the module docstring."""
+        if self.result_cost is None:
+            return "estimate"
+        return "stream" if self.streamed_estimate() > self.result_cost else "result"
 
     @property
     def cost_usd(self) -> float:
-        if self.result_cost is not None:
-            return self.result_cost
-        return estimate_cost(self.model, self.tokens())
+        if self.result_cost is None:
+            return estimate_cost(self.model, self.tokens())
+        estimate = self.streamed_estimate()
+        return estimate if estimate > self.result_cost else self.result_cost
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def fold_tools(tools: Dict[str, int], limit: int = MAX_TOOL_NAMES) -> Dict[str, int]:
+    """``tools`` sorted by name, with at most ``limit`` names: the rest are added up under :data:`OTHER_TOOLS`."""
+    if len(tools) <= limit:
+        return dict(sorted(tools.items()))
+    other = tools.get(OTHER_TOOLS, 0)
+    names = sorted(k for k in tools if k != OTHER_TOOLS)
+    kept = names[: limit - 1]
+    other += sum(tools[k] for k in names[limit - 1:])
+    out = {k: tools[k] for k in kept}
+    out[OTHER_TOOLS] = other
+    return dict(sorted(out.items()))
+
+
+def _count(value: Any) -> int:
+    """A validated token count, 0 where the value is not one (absent: never lowers a total, see _add_streamed)."""
+    n = untrusted.count(value)
+    return 0 if n is None else n
+
+
+def _usage(usage: Dict[str, Any]) -> tuple[int, int, int, int]:
+    return (_count(usage.get("input_tokens")), _count(usage.get("output_tokens")),
+            _count(usage.get("cache_creation_input_tokens")), _count(usage.get("cache_read_input_tokens")))
+
+
+def _status(value: Any) -> Optional[int]:
+    """An HTTP status from the stream (100-599), else None."""
+    n = untrusted.count(value)
+    return n if n is not None and 100 <= n <= 599 else None

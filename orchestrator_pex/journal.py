@@ -30,6 +30,7 @@ import os
 import threading
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
+from orchestrator_pex import strictjson
 from orchestrator_pex.errors import RunDirError
 from orchestrator_pex.results import SCHEMA_VERSION
 
@@ -47,12 +48,13 @@ def journal_path(run_dir: str) -> str:
 
 
 def encode(event: Dict[str, Any]) -> bytes:
-    """One journal line: compact JSON, ASCII only (a line is never split inside a multi-byte character), newline."""
+    """One journal line: compact strict JSON (non-finite floats as null), ASCII only (a line is never split inside
+    a multi-byte character), newline."""
     if not isinstance(event, dict) or not isinstance(event.get("event"), str):
         raise ValueError("a journal event is a dict with a string 'event' key")
     if "schema_version" not in event:
         event = {"schema_version": SCHEMA_VERSION, **event}
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=True, default=str).encode("ascii") + b"\n"
+    return strictjson.dumps(event, separators=(",", ":"), ensure_ascii=True, default=str).encode("ascii") + b"\n"
 
 
 def _fsync_dir(path: str) -> None:
@@ -195,7 +197,7 @@ class Journal:
         target = os.environ.get("ORCHESTRATOR_PEX_JOURNAL_STATS")
         if not target:
             return
-        line = json.dumps({"journal": self.path, "events": self.events_written, "fsyncs": self.fsyncs,
+        line = strictjson.dumps({"journal": self.path, "events": self.events_written, "fsyncs": self.fsyncs,
                            "fsync_seconds": round(self.fsync_seconds, 6)})
         try:
             with open(target, "a", encoding="utf-8") as f:

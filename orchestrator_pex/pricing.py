@@ -1,7 +1,9 @@
 """Model prices in US dollars per million tokens, used only to *estimate* cost.
 
-The Claude Code ``result`` event carries the authoritative ``total_cost_usd``; these prices are used while an
-instance is running and for an instance that ended without a result (``cost_source = "estimate"``).
+The Claude Code ``result`` event carries its own ``total_cost_usd``; these prices are used while an instance is
+running, for an instance that ended without a usable result cost (``cost_source = "estimate"``), and to check that
+the result's cost is not below what its streamed usage costs (``cost_source = "stream"``; see accounting.py).
+:func:`estimate_cost` is finite and non-negative for validated (non-negative, bounded) token counts.
 """
 
 from __future__ import annotations

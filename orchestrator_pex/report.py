@@ -27,13 +27,13 @@ periodically by the runner. The console reads the batch only through ``view``, a
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
+from orchestrator_pex import strictjson
 from orchestrator_pex.errors import plural
 from orchestrator_pex.progress import ACTIVE, Progress, Row
 from orchestrator_pex.results import SCHEMA_VERSION, iso
@@ -197,7 +197,7 @@ class Console:
 
     async def emit(self, event: Dict[str, Any]) -> None:
         if self.mode == "json":
-            self._write(json.dumps({"schema_version": SCHEMA_VERSION, "ts": iso(time.time()), **event},
+            self._write(strictjson.dumps({"schema_version": SCHEMA_VERSION, "ts": iso(time.time()), **event},
                                    ensure_ascii=False) + "\n")
             return
         if self.mode == "none":
@@ -215,7 +215,7 @@ class Console:
     def note(self, message: str) -> None:
         """A warning that is not an event of its own (budget crossed in warn mode, skipped lines...)."""
         if self.mode == "json":
-            self._write(json.dumps({"schema_version": SCHEMA_VERSION, "ts": iso(time.time()), "event": "warning",
+            self._write(strictjson.dumps({"schema_version": SCHEMA_VERSION, "ts": iso(time.time()), "event": "warning",
                                     "message": self.scrub(message)},
                                    ensure_ascii=False) + "\n")
         elif self.mode == "table":
@@ -240,7 +240,7 @@ class Console:
         if self.mode == "lines":
             self._write(f"{iso(time.time())} {self.summary_line()}\n")
         else:
-            self._write(json.dumps({"ts": iso(time.time()), **progress_event(self.view(), time.time())}) + "\n")
+            self._write(strictjson.dumps({"ts": iso(time.time()), **progress_event(self.view(), time.time())}) + "\n")
 
     def close(self) -> None:
         if self.mode == "table":

@@ -2,16 +2,26 @@
 
 The document is the contract for scripts (``run --json`` prints exactly it). It is built only from instance
 records — plain dicts — so the same function rebuilds it from the run journal after a crash.
+
+Guarantees: the document is strict JSON (:mod:`~orchestrator_pex.strictjson`: no ``NaN``/``Infinity``, ever); every
+number in a record comes from validated accounting (finite, non-negative); ``tools`` maps at most
+:data:`~orchestrator_pex.accounting.MAX_TOOL_NAMES` names per record and per document, further names folded into
+:data:`~orchestrator_pex.accounting.OTHER_TOOLS`. ``cost_source`` of a record (and across ``resume`` sessions) is
+the weakest source among its attempts: ``"estimate"`` if any attempt's cost was estimated without a usable result
+cost, else ``"stream"`` if any result reported less than its streamed usage, else ``"result"``; ``null`` when
+nothing was spent.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import secrets
 import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from orchestrator_pex import strictjson
+from orchestrator_pex.accounting import fold_tools
 
 STATUSES = ("succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started")
 TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read")
@@ -81,9 +91,9 @@ def instance_record(
         "attempts": len(attempts),
         "tokens": tokens,
         "cost_usd": round(cost, 6),
-        "cost_source": "estimate" if "estimate" in sources else "result" if sources else None,
+        "cost_source": _weakest(sources),
         "model": acct.model if acct else None,
-        "tools": dict(sorted(tools.items())),
+        "tools": fold_tools(tools),
         "session_id": acct.session_id if acct else None,
         "num_turns": acct.num_turns if acct else None,
         "result": acct.result_text if acct else None,
@@ -102,10 +112,10 @@ def carry(record: Dict[str, Any], earlier: Dict[str, Any]) -> Dict[str, Any]:
     tools = dict(earlier.get("tools") or {})
     for tool, n in record["tools"].items():
         tools[tool] = tools.get(tool, 0) + n
-    out["tools"] = dict(sorted(tools.items()))
+    out["tools"] = fold_tools(tools)
     out["cost_usd"] = round((record["cost_usd"] or 0.0) + (earlier.get("cost_usd") or 0.0), 6)
     sources = {record.get("cost_source"), earlier.get("cost_source")} - {None}
-    out["cost_source"] = "estimate" if "estimate" in sources else "result" if sources else None
+    out["cost_source"] = _weakest(sources)
     out["attempts"] = record["attempts"] + (earlier.get("attempts") or 0)
     out["started_at"] = earlier.get("started_at") or record["started_at"]
     return out
@@ -126,7 +136,16 @@ def totals(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
             tools[tool] = tools.get(tool, 0) + n
         cost += r["cost_usd"] or 0.0
     return {"instances": count, "by_status": by_status, "tokens": tokens, "cost_usd": round(cost, 6),
-            "tools": dict(sorted(tools.items()))}
+            "tools": fold_tools(tools)}
+
+
+def _weakest(sources: Iterable[Optional[str]]) -> Optional[str]:
+    """The cost source of several attempts or sessions: the weakest one (see the module docstring)."""
+    present = set(sources) - {None}
+    for source in ("estimate", "stream", "result"):
+        if source in present:
+            return source
+    return None
 
 
 def run_status(records: Sequence[Dict[str, Any]], interrupted: bool = False, budget_stopped: bool = False) -> str:
@@ -167,7 +186,7 @@ def _write_atomic(path: str, doc: Dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, ensure_ascii=False)
+            strictjson.dump(doc, f, indent=2, ensure_ascii=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())

@@ -7,12 +7,32 @@ skipped (still in the raw log) and never held in memory whole. Stderr goes strai
 
 Guarantees: when :func:`run_attempt` returns or raises — normal exit, timeout, stall, :meth:`Attempt.stop`, or
 cancellation from outside — the process group has been sent SIGTERM, then SIGKILL after ``grace`` seconds if
-anything in it was still alive, and the log files are closed.
+anything in it was still alive, and the log files are closed. Nothing the instance prints can raise out of the
+reader (:meth:`Accounting.feed` never raises; unusable lines count in ``skipped_lines`` and stay in the raw log).
+
+Time rules (one watcher task per attempt decides both; nothing else ends an attempt for time):
+
+* **Silence** (``stall_timeout``) is the time since the last stdout chunk *while the process lives*, whether or
+  not its stdout is still open: an agent that closes stdout and keeps running is stalled ``stall_timeout`` after
+  its last output. Silence ends with the process (its leader's exit). An attempt is never marked stalled while
+  output is waiting unread in its pipe.
+* **Paused time is not charged.** Time during which the orchestrator itself was not running (SIGSTOP, a suspended
+  VM, an event loop blocked for longer than :data:`PAUSE_SLACK`) counts neither as silence nor towards
+  ``timeout``. A :class:`PauseClock` (one per trio run) sleeps in ticks of :data:`PAUSE_TICK` seconds; a wake-up
+  more than :data:`PAUSE_SLACK` seconds later than due adds the excess to its paused total (trio's clock,
+  ``CLOCK_MONOTONIC``, keeps running while the process is stopped). Before a watcher ends an attempt for time it
+  waits for the clock's next tick, so a pause that just ended is always known first; the pause then moves the
+  attempt's timeout deadline and its silence start later by the paused time, and output that waited in the pipe
+  meanwhile is read before silence is judged again. Consequences: after SIGCONT nothing is marked stalled or
+  timed out for the paused time; ends for time are decided up to one tick late; a pause shorter than
+  ``PAUSE_SLACK`` (or spread thinly over many ticks) is charged.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import select
 import signal
 import subprocess
 import time
@@ -25,6 +45,52 @@ from orchestrator_pex.accounting import Accounting
 CHUNK = 64 * 1024
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
 _STDERR_TAIL = 2048
+PAUSE_TICK = 0.25  #: seconds between two wake-ups of the pause clock
+PAUSE_SLACK = 1.0  #: a wake-up later than due by more than this many seconds means the orchestrator was paused
+
+
+class PauseClock:
+    """Time the orchestrator was not running, measured on trio's clock; one per trio run (see :func:`pause_clock`).
+
+    ``paused`` only grows. :meth:`settled` waits for the next tick and returns ``paused`` as known then: any pause
+    that ended before the call is included.
+    """
+
+    def __init__(self) -> None:
+        self.paused = 0.0
+        self.pauses = 0
+        self._tick = trio.Event()
+
+    async def run(self) -> None:
+        last = trio.current_time()
+        while True:
+            await trio.sleep(PAUSE_TICK)
+            now = trio.current_time()
+            late = now - last - PAUSE_TICK
+            last = now
+            if late > PAUSE_SLACK:
+                self.paused += late
+                self.pauses += 1
+            self._tick.set()
+            self._tick = trio.Event()
+
+    async def settled(self) -> float:
+        await self._tick.wait()
+        return self.paused
+
+
+_CLOCK: trio.lowlevel.RunVar = trio.lowlevel.RunVar("orchestrator_pex_pause_clock")
+
+
+def pause_clock() -> PauseClock:
+    """This trio run's :class:`PauseClock`, started (as a system task) on first use."""
+    try:
+        return _CLOCK.get()
+    except LookupError:
+        clock = PauseClock()
+        _CLOCK.set(clock)
+        trio.lowlevel.spawn_system_task(clock.run, name="orchestrator_pex pause clock")
+        return clock
 
 
 class Attempt:
@@ -74,7 +140,8 @@ async def run_attempt(
 ) -> None:
     """Run ``argv`` to the end; fill in ``attempt``. Raises ``OSError`` (not started) if the program cannot start.
 
-    ``timeout`` bounds the whole attempt; ``stall_timeout`` bounds the silence between two stdout chunks.
+    ``timeout`` bounds the whole attempt; ``stall_timeout`` bounds the silence since the last stdout chunk while
+    the process lives; time the orchestrator was paused counts towards neither (see the module docstring).
     ``on_output`` is called after each chunk is accounted (the scheduler checks budgets there).
     ``redactor`` (a :class:`~orchestrator_pex.secrets.Redactor`) masks secret values in both raw logs; stderr is
     then piped through the orchestrator instead of going straight to its file.
@@ -91,11 +158,9 @@ async def run_attempt(
         attempt.pid = proc.pid
         on_spawn(attempt)
         try:
-            with trio.CancelScope() as attempt.scope:  # the attempt's lifetime: timeout and stop() cancel it
+            with trio.CancelScope() as attempt.scope:  # the attempt's lifetime: the watcher and stop() cancel it
                 if attempt.stop_reason is not None:
                     attempt.scope.cancel()
-                if timeout is not None:
-                    attempt.scope.deadline = attempt.started_mono + timeout
                 pumped = trio.Event()
                 async with trio.open_nursery() as nursery:
                     write = out.write
@@ -103,16 +168,17 @@ async def run_attempt(
                         out_scrub, err_scrub = redactor.stream(), redactor.stream()
                         write = lambda chunk: out.write(out_scrub.feed(chunk))  # noqa: E731
                         nursery.start_soon(_copy_scrubbed, proc.stderr, err, err_scrub)
-                    nursery.start_soon(_pump, proc.stdout, attempt, write, stall_timeout, max_line, on_output, pumped)
+                    nursery.start_soon(_pump, proc.stdout, attempt, write, max_line, on_output, pumped)
+                    watch_scope = trio.CancelScope()  # entered by _watch
+                    if timeout is not None or stall_timeout is not None:
+                        nursery.start_soon(_watch, attempt, proc.stdout, timeout, stall_timeout, pumped, watch_scope)
                     await proc.wait()
+                    watch_scope.cancel()  # silence and timeout end with the process
                     # The agent is gone; end whatever it left in its group so the pipe reaches EOF.
                     await _end_group(proc.pid, grace)
                     with trio.move_on_after(grace):  # an escaped grandchild may still hold the pipe
                         await pumped.wait()
                     nursery.cancel_scope.cancel()
-            if attempt.scope.cancelled_caught and attempt.stop_reason is None:
-                attempt.stop_reason = "timed-out"
-                attempt.error = f"timed out after {timeout:g}s"
         finally:
             with trio.CancelScope(shield=True):
                 await _terminate(proc, grace)
@@ -127,65 +193,97 @@ async def run_attempt(
                     out.write(out_scrub.flush())
 
 
-async def _pump(stream, attempt: Attempt, write, stall_timeout, max_line, on_output, pumped: trio.Event) -> None:
+async def _watch(attempt: Attempt, stream, timeout: Optional[float], stall_timeout: Optional[float],
+                 pumped: trio.Event, scope: trio.CancelScope) -> None:
+    """End ``attempt`` as timed out or stalled by the time rules of the module docstring."""
+    with scope:
+        clock = pause_clock()
+        seen = clock.paused
+        end = attempt.started_mono + timeout if timeout is not None else math.inf
+        silent_since = attempt.last_output_mono
+        while True:
+            silent_since = max(silent_since, attempt.last_output_mono)
+            stall_at = silent_since + stall_timeout if stall_timeout is not None else math.inf
+            await trio.sleep_until(min(end, stall_at))
+            paused = await clock.settled()  # a pause that just ended is known before anything is decided
+            if paused > seen:
+                end += paused - seen
+                silent_since += paused - seen
+                seen = paused
+                continue
+            now = trio.current_time()
+            if now >= end:
+                attempt.error = attempt.error or f"timed out after {timeout:g}s"
+                attempt.stop("timed-out")
+                return
+            silent_since = max(silent_since, attempt.last_output_mono)
+            if stall_timeout is not None and now >= silent_since + stall_timeout:
+                if not pumped.is_set() and _readable(stream):
+                    continue  # output is waiting: the reader takes it first (the next check is a tick later)
+                attempt.error = attempt.error or f"stalled: no output for {stall_timeout:g}s"
+                attempt.stop("stalled")
+                return
+
+
+def _readable(stream) -> bool:
+    """True if output (or EOF) is waiting unread in ``stream``'s pipe."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+async def _pump(stream, attempt: Attempt, write, max_line, on_output, pumped: trio.Event) -> None:
     """Copy stdout to the raw log (``write``) and feed complete lines to accounting until EOF; then set ``pumped``."""
     feed = attempt.acct.feed
     pending: list = []
     pending_len = 0
     skipping = False  # inside an over-long line: drop bytes until the next newline
     try:
-        with trio.CancelScope() as stall_scope:  # bounds the silence between two chunks
-            if stall_timeout is not None:
-                stall_scope.deadline = trio.current_time() + stall_timeout
-            while True:
-                chunk = await stream.receive_some(CHUNK)
-                if not chunk:
-                    break
-                now = trio.current_time()
-                attempt.last_output_mono = now
-                if stall_timeout is not None:
-                    stall_scope.deadline = now + stall_timeout
-                try:
-                    write(chunk)
-                except OSError as exc:  # disk full, I/O error: an instance that cannot be logged is stopped
-                    attempt.error = f"cannot write its stdout log: {exc.strerror or exc}"
-                    attempt.stop("cancelled")  # the orchestrator's failure, not the agent's: resume reruns it
-                    return
-                if skipping:
-                    nl = chunk.find(b"\n")
-                    if nl < 0:
-                        continue
-                    skipping = False
-                    chunk = chunk[nl + 1:]
-                last = chunk.rfind(b"\n")
-                if last < 0:
-                    pending.append(chunk)
-                    pending_len += len(chunk)
-                    if pending_len > max_line:
-                        pending, pending_len, skipping = [], 0, True
-                        attempt.skipped_lines += 1
+        while True:
+            chunk = await stream.receive_some(CHUNK)
+            if not chunk:
+                break
+            attempt.last_output_mono = trio.current_time()
+            try:
+                write(chunk)
+            except OSError as exc:  # disk full, I/O error: an instance that cannot be logged is stopped
+                attempt.error = f"cannot write its stdout log: {exc.strerror or exc}"
+                attempt.stop("cancelled")  # the orchestrator's failure, not the agent's: resume reruns it
+                return
+            if skipping:
+                nl = chunk.find(b"\n")
+                if nl < 0:
                     continue
-                if pending:
-                    first = chunk.find(b"\n")
-                    pending.append(chunk[:first])
-                    if pending_len + first <= max_line:
-                        if not feed(b"".join(pending)):
-                            attempt.skipped_lines += 1
-                    else:
+                skipping = False
+                chunk = chunk[nl + 1:]
+            last = chunk.rfind(b"\n")
+            if last < 0:
+                pending.append(chunk)
+                pending_len += len(chunk)
+                if pending_len > max_line:
+                    pending, pending_len, skipping = [], 0, True
+                    attempt.skipped_lines += 1
+                continue
+            if pending:
+                first = chunk.find(b"\n")
+                pending.append(chunk[:first])
+                if pending_len + first <= max_line:
+                    if not feed(b"".join(pending)):
                         attempt.skipped_lines += 1
-                    lines = chunk[first + 1:last].split(b"\n") if first != last else ()
                 else:
-                    lines = chunk[:last].split(b"\n")
-                for line in lines:
-                    if not feed(line):
-                        attempt.skipped_lines += 1
-                tail = chunk[last + 1:]
-                pending, pending_len = ([tail], len(tail)) if tail else ([], 0)
-                on_output(attempt)
-        if stall_scope.cancelled_caught:
-            attempt.error = attempt.error or f"stalled: no output for {stall_timeout:g}s"
-            attempt.stop("stalled")
-            return
+                    attempt.skipped_lines += 1
+                lines = chunk[first + 1:last].split(b"\n") if first != last else ()
+            else:
+                lines = chunk[:last].split(b"\n")
+            for line in lines:
+                if not feed(line):
+                    attempt.skipped_lines += 1
+            tail = chunk[last + 1:]
+            pending, pending_len = ([tail], len(tail)) if tail else ([], 0)
+            on_output(attempt)
         if pending and not skipping:  # a last line without newline
             line = b"".join(pending)
             if not feed(line):
@@ -252,7 +350,7 @@ async def _terminate(proc: trio.Process, grace: float) -> None:
 
 def _stderr_tail(path: str, returncode: Optional[int]) -> Optional[str]:
     """The last non-empty stderr line, for the results' ``error`` when the process failed."""
-    if returncode in (0, None):
+    if returncode is None or returncode == 0:
         return None
     try:
         with open(path, "rb") as f:

@@ -38,7 +38,10 @@ def count(value: Any) -> Optional[int]:
 def dollars(value: Any) -> Optional[float]:
     """``value`` as a float if it is a plausible, finite, non-negative amount of money, else ``None``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float range
+            return None
         if math.isfinite(number) and 0.0 <= number <= MAX_DOLLARS:
             return number
     return None

@@ -225,7 +225,7 @@ def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
         f.write('{"v": 2, "half')
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(results.json, "dump", broken_dump)
+    monkeypatch.setattr(results.strictjson, "dump", broken_dump)
     from orchestrator_pex.errors import RunDirError
 
     with pytest.raises(RunDirError, match="results.json: cannot write: No space left on device"):

@@ -31,6 +31,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Tuple
 
+from orchestrator_pex import strictjson
 from orchestrator_pex.errors import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, UsageError
 
 #: run statuses from worst to best; a status not listed ranks just above "succeeded".
@@ -61,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     docs = [(path, _load(path)) for path in args.results]
     merged = merge(docs, partial=args.partial)
-    text = json.dumps(merged, indent=2, sort_keys=False) + "\n"
+    text = strictjson.dumps(merged, indent=2, sort_keys=False) + "\n"
     if args.output:
         _write_atomic(args.output, text)
         if not args.no_report:

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from orchestrator_pex import journal
 
+from orchestrator_pex import strictjson
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from orchestrator_pex.commands.run import add_run_options
@@ -246,7 +248,6 @@ def _final_status(records) -> str:  # type: ignore[no-untyped-def]
 
 
 def _print_doc(doc: dict) -> None:
-    import json
 
-    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(strictjson.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()

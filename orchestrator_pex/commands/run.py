@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
+
+from orchestrator_pex import strictjson
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -195,7 +196,7 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
         print(report.summary_table(doc), file=sys.stderr)
         print(f"results: {os.path.join(run_dir, 'results.json')}", file=sys.stderr)
     if args.json:
-        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
+        strictjson.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         sys.stdout.flush()
     internal = doc.get("internal_error")

@@ -15,9 +15,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Optional
+
+from orchestrator_pex import strictjson
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,21 +133,7 @@ def _matches(run: dict, batch: Optional[str], status: Optional[str]) -> bool:
 
 
 def _print_json(value: object) -> None:
-    try:
-        text = json.dumps(value, indent=2, sort_keys=False, allow_nan=False)
-    except ValueError:  # a non-finite number from a damaged journal: strict JSON only, null in its place
-        text = json.dumps(_finite(value), indent=2, sort_keys=False, allow_nan=False)
-    sys.stdout.write(text + "\n")
-
-
-def _finite(value: object) -> object:
-    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    sys.stdout.write(strictjson.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
 def _s(value: object, default: str = "-") -> str:

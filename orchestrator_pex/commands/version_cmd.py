@@ -22,6 +22,8 @@ import re
 import sys
 from typing import Any, Dict, Optional
 
+from orchestrator_pex import strictjson
+
 BUILD_INFO_RESOURCE = "_build_info.json"
 PLATFORM_TAGS = ("linux_x86_64", "linux_aarch64", "macos_arm64", "macos_x86_64")
 _PEX_NAME_RE = re.compile(r"orchestrator-pex-(?P<version>.+)-(?P<tag>linux_x86_64|linux_aarch64|macos_arm64|macos_x86_64)\.pex")  # always fullmatch
@@ -102,7 +104,7 @@ def describe_build() -> Dict[str, Any]:
 def main(args: argparse.Namespace) -> int:
     doc = describe_build()
     if args.json:
-        print(json.dumps(doc, indent=2, sort_keys=True))
+        print(strictjson.dumps(doc, indent=2, sort_keys=True))
         return 0
     commit = (doc["commit"] or "unknown")[:12]
     built = doc["build_time"] or "not a release build"
