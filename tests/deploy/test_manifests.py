@@ -102,7 +102,7 @@ def test_slurm_array_tasks_run_every_instance_once_and_merge(built_pex, tmp_path
         proc = subprocess.run(["bash", str(SLURM), str(batch)], env=env, capture_output=True, text=True,
                               timeout=240, start_new_session=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    docs = sorted((results_root / "99").glob("*/results.json"))
+    docs = sorted((results_root / "99").glob("task-*/*/results.json"))
     assert len(docs) == 3
     for path in docs:
         doc = json.loads(path.read_text())
