@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-
 from deploylib import HOST_PYTHON, REPO
 
 ARRAY = REPO / "deploy" / "slurm" / "array.sbatch"
