@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import List
 
 import pytest
-
 from deploylib import REPO
 
 PRINCIPAL = "release@orchestrator-pex"
@@ -242,3 +241,21 @@ def test_image_sbom_validates_against_cyclonedx_schema(bundle):
 
     sbom_path = image_files(bundle[0])[1]
     assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(sbom_path.read_text()) is None
+
+
+def test_scripts_image_rejects_bad_input_in_one_line(tmp_path):
+    """No root, engine or network needed: input is checked before anything is built."""
+    pins = tmp_path / "pins.txt"
+    pins.write_text("# comment\nlibc6=2.36-9\nnot a pin\n")
+    cases = [
+        (["--pins", str(pins)], {}, f"{pins}: line 3: expected PACKAGE=VERSION, got 'not a pin'"),
+        (["--pins", str(tmp_path / "absent.txt")], {}, f"{tmp_path / 'absent.txt'}: cannot read the package pins"),
+        ([], {"SOURCE_DATE_EPOCH": "yesterday"}, "SOURCE_DATE_EPOCH: expected seconds since 1970, got 'yesterday'"),
+        (["--pex", str(tmp_path / "no.pex")], {}, f"--pex {tmp_path / 'no.pex'}: no such file"),
+    ]
+    for args, env, message in cases:
+        proc = subprocess.run([str(REPO / "scripts" / "image"), *args], env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith(f"image: {message}"), (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == "", proc.stderr
