@@ -91,6 +91,14 @@ class Cluster:
             states[key] = (fields["JobState"], fields.get("ExitCode", ""))
         return states
 
+    def logs(self) -> str:
+        """The job logs (sbatch --output files) and the daemons' log tails, for failure messages."""
+        parts = []
+        for f in sorted(self.root.glob("orchestrator-pex*.log")) + [self.root / "slurmd.log"]:
+            if f.exists():
+                parts.append(f"== {f.name}\n{f.read_text(errors='replace')[-1500:]}")
+        return "\n".join(parts)
+
     def wait_done(self, job: str, timeout: float = 400.0) -> Dict[str, tuple]:
         def done():
             states = self.job_states(job)
@@ -216,8 +224,8 @@ def test_array_of_three_and_merge_job_cover_every_instance_once(cluster, built_p
                            extra_env=job_env(built_pex, tmp_path, results))
     tasks = cluster.wait_done(array)
     assert sorted(tasks) == [f"{array}_{k}" for k in range(3)]
-    assert all(state == ("COMPLETED", "0:0") for state in tasks.values()), tasks
-    assert cluster.wait_done(merge)[merge] == ("COMPLETED", "0:0")
+    assert all(state == ("COMPLETED", "0:0") for state in tasks.values()), (tasks, cluster.logs())
+    assert cluster.wait_done(merge)[merge] == ("COMPLETED", "0:0"), cluster.logs()
     for k in range(3):  # each task wrote exactly its own shard
         (doc_path,) = (results / f"task-{k}").glob("*/results.json")
         assert json.loads(doc_path.read_text())["shard"]["index"] == k
@@ -245,9 +253,9 @@ def test_a_cancelled_task_is_finished_by_a_rerun_of_that_task(cluster, built_pex
     cluster.cmd("scancel", f"{array}_1")
     tasks = cluster.wait_done(array)
     assert tasks[f"{array}_1"][0] == "CANCELLED", tasks
-    assert tasks[f"{array}_0"] == tasks[f"{array}_2"] == ("COMPLETED", "0:0"), tasks
-    # afterany: the merge ran anyway, and says the batch is not done (exit 1: instances cancelled).
-    assert cluster.wait_done(merge)[merge] == ("FAILED", "1:0")
+    assert tasks[f"{array}_0"] == tasks[f"{array}_2"] == ("COMPLETED", "0:0"), (tasks, cluster.logs())
+    # afterany: the merge ran anyway, and says the batch is not done (exit 1: instances cancelled or killed).
+    assert cluster.wait_done(merge)[merge] == ("FAILED", "1:0"), cluster.logs()
     first = json.loads((results / "merged.json").read_text())
     assert merged_names(first) == NAMES and first["status"] != "succeeded"
     (run_dir,) = [p.parent for p in (results / "task-1").glob("*/journal.jsonl")]
@@ -260,8 +268,8 @@ def test_a_cancelled_task_is_finished_by_a_rerun_of_that_task(cluster, built_pex
                            extra_env=job_env(built_pex, tmp_path, results))
     merge2 = cluster.sbatch(f"--dependency=afterok:{rerun}", *SMALL, str(MERGE),
                             extra_env=job_env(built_pex, tmp_path, results))
-    assert cluster.wait_done(rerun)[f"{rerun}_1"] == ("COMPLETED", "0:0")
-    assert cluster.wait_done(merge2)[merge2] == ("COMPLETED", "0:0")
+    assert cluster.wait_done(rerun)[f"{rerun}_1"] == ("COMPLETED", "0:0"), cluster.logs()
+    assert cluster.wait_done(merge2)[merge2] == ("COMPLETED", "0:0"), cluster.logs()
     assert [p.parent for p in (results / "task-1").glob("*/journal.jsonl")] == [run_dir]  # resumed, not a new run
     after = {i["name"]: i for i in json.loads((run_dir / "results.json").read_text())["instances"]}
     assert sorted(after) == sorted(before) and all(i["status"] == "succeeded" for i in after.values())
