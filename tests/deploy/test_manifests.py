@@ -46,7 +46,14 @@ def test_kubernetes_manifest_parses_and_declares_the_shard_count(ansible_bin):
     (container,) = pod["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["ORCHESTRATOR_PEX_SHARD_COUNT"] == str(spec["completions"])
-    assert env["PEX_ROOT"].startswith("/")
+    assert env["PEX_ROOT"].startswith("/tmp/")
+    # The image by digest; writes only to the mounted /tmp (PEX_ROOT) and /results.
+    assert re.fullmatch(r"[\w.-]+(/[\w.-]+)+@sha256:[0-9a-f]{64}", container["image"])
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert {"/tmp", "/results", "/etc/orchestrator-pex/batches"} <= set(mounts)
+    assert mounts["/etc/orchestrator-pex/batches"].get("readOnly") is True
+    assert pod["securityContext"]["runAsUser"] == 10001
     command = container["command"]
     assert command[2] == "run" and "--shard" not in command  # the shard comes from JOB_COMPLETION_INDEX
     # $(JOB_NAME) is expanded by Kubernetes only for variables the container declares.
@@ -102,7 +109,7 @@ def test_slurm_array_tasks_run_every_instance_once_and_merge(built_pex, tmp_path
         proc = subprocess.run(["bash", str(SLURM), str(batch)], env=env, capture_output=True, text=True,
                               timeout=240, start_new_session=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    docs = sorted((results_root / "99").glob("*/results.json"))
+    docs = sorted((results_root / "99").glob("task-*/*/results.json"))
     assert len(docs) == 3
     for path in docs:
         doc = json.loads(path.read_text())
