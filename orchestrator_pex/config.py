@@ -32,10 +32,17 @@ Name = NewType("Name", str)
 Text = NewType("Text", str)
 PermissionMode = NewType("PermissionMode", str)
 BudgetMode = NewType("BudgetMode", str)
+WorkspaceMode = NewType("WorkspaceMode", str)
+KeepMode = NewType("KeepMode", str)
+WhenMode = NewType("WhenMode", str)
+Flag = NewType("Flag", bool)
 StrList = Tuple[str, ...]
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 BUDGET_MODES = ("block", "warn")
+WORKSPACE_MODES = ("shared", "worktree")  # shared: run in cwd as is; worktree: see orchestrator_pex.workspace
+KEEP_MODES = ("always", "changed", "never")
+WHEN_MODES = ("success", "on-failure", "always")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 #: Agent executable meaning "the demo agent built into orchestrator-pex".
@@ -78,6 +85,15 @@ class Defaults:
     max_cost_usd: Optional[Dollars] = None
     retries: Optional[Count] = None
     append_system_prompt: Optional[Text] = None
+    workspace: Optional[WorkspaceMode] = None
+    repo: Optional[Text] = None
+    base: Optional[Text] = None
+    keep: Optional[KeepMode] = None
+    commit: Optional[Flag] = None
+
+
+#: Workspace keys that may also be set at the top level of a batch (between [defaults] and BUILTIN).
+WORKSPACE_KEYS = ("workspace", "repo", "base", "keep", "commit")
 
 
 @attrs.frozen
@@ -92,6 +108,8 @@ class Instance(Defaults):
     argv: Optional[StrList] = None
     session_id: Optional[Text] = None
     resume: Optional[Text] = None
+    needs: Optional[StrList] = None
+    when: Optional[WhenMode] = None
 
 
 @attrs.frozen
@@ -110,16 +128,23 @@ class Batch:
     budget: Budget = Budget()
     retry: Retry = Retry()
     defaults: Defaults = Defaults()
+    workspace: Optional[WorkspaceMode] = None
+    repo: Optional[Text] = None
+    base: Optional[Text] = None
+    keep: Optional[KeepMode] = None
+    commit: Optional[Flag] = None
 
 
-#: Fallbacks for what neither an instance nor [defaults] sets.
-BUILTIN = {"retries": 2, "stall_timeout": 1800.0, "env": {}, "allowed_tools": (), "disallowed_tools": (), "tags": ()}
+#: Fallbacks for what neither an instance nor [defaults] (nor, for workspace keys, the top level) sets.
+BUILTIN = {"retries": 2, "stall_timeout": 1800.0, "env": {}, "allowed_tools": (), "disallowed_tools": (), "tags": (),
+           "workspace": "shared", "keep": "changed", "commit": True}
 
 
 def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
     """Each instance with every unset field taken from ``[defaults]``, then from :data:`BUILTIN`.
 
-    ``env`` tables merge (the instance's keys win); every other field is replaced whole.
+    ``env`` tables merge (the instance's keys win); every other field is replaced whole. The workspace keys
+    (:data:`WORKSPACE_KEYS`) may also come from the top level of the batch, between ``[defaults]`` and BUILTIN.
     """
     out = []
     for inst in batch.instances:
@@ -129,6 +154,8 @@ def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
             if field.name == "env":
                 changes["env"] = {**(default or {}), **(own or {})}
             elif own is None:
+                if default is None and field.name in WORKSPACE_KEYS:
+                    default = getattr(batch, field.name)
                 changes[field.name] = default if default is not None else BUILTIN.get(field.name)
         out.append(attrs.evolve(inst, **changes))
     return tuple(out)
@@ -256,6 +283,9 @@ def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
             raise ConfigError(label, f"instances[{i}].argv", "expected a non-empty list of strings")
         if inst.session_id and inst.resume:
             raise ConfigError(label, f"instances[{i}].resume", "set either session_id or resume, not both")
+    from orchestrator_pex import graph
+
+    graph.validate(batch.instances, label, batch.defaults.env)
 
 
 # -- the converter ---------------------------------------------------------------------------------------------------
@@ -294,6 +324,12 @@ def _choice(choices: Tuple[str, ...]):
         return v
 
     return hook
+
+
+def _flag(v: Any, _: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {describe(v)}")
+    return v
 
 
 def _str_list(v: Any, _: Any) -> Tuple[str, ...]:
@@ -347,6 +383,10 @@ for _type, _hook in {
     str: _text,
     PermissionMode: _choice(PERMISSION_MODES),
     BudgetMode: _choice(BUDGET_MODES),
+    WorkspaceMode: _choice(WORKSPACE_MODES),
+    KeepMode: _choice(KEEP_MODES),
+    WhenMode: _choice(WHEN_MODES),
+    Flag: _flag,
     StrList: _str_list,
     Dict[str, str]: _env,
     Tuple[Instance, ...]: _instances,

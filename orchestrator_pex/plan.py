@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import attrs
 
@@ -115,6 +115,26 @@ def make_plan(batch: Batch, claude: Optional[str] = None) -> Plan:
     return Plan(batch=batch, agent=agent, launches=tuple(launches))
 
 
+def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> Launch:
+    """``launch`` with the placeholders of its prompt, argv elements, env values and resume filled from the records
+    of the instances it needs (:func:`orchestrator_pex.graph.fill`: one pass, as data, each argv element stays one
+    element)."""
+    from orchestrator_pex.graph import fill
+
+    inst = launch.instance
+    if not inst.needs:
+        return launch
+    inst = attrs.evolve(
+        inst,
+        prompt=fill(inst.prompt, records) if inst.prompt is not None else None,
+        argv=tuple(fill(a, records) for a in inst.argv) if inst.argv is not None else None,
+        env={k: fill(v, records) for k, v in (inst.env or {}).items()},
+        resume=fill(inst.resume, records) if inst.resume is not None else None,
+    )
+    argv = inst.argv if launch.kind == "generic" else claude_argv(plan.agent, inst)
+    return attrs.evolve(launch, instance=inst, argv=tuple(argv or ()), env_add=dict(inst.env or {}))
+
+
 def preflight(plan: Plan, timeout: float = 30.0) -> Optional[str]:
     """Check the run can start; return the agent's ``--version`` (None if no instance uses it).
 
@@ -135,6 +155,11 @@ def preflight(plan: Plan, timeout: float = 30.0) -> Optional[str]:
             problems.append(f"{label}: instances[{i}].cwd: no such directory: {launch.cwd}")
         if launch.kind == "generic" and not _executable(launch.argv[0], launch.cwd):
             problems.append(f"{label}: instances[{i}].argv: program not found or not executable: {launch.argv[0]}")
+    if any(launch.instance.workspace == "worktree" for launch in plan.launches):
+        from orchestrator_pex import workspace
+
+        batch_dir = os.path.dirname(plan.batch.path) or os.getcwd()
+        problems += [f"{label}: {p}" for p in workspace.preflight(plan.launches, batch_dir)]
     if problems:
         raise UsageError("; ".join(problems) if len(problems) == 1 else "\n  ".join(["preflight failed:", *problems]))
     if not any(launch.kind == "claude" for launch in plan.launches):

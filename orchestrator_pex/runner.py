@@ -89,7 +89,7 @@ async def execute(
 
     ``spent`` (tokens, dollars) is what earlier sessions of this run already used: it counts against the batch budget.
     """
-    scheduler = Scheduler(plan, run_dir, sinks=[console, *sinks], only=only, **scheduler_options)
+    scheduler = Scheduler(plan, run_dir, sinks=[console, *sinks], only=only, prior=prior, **scheduler_options)
     scheduler.tokens, scheduler.cost = spent
     started = time.time()
     console.view = lambda: progress.from_scheduler(scheduler, started)

@@ -36,7 +36,8 @@ _STATUS_RANK = ["interrupted", "cancelled", "budget-stopped", "failed"]
 _TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read", "total")
 #: instance statuses, listed (zero-filled) in totals.by_status like `run` does.
 _INSTANCE_STATUSES = (
-    "succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started"
+    "succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started",
+    "skipped",
 )
 
 
