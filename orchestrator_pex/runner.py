@@ -98,6 +98,8 @@ async def execute(
         "status": "running", "run_dir": run_dir, "orchestrator_version": version(),
         "agent_version": agent_version, **(meta or {}),
     }
+    if any(launch.instance.needs for launch in plan.launches):  # merge checks shards hold whole components
+        run_meta["graph"] = {launch.name: list(launch.instance.needs or ()) for launch in plan.launches}
     sig = _Signals()
     records: List[Dict[str, Any]] = []
     async with trio.open_nursery() as top:

@@ -13,6 +13,11 @@ takes the same lock as a run of that batch (exit 75 if one is in progress), appe
 plus the reruns. Exit statuses are those of ``run``: 0 every instance of the batch succeeded, 1 some did not,
 3 a blocking budget stopped the resumed session, 130/143 interrupted again (resume again to continue).
 
+Dependencies. Instances that need one another are rerun together: a ``skipped`` instance is rerun only when an
+instance it needs is rerun, and every instance that did not succeed and needs a rerun instance is rerun as well.
+Placeholders of the reruns are filled from the recorded results of the instances they need (a succeeded dependency
+is never run again). Worktrees recorded by the earlier session are reused as they are (same branch, same directory).
+
 RUN_DIR may also be a run id (or unique prefix) under ``--results-dir``.
 """
 
@@ -79,6 +84,8 @@ def main(args: argparse.Namespace) -> int:
         else:
             names = _names_from_masked_copy(run_dir, state, batch_error)
         rerun = state.to_rerun(names, rerun_failed=args.rerun_failed)
+        if plan is not None:
+            rerun = _with_dependents(plan, state, names, rerun)
         if args.dry_run:
             for name in rerun:
                 print(name)
@@ -101,6 +108,24 @@ def main(args: argparse.Namespace) -> int:
                       meta=meta)
 
 
+def _with_dependents(plan, state, names, rerun):  # type: ignore[no-untyped-def]
+    """``rerun`` adjusted for dependencies: a ``skipped`` instance is rerun only when something it needs (directly or
+    not) is rerun, and every instance that did not succeed and needs a rerun instance is rerun too. An instance
+    recorded as succeeded is never rerun."""
+    from orchestrator_pex import graph
+
+    needs = {launch.name: tuple(launch.instance.needs or ()) for launch in plan.launches}
+    if not any(needs.values()):
+        return rerun
+
+    def status(name):  # type: ignore[no-untyped-def]
+        return (state.records.get(name) or {}).get("status")
+
+    base = [n for n in rerun if status(n) != "skipped" or n in state.in_flight]
+    chosen = set(base) | {n for n in graph.dependents(needs, base) if status(n) != "succeeded"}
+    return [n for n in names if n in chosen]
+
+
 def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ignore[no-untyped-def]
     """Instance names (in batch order, the run's shard only) from a secret-masked batch copy; else raise ``error``."""
     from orchestrator_pex import config, history
@@ -111,7 +136,8 @@ def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ign
             batch = config.load_batch(os.path.join(run_dir, copy))
         except Exception:  # noqa: BLE001 - the masked copy does not parse: report the original problem
             raise error from None
-        return history.shard_names(state.run_meta, [inst.name for inst in batch.instances])
+        return history.shard_names(state.run_meta, [inst.name for inst in batch.instances],
+                                   {inst.name: inst.needs or () for inst in batch.instances})
     raise error
 
 
