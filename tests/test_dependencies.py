@@ -248,3 +248,24 @@ def test_select_with_needs_is_a_partition_and_keeps_singletons_in_place():
         for p in picked:
             assert ("a" in p) == ("b" in p) and ("c" in p) == ("d" in p)
         assert [("e" in p) for p in picked] == [shard.shard_of("e", count) == i for i in range(count)]
+
+
+def test_init_example_fanout_runs_on_worktrees(tmp_path, make_cli_env, fake_claude):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["-c", "user.email=t@x.invalid", "-c", "user.name=t", "commit", "-q",
+                                                 "--allow-empty", "-m", "init"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    proc = run(make_cli_env, repo, "init", "--example", "fanout", str(tmp_path / "fanout.toml"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert run(make_cli_env, repo, "validate", str(tmp_path / "fanout.toml")).returncode == 0
+    proc = run(make_cli_env, repo, "run", str(tmp_path / "fanout.toml"), "--claude", fake_claude, "--json",
+               "--results-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    rec = by_name(json.loads(proc.stdout))
+    assert list(rec) == ["fix-1", "fix-2", "fix-3", "review"]
+    branches = subprocess.run(["git", "-C", str(repo), "branch", "--format=%(refname:short)"], check=True,
+                              capture_output=True, text=True).stdout.split()
+    for r in rec.values():
+        assert r["status"] == "succeeded" and r["workspace"]["branch"] in branches
+        assert r["workspace"]["kept"] is False  # nothing changed: keep = "changed" / "never" removed them
