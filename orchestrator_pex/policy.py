@@ -16,6 +16,9 @@ no policy. Every key is optional; a key that is absent imposes nothing::
     allowed_cwd_prefixes = ["/srv/agents"]        # instance working directories must lie under one of these
     allowed_models = ["claude-sonnet-4-5*", "claude-haiku-*"]   # shell-style patterns; Claude instances only
     allowed_executables = ["/usr/bin/python3"]    # argv[0] of generic (argv) instances; shell-style patterns
+    allowed_worktree_prefixes = ["/srv/runs"]     # workspace = "worktree" instances: the folder their worktrees are
+                                                  # created in (RESULTS_DIR/RUN_ID/worktrees) must lie under one;
+                                                  # with allowed_cwd_prefixes, it must lie under one of those too
 
 :func:`check` applies the rules to a batch *after* defaults are applied (:func:`orchestrator_pex.config.apply_defaults`)
 and returns every violation, one line each, shaped ``batch.toml: instances[2].permission_mode: "bypassPermissions"
@@ -65,6 +68,7 @@ class Policy:
     allowed_cwd_prefixes: Optional[Tuple[str, ...]] = None
     allowed_models: Optional[Tuple[str, ...]] = None
     allowed_executables: Optional[Tuple[str, ...]] = None
+    allowed_worktree_prefixes: Optional[Tuple[str, ...]] = None
 
 
 _KINDS = {
@@ -80,6 +84,7 @@ _KINDS = {
     "allowed_cwd_prefixes": "paths",
     "allowed_models": "strings",
     "allowed_executables": "strings",
+    "allowed_worktree_prefixes": "paths",
 }
 
 
@@ -158,13 +163,15 @@ def check(
     *,
     concurrency: Optional[int] = None,
     default_cwd: Optional[str] = None,
+    results_dir: Optional[str] = None,
 ) -> List[str]:
     """Every violation of ``policy`` by ``batch`` (a :class:`orchestrator_pex.config.Batch`), in file order.
 
     Instances are checked with defaults applied. ``batch_file`` is how the batch is named in messages.
     ``concurrency`` is a command-line override of the batch's own value. ``default_cwd`` is where an instance
     without ``cwd`` runs (default: the current directory); a relative ``cwd`` resolves against the batch file's
-    folder. An empty list means the batch complies.
+    folder. ``results_dir`` is where the run directory will be made (worktrees go in ``RUN_DIR/worktrees``;
+    default: the current directory's ``orchestrator-runs``). An empty list means the batch complies.
     """
     from orchestrator_pex.config import apply_defaults
 
@@ -233,6 +240,13 @@ def check(
                 bad(f"{at}.model", f"not set; {where} requires one of {_listed(policy.allowed_models)}")
             elif not any(fnmatch.fnmatchcase(inst.model, p) for p in policy.allowed_models):
                 bad(f"{at}.model", f'"{inst.model}" not allowed by {where}: allowed {_listed(policy.allowed_models)}')
+        if getattr(inst, "workspace", None) == "worktree":
+            where_wt = os.path.realpath(results_dir or os.path.join(os.getcwd(), "orchestrator-runs"))
+            for rule, prefixes in (("allowed_worktree_prefixes", policy.allowed_worktree_prefixes),
+                                   ("allowed_cwd_prefixes", policy.allowed_cwd_prefixes)):
+                if prefixes is not None and not any(_under(where_wt, os.path.realpath(p)) for p in prefixes):
+                    bad(f"{at}.workspace", f'worktrees in {where_wt} not allowed by {where} ({rule}): allowed under '
+                        f"{_listed(prefixes)}")
         if not is_claude and policy.allowed_executables is not None:
             exe = inst.argv[0]
             if not any(fnmatch.fnmatchcase(exe, p) for p in policy.allowed_executables):

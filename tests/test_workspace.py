@@ -219,3 +219,23 @@ def test_sigkill_mid_run_then_resume_leaves_no_orphan_and_reruns_no_success(tmp_
         assert ws["paths"] == [f"own-{r['name']}.txt"], r
         assert git(repo, "show", f"{ws['branch']}:own-{r['name']}.txt") == f"{r['name']}\n"
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_policy_says_where_worktrees_may_be_created(tmp_path, make_cli_env):
+    make_repo(tmp_path / "repo")
+    (tmp_path / "allowed").mkdir()
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'allowed_worktree_prefixes = ["{tmp_path / "allowed"}"]\n')
+    batch = tmp_path / "batch.toml"
+    batch.write_text('[[instances]]\nname = "a"\nargv = ["true"]\ncwd = "repo"\nworkspace = "worktree"\n'
+                     '[[instances]]\nname = "b"\nargv = ["true"]\ncwd = "repo"\n')
+    proc = run(make_cli_env, "run", str(batch), "--policy", str(policy), "--results-dir", str(tmp_path / "elsewhere"),
+               cwd=tmp_path)
+    assert proc.returncode == 2
+    err = proc.stderr.decode()
+    assert "batch.toml: instances[0].workspace: worktrees in" in err and "allowed_worktree_prefixes" in err
+    assert "instances[1]" not in err  # a shared-directory instance is not concerned
+    assert not (tmp_path / "elsewhere").exists()
+    proc = run(make_cli_env, "run", str(batch), "--policy", str(policy), "--results-dir",
+               str(tmp_path / "allowed" / "runs"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()

@@ -94,6 +94,7 @@ def main(args: argparse.Namespace) -> int:
             return _nothing_to_do(run_dir, state, args)
         if batch_error is not None:
             raise batch_error
+        args.results_dir = os.path.dirname(run_dir)  # the run's own (policy: where its worktrees are)
         check_policy(plan, args)
         print(f"orchestrator-pex: resuming {os.path.basename(run_dir)}: rerunning {len(rerun)} of {len(names)} "
               "instance(s)", file=sys.stderr)

@@ -129,8 +129,12 @@ def check_policy(plan, args) -> None:
     path = policy.policy_path(getattr(args, "policy", None))
     if path is None:
         return
+    from orchestrator_pex.results import default_results_dir
+
+    results_dir = getattr(args, "results_dir", None) or _batch_relative(plan.batch, plan.batch.results_dir) \
+        or default_results_dir()
     violations = policy.check(policy.load_policy(path), plan.batch, os.path.basename(plan.batch.path),
-                              concurrency=getattr(args, "concurrency", None))
+                              concurrency=getattr(args, "concurrency", None), results_dir=results_dir)
     if violations:
         raise UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
 
