@@ -166,8 +166,9 @@ def fanout_batch(fixers: int = 3) -> str:
     return _render(
         """
 Fan-out on git worktrees: the fixers work in parallel, each in its own worktree of the repository holding the
-directory you run this from (set `repo` or `cwd` to choose), on its own branch; uncommitted changes are committed there when an instance ends. results.json
-records, per instance, the branch, the base and head commits and the diffstat. Then a review reads the branches.
+directory you run this from (set `repo` or `cwd` to choose), on its own branch; what an instance leaves
+uncommitted is committed there when it ends. results.json records, per instance, the branch, the base and head
+commits and the diffstat. Then a review reads the branches.
 Preview with `orchestrator-pex run FILE --dry-run`.
 """,
         [

@@ -16,7 +16,8 @@ holding the instance's ``cwd``), on a new branch made from ``base`` (a ref; defa
   RUN_ID)`` by ``orchestrator-pex <orchestrator-pex@localhost>`` unless git has a user configured, with hooks and
   signing off. The record's ``workspace`` then says: repo, path, branch, base, head, committed (a commit was made
   now), dirty (uncommitted changes left: ``commit = false``), files/insertions/deletions and paths of
-  ``git diff --numstat --no-renames base..head`` (binary files count 0 lines), and kept (the directory still exists).
+  ``git diff --numstat --no-renames base..head`` (binary files count 0 lines; paths are data from the agent: the
+  first :data:`MAX_PATHS` are listed, each cut to 4096 characters), and kept (the directory still exists).
 * **Cleanup** (``keep``): ``always`` keeps the directory; ``changed`` (default) removes it when the branch has no
   new commit and nothing is uncommitted; ``never`` removes it unless something is uncommitted. A directory holding
   uncommitted changes is never removed. Branches are always kept (delete them with ``git branch -D``).
@@ -43,7 +44,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import attrs
 
+from orchestrator_pex import untrusted
+
 WORKTREES = "worktrees"
+MAX_PATHS = 10_000  #: the record lists at most this many changed paths (``files`` counts them all)
 _LOCK_ERRORS = re.compile(r"\.lock'?: File exists|Unable to create '.*\.lock'|could not lock|cannot lock ref|"
                           r"is locked|index\.lock", re.IGNORECASE)
 _RETRIES = 20
@@ -297,11 +301,12 @@ def diffstat(cwd: str, base: str, head: str) -> Tuple[int, int, int, List[str]]:
     files = insertions = deletions = 0
     paths: List[str] = []
     for entry in out.split("\0"):
-        if not entry:
+        if not entry or entry.count("\t") < 2:
             continue
         added, removed, path = entry.split("\t", 2)
         files += 1
         insertions += int(added) if added.isdigit() else 0
         deletions += int(removed) if removed.isdigit() else 0
-        paths.append(path)
+        if len(paths) < MAX_PATHS:
+            paths.append(untrusted.text(path, 4096) or "")
     return files, insertions, deletions, paths

@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from orchestrator_pex import shard
 
 PY = sys.executable
@@ -148,7 +146,7 @@ def test_resume_of_half_done_graph_reruns_nothing_succeeded_and_fills_from_recor
     batch.write_text(
         step("a", log, extra='env = { RESULT = "the plan from a" }\n')
         + f'[[instances]]\nname = "b"\nneeds = ["a"]\nargv = {json.dumps([PY, "-c", wait, str(log), str(flag)])}\n'
-        + f'[[instances]]\nname = "c"\nneeds = ["b", "a"]\n'
+        + '[[instances]]\nname = "c"\nneeds = ["b", "a"]\n'
         + f'argv = {json.dumps([PY, "-c", show, str(log), str(out), "{{a.result}}|{{b.status}}"])}\n'
         + step("lone", log))
     runs = tmp_path / "runs"

@@ -1,4 +1,5 @@
-"""``orchestrator-pex init [PATH] [--demo | --example fanout]``: write a commented example batch file (never over an existing one)."""
+"""``orchestrator-pex init [PATH] [--demo | --example fanout]``: write a commented example batch file (never over
+an existing one)."""
 
 from __future__ import annotations
 

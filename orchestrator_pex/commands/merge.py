@@ -156,7 +156,7 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
         order = list(range(len(docs)))
 
     graph: Dict[str, Any] = {}
-    for path, doc in docs:
+    for _, doc in docs:
         if isinstance(doc.get("graph"), dict):
             graph.update({k: [n for n in v if isinstance(n, str)] for k, v in doc["graph"].items()
                           if isinstance(v, list)})
