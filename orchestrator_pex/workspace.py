@@ -86,7 +86,8 @@ def git(cwd: str, *args: str, check: bool = True) -> str:
         if _LOCK_ERRORS.search(err) and attempt < _RETRIES - 1:
             time.sleep(min(0.05 * (attempt + 1), 0.5))
             continue
-        last = " ".join(err.strip().splitlines()[-1:])[:300]
+        lines = err.strip().splitlines()
+        last = next((x for x in lines if x.startswith(("fatal:", "error:"))), lines[-1] if lines else "")[:300]
         raise WorkspaceError(f"git {' '.join(args[:2])} failed in {cwd}: {last or f'exit status {done.returncode}'}")
     raise AssertionError("unreachable")  # pragma: no cover
 

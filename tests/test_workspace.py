@@ -239,3 +239,79 @@ def test_policy_says_where_worktrees_may_be_created(tmp_path, make_cli_env):
     proc = run(make_cli_env, "run", str(batch), "--policy", str(policy), "--results-dir",
                str(tmp_path / "allowed" / "runs"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_git_retries_while_another_git_holds_its_lock(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    (repo / "new.txt").write_text("x\n")
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")  # another git is "working" in this repository
+    import threading
+
+    released = threading.Timer(0.3, lock.unlink)
+    released.start()
+    try:
+        workspace.git(str(repo), "add", "new.txt")  # fails with "index.lock: File exists" until released
+    finally:
+        released.join()
+    assert "new.txt" in git(repo, "diff", "--cached", "--name-only")
+    lock.write_text("")
+    try:
+        with pytest.raises(workspace.WorkspaceError) as info:  # held for good: a one-line error, not a hang
+            workspace.git(str(repo), "rm", "--cached", "-q", "new.txt")
+        assert "index.lock" in str(info.value) and "\n" not in str(info.value)
+    finally:
+        lock.unlink()
+
+
+def test_sigterm_mid_run_keeps_work_registered_and_resume_finishes(tmp_path, make_cli_env):
+    repo = make_repo(tmp_path / "repo")
+    flag = tmp_path / "go"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    slow = ("import sys, os, time, pathlib\n"
+            "name, marks, flag = sys.argv[1:4]\n"
+            "pathlib.Path(f'own-{name}.txt').write_text(name + '\\n')\n"
+            "pathlib.Path(marks, name + '.' + str(time.time_ns())).write_text('')\n"
+            "print('waiting', flush=True)\n"
+            "while not os.path.exists(flag): time.sleep(0.05)\n")
+    names = [f"t{i}" for i in range(4)]
+    instances = "".join(
+        f'[[instances]]\nname = "{n}"\nargv = {json.dumps([sys.executable, "-c", slow, n, str(marks), str(flag)])}\n'
+        for n in names)
+    batch = tmp_path / "batch.toml"
+    batch.write_text(f'workspace = "worktree"\ngrace_period = 1\n[defaults]\ncwd = "repo"\n{instances}')
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator_pex", "run", str(batch), "--results-dir", str(runs)],
+                            cwd=tmp_path, env=make_cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(marks.iterdir())) < 4:
+            time.sleep(0.05)
+        assert len(list(marks.iterdir())) == 4
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run_dir = next(runs.iterdir())
+    doc = json.loads((run_dir / "results.json").read_text())
+    listed = sorted(p for p in workspace.registered(str(repo)) if p.startswith(str(run_dir.resolve())))
+    assert listed == _worktree_dirs(run_dir) and len(listed) == 4
+    for r in doc["instances"]:
+        assert r["status"] == "cancelled"
+        ws = r["workspace"]  # the interrupted instance's work is committed on its branch
+        assert ws["committed"] is True and ws["paths"] == [f"own-{r['name']}.txt"] and ws["kept"] is True
+    flag.write_text("")
+    res = run(make_cli_env, "resume", str(run_dir), "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr.decode()
+    final = json.loads(res.stdout)
+    assert all(r["status"] == "succeeded" for r in final["instances"])
+    for r in final["instances"]:  # the rerun continued on the same branch: its own file, committed once
+        assert r["workspace"]["paths"] == [f"own-{r['name']}.txt"]
+        assert r["workspace"]["branch"] == workspace.branch_name(doc["run_id"], r["name"])
+    listed = sorted(p for p in workspace.registered(str(repo)) if p.startswith(str(run_dir.resolve())))
+    assert listed == _worktree_dirs(run_dir)
+    assert git(repo, "status", "--porcelain") == ""
