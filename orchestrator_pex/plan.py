@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import attrs
 
-from orchestrator_pex.config import AGENT_SIM, Batch, Instance, apply_defaults
+from orchestrator_pex.config import AGENT_SIM, Batch, Instance, Text, apply_defaults
 from orchestrator_pex.errors import UsageError
 
 
@@ -126,10 +126,10 @@ def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> La
         return launch
     inst = attrs.evolve(
         inst,
-        prompt=fill(inst.prompt, records) if inst.prompt is not None else None,
+        prompt=Text(fill(inst.prompt, records)) if inst.prompt is not None else None,
         argv=tuple(fill(a, records) for a in inst.argv) if inst.argv is not None else None,
         env={k: fill(v, records) for k, v in (inst.env or {}).items()},
-        resume=fill(inst.resume, records) if inst.resume is not None else None,
+        resume=Text(fill(inst.resume, records)) if inst.resume is not None else None,
     )
     argv = inst.argv if launch.kind == "generic" else claude_argv(plan.agent, inst)
     return attrs.evolve(launch, instance=inst, argv=tuple(argv or ()), env_add=dict(inst.env or {}))

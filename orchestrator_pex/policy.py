@@ -242,11 +242,11 @@ def check(
                 bad(f"{at}.model", f'"{inst.model}" not allowed by {where}: allowed {_listed(policy.allowed_models)}')
         if getattr(inst, "workspace", None) == "worktree":
             where_wt = os.path.realpath(results_dir or os.path.join(os.getcwd(), "orchestrator-runs"))
-            for rule, prefixes in (("allowed_worktree_prefixes", policy.allowed_worktree_prefixes),
-                                   ("allowed_cwd_prefixes", policy.allowed_cwd_prefixes)):
-                if prefixes is not None and not any(_under(where_wt, os.path.realpath(p)) for p in prefixes):
+            for rule, allowed in (("allowed_worktree_prefixes", policy.allowed_worktree_prefixes),
+                                  ("allowed_cwd_prefixes", policy.allowed_cwd_prefixes)):
+                if allowed is not None and not any(_under(where_wt, os.path.realpath(p)) for p in allowed):
                     bad(f"{at}.workspace", f'worktrees in {where_wt} not allowed by {where} ({rule}): allowed under '
-                        f"{_listed(prefixes)}")
+                        f"{_listed(allowed)}")
         if not is_claude and policy.allowed_executables is not None:
             exe = inst.argv[0]
             if not any(fnmatch.fnmatchcase(exe, p) for p in policy.allowed_executables):

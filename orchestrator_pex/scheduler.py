@@ -133,7 +133,7 @@ class Scheduler:
         self._last_launch = -1e9
         self.started_mono = 0.0
         self.prior = dict(prior or {})  # resume: final records of instances not run now (dependencies, placeholders)
-        self.workspaces = None
+        self.workspaces: Optional[Any] = None  # workspace.Manager when an instance uses a worktree
         if any(s.launch.instance.workspace == "worktree" for s in self.states):
             from orchestrator_pex import journal, workspace
 
@@ -358,11 +358,12 @@ class Scheduler:
             status = "cancelled"
             raise
         finally:
-            if ws is not None:
+            manager = self.workspaces
+            if ws is not None and manager is not None:
                 with trio.CancelScope(shield=True):
                     try:
                         ws_record = await trio.to_thread.run_sync(
-                            lambda: self.workspaces.finish(ws, commit=bool(inst.commit), keep=inst.keep or "changed"))
+                            lambda: manager.finish(ws, commit=bool(inst.commit), keep=inst.keep or "changed"))
                     except Exception as exc:  # noqa: BLE001 - a git failure must not lose the instance's record
                         ws_record = ws.describe(error=f"cannot collect the worktree: {exc}")
             state.status = status

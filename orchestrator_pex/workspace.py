@@ -40,7 +40,7 @@ import shutil
 import subprocess
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
@@ -190,7 +190,8 @@ class Workspace:
 class Manager:
     """The worktrees of one run directory. Methods block: call them from a worker thread."""
 
-    def __init__(self, run_dir: str, run_id: str, batch_dir: str, events: Optional[List[Mapping[str, Any]]] = None):
+    def __init__(self, run_dir: str, run_id: str, batch_dir: str,
+                 events: Optional[Sequence[Mapping[str, Any]]] = None) -> None:
         self.run_dir = run_dir
         self.run_id = run_id
         self.batch_dir = batch_dir

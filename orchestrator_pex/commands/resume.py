@@ -27,6 +27,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Any, List
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
                       meta=meta)
 
 
-def _with_dependents(plan, state, names, rerun):  # type: ignore[no-untyped-def]
+def _with_dependents(plan: Any, state: Any, names: List[str], rerun: List[str]) -> List[str]:
     """``rerun`` adjusted for dependencies: a ``skipped`` instance is rerun only when something it needs (directly or
     not) is rerun, and every instance that did not succeed and needs a rerun instance is rerun too. An instance
     recorded as succeeded is never rerun."""
@@ -119,7 +120,7 @@ def _with_dependents(plan, state, names, rerun):  # type: ignore[no-untyped-def]
     if not any(needs.values()):
         return rerun
 
-    def status(name):  # type: ignore[no-untyped-def]
+    def status(name: str) -> Any:
         return (state.records.get(name) or {}).get("status")
 
     base = [n for n in rerun if status(n) != "skipped" or n in state.in_flight]
