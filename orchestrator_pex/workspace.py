@@ -196,27 +196,31 @@ class Manager:
         self.run_id = run_id
         self.batch_dir = batch_dir
         self.root = os.path.join(run_dir, WORKTREES)
-        self.bases: Dict[str, str] = {}  # "repo\0ref" -> commit, as first recorded
+        self.bases: Dict[Tuple[str, str], str] = {}  # (repo, ref) -> commit, as first recorded
         self.created: Dict[str, Mapping[str, Any]] = {}  # name -> its last workspace_created event
         for event in events or ():
-            if event.get("event") == "workspace_bases" and isinstance(event.get("bases"), dict):
-                for key, commit in event["bases"].items():
-                    self.bases.setdefault(key, commit)
+            if event.get("event") == "workspace_bases" and isinstance(event.get("bases"), list):
+                for entry in event["bases"]:
+                    if isinstance(entry, dict) and all(isinstance(entry.get(k), str)
+                                                       for k in ("repo", "ref", "commit")):
+                        self.bases.setdefault((entry["repo"], entry["ref"]), entry["commit"])
             elif event.get("event") == "workspace_created" and isinstance(event.get("name"), str):
                 self.created[event["name"]] = event
         self.repos: Dict[str, None] = {}
 
-    def resolve_bases(self, launches: Any) -> Dict[str, str]:
-        """Resolve each (repo, base) of the worktree instances not recorded yet; return the new ones (to journal)."""
-        new: Dict[str, str] = {}
+    def resolve_bases(self, launches: Any) -> List[Dict[str, str]]:
+        """Resolve each (repo, base) of the worktree instances not recorded yet; return the new ones (to journal, as
+        ``{"repo", "ref", "commit"}``)."""
+        new: List[Dict[str, str]] = []
         for launch in launches:
             if launch.instance.workspace != "worktree":
                 continue
             try:
                 spec = spec_for(launch.instance, launch.cwd, self.batch_dir)
-                key = f"{spec.repo}\0{spec.base}"
+                key = (spec.repo, spec.base)
                 if key not in self.bases:
-                    self.bases[key] = new[key] = resolve(spec.repo, spec.base)
+                    self.bases[key] = resolve(spec.repo, spec.base)
+                    new.append({"repo": spec.repo, "ref": spec.base, "commit": self.bases[key]})
             except WorkspaceError:
                 continue  # the instance fails with this error when it would start
         return new
@@ -226,7 +230,7 @@ class Manager:
         name = launch.name
         spec = spec_for(launch.instance, launch.cwd, self.batch_dir)
         self.repos[spec.repo] = None
-        key = f"{spec.repo}\0{spec.base}"
+        key = (spec.repo, spec.base)
         base = self.bases.get(key) or resolve(spec.repo, spec.base)
         self.bases.setdefault(key, base)
         path = os.path.join(os.path.realpath(self.root), name)

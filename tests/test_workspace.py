@@ -183,9 +183,13 @@ def test_sigkill_mid_run_then_resume_leaves_no_orphan_and_reruns_no_success(tmp_
     for i, n in enumerate(names):
         argv = [sys.executable, "-c", slow, n, str(marker), str(flag) if i >= 3 else str(tmp_path)]
         instances += f'[[instances]]\nname = "{n}"\nargv = {json.dumps(argv)}\n'
+    late = [sys.executable, "-c", slow, "late", str(marker), str(tmp_path)]
+    instances += f'[[instances]]\nname = "late"\nneeds = ["w3"]\nargv = {json.dumps(late)}\n'
+    names.append("late")
     batch = tmp_path / "batch.toml"
     batch.write_text(f'workspace = "worktree"\nconcurrency = 6\n[defaults]\ncwd = "repo"\nkeep = "changed"\n'
                      f'{instances}')
+    head_before = git(repo, "rev-parse", "HEAD").strip()
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator_pex", "run", str(batch), "--results-dir", str(runs)],
                             cwd=tmp_path, env=make_cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -204,18 +208,22 @@ def test_sigkill_mid_run_then_resume_leaves_no_orphan_and_reruns_no_success(tmp_
         os.killpg(proc.pid, signal.SIGKILL)  # the orchestrator and its instances, as a crash would
         proc.wait()
     run_dir = run_dirs[0].parent
+    (repo / "moved.txt").write_text("main moved on\n")  # the repository moves between the crash and the resume
+    git(repo, "add", "moved.txt")
+    git(repo, "commit", "-q", "-m", "moved")
     flag.write_text("")  # the reruns finish at once
     res = run(make_cli_env, "resume", str(run_dir), "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr.decode()
     doc = json.loads(res.stdout)
     assert {r["name"]: r["status"] for r in doc["instances"]} == {n: "succeeded" for n in names}
     starts = {n: len(list(marker.glob(f"{n}.*"))) for n in names}
-    assert starts == {"w0": 1, "w1": 1, "w2": 1, "w3": 2, "w4": 2, "w5": 2}
+    assert starts == {"w0": 1, "w1": 1, "w2": 1, "w3": 2, "w4": 2, "w5": 2, "late": 1}
     # no orphan: what git lists under the run's worktrees folder is exactly what is on disk
     listed = sorted(p for p in workspace.registered(str(repo)) if p.startswith(str(run_dir.resolve())))
     assert listed == _worktree_dirs(run_dir)
     for r in doc["instances"]:
         ws = r["workspace"]
+        assert ws["base"] == head_before  # the batch-start base, recorded, not the moved HEAD
         assert ws["paths"] == [f"own-{r['name']}.txt"], r
         assert git(repo, "show", f"{ws['branch']}:own-{r['name']}.txt") == f"{r['name']}\n"
     assert git(repo, "status", "--porcelain") == ""
