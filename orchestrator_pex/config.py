@@ -90,10 +90,11 @@ class Defaults:
     base: Optional[Text] = None
     keep: Optional[KeepMode] = None
     commit: Optional[Flag] = None
+    delete_branch: Optional[Flag] = None
 
 
 #: Workspace keys that may also be set at the top level of a batch (between [defaults] and BUILTIN).
-WORKSPACE_KEYS = ("workspace", "repo", "base", "keep", "commit")
+WORKSPACE_KEYS = ("workspace", "repo", "base", "keep", "commit", "delete_branch")
 
 
 @attrs.frozen
@@ -133,11 +134,12 @@ class Batch:
     base: Optional[Text] = None
     keep: Optional[KeepMode] = None
     commit: Optional[Flag] = None
+    delete_branch: Optional[Flag] = None
 
 
 #: Fallbacks for what neither an instance nor [defaults] (nor, for workspace keys, the top level) sets.
 BUILTIN = {"retries": 2, "stall_timeout": 1800.0, "env": {}, "allowed_tools": (), "disallowed_tools": (), "tags": (),
-           "workspace": "shared", "keep": "changed", "commit": True}
+           "workspace": "shared", "keep": "changed", "commit": True, "delete_branch": False}
 
 
 def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:

@@ -159,6 +159,7 @@ def fanout_batch(fixers: int = 3) -> str:
         ("needs", fixes, "starts once every fix has finished; without `when` it would be skipped if one failed"),
         ("when", "always", '"success" (default), "on-failure" or "always"'),
         ("keep", "never", "the review changes nothing: no need to keep its worktree"),
+        ("delete_branch", True, "nor its branch (a branch is only deleted when it has no new commit)"),
         ("prompt", "Review these branches with `git diff` against the base and say which to merge:\n" + listing,
          "placeholders are filled from the records of the instances in needs, as plain text"),
         ("allowed_tools", ["Read", "Grep", "Glob", "Bash(git diff:*)", "Bash(git log:*)"], ""),

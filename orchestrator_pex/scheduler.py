@@ -363,7 +363,8 @@ class Scheduler:
                 with trio.CancelScope(shield=True):
                     try:
                         ws_record = await trio.to_thread.run_sync(
-                            lambda: manager.finish(ws, commit=bool(inst.commit), keep=inst.keep or "changed"))
+                            lambda: manager.finish(ws, commit=bool(inst.commit), keep=inst.keep or "changed",
+                                                   delete_branch=bool(inst.delete_branch)))
                     except Exception as exc:  # noqa: BLE001 - a git failure must not lose the instance's record
                         ws_record = ws.describe(error=f"cannot collect the worktree: {exc}")
             state.status = status

@@ -20,7 +20,8 @@ holding the instance's ``cwd``), on a new branch made from ``base`` (a ref; defa
   first :data:`MAX_PATHS` are listed, each cut to 4096 characters), and kept (the directory still exists).
 * **Cleanup** (``keep``): ``always`` keeps the directory; ``changed`` (default) removes it when the branch has no
   new commit and nothing is uncommitted; ``never`` removes it unless something is uncommitted. A directory holding
-  uncommitted changes is never removed. Branches are always kept (delete them with ``git branch -D``).
+  uncommitted changes is never removed. Branches are kept unless ``delete_branch = true`` asks, and even then only
+  a branch without a new commit whose directory was removed is deleted (``branch_deleted``): nothing made is lost.
 * **No orphans.** Git is run with an argument vector (never a shell), with ``GIT_DIR``-style variables removed
   from its environment. Operations on one repository are serialized in this process and retried when git reports
   one of its own lock files held (another git in that repository). Before creating and at the end of a run
@@ -260,12 +261,13 @@ class Manager:
             cwd = path
         return Workspace(name=name, repo=spec.repo, path=path, branch=branch, base=base, cwd=cwd)
 
-    def finish(self, ws: Workspace, *, commit: bool, keep: str) -> Dict[str, Any]:
-        """Commit (if asked), measure the change against the base, apply ``keep``; the record's ``workspace``."""
+    def finish(self, ws: Workspace, *, commit: bool, keep: str, delete_branch: bool = False) -> Dict[str, Any]:
+        """Commit (if asked), measure the change against the base, apply ``keep`` (and ``delete_branch``); the
+        record's ``workspace``."""
         with _repo_lock(ws.repo):
-            return self._finish(ws, commit=commit, keep=keep)
+            return self._finish(ws, commit=commit, keep=keep, delete_branch=delete_branch)
 
-    def _finish(self, ws: Workspace, *, commit: bool, keep: str) -> Dict[str, Any]:
+    def _finish(self, ws: Workspace, *, commit: bool, keep: str, delete_branch: bool) -> Dict[str, Any]:
         if not os.path.isdir(ws.path):
             return ws.describe(head=None, committed=False, dirty=False, files=0, insertions=0, deletions=0,
                                paths=[], kept=False, error="the worktree directory is gone")
@@ -287,8 +289,12 @@ class Manager:
             git(ws.repo, "worktree", "remove", "--force", ws.path, check=False)
             git(ws.repo, "worktree", "prune")
             kept = os.path.isdir(ws.path)
+        branch_deleted = False
+        if delete_branch and not kept and head == ws.base:  # nothing on it to lose
+            git(ws.repo, "branch", "--quiet", "-D", "--", ws.branch, check=False)
+            branch_deleted = not _branch_exists(ws.repo, ws.branch)
         return ws.describe(head=head, committed=committed, dirty=dirty, files=files, insertions=insertions,
-                           deletions=deletions, paths=paths, kept=kept)
+                           deletions=deletions, paths=paths, kept=kept, branch_deleted=branch_deleted)
 
     def prune(self) -> None:
         """``git worktree prune`` in every repository this run used."""

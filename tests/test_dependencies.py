@@ -264,6 +264,6 @@ def test_init_example_fanout_runs_on_worktrees(tmp_path, make_cli_env, fake_clau
     assert list(rec) == ["fix-1", "fix-2", "fix-3", "review"]
     branches = subprocess.run(["git", "-C", str(repo), "branch", "--format=%(refname:short)"], check=True,
                               capture_output=True, text=True).stdout.split()
-    for r in rec.values():
-        assert r["status"] == "succeeded" and r["workspace"]["branch"] in branches
-        assert r["workspace"]["kept"] is False  # nothing changed: keep = "changed" / "never" removed them
+    for name, r in rec.items():
+        assert r["status"] == "succeeded" and r["workspace"]["kept"] is False  # nothing changed: removed
+        assert (r["workspace"]["branch"] in branches) == (name != "review")  # the review asked: delete_branch

@@ -116,6 +116,15 @@ commit = false
 name = "unchanged-always"
 argv = ["true"]
 keep = "always"
+[[instances]]
+name = "unchanged-delete"
+argv = ["true"]
+delete_branch = true
+[[instances]]
+name = "changed-delete"
+argv = {edit}
+keep = "never"
+delete_branch = true
 """)
     proc = run(make_cli_env, "run", str(batch), "--json", "--results-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()
@@ -128,9 +137,11 @@ keep = "always"
     assert ws["unchanged-always"]["kept"] is True
     for w in ws.values():
         assert os.path.isdir(w["path"]) == w["kept"]
-    # branches are kept, whatever happened to the directories
+    # branches are kept, whatever happened to the directories, unless asked; a branch with commits is never deleted
     branches = git(repo, "branch", "--format=%(refname:short)").split()
-    assert all(w["branch"] in branches for w in ws.values())
+    assert ws["unchanged-delete"]["branch_deleted"] is True and ws["unchanged-delete"]["branch"] not in branches
+    assert ws["changed-delete"]["branch_deleted"] is False and ws["changed-delete"]["kept"] is False
+    assert all(w["branch"] in branches for n, w in ws.items() if n != "unchanged-delete")
 
 
 def test_not_a_repository_is_refused_before_anything_starts(tmp_path, make_cli_env):
