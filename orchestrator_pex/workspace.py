@@ -23,8 +23,10 @@ holding the instance's ``cwd``), on a new branch made from ``base`` (a ref; defa
   uncommitted changes is never removed. Branches are kept unless ``delete_branch = true`` asks, and even then only
   a branch without a new commit whose directory was removed is deleted (``branch_deleted``): nothing made is lost.
 * **No orphans.** Git is run with an argument vector (never a shell), with ``GIT_DIR``-style variables removed
-  from its environment. Operations on one repository are serialized in this process and retried when git reports
-  one of its own lock files held (another git in that repository). Before creating and at the end of a run
+  from its environment, hooks, fsmonitor, external diff and textconv turned off (the repository's configuration and
+  hooks are shared with every agent's worktree, so they are not trusted). Operations on one repository are
+  serialized in this process and retried when git reports one of its own lock files held (another git in that
+  repository). Before creating and at the end of a run
   ``git worktree prune`` drops registrations whose directory is gone. A directory under ``RUN_DIR/worktrees`` that
   the journal never recorded as created (the orchestrator died inside ``git worktree add``) is removed and made
   again; a recorded one is reused as it is (a rerun continues on the same branch, in the same directory).
@@ -75,7 +77,8 @@ def git_env() -> Dict[str, str]:
 
 def git(cwd: str, *args: str, check: bool = True) -> str:
     """Run ``git -C cwd ARGS`` (argv, no shell); stdout as text. Retries while git reports a held lock file."""
-    argv = ["git", "-C", cwd, "-c", "core.hooksPath=/dev/null", *args]
+    # hooks and fsmonitor off: the repository's configuration is shared with the agents' worktrees
+    argv = ["git", "-C", cwd, "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", *args]
     for attempt in range(_RETRIES):
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=git_env(), timeout=300)
@@ -309,7 +312,8 @@ def _dirty(path: str) -> bool:
 
 def diffstat(cwd: str, base: str, head: str) -> Tuple[int, int, int, List[str]]:
     """(files, insertions, deletions, paths) of ``git diff --numstat --no-renames base..head``."""
-    out = git(cwd, "diff", "--numstat", "--no-renames", "-z", f"{base}..{head}", "--")
+    out = git(cwd, "diff", "--numstat", "--no-renames", "--no-ext-diff", "--no-textconv", "-z", f"{base}..{head}",
+              "--")
     files = insertions = deletions = 0
     paths: List[str] = []
     for entry in out.split("\0"):

@@ -334,3 +334,20 @@ def test_sigterm_mid_run_keeps_work_registered_and_resume_finishes(tmp_path, mak
     listed = sorted(p for p in workspace.registered(str(repo)) if p.startswith(str(run_dir.resolve())))
     assert listed == _worktree_dirs(run_dir)
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_repository_hooks_never_run_for_the_orchestrators_git(tmp_path, make_cli_env):
+    repo = make_repo(tmp_path / "repo")
+    ran = tmp_path / "hook-ran"
+    for hook in ("post-checkout", "pre-commit", "commit-msg", "post-commit"):
+        path = repo / ".git" / "hooks" / hook
+        path.write_text(f"#!/bin/sh\necho {hook} >> {ran}\n")
+        path.chmod(0o755)
+    edit = json.dumps([sys.executable, "-c", EDIT, "h"])
+    batch = tmp_path / "batch.toml"
+    batch.write_text(f'workspace = "worktree"\n[[instances]]\nname = "h"\nargv = {edit}\ncwd = "repo"\n')
+    proc = run(make_cli_env, "run", str(batch), "--json", "--results-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    ws = json.loads(proc.stdout)["instances"][0]["workspace"]
+    assert ws["committed"] is True and ws["files"] == 3
+    assert not ran.exists()  # checkout and commit happened, no hook of the repository ran
