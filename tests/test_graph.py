@@ -97,3 +97,30 @@ def test_fill_is_one_pass_and_literal():
 def test_fill_never_expands_inserted_text(value):
     records = {"a": {"result": value}}
     assert graph.fill("<{{a.result}}>", records) == f"<{value}>"
+
+
+@st.composite
+def graphs(draw):
+    n = draw(st.integers(1, 9))
+    names = [f"n{i}" for i in range(n)]
+    edges = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=15))
+    needs = {name: [] for name in names}
+    for a, b in edges:
+        if a != b and names[b] not in needs[names[a]]:
+            needs[names[a]].append(names[b])
+    return needs
+
+
+@given(graphs())
+def test_cycle_found_iff_no_topological_order_and_order_respects_needs(needs):
+    cycle = graph.find_cycle(needs)
+    if cycle is None:
+        placed = graph.order(needs)
+        assert sorted(placed) == sorted(needs)
+        pos = {n: i for i, n in enumerate(placed)}
+        assert all(pos[d] < pos[n] for n, deps in needs.items() for d in deps)
+        comps = graph.components(needs)
+        assert all(comps[n] == comps[d] for n, deps in needs.items() for d in deps)
+    else:
+        assert cycle[0] == cycle[-1] and len(cycle) >= 3
+        assert all(b in needs[a] for a, b in zip(cycle, cycle[1:]))  # every step is a real `needs` edge
