@@ -3,16 +3,19 @@
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``. Command modules
 import only the standard library at module level, so building the parser stays cheap; a command imports trio, attrs
 and cattrs when it runs. Every :class:`~orchestrator_pex.errors.OrchestratorError` becomes one line on stderr and its
-documented exit status, never a traceback.
+documented exit status, never a traceback. Any other exception (a bug) becomes one line starting
+``internal error:`` that names a saved traceback file, and exit 70 (:data:`~orchestrator_pex.errors.EXIT_SOFTWARE`).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
+import re
 import sys
-from typing import Sequence
+from typing import List, Optional, Sequence
 
 from orchestrator_pex import errors
 from orchestrator_pex.version import version
@@ -27,20 +30,62 @@ COMMANDS = {
     "schedule": ("orchestrator_pex.commands.schedule", "print a crontab line or systemd units running a batch"),
     "self": ("orchestrator_pex.commands.self_cmd", "verify this PEX against its signed release (self verify)"),
     "version": ("orchestrator_pex.commands.version_cmd", "print version and build metadata (--json)"),
-    "resume": ("orchestrator_pex.commands.resume", "finish an interrupted run: rerun only what did not succeed"),
+    "resume": ("orchestrator_pex.commands.resume",
+               "finish an interrupted run: rerun what did not finish on its own (--rerun-failed: failures too)"),
     "runs": ("orchestrator_pex.commands.runs", "list, show and prune past runs"),
     "agent-sim": ("orchestrator_pex.agent_sim", None),
 }
 
+#: commands that run a batch: their --help lists the exit statuses
+_RUNS_BATCHES = ("run", "resume", "demo")
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+
+class Parser(argparse.ArgumentParser):
+    """argparse with no abbreviated options (``--dry`` is not ``--dry-run``) and one-line errors with a "did you
+    mean" for unknown commands and options."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.known_options: List[str] = []  # filled by build_parser: the chosen command's options
+        self.help_prog = self.prog  # filled by build_parser: whose --help to point at
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(errors.EXIT_USAGE, f"{self.prog}: {_with_suggestion(message, self.known_options)} "
+                                     f"(see {self.help_prog} --help)\n")
+
+
+def _with_suggestion(message: str, options: Sequence[str]) -> str:
+    """argparse's message, with the hidden commands left out and a close match offered."""
+    choice = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if choice is not None:
+        what, word, listed = choice.groups()
+        hidden = [name for name, (_, help_text) in COMMANDS.items() if not help_text]
+        visible = [c for c in re.findall(r"'([^']*)'", listed) if c not in hidden]
+        close = difflib.get_close_matches(word, visible, n=1)
+        hint = f'; did you mean "{close[0]}"?' if close else ""
+        kind = "command" if what in ("COMMAND", "ACTION") else f"value for {what}"
+        return f"unknown {kind} {word!r}{hint} (expected one of: {', '.join(visible)})"
+    if message.startswith("unrecognized arguments:"):
+        words = message.split(":", 1)[1].split()
+        flag = next((w for w in words if w.startswith("-")), None)
+        if flag is not None:
+            close = difflib.get_close_matches(flag.split("=", 1)[0], list(options), n=1)
+            hint = f'; did you mean "{close[0]}"?' if close else ""
+            return f"unknown option {flag!r}{hint}"
+    return message
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s own arguments are built (importing one command module, not all)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="orchestrator-pex",
-        description="Run batches of headless Claude Code instances in parallel with exact accounting and budgets.",
+        description="Run batches of headless coding agents in parallel with exact accounting and budgets.",
+        epilog=errors.exit_status_help(),
     )
     parser.add_argument("--version", action="version", version=f"orchestrator-pex {version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (module_name, help_text) in COMMANDS.items():
         kwargs = {"help": help_text} if help_text else {}
         if name == "agent-sim":
@@ -48,9 +93,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             p = sub.add_parser(name, add_help=False, **kwargs)
             p.add_argument("agent_argv", nargs=argparse.REMAINDER)
         else:
-            p = sub.add_parser(name, description=help_text, **kwargs)
+            epilog = errors.exit_status_help() if name in _RUNS_BATCHES else None
+            p = sub.add_parser(name, description=help_text, epilog=epilog, **kwargs)
             if name == command:
                 importlib.import_module(module_name).add_arguments(p)
+                options = [o for a in p._actions for o in a.option_strings]
+                for action in p._actions:  # nested commands (runs list|show|...): their options too
+                    if isinstance(action, argparse._SubParsersAction):
+                        for child in action.choices.values():
+                            options += [o for a in child._actions for o in a.option_strings]
+                parser.known_options = options
+                parser.help_prog = p.prog
         p.set_defaults(_module=module_name)
     return parser
 
@@ -81,8 +134,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - user errors may arrive wrapped in a nursery's exception group
         found = errors.find(exc)
         if found is None:
-            raise
+            return _internal_error(exc)
         print(f"orchestrator-pex: {found}", file=sys.stderr)
         return found.exit_status
     except KeyboardInterrupt:
         return errors.EXIT_SIGINT
+
+
+def _internal_error(exc: BaseException) -> int:
+    """The process's error boundary: a bug outside any run's own boundary is one line and exit 70, never a
+    traceback on stderr; the traceback is saved to a private file in the temporary directory, named in the line."""
+    from orchestrator_pex import internal_errors
+
+    path = internal_errors.save_anywhere(exc)
+    where = f"traceback saved to {path}" if path else "the traceback could not be saved"
+    print(f"orchestrator-pex: {internal_errors.PREFIX} {internal_errors.summary(exc)} ({where})", file=sys.stderr)
+    return errors.EXIT_SOFTWARE

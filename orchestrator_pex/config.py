@@ -285,9 +285,22 @@ def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
             raise ConfigError(label, f"instances[{i}].argv", "expected a non-empty list of strings")
         if inst.session_id and inst.resume:
             raise ConfigError(label, f"instances[{i}].resume", "set either session_id or resume, not both")
+        _check_tools(inst, f"instances[{i}]", label)
+    _check_tools(batch.defaults, "defaults", label)
     from orchestrator_pex import graph
 
     graph.validate(batch.instances, label, batch.defaults.env)
+
+
+def _check_tools(values: Defaults, at: str, label: str) -> None:
+    """Every allowed/disallowed tools entry is one tool as Claude Code splits them (:mod:`orchestrator_pex.tools`)."""
+    from orchestrator_pex import tools
+
+    for key in ("allowed_tools", "disallowed_tools"):
+        for j, spec in enumerate(getattr(values, key) or ()):
+            why = tools.problem(spec)
+            if why:
+                raise ConfigError(label, f"{at}.{key}[{j}]", f"{why}; got {describe(spec)}")
 
 
 # -- the converter ---------------------------------------------------------------------------------------------------

@@ -9,9 +9,32 @@ EXIT_OK = 0  #: every instance succeeded
 EXIT_FAILED = 1  #: at least one instance did not succeed
 EXIT_USAGE = 2  #: bad batch file, bad arguments, failed preflight
 EXIT_BUDGET = 3  #: a blocking budget stopped the batch
+EXIT_SOFTWARE = 70  #: the orchestrator's own bug (EX_SOFTWARE): one line names the saved traceback
 EXIT_LOCKED = 75  #: another run of the same batch holds the lock (EX_TEMPFAIL)
 EXIT_SIGINT = 130  #: interrupted by SIGINT
 EXIT_SIGTERM = 143  #: interrupted by SIGTERM
+
+#: (status, meaning) for ``--help`` and the README; one line each.
+EXIT_STATUSES = (
+    (EXIT_OK, "every instance succeeded"),
+    (EXIT_FAILED, "at least one instance did not succeed"),
+    (EXIT_USAGE, "bad batch file, bad arguments, site-policy violation or failed preflight; nothing was started"),
+    (EXIT_BUDGET, "the batch's blocking [budget] stopped the batch"),
+    (EXIT_SOFTWARE, "internal error (a bug): results so far written; one line names the saved traceback"),
+    (EXIT_LOCKED, "another run of the same batch holds its lock; nothing was touched"),
+    (EXIT_SIGINT, "interrupted by SIGINT; every child ended, results so far written"),
+    (EXIT_SIGTERM, "interrupted by SIGTERM; every child ended, results so far written"),
+)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 instance``, ``2 instances``: every count in a user-facing message goes through this."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def exit_status_help() -> str:
+    """The exit statuses as a ``--help`` epilog."""
+    return "exit statuses:\n" + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_STATUSES)
 
 
 class OrchestratorError(Exception):

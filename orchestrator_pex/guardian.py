@@ -26,6 +26,15 @@ and descendants that escaped their group are still found through the environment
 subreaper would have been for. With ``subreaper=True``, :meth:`Guardian.reap_orphans` collects such zombies (only
 those that cannot be an instance leader or a direct child of ours, so no other code's ``wait`` is robbed).
 
+The guardian is watched too. The OOM killer (or an operator) may kill the guardian first; the orchestrator would
+then run unguarded, and a later SIGKILL of the orchestrator would leave instances running with the lock free.
+During a run, :meth:`Protection.watch` checks every :data:`WATCH_INTERVAL` seconds whether the guardian process is
+still alive; if it died, :meth:`Guardian.replace_if_dead` starts a new one with the same marker and the same kept
+descriptors (the batch lock) and registers every process group that is still live. If no new guardian can be
+started, the watch raises :class:`GuardianLost` and the run's error boundary stops the batch (instances ended,
+results written, exit 70). A kill of the guardian within the same ~quarter second as the orchestrator's own SIGKILL
+is not covered (nothing is left to notice it); the environment marker still lets an operator find such stragglers.
+
 macOS and other systems without /proc or prctl: the guardian still kills every registered process group on exit or
 crash; descendants that moved to another process group or session are not found.
 """
@@ -37,10 +46,15 @@ import secrets
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 MARKER_ENV = "ORCHESTRATOR_PEX_GUARD"
 DEFAULT_GRACE = 3.0
+WATCH_INTERVAL = 0.25  #: seconds between two checks that the guardian is still alive (:meth:`Protection.watch`)
+
+
+class GuardianLost(Exception):
+    """The guardian died and could not be replaced: the batch must stop (an internal error of the run)."""
 
 #: The guardian program. Argument: read fd, parent pid, marker ("KEY=token"), grace seconds. Stdlib only.
 GUARDIAN_SOURCE = r'''
@@ -185,12 +199,17 @@ def set_child_subreaper() -> bool:
 class Guardian:
     """Handle on a running guardian process; see the module docstring."""
 
-    def __init__(self, proc: Optional[subprocess.Popen], write_fd: int, marker: str, grace: float) -> None:
+    def __init__(self, proc: Optional[subprocess.Popen], write_fd: int, marker: str, grace: float,
+                 keep_fds: Sequence[int] = ()) -> None:
         self.proc = proc
         self._fd: Optional[int] = write_fd
         self.marker = marker  #: "KEY=token" every process started after :func:`start` inherits
         self.grace = grace
         self.subreaper = False
+        self.replaced = 0  #: how many times a dead guardian was replaced (:meth:`replace_if_dead`)
+        self._keep_fds = tuple(keep_fds)
+        self._live: set = set()  # registered and not yet unregistered: what a replacement guardian must guard
+        self._closed = False
         self._ever_registered: set = set()
         self._last_reap = 0.0
 
@@ -211,12 +230,35 @@ class Guardian:
     def register(self, pgid: int) -> None:
         """An instance's process group exists: kill it if the orchestrator dies."""
         self._ever_registered.add(int(pgid))
+        self._live.add(int(pgid))
         self._send(b"+%d\n" % int(pgid))
 
     def unregister(self, pgid: int) -> None:
         """The group is gone (its leader reaped, no member left): forget it so a reused id is never killed."""
+        self._live.discard(int(pgid))
         self._send(b"-%d\n" % int(pgid))
         self.reap_orphans(min_interval=2.0)
+
+    def replace_if_dead(self) -> Optional[str]:
+        """If the guardian process died while guarding (the OOM killer may pick it), start a new one with the same
+        marker and the same kept descriptors (the batch lock) and register every live process group with it.
+
+        Returns a one-line description for the log, or None when the guardian is alive (or closed on purpose).
+        Raises ``OSError`` if no new guardian can be started.
+        """
+        if self._closed or self.proc is None or self.proc.poll() is None:
+            return None
+        old_pid, code = self.proc.pid, self.proc.returncode
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.proc, self._fd = _spawn(self.marker, self.grace, self._keep_fds)
+        for pgid in sorted(self._live):
+            self._send(b"+%d\n" % pgid)
+        self.replaced += 1
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        return (f"the guardian (pid {old_pid}) died ({how}); started a new one (pid {self.proc.pid}) guarding "
+                f"{len(self._live)} process group(s)")
 
     def reap_orphans(self, min_interval: float = 0.0) -> int:
         """Reap exited orphans re-parented to us (subreaper); returns how many. Rate-limited by ``min_interval``."""
@@ -246,6 +288,7 @@ class Guardian:
 
     def close(self, wait: bool = True) -> None:
         """Stop guarding: the guardian kills whatever of the batch is left, then exits; wait for it by default."""
+        self._closed = True
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -290,10 +333,8 @@ def _stat(pid: int):
         return None
 
 
-def start(grace: float = DEFAULT_GRACE, keep_fds: Sequence[int] = (), subreaper: bool = False) -> Guardian:
-    """Start the guardian for this run; sets ``ORCHESTRATOR_PEX_GUARD`` in ``os.environ`` (inherited by instances)."""
-    token = f"{os.getpid()}-{secrets.token_hex(8)}"
-    marker = f"{MARKER_ENV}={token}"
+def _spawn(marker: str, grace: float, keep_fds: Sequence[int]) -> Tuple[subprocess.Popen, int]:
+    """Start one guardian process (argv only); its handle and the write end of its pipe."""
     read_fd, write_fd = os.pipe()  # both non-inheritable: instances never hold the write end
     try:
         proc = subprocess.Popen(
@@ -303,10 +344,21 @@ def start(grace: float = DEFAULT_GRACE, keep_fds: Sequence[int] = (), subreaper:
             stdout=subprocess.DEVNULL,
             start_new_session=True,
         )
+    except BaseException:
+        os.close(write_fd)
+        raise
     finally:
         os.close(read_fd)
+    return proc, write_fd
+
+
+def start(grace: float = DEFAULT_GRACE, keep_fds: Sequence[int] = (), subreaper: bool = False) -> Guardian:
+    """Start the guardian for this run; sets ``ORCHESTRATOR_PEX_GUARD`` in ``os.environ`` (inherited by instances)."""
+    token = f"{os.getpid()}-{secrets.token_hex(8)}"
+    marker = f"{MARKER_ENV}={token}"
+    proc, write_fd = _spawn(marker, grace, keep_fds)
     os.environ[MARKER_ENV] = token
-    guardian = Guardian(proc, write_fd, marker, grace)
+    guardian = Guardian(proc, write_fd, marker, grace, keep_fds)
     if subreaper:
         guardian.subreaper = set_child_subreaper()
     return guardian
@@ -329,6 +381,21 @@ class Protection:
         """Scheduler hook: the attempt's process group has been ended and its leader reaped."""
         if attempt.pid:
             self.guardian.unregister(attempt.pid)
+
+    async def watch(self, warn: Callable[[str], None]) -> None:
+        """Runner watcher: every :data:`WATCH_INTERVAL` seconds, replace the guardian if it died (``warn`` says so).
+        If no new guardian can be started, raise :class:`GuardianLost`: the run's error boundary then stops the
+        batch (instances ended, results written, exit 70)."""
+        import trio
+
+        while True:
+            await trio.sleep(WATCH_INTERVAL)
+            try:
+                message = self.guardian.replace_if_dead()
+            except OSError as exc:
+                raise GuardianLost(f"the guardian died and no new one could be started: {exc}") from exc
+            if message is not None:
+                warn(message)
 
     @property
     def scheduler_options(self) -> dict:

@@ -252,6 +252,25 @@ def live_record(name: str, status: str, started: Optional[Dict[str, Any]] = None
     return record
 
 
+def _with_recovered_spend(run_dir: str, state: journal.RunState, name: str, started: Dict[str, Any],
+                          earlier: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The interrupted record of ``name``, holding what its unfinished attempts spent according to their raw stdout
+    log plus what its last recorded record (``earlier``) holds (:mod:`orchestrator_pex.recovery`)."""
+    from orchestrator_pex import recovery
+
+    record = interrupted_record(name, started)
+    recovered, _ = recovery.recover(run_dir, name, state.unfinished.get(name) or [started], earlier)
+    if recovered is not None:
+        for key in ("tokens", "cost_usd", "cost_source", "tools", "attempts", "model"):
+            record[key] = recovered.get(key)
+        record["started_at"] = (earlier or {}).get("started_at") or record["started_at"]
+    elif earlier is not None:  # no log to read: keep what was recorded
+        for key in ("tokens", "cost_usd", "cost_source", "tools", "model"):
+            if key in earlier:
+                record[key] = earlier[key]
+    return record
+
+
 def all_records(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """One record per instance of the batch, in batch order: the journal's (a success is final); for instances
     started and not finished, ``running``/``retrying`` while the run's orchestrator lives, else ``cancelled``; for the
@@ -266,7 +285,7 @@ def all_records(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, A
             if live:
                 records[name] = live_record(name, "retrying" if name in state.retrying else "running", started)
             else:
-                records[name] = interrupted_record(name, started)
+                records[name] = _with_recovered_spend(run_dir, state, name, started, records.get(name))
     out = []
     for name in names:
         record = records.pop(name, None) or (

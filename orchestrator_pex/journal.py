@@ -289,6 +289,9 @@ class RunState:
         self.in_flight: Dict[str, Dict[str, Any]] = {}  #: name -> its last instance_started event, no finish since
         self.starts: Dict[str, int] = {}  #: name -> how many instance_started events
         self.retrying: Set[str] = set()  #: in flight, waiting out a retry back-off (instance_retry since the start)
+        #: name -> every instance_started event since its last instance_finished (attempts that never recorded an
+        #: end, in journal order; see :mod:`orchestrator_pex.recovery`)
+        self.unfinished: Dict[str, List[Dict[str, Any]]] = {}
         self.sessions = 0  #: run_started events (1 + number of resumes)
         self.finished = False  #: the last session ended with run_finished
 
@@ -336,6 +339,7 @@ def replay_state(events: Iterable[Dict[str, Any]]) -> RunState:
                 state.in_flight[name] = event
                 state.starts[name] = state.starts.get(name, 0) + 1
                 state.retrying.discard(name)
+                state.unfinished.setdefault(name, []).append(event)
         elif kind == "instance_retry":
             name = event.get("name")
             if isinstance(name, str) and name in state.in_flight:
@@ -347,6 +351,7 @@ def replay_state(events: Iterable[Dict[str, Any]]) -> RunState:
                 continue
             state.in_flight.pop(name, None)
             state.retrying.discard(name)
+            state.unfinished.pop(name, None)
             previous = state.records.get(name)
             if previous is not None and previous.get("status") == SUCCEEDED:
                 continue  # a recorded success is never overridden
@@ -394,5 +399,6 @@ def load_run(run_dir: str) -> Tuple[RunState, List[str]]:
             if isinstance(name, str) and state.records.get(name, {}).get("status") != SUCCEEDED:
                 state.records[name] = dict(record)
                 state.in_flight.pop(name, None)
+                state.unfinished.pop(name, None)
                 problems.append(f"{results_path}: success of {name!r} missing from the journal; kept from results.json")
     return state, problems

@@ -117,13 +117,38 @@ def _check_private_dir(directory: str) -> None:
     """The default lock directory sits in a shared tmp: refuse one another user owns or can write (or a symlink)."""
     if directory != default_lock_dir() or os.environ.get("ORCHESTRATOR_PEX_LOCK_DIR") or not hasattr(os, "getuid"):
         return
+    problem = untrusted(directory, directory=True, allow_root=False)
+    if problem:
+        raise UsageError(f"{directory}: the lock directory is not a private directory of this user ({problem}); "
+                         "remove it or set ORCHESTRATOR_PEX_LOCK_DIR")
+
+
+def untrusted(path: str, *, directory: bool, allow_root: bool = True) -> Optional[str]:
+    """Why ``path`` cannot be trusted not to have been written by another local user, or None if it can.
+
+    The one implementation of the check the lock directory and ``resume`` (run directory, batch copy, journal,
+    results.json, raw logs) apply: the path itself (``lstat``, not followed) must not be a symlink, must be a
+    directory (``directory``) or a regular file, must be owned by the running user (or root, with ``allow_root``),
+    and must not be group- or world-writable. A missing path raises ``OSError``.
+    """
     import stat
 
-    st = os.lstat(directory)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or \
-            st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise UsageError(f"{directory}: the lock directory is not a private directory of this user (owner uid "
-                         f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); remove it or set ORCHESTRATOR_PEX_LOCK_DIR")
+    st = os.lstat(path)
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if directory and not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if not directory and not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if not hasattr(os, "getuid"):  # pragma: no cover - POSIX only
+        return None
+    owners = (os.getuid(), 0) if allow_root else (os.getuid(),)
+    if st.st_uid not in owners:
+        return f"owned by uid {st.st_uid}, not by this user (uid {os.getuid()}){' or root' if allow_root else ''}"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by other users (mode {mode:o})"
+    return None
 
 
 def try_acquire(path: str) -> Optional[LockHandle]:

@@ -5,7 +5,8 @@ variable ``ORCHESTRATOR_PEX_POLICY``, else ``/etc/orchestrator-pex/policy.toml``
 no policy. Every key is optional; a key that is absent imposes nothing::
 
     allowed_permission_modes = ["default", "acceptEdits", "plan"]   # Claude instances; unset mode counts as "default"
-    forbidden_tools = ["WebFetch", "WebSearch"]   # may not appear in allowed_tools ("Bash(git:*)" counts as Bash)
+    forbidden_tools = ["WebFetch", "WebSearch"]   # may not appear in allowed_tools ("Bash(git:*)" counts as Bash);
+                                                  # also passed to every Claude instance as --disallowedTools
     require_timeout = true                        # every instance needs a timeout (own or from [defaults])
     require_budget = true                         # every Claude instance needs max_cost_usd or max_tokens
     max_timeout = 3600                            # seconds, per instance
@@ -15,7 +16,8 @@ no policy. Every key is optional; a key that is absent imposes nothing::
     max_budget_tokens = 20000000                  # [budget] max_tokens must be set, at most this, mode "block"
     allowed_cwd_prefixes = ["/srv/agents"]        # instance working directories must lie under one of these
     allowed_models = ["claude-sonnet-4-5*", "claude-haiku-*"]   # shell-style patterns; Claude instances only
-    allowed_executables = ["/usr/bin/python3"]    # argv[0] of generic (argv) instances; shell-style patterns
+    allowed_executables = ["/usr/bin/python3"]    # argv[0] of generic instances AND the agent executable;
+                                                  # shell-style patterns, matched against what really runs
     allowed_worktree_prefixes = ["/srv/runs"]     # workspace = "worktree" instances: the folder their worktrees are
                                                   # created in (RESULTS_DIR/RUN_ID/worktrees) must lie under one;
                                                   # with allowed_cwd_prefixes, it must lie under one of those too
@@ -25,9 +27,30 @@ and returns every violation, one line each, shaped ``batch.toml: instances[2].pe
 not allowed by policy /etc/orchestrator-pex/policy.toml: allowed "default", "plan"``. The caller refuses the batch
 (exit 2) when the list is not empty.
 
-``forbidden_tools`` is also meant to be passed on to Claude Code as ``--disallowedTools`` by the runtime, so a tool a
-batch does not mention is still unavailable. The policy is a guard rail against mistakes and unreviewed batches, not
-a sandbox: whoever can run the PEX with another environment can run it without the policy.
+Rules hold on what actually runs, not on how the batch spells it:
+
+- Executables. :func:`orchestrator_pex.plan.make_plan` turns a generic instance's ``argv[0]`` into the absolute
+  path the child would execute — a bare name searched in the PATH of the instance's own environment (its ``env``
+  table's ``PATH`` if it sets one), a relative path taken from its working directory — and that same path is what
+  preflight checks and what is executed (``--dry-run`` shows it). The policy matches the ``realpath`` of it (every
+  symbolic link and ``..`` resolved) against each ``allowed_executables`` pattern, both as written and with the
+  pattern's glob-free leading directories resolved (so ``/usr/bin/python3`` still allows a ``python3`` that is a
+  link to ``/usr/bin/python3.11``, while ``/opt/tools/../../bin/bash`` is not under ``/opt/tools/*``). A program
+  that cannot be found is not allowed. The agent executable (``claude =`` / ``--claude``, resolved the same way on
+  the orchestrator's PATH) must be allowed too whenever the batch has a Claude instance; the built-in
+  ``@agent-sim`` demo agent (this orchestrator's own code) is exempt. Patterns are ``fnmatch`` patterns: ``*``
+  also matches ``/``.
+- Working directories are compared as ``realpath`` with the ``realpath`` of each ``allowed_cwd_prefixes`` entry,
+  and the instance runs in exactly that resolved directory.
+- Tools. Every ``allowed_tools``/``disallowed_tools`` entry of a batch is one tool (``NAME`` or
+  ``NAME(PATTERN)``; :mod:`orchestrator_pex.tools` refuses at validation anything Claude Code's CLI would split into
+  several), so its ``NAME`` is what ``forbidden_tools`` is compared with. ``forbidden_tools`` entries must be plain
+  names. :func:`orchestrator_pex.commands.run.check_policy` also passes them to every Claude instance as
+  ``--disallowedTools`` (merged after the instance's own), so a tool a batch does not mention is unavailable too.
+
+The policy is a guard rail against mistakes and unreviewed batches, not a sandbox: whoever can run the PEX with
+another environment can run it without the policy, and a program the policy allows may itself start others (the
+agent's ``#!/usr/bin/env node`` finds ``node`` on the instance's PATH).
 """
 
 from __future__ import annotations
@@ -133,6 +156,13 @@ def _value(path: str, key: str, kind: str, value: Any) -> Any:
         return value if kind == "int" else float(value)
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(path, key, f"expected a list of non-empty strings, got {describe(value)}")
+    if key == "forbidden_tools":
+        from orchestrator_pex import tools
+
+        for v in value:
+            why = tools.problem(v)
+            if why or "(" in v:
+                raise ConfigError(path, key, f"{why or 'expected a tool name without a pattern'}; got {describe(v)}")
     if kind == "paths":
         for v in value:
             if not os.path.isabs(v):
@@ -148,7 +178,31 @@ def _listed(items: Sequence[str]) -> str:
 
 
 def _tool_base(spec: str) -> str:
-    return spec.split("(", 1)[0].strip()
+    from orchestrator_pex import tools
+
+    return tools.base(spec)
+
+
+_GLOB = frozenset("*?[")
+
+
+def _resolved_pattern(pattern: str) -> str:
+    """``pattern`` with its glob-free leading directories resolved (``realpath``), so it describes real paths:
+    ``/usr/bin/python3`` becomes ``/usr/bin/python3.11``, ``/opt/link/*`` the real ``/opt/target/*``."""
+    parts = pattern.split(os.sep)
+    fixed = 0
+    while fixed < len(parts) and not (_GLOB & set(parts[fixed])):
+        fixed += 1
+    if fixed == len(parts):
+        return os.path.realpath(pattern)
+    head = os.sep.join(parts[:fixed]) or os.sep
+    return os.path.join(os.path.realpath(head), *parts[fixed:])
+
+
+def executable_allowed(real: str, patterns: Sequence[str]) -> bool:
+    """Does the resolved executable ``real`` match one of ``patterns`` (as written, or with their fixed leading
+    directories resolved)?"""
+    return any(fnmatch.fnmatchcase(real, p) or fnmatch.fnmatchcase(real, _resolved_pattern(p)) for p in patterns)
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -164,6 +218,7 @@ def check(
     concurrency: Optional[int] = None,
     default_cwd: Optional[str] = None,
     results_dir: Optional[str] = None,
+    plan: Any = None,
 ) -> List[str]:
     """Every violation of ``policy`` by ``batch`` (a :class:`orchestrator_pex.config.Batch`), in file order.
 
@@ -171,9 +226,12 @@ def check(
     ``concurrency`` is a command-line override of the batch's own value. ``default_cwd`` is where an instance
     without ``cwd`` runs (default: the current directory); a relative ``cwd`` resolves against the batch file's
     folder. ``results_dir`` is where the run directory will be made (worktrees go in ``RUN_DIR/worktrees``;
-    default: the current directory's ``orchestrator-runs``). An empty list means the batch complies.
+    default: the current directory's ``orchestrator-runs``). ``plan`` (:func:`orchestrator_pex.plan.make_plan` of
+    the batch) gives the executables and working directories exactly as they will be used; without it they are
+    resolved here the same way. An empty list means the batch complies.
     """
-    from orchestrator_pex.config import apply_defaults
+    from orchestrator_pex import plan as plan_mod
+    from orchestrator_pex.config import AGENT_SIM, apply_defaults
 
     where = f"policy {policy.path}"
     out: List[str] = []
@@ -203,9 +261,22 @@ def check(
 
     base_dir = os.path.dirname(batch.path) if getattr(batch, "path", "") else os.getcwd()
     run_dir = default_cwd or os.getcwd()
-    for i, inst in enumerate(apply_defaults(batch)):
+    launches = {one.name: one for one in plan.launches} if plan is not None else {}
+    instances = apply_defaults(batch)
+    if policy.allowed_executables is not None and any(inst.argv is None for inst in instances):
+        agent = plan.agent if plan is not None else plan_mod.resolve_agent(batch.claude, base_dir)
+        builtin = batch.claude == AGENT_SIM and agent[-1] == "agent-sim"  # this orchestrator's own demo agent
+        if not builtin:
+            shown = agent[0] if os.path.isabs(agent[0]) else f"{agent[0]} (not found)"
+            real = plan_mod.real_program(agent[0]) if os.path.isabs(agent[0]) else None
+            if real is None or not executable_allowed(real, policy.allowed_executables):
+                via = f" -> {real}" if real and real != agent[0] else ""
+                bad("claude", f'agent executable "{shown}{via}" not allowed by {where}: allowed '
+                    f"{_listed(policy.allowed_executables)}")
+    for i, inst in enumerate(instances):
         at = f"instances[{i}]"
         is_claude = inst.argv is None
+        launch = launches.get(inst.name)
         if is_claude and policy.allowed_permission_modes is not None:
             mode = inst.permission_mode or "default"
             if mode not in policy.allowed_permission_modes:
@@ -230,7 +301,8 @@ def check(
         if is_claude and policy.max_instance_cost_usd is not None and inst.max_cost_usd is None and inst.max_tokens is None:
             bad(f"{at}.max_cost_usd", f"not set; {where} allows at most {policy.max_instance_cost_usd:g} dollars per instance")
         if policy.allowed_cwd_prefixes is not None:
-            cwd = os.path.realpath(os.path.join(base_dir, inst.cwd) if inst.cwd else run_dir)
+            cwd = launch.cwd if launch is not None and launch.cwd is not None else \
+                os.path.realpath(os.path.join(base_dir, inst.cwd) if inst.cwd else run_dir)
             prefixes = [os.path.realpath(p) for p in policy.allowed_cwd_prefixes]
             if not any(_under(cwd, p) for p in prefixes):
                 shown = f'"{inst.cwd}" ({cwd})' if inst.cwd else f"not set (runs in {cwd})"
@@ -249,6 +321,21 @@ def check(
                         f"{_listed(allowed)}")
         if not is_claude and policy.allowed_executables is not None:
             exe = inst.argv[0]
-            if not any(fnmatch.fnmatchcase(exe, p) for p in policy.allowed_executables):
-                bad(f"{at}.argv[0]", f'"{exe}" not allowed by {where}: allowed {_listed(policy.allowed_executables)}')
+            from orchestrator_pex.graph import placeholders
+
+            if placeholders(exe) or placeholders((inst.env or {}).get("PATH", "")):
+                # Filled only when the instance starts (from a dependency's record): what would run cannot be
+                # checked now, so it is not allowed.
+                key = f"{at}.argv[0]" if placeholders(exe) else f"{at}.env.PATH"
+                bad(key, f"a placeholder decides the program, which {where} cannot check (allowed_executables)")
+                continue
+            if launch is not None:
+                found: Optional[str] = launch.argv[0] if os.path.isabs(launch.argv[0]) else None
+            else:
+                cwd_of = os.path.realpath(os.path.join(base_dir, inst.cwd)) if inst.cwd else run_dir
+                found = plan_mod.find_program(exe, plan_mod.instance_path(inst), cwd_of)
+            real = plan_mod.real_program(found) if found else None
+            if real is None or not executable_allowed(real, policy.allowed_executables):
+                what = f'"{exe}"' + (f" ({real})" if real and real != exe else " (not found)" if real is None else "")
+                bad(f"{at}.argv[0]", f"{what} not allowed by {where}: allowed {_listed(policy.allowed_executables)}")
     return out

@@ -34,6 +34,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
+from orchestrator_pex.errors import plural
 from orchestrator_pex.progress import ACTIVE, Progress, Row
 from orchestrator_pex.results import SCHEMA_VERSION, iso
 
@@ -63,11 +64,6 @@ def fmt_duration(seconds: Optional[float]) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def plural(n: int, word: str) -> str:
-    """``1 instance``, ``2 instances``."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def choose_mode(progress: str, stream: TextIO = sys.stderr) -> str:

@@ -5,6 +5,14 @@ ticker and the scheduler run under it. SIGINT or SIGTERM stops launching and end
 process group gets SIGTERM, SIGKILL after the grace period); a second signal SIGKILLs them at once. Whatever
 happens, ``results.json`` is written (atomically) before :func:`execute` returns, and the exit status says why the
 run ended: 130/143 interrupted, 3 budget-stopped, 1 an instance did not succeed, 0 all succeeded.
+
+Error boundary. An unexpected exception that reaches the top (not a user-facing
+:class:`~orchestrator_pex.errors.OrchestratorError`, which keeps its own one line and status) ends the batch: the
+running instances are cancelled (their process groups ended; recorded ``cancelled``, which ``resume`` reruns by
+default), instances not launched yet are ``not-started``, the traceback is saved as
+``<run_dir>/internal-errors/_run.txt``, and then, as on every other path, ``results.json`` is written and the journal
+gets ``run_finished``; both carry ``internal_error`` (``error``: one line starting ``internal error:``,
+``traceback``: the file's path or null). The run's status is ``failed`` and the exit status 70 (EX_SOFTWARE).
 """
 
 from __future__ import annotations
@@ -15,11 +23,11 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import trio
 
-from orchestrator_pex import errors, progress, results
+from orchestrator_pex import errors, internal_errors, progress, results
 from orchestrator_pex.plan import Plan
 from orchestrator_pex.report import Console
 from orchestrator_pex.scheduler import Scheduler
@@ -58,11 +66,13 @@ def prepare_run_dir(
     try:
         with open(batch_path, "rb") as f:
             data = f.read()
-        os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
+        # never group/world-writable whatever the umask: resume refuses a run directory others could write
+        os.makedirs(run_dir, mode=0o755, exist_ok=True)
+        os.makedirs(os.path.join(run_dir, "logs"), mode=0o755, exist_ok=True)
         copy = redactor.scrub(data) if redactor else data
         path = os.path.join(run_dir, name)
         if not os.path.exists(path):
-            with open(path, "wb") as f:
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
                 f.write(copy)
     except OSError as exc:
         raise errors.UsageError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
@@ -83,11 +93,14 @@ async def execute(
     prior: Optional[Dict[str, Dict[str, Any]]] = None,
     meta: Optional[Dict[str, Any]] = None,
     spent: Tuple[int, float] = (0, 0.0),
+    watchers: Sequence[Callable[[Callable[[str], None]], Awaitable[None]]] = (),
     **scheduler_options: Any,
 ) -> Tuple[Dict[str, Any], int]:
     """Run ``plan`` (or only the instances named in ``only``; ``prior`` records stand for the others).
 
     ``spent`` (tokens, dollars) is what earlier sessions of this run already used: it counts against the batch budget.
+    ``watchers`` are background tasks run beside the batch (e.g. the guardian's watch); each is called with a
+    function that prints a warning.
     """
     scheduler = Scheduler(plan, run_dir, sinks=[console, *sinks], only=only, prior=prior, **scheduler_options)
     scheduler.tokens, scheduler.cost = spent
@@ -102,23 +115,34 @@ async def execute(
         run_meta["graph"] = {launch.name: list(launch.instance.needs or ()) for launch in plan.launches}
     sig = _Signals()
     records: List[Dict[str, Any]] = []
-    async with trio.open_nursery() as top:
-        wait_scope = trio.CancelScope()
-        await top.start(_watch_signals, scheduler, sig, wait_scope)
-        top.start_soon(_tick, console)
-        try:
-            await scheduler._emit({"event": "run_started", "instances": len(scheduler.states), **run_meta})
-            if start_at is not None:
-                with wait_scope:
-                    await console.emit({"event": "warning", "message": f"waiting until {start_at.isoformat()}"})
-                    await trio.sleep(max(0.0, start_at.timestamp() - time.time()))
-            records = await scheduler.run()
-        finally:
-            top.cancel_scope.cancel()
+    failure: Optional[BaseException] = None
+    try:
+        async with trio.open_nursery() as top:
+            wait_scope = trio.CancelScope()
+            await top.start(_watch_signals, scheduler, sig, wait_scope)
+            top.start_soon(_tick, console)
+            for watch in watchers:
+                top.start_soon(watch, scheduler._warn)
+            try:
+                await scheduler._emit({"event": "run_started", "instances": len(scheduler.states), **run_meta})
+                if start_at is not None:
+                    with wait_scope:
+                        await console.emit({"event": "warning", "message": f"waiting until {start_at.isoformat()}"})
+                        await trio.sleep(max(0.0, start_at.timestamp() - time.time()))
+                records = await scheduler.run()
+            finally:
+                top.cancel_scope.cancel()
+    except Exception as exc:  # the run's error boundary (see the module docstring)
+        if errors.find(exc) is not None:
+            raise  # user-facing (e.g. the journal cannot be written): one line and its own exit status
+        failure = exc
+        records = await _record_failure(scheduler, run_dir, exc, run_meta)
     by_name = {**(prior or {}), **{r["name"]: r for r in records}}
     ordered = [by_name.get(l.name) or results.not_started(l.name) for l in plan.launches]
     status = results.run_status(ordered, interrupted=sig.received is not None, budget_stopped=scheduler.budget_stopped)
-    if sig.received is not None:
+    if failure is not None:
+        status, exit_status = "failed", errors.EXIT_SOFTWARE
+    elif sig.received is not None:
         exit_status = errors.EXIT_SIGINT if sig.received == signal.SIGINT else errors.EXIT_SIGTERM
     elif scheduler.budget_stopped:
         exit_status = errors.EXIT_BUDGET
@@ -129,11 +153,44 @@ async def execute(
     run_meta.update(finished_at=results.iso(time.time()), status=status, exit_status=exit_status)
     doc = results.build_document(run_meta, ordered)
     results.write_atomic(os.path.join(run_dir, "results.json"), doc)
+    finished = {"event": "run_finished", "status": status, "exit_status": exit_status,
+                "finished_at": run_meta["finished_at"], "totals": doc["totals"]}
     with trio.CancelScope(shield=True):
-        await scheduler._emit({"event": "run_finished", "status": status, "exit_status": exit_status,
-                               "finished_at": run_meta["finished_at"], "totals": doc["totals"]})
+        if failure is None:
+            await scheduler._emit(finished)
+        else:  # the failing part may be a sink: every other sink (the journal) still gets the run's end
+            finished["internal_error"] = run_meta["internal_error"]
+            for sink in scheduler.sinks:
+                try:
+                    await sink.emit(finished)
+                except Exception:  # noqa: BLE001 - already failing; results.json holds the same facts
+                    pass
     console.close()
     return doc, exit_status
+
+
+async def _record_failure(
+    scheduler: Scheduler, run_dir: str, exc: BaseException, run_meta: Dict[str, Any]
+) -> List[Dict[str, Any]]:
+    """The run boundary's bookkeeping: save the traceback, describe it in ``run_meta["internal_error"]``, and
+    return every instance's record (instances never launched: ``not-started``, journaled best-effort)."""
+    redactor = scheduler._redactor
+    path = internal_errors.save(run_dir, internal_errors.RUN_LABEL, exc, redactor.scrub if redactor else None)
+    message = f"{internal_errors.PREFIX} {internal_errors.summary(exc)}"
+    if redactor is not None:
+        message = redactor.scrub(message)
+    run_meta["internal_error"] = {"error": message, "traceback": path}
+    unrecorded = {s.launch.name for s in scheduler.states if s.record is None}
+    records = scheduler.records_so_far("not started: the orchestrator failed (see internal_error)")
+    with trio.CancelScope(shield=True):
+        for sink in scheduler.sinks:
+            try:
+                for record in records:
+                    if record["name"] in unrecorded:
+                        await sink.emit({"event": "instance_finished", "name": record["name"], "record": record})
+            except Exception:  # noqa: BLE001 - best effort: a record missing from the journal is rerun anyway
+                continue
+    return records
 
 
 async def _watch_signals(scheduler: Scheduler, sig: _Signals, wait_scope: trio.CancelScope, task_status) -> None:

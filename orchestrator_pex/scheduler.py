@@ -18,6 +18,15 @@ instance, with their placeholders filled from the records they need. Workspaces
 (:mod:`orchestrator_pex.workspace`): an instance with ``workspace = "worktree"`` gets its worktree (journaled
 ``workspace_created``) before its first attempt and has it collected and cleaned up after its last; its record
 carries ``workspace``. A worktree that cannot be made fails the instance with that error.
+
+Error boundary. An unexpected exception inside one instance's task (filling its placeholders, making its worktree,
+its runtime, accounting, a hook, anything but a user-facing :class:`~orchestrator_pex.errors.OrchestratorError` or
+trio's cancellation) ends that instance only: its process group is ended by the runtime, its worktree (if made) is
+still collected, it is recorded ``failed`` with an ``error`` starting ``internal error:``
+(:mod:`orchestrator_pex.internal_errors`), the traceback is saved as ``<run_dir>/internal-errors/NAME.txt``, and the
+batch goes on (instances that need it decide on that ``failed`` record). An instance whose task is cancelled from
+outside the scheduler's own stops (the orchestrator itself is failing) is recorded ``cancelled``, which ``resume``
+reruns by default.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set
 import attrs
 import trio
 
-from orchestrator_pex import graph, results
+from orchestrator_pex import errors, graph, internal_errors, results
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
@@ -81,6 +90,14 @@ def classify(launch: Launch, attempt: Attempt) -> str:
             attempt.error = "exited 0 without a result event"
             return "failed"
     return "succeeded" if attempt.exit_code == 0 else "failed"
+
+
+def _cancellation(exc: BaseException) -> bool:
+    """``trio.Cancelled``, or an exception group (from a nursery) holding only cancellations."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    inner = getattr(exc, "exceptions", None) or ()
+    return bool(inner) and all(_cancellation(e) for e in inner)
 
 
 class Scheduler:
@@ -285,10 +302,6 @@ class Scheduler:
 
     async def _run_instance(self, state: InstanceState) -> None:
         launch = state.launch
-        if launch.instance.needs:
-            from orchestrator_pex.plan import filled
-
-            launch = filled(self.plan, launch, self._records_of(launch.instance.needs))
         inst = launch.instance
         name = launch.name
         logs = os.path.join(self.run_dir, "logs")
@@ -296,17 +309,25 @@ class Scheduler:
         stderr_log = os.path.join(logs, f"{name}.stderr")
         env = {**self.env_base, **launch.env_add}
         status = "failed"
+        error: Optional[str] = None  # set by the boundaries below; else the last attempt's error
         ws = None
         ws_record: Optional[Dict[str, Any]] = None
-        ws_error: Optional[str] = None
         try:
+            # inside the instance's error boundary: a bug in filling placeholders or making the worktree ends this
+            # instance only
+            if inst.needs:
+                from orchestrator_pex.plan import filled
+
+                launch = filled(self.plan, launch, self._records_of(inst.needs))
+                inst = launch.instance
+                env = {**self.env_base, **launch.env_add}
             if inst.workspace == "worktree" and self.workspaces is not None:
                 from orchestrator_pex.workspace import WorkspaceError
 
                 try:
                     ws = await trio.to_thread.run_sync(self.workspaces.create, launch)
                 except WorkspaceError as exc:
-                    ws_error = f"workspace: {exc}"
+                    error = f"workspace: {exc}"
                     return
                 await self._emit({"event": "workspace_created", "name": name, "repo": ws.repo, "path": ws.path,
                                   "branch": ws.branch, "base": ws.base})
@@ -320,8 +341,9 @@ class Scheduler:
                 attempt = Attempt(number)
                 state.attempts.append(attempt)
                 state.status = "running"
+                # where this attempt's output starts in the raw log: resume re-reads it if no end gets recorded
                 await self._emit({"event": "instance_started", "name": name, "attempt": number,
-                                  "at": results.iso(time.time())})
+                                  "at": results.iso(time.time()), "stdout_offset": _size(stdout_log)})
                 try:
                     await run_attempt(
                         attempt, launch.argv, env=env, cwd=launch.cwd, stdout_log=stdout_log, stderr_log=stderr_log,
@@ -354,9 +376,17 @@ class Scheduler:
                 self.stopped = "auth"
                 await self._emit({"event": "warning", "message": f"{name}: authentication failed (401): "
                                   "no further instances will be started"})
-        except trio.Cancelled:  # cancelled from outside the scheduler's own stops (e.g. the journal failed)
-            status = "cancelled"
-            raise
+        except BaseException as exc:  # noqa: BLE001 - the instance's error boundary
+            if _cancellation(exc):
+                # Cancelled from outside the scheduler's own stops (those end attempts through Attempt.stop): the
+                # orchestrator itself is failing (the journal cannot be written, an internal error at the top).
+                status = "cancelled"
+                error = "cancelled: the orchestrator stopped while this instance ran (resume reruns it)"
+                raise
+            if not isinstance(exc, Exception) or errors.find(exc) is not None:
+                raise  # KeyboardInterrupt, or a user-facing error of the whole run (the journal cannot be written)
+            status = "failed"  # a bug ends this instance, never the batch
+            error = self._internal_error(name, exc)
         finally:
             manager = self.workspaces
             if ws is not None and manager is not None:
@@ -370,7 +400,7 @@ class Scheduler:
             state.status = status
             state.record = results.instance_record(
                 name, status, state.attempts, stdout_log=stdout_log if state.attempts else None,
-                stderr_log=stderr_log if state.attempts else None, error=ws_error, workspace=ws_record,
+                stderr_log=stderr_log if state.attempts else None, error=error, workspace=ws_record,
             )
             if name in self.carried:
                 state.record = results.carry(state.record, self.carried[name])
@@ -381,6 +411,24 @@ class Scheduler:
             del self.running[name]
             self._wake()
 
+    def _internal_error(self, name: str, exc: BaseException) -> str:
+        """Save ``exc``'s traceback under the run directory; the record's ``error`` (``internal error: ...``)."""
+        scrub = self._redactor.scrub if self._redactor is not None else None
+        path = internal_errors.save(self.run_dir, name, exc, scrub)
+        where = f"traceback in {os.path.relpath(path, self.run_dir)}" if path else "the traceback could not be saved"
+        message = f"{internal_errors.PREFIX} {internal_errors.summary(exc)} ({where})"
+        self._warn(f"{name}: {message}")
+        return message
+
+    def records_so_far(self, why: str) -> List[Dict[str, Any]]:
+        """Every instance's record as things stand (run boundary: the batch did not end normally). An instance
+        without a record yet is its earlier session's record (resume) or ``not-started`` with ``why``."""
+        out = []
+        for state in self.states:
+            record = state.record or self.carried.get(state.launch.name) or results.not_started(state.launch.name, why)
+            out.append(record)
+        return out
+
     async def _backoff(self, state: InstanceState, number: int, api_status: int) -> bool:
         """Sleep before retrying a transient API error; False if the batch stopped meanwhile."""
         if self.stopped is not None:
@@ -390,6 +438,8 @@ class Scheduler:
         await self._emit({"event": "instance_retry", "name": state.launch.name, "attempt": number,
                           "api_error_status": api_status, "delay_s": delay})
         with trio.CancelScope() as state.backoff_scope:
+            if self.stopped is not None:  # stopped while the event above was being written: no back-off at all
+                state.backoff_scope.cancel()
             await trio.sleep(delay)
         state.backoff_scope = None
         return self.stopped is None
@@ -443,3 +493,16 @@ class Scheduler:
             note = getattr(sink, "note", None)
             if note is not None:
                 note(message)
+
+
+def _size(path: str) -> int:
+    """The size of the raw log ``path`` in bytes, creating it (mode 0644 whatever the umask: resume refuses a log
+    other users could write) when it does not exist yet; 0 if it cannot be opened (the attempt then says why)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError:
+        return 0
+    try:
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)

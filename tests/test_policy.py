@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 
@@ -18,7 +19,13 @@ def write(tmp_path, name, text):
     return str(p)
 
 
+FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support", "fake_claude")
+
+
 def batch(tmp_path, text):
+    text = textwrap.dedent(text)
+    if "claude =" not in text:  # the agent executable is checked too: use one the strict policy allows
+        text = f"claude = {json.dumps(FAKE)}\n" + text
     path = write(tmp_path, "batch.toml", text)
     return parse_batch(open(path, "rb").read(), path)
 
@@ -64,7 +71,7 @@ def strict(tmp_path):
         max_budget_tokens = 2000000
         allowed_cwd_prefixes = ["{tmp_path}/work"]
         allowed_models = ["claude-sonnet-*", "claude-haiku-*"]
-        allowed_executables = ["/usr/bin/python3"]
+        allowed_executables = ["/usr/bin/python3", "{FAKE}"]
         """,
     )
 
@@ -100,7 +107,7 @@ BOTH = {"instances[0].timeout", "instances[0].max_cost_usd", "instances[0].cwd"}
         ('concurrency = 2', "concurrency", "8 exceeds the maximum 4"),
         ('max_cost_usd = 10.0', "budget.max_cost_usd", "25 exceeds the maximum 20 dollars"),
         ('max_tokens = 1000000', "budget.max_tokens", "3e+06 exceeds the maximum 2e+06 tokens"),
-        ('argv = ["/usr/bin/python3"', "instances[1].argv[0]", '"/bin/sh" not allowed by policy'),
+        ('argv = ["/usr/bin/python3"', "instances[1].argv[0]", '"/bin/sh"'),
     ],
 )
 def test_each_rule_violated(tmp_path, change, key, fragment):

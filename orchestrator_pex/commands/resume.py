@@ -3,8 +3,9 @@
 What is rerun. The run's journal (``RUN_DIR/journal.jsonl``) is replayed; an instance the journal records as
 ``succeeded`` is never started again. By default resume reruns instances that never got to finish on their own:
 ``not-started``, ``cancelled``, ``timed-out``, ``stalled``, and instances the journal saw start but never finish
-(the orchestrator died under them). ``--rerun-failed`` also reruns ``failed``, ``api-error`` and ``budget-stopped``
-ones. Resuming a run with nothing to rerun does nothing and exits 0.
+(the orchestrator died under them), and ``failed`` ones whose ``error`` starts with ``internal error:`` (ended by
+the orchestrator's own bug, see :mod:`orchestrator_pex.internal_errors`). ``--rerun-failed`` also reruns
+``failed``, ``api-error`` and ``budget-stopped`` ones. Resuming a run with nothing to rerun does nothing and exits 0.
 
 How. The batch is read from the run's verbatim copy (``batch.toml``/``batch.json`` in the run directory), resolved
 against the original batch file's folder, so the rerun uses exactly the definitions of the first run. The resume
@@ -13,10 +14,22 @@ takes the same lock as a run of that batch (exit 75 if one is in progress), appe
 plus the reruns. Exit statuses are those of ``run``: 0 every instance of the batch succeeded, 1 some did not,
 3 a blocking budget stopped the resumed session, 130/143 interrupted again (resume again to continue).
 
+Trust. Resume reads only what it can verify (:func:`verify_run_dir`, :func:`verify_logs`,
+:func:`load_batch_copy`): the run directory, its journal, ``results.json``, the batch copy, ``logs/`` and the raw
+stdout logs it re-reads must each pass :func:`orchestrator_pex.lock.untrusted` (not a symlink, owned by this user or
+root, not group/world-writable), else one line and exit 2 before anything is read or started; the batch copy must
+hash to the ``batch_sha256`` the journal recorded at start. Everything that runs is derived from that verified
+batch (or, for a masked copy, from the original file with the same hash).
+
+Spend. Attempts the journal saw start but never end (the orchestrator was killed under them) keep what they spent:
+their tokens and cost are re-read from their part of the raw stdout log (:mod:`orchestrator_pex.recovery`), count
+against the batch budget, and are carried into the instance's next record, exactly once.
+
 Dependencies. Instances that need one another are rerun together: a ``skipped`` instance is rerun only when an
-instance it needs is rerun, and every instance that did not succeed and needs a rerun instance is rerun as well.
-Placeholders of the reruns are filled from the recorded results of the instances they need (a succeeded dependency
-is never run again). Worktrees recorded by the earlier session are reused as they are (same branch, same directory).
+instance it needs is rerun, and every instance that did not succeed and needs a rerun instance is rerun as well
+(including one rerun because an internal error ended it). Placeholders of the reruns are filled from the recorded
+results of the instances they need (a succeeded dependency is never run again). Worktrees recorded by the earlier
+session are reused as they are (same branch, same directory).
 
 RUN_DIR may also be a run id (or unique prefix) under ``--results-dir``.
 """
@@ -27,7 +40,10 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, List
+from typing import TYPE_CHECKING, Any, List
+
+if TYPE_CHECKING:
+    from orchestrator_pex import journal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,13 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orchestrator_pex import history, journal, lock
+    from orchestrator_pex import history, internal_errors, journal, lock
     from orchestrator_pex.errors import UsageError
 
     run_dir = args.run_dir
     if not os.path.isdir(run_dir):
         run_dir = history.find_run(args.results_dir or history.default_results_dir(), run_dir)
     run_dir = os.path.abspath(run_dir)
+    verify_run_dir(run_dir)
     state, problems = journal.load_run(run_dir)
     for problem in problems:
         print(f"orchestrator-pex: warning: {problem}", file=sys.stderr)
@@ -61,7 +78,9 @@ def main(args: argparse.Namespace) -> int:
     variant = shard_lock_variant(state.run_meta.get("shard"))
     with lock.acquire(lock.lock_for_args(args, batch_path, variant=variant), args.wait_lock) as held:
         # decide under the lock: a resume that finished meanwhile must not make us rerun its successes
+        verify_run_dir(run_dir)
         state, _ = journal.load_run(run_dir)
+        verify_logs(run_dir, state)
         from orchestrator_pex.commands.run import _shard_plan, check_policy, launch
         from orchestrator_pex.errors import RunDirError
         from orchestrator_pex.plan import make_plan
@@ -85,6 +104,9 @@ def main(args: argparse.Namespace) -> int:
         else:
             names = _names_from_masked_copy(run_dir, state, batch_error)
         rerun = state.to_rerun(names, rerun_failed=args.rerun_failed)
+        # ended by the orchestrator's own bug (error "internal error: ..."), not on their own: rerun by default too
+        chosen = set(rerun)
+        rerun = [n for n in names if n in chosen or internal_errors.is_internal(state.records.get(n))]
         if plan is not None:
             rerun = _with_dependents(plan, state, names, rerun)
         if args.dry_run:
@@ -96,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
         if batch_error is not None:
             raise batch_error
         args.results_dir = os.path.dirname(run_dir)  # the run's own (policy: where its worktrees are)
-        check_policy(plan, args)
+        plan = check_policy(plan, args)
         print(f"orchestrator-pex: resuming {os.path.basename(run_dir)}: rerunning {len(rerun)} of {len(names)} "
               "instance(s)", file=sys.stderr)
         records = history.all_records(run_dir, state)
@@ -126,6 +148,36 @@ def _with_dependents(plan: Any, state: Any, names: List[str], rerun: List[str]) 
     base = [n for n in rerun if status(n) != "skipped" or n in state.in_flight]
     chosen = set(base) | {n for n in graph.dependents(needs, base) if status(n) != "succeeded"}
     return [n for n in names if n in chosen]
+def _refuse_untrusted(path: str, what: str, directory: bool = False) -> None:
+    """Exit 2 with one line unless ``path`` passes :func:`orchestrator_pex.lock.untrusted` (missing is fine)."""
+    from orchestrator_pex.errors import UsageError
+    from orchestrator_pex.lock import untrusted
+
+    try:
+        problem = untrusted(path, directory=directory)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        problem = f"cannot be examined: {exc.strerror or exc}"
+    if problem:
+        raise UsageError(f"{path}: refusing to resume: the {what} may have been written by another user: {problem}")
+
+
+def verify_run_dir(run_dir: str) -> None:
+    """Refuse (exit 2) a run directory, journal or results.json another local user could have written."""
+    from orchestrator_pex import journal
+
+    _refuse_untrusted(run_dir, "run directory", directory=True)
+    _refuse_untrusted(journal.journal_path(run_dir), "run journal")
+    _refuse_untrusted(os.path.join(run_dir, "results.json"), "results document")
+
+
+def verify_logs(run_dir: str, state: journal.RunState) -> None:
+    """Refuse (exit 2) the raw stdout logs resume re-reads for interrupted attempts' spend, if untrusted."""
+    if state.unfinished:
+        _refuse_untrusted(os.path.join(run_dir, "logs"), "logs directory", directory=True)
+    for name in state.unfinished:
+        _refuse_untrusted(os.path.join(run_dir, "logs", f"{name}.stdout"), "raw stdout log")
 
 
 def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ignore[no-untyped-def]
@@ -152,7 +204,7 @@ def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-de
     import hashlib
 
     from orchestrator_pex import config
-    from orchestrator_pex.errors import RunDirError
+    from orchestrator_pex.errors import RunDirError, UsageError
 
     original = str(run_meta.get("batch") or "")
     if run_meta.get("batch_copy_masked"):
@@ -170,12 +222,17 @@ def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-de
     candidates = [os.path.join(run_dir, copy)] if isinstance(copy, str) and copy else []
     candidates += [os.path.join(run_dir, n) for n in ("batch.toml", "batch.json")]
     for path in candidates:
-        if os.path.isfile(path):
+        if os.path.lexists(path):
+            _refuse_untrusted(path, "batch copy")
             try:
                 with open(path, "rb") as f:
                     data = f.read()
             except OSError as exc:
                 raise RunDirError(f"{path}: cannot read the run's batch copy: {exc.strerror or exc}") from None
+            recorded = run_meta.get("batch_sha256")
+            if isinstance(recorded, str) and hashlib.sha256(data).hexdigest() != recorded:
+                raise UsageError(f"{path}: refusing to resume: the batch copy is not the batch the run started with "
+                                 "(its sha256 differs from the batch_sha256 the journal recorded)")
             # parse as if it were the original file: same relative paths, same label in messages
             suffix = os.path.splitext(path)[1]
             as_path = original if original.endswith(suffix) else os.path.splitext(original)[0] + suffix
@@ -184,6 +241,7 @@ def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-de
 
 
 def _nothing_to_do(run_dir: str, state, args) -> int:  # type: ignore[no-untyped-def]
+    from orchestrator_pex.errors import plural
     """Nothing to rerun: make sure results.json reflects the journal, report, exit 0."""
     from orchestrator_pex import history, results
 
@@ -202,7 +260,7 @@ def _nothing_to_do(run_dir: str, state, args) -> int:  # type: ignore[no-untyped
                 jr.append_sync({"event": "run_finished", "status": doc["status"], "finished_at": doc["finished_at"],
                                 "totals": doc["totals"], "note": "closed by resume: nothing to rerun"})
     left = [r["name"] for r in doc["instances"] if r["status"] != "succeeded"]
-    hint = f"; {len(left)} instance(s) did not succeed (rerun them with --rerun-failed)" if left else ""
+    hint = f"; {plural(len(left), 'instance')} did not succeed (rerun them with --rerun-failed)" if left else ""
     print(f"orchestrator-pex: nothing to resume in {run_dir}{hint}", file=sys.stderr)
     if args.json:
         _print_doc(doc)

@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
     shard = _shard(args)
     if shard is not None:
         plan, meta = _shard_plan(plan, shard, args.budget_share == "auto")
-    check_policy(plan, args)
+    plan = check_policy(plan, args)
     if args.dry_run:
         print_dry_run(plan, sys.stdout)
         return 0
@@ -121,22 +121,26 @@ def shard_lock_variant(shard) -> "str | None":
     return None
 
 
-def check_policy(plan, args) -> None:
-    """Refuse a batch that violates the site policy in force (if any), listing every violation; exit 2."""
+def check_policy(plan, args):
+    """Refuse a batch that violates the site policy in force (if any), listing every violation; exit 2.
+    Returns the plan to run: with the policy's ``forbidden_tools`` passed to Claude as ``--disallowedTools``."""
     from orchestrator_pex import policy
     from orchestrator_pex.errors import UsageError
+    from orchestrator_pex.plan import forbid_tools
 
     path = policy.policy_path(getattr(args, "policy", None))
     if path is None:
-        return
+        return plan
     from orchestrator_pex.results import default_results_dir
 
     results_dir = getattr(args, "results_dir", None) or _batch_relative(plan.batch, plan.batch.results_dir) \
         or default_results_dir()
-    violations = policy.check(policy.load_policy(path), plan.batch, os.path.basename(plan.batch.path),
-                              concurrency=getattr(args, "concurrency", None), results_dir=results_dir)
+    rules = policy.load_policy(path)
+    violations = policy.check(rules, plan.batch, os.path.basename(plan.batch.path),
+                              concurrency=getattr(args, "concurrency", None), results_dir=results_dir, plan=plan)
     if violations:
         raise UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
+    return forbid_tools(plan, rules.forbidden_tools)
 
 
 def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, extra_sinks=(), held_lock=None,
@@ -180,7 +184,8 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
                 agent_version=agent_version, start_at=when, only=only, prior=prior, meta=meta, spent=spent,
                 carried=carried,
                 concurrency=args.concurrency, stagger=getattr(args, "stagger", None),
-                deadline=getattr(args, "deadline", None), redactor=redactor, **safe.scheduler_options,
+                deadline=getattr(args, "deadline", None), redactor=redactor, watchers=[safe.watch],
+                **safe.scheduler_options,
             )
         )
     if console.mode not in ("json", "none"):
@@ -190,6 +195,12 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
         json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         sys.stdout.flush()
+    internal = doc.get("internal_error")
+    if isinstance(internal, dict):  # the run's error boundary caught a bug: one line naming the traceback
+        where = f"traceback saved to {internal['traceback']}" if internal.get("traceback") else \
+            "the traceback could not be saved"
+        print(f"orchestrator-pex: {internal['error']} ({where}); resume reruns the instances it ended",
+              file=sys.stderr)
     return status
 
 
@@ -201,13 +212,14 @@ def _batch_relative(batch, path):
 
 
 def print_dry_run(plan, out) -> None:
+    from orchestrator_pex.errors import plural
     from orchestrator_pex.secrets import Redactor, redact_env
 
     scrub = Redactor.from_env(None, *(l.env_add for l in plan.launches)).scrub
 
     from orchestrator_pex import graph
 
-    print(f"# {plan.batch.path}: {len(plan.launches)} instances; nothing is started", file=out)
+    print(f"# {plan.batch.path}: {plural(len(plan.launches), 'instance')}; nothing is started", file=out)
     needs = {launch.name: tuple(launch.instance.needs or ()) for launch in plan.launches}
     if any(needs.values()):
         depth = graph.levels(needs)

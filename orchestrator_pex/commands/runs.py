@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from orchestrator_pex import history
+    from orchestrator_pex.errors import plural
 
     results_dir = args.results_dir or history.default_results_dir()
     if args.runs_command == "list":
@@ -86,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"{verb} {run['run_id']}  ({run.get('status')}, started {run.get('started_at') or '?'})")
         for run in running:
             print(f"kept {run['run_id']}: still running", file=sys.stderr)
-        print(f"{len(removed)} run(s) {verb}", file=sys.stderr)
+        print(f"{plural(len(removed), 'run')} {verb}", file=sys.stderr)
     return 0
 
 

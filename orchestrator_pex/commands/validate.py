@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from orchestrator_pex.commands.run import check_policy
     from orchestrator_pex.config import load_batch
+    from orchestrator_pex.errors import plural
     from orchestrator_pex.plan import make_plan
 
     batch = load_batch(args.batch)
@@ -25,5 +26,5 @@ def main(args: argparse.Namespace) -> int:
     for launch in plan.launches:
         kinds[launch.kind] = kinds.get(launch.kind, 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-    print(f"{args.batch}: ok, {len(plan.launches)} instances ({detail})")
+    print(f"{args.batch}: ok, {plural(len(plan.launches), 'instance')} ({detail})")
     return 0

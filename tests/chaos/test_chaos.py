@@ -384,6 +384,7 @@ def copy_run(finished_run, tmp_path):
     return b2, str(dst)
 
 
+@pytest.mark.damages_documents
 def test_torn_and_garbage_journal_lines_keep_successes(finished_run, tmp_path):
     b, run_dir = copy_run(finished_run, tmp_path)
     path = journal.journal_path(run_dir)
