@@ -63,10 +63,17 @@ Text = NewType("Text", str)  # one line: no control character at all
 Prose = NewType("Prose", str)  # multi-line text: tab, newline and carriage return allowed
 PermissionMode = NewType("PermissionMode", str)
 BudgetMode = NewType("BudgetMode", str)
+WorkspaceMode = NewType("WorkspaceMode", str)
+KeepMode = NewType("KeepMode", str)
+WhenMode = NewType("WhenMode", str)
+Flag = NewType("Flag", bool)
 StrList = Tuple[str, ...]  # elements: multi-line text allowed here; tool names and tags re-checked in _check_batch
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 BUDGET_MODES = ("block", "warn")
+WORKSPACE_MODES = ("shared", "worktree")  # shared: run in cwd as is; worktree: see orchestrator_pex.workspace
+KEEP_MODES = ("always", "changed", "never")
+WHEN_MODES = ("success", "on-failure", "always")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always fullmatch
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")  # always fullmatch
 
@@ -115,6 +122,16 @@ class Defaults:
     max_cost_usd: Optional[Dollars] = None
     retries: Optional[Count] = None
     append_system_prompt: Optional[Prose] = None
+    workspace: Optional[WorkspaceMode] = None
+    repo: Optional[Text] = None
+    base: Optional[Text] = None
+    keep: Optional[KeepMode] = None
+    commit: Optional[Flag] = None
+    delete_branch: Optional[Flag] = None
+
+
+#: Workspace keys that may also be set at the top level of a batch (between [defaults] and BUILTIN).
+WORKSPACE_KEYS = ("workspace", "repo", "base", "keep", "commit", "delete_branch")
 
 
 @attrs.frozen
@@ -129,6 +146,8 @@ class Instance(Defaults):
     argv: Optional[StrList] = None
     session_id: Optional[Text] = None
     resume: Optional[Text] = None
+    needs: Optional[StrList] = None
+    when: Optional[WhenMode] = None
 
 
 @attrs.frozen
@@ -148,16 +167,24 @@ class Batch:
     budget: Budget = Budget()
     retry: Retry = Retry()
     defaults: Defaults = Defaults()
+    workspace: Optional[WorkspaceMode] = None
+    repo: Optional[Text] = None
+    base: Optional[Text] = None
+    keep: Optional[KeepMode] = None
+    commit: Optional[Flag] = None
+    delete_branch: Optional[Flag] = None
 
 
-#: Fallbacks for what neither an instance nor [defaults] sets.
-BUILTIN = {"retries": 2, "stall_timeout": 1800.0, "env": {}, "allowed_tools": (), "disallowed_tools": (), "tags": ()}
+#: Fallbacks for what neither an instance nor [defaults] (nor, for workspace keys, the top level) sets.
+BUILTIN = {"retries": 2, "stall_timeout": 1800.0, "env": {}, "allowed_tools": (), "disallowed_tools": (), "tags": (),
+           "workspace": "shared", "keep": "changed", "commit": True, "delete_branch": False}
 
 
 def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
     """Each instance with every unset field taken from ``[defaults]``, then from :data:`BUILTIN`.
 
-    ``env`` tables merge (the instance's keys win); every other field is replaced whole.
+    ``env`` tables merge (the instance's keys win); every other field is replaced whole. The workspace keys
+    (:data:`WORKSPACE_KEYS`) may also come from the top level of the batch, between ``[defaults]`` and BUILTIN.
     """
     out = []
     for inst in batch.instances:
@@ -167,6 +194,8 @@ def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
             if field.name == "env":
                 changes["env"] = {**(default or {}), **(own or {})}
             elif own is None:
+                if default is None and field.name in WORKSPACE_KEYS:
+                    default = getattr(batch, field.name)
                 changes[field.name] = default if default is not None else BUILTIN.get(field.name)
         out.append(attrs.evolve(inst, **changes))
     return tuple(out)
@@ -396,6 +425,9 @@ def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
             start_moment(batch.start_at, datetime.datetime.now().astimezone())
         except ValueError as exc:
             raise ConfigError(label, "start_at", str(exc)) from None
+    from orchestrator_pex import graph
+
+    graph.validate(batch.instances, label, batch.defaults.env)
 
 
 def _check_tools(values: Defaults, at: str, label: str) -> None:
@@ -466,6 +498,12 @@ def _choice(choices: Tuple[str, ...]):
     return hook
 
 
+def _flag(v: Any, _: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {describe(v)}")
+    return v
+
+
 def _str_list(v: Any, _: Any, check=_prose) -> Tuple[str, ...]:
     if not isinstance(v, list):
         raise ValueError(f"expected a list of strings, got {describe(v)}")
@@ -526,6 +564,10 @@ for _type, _hook in {
     str: _text,
     PermissionMode: _choice(PERMISSION_MODES),
     BudgetMode: _choice(BUDGET_MODES),
+    WorkspaceMode: _choice(WORKSPACE_MODES),
+    KeepMode: _choice(KEEP_MODES),
+    WhenMode: _choice(WHEN_MODES),
+    Flag: _flag,
     StrList: _str_list,
     Dict[str, str]: _env,
     Tuple[Instance, ...]: _instances,

@@ -1,4 +1,5 @@
-"""Example batch files, written with comments: ``init`` (for Claude Code) and ``init --demo`` / ``demo``.
+"""Example batch files, written with comments: ``init`` (for Claude Code), ``init --demo`` / ``demo``, and
+``init --example NAME`` (:data:`EXAMPLES`).
 
 The values are serialised by tomli-w, key by key, so every value is valid TOML; the comments are ours.
 """
@@ -125,5 +126,63 @@ Swap `claude` for a real Claude Code executable to run the same prompts for real
                 env={"AGENT_SIM_FAIL_TIMES": "1", "AGENT_SIM_STATE_FILE": "overloaded-then-ok.state"}),
             sim("haiku-quick", "ok", "say hello", model="claude-haiku-4-5"),
             sim("noisy-output", "garbage", "survive garbage on stdout"),
+            # a small dependency chain: implement starts when plan succeeded and continues plan's session
+            sim("plan", "ok", "plan the refactoring of the parser"),
+            sim("implement", "tool-use", "implement this plan: {{plan.result}}", needs=["plan"],
+                resume="{{plan.session_id}}"),
         ],
     )
+
+
+def fanout_batch(fixers: int = 3) -> str:
+    """``init --example fanout``: ``fixers`` instances fix in parallel, each on its own git worktree and branch; a
+    review instance starts when they all finished (``when = "always"``) and reads their branches."""
+    fixes = [f"fix-{i}" for i in range(1, fixers + 1)]
+    sections: List[Tuple[str, Sequence[Entry]]] = [
+        ("[defaults]", [
+            ("model", "claude-sonnet-4-5", "passed as --model"),
+            ("permission_mode", "acceptEdits", ""),
+            ("allowed_tools", ["Read", "Grep", "Glob", "Edit", "Write", "Bash(pytest:*)", "Bash(git diff:*)"], ""),
+            ("timeout", 1800, ""),
+            ("max_cost_usd", 2.0, "per instance"),
+        ]),
+    ]
+    for i, name in enumerate(fixes, 1):
+        sections.append(("[[instances]]", [
+            ("name", name, "runs in RUN_DIR/worktrees/NAME on branch orchestrator-pex/RUN_ID/NAME" if i == 1 else ""),
+            ("prompt", f"Fix failing test group {i} of {fixers} (run `pytest -q` to see them); change nothing else.",
+             ""),
+        ]))
+    listing = "\n".join(f"- {n}: branch {{{{{n}.branch}}}} at {{{{{n}.head}}}} ({{{{{n}.status}}}})" for n in fixes)
+    sections.append(("[[instances]]", [
+        ("name", "review", ""),
+        ("needs", fixes, "starts once every fix has finished; without `when` it would be skipped if one failed"),
+        ("when", "always", '"success" (default), "on-failure" or "always"'),
+        ("keep", "never", "the review changes nothing: no need to keep its worktree"),
+        ("delete_branch", True, "nor its branch (a branch is only deleted when it has no new commit)"),
+        ("prompt", "Review these branches with `git diff` against the base and say which to merge:\n" + listing,
+         "placeholders are filled from the records of the instances in needs, as plain text"),
+        ("allowed_tools", ["Read", "Grep", "Glob", "Bash(git diff:*)", "Bash(git log:*)"], ""),
+    ]))
+    return _render(
+        """
+Fan-out on git worktrees: the fixers work in parallel, each in its own worktree of the repository holding the
+directory you run this from (set `repo` or `cwd` to choose), on its own branch; what an instance leaves
+uncommitted is committed there when it ends. results.json records, per instance, the branch, the base and head
+commits and the diffstat. Then a review reads the branches.
+Preview with `orchestrator-pex run FILE --dry-run`.
+""",
+        [
+            ("claude", "claude", "Claude Code executable: a name on PATH or a path (relative to this file)"),
+            ("concurrency", fixers + 1, ""),
+            ("workspace", "worktree", 'every instance gets its own git worktree ("shared": run in cwd as is)'),
+            ("base", "HEAD", "the ref branches start from (resolved once, when the batch starts)"),
+            ("keep", "changed", '"always", "changed" (remove worktrees without changes) or "never"'),
+            ("commit", True, "commit what an instance leaves uncommitted, on its branch"),
+        ],
+        sections,
+    )
+
+
+#: ``init --example NAME``
+EXAMPLES = {"fanout": fanout_batch}

@@ -232,7 +232,9 @@ def batch_instance_names(run_dir: str, state: journal.RunState, doc: Optional[Di
             try:
                 from orchestrator_pex import config
 
-                return shard_names(state.run_meta, [inst.name for inst in config.load_batch(path).instances])
+                instances = config.load_batch(path).instances
+                return shard_names(state.run_meta, [inst.name for inst in instances],
+                                   {inst.name: inst.needs or () for inst in instances})
             except Exception:  # noqa: BLE001 - fall back to what the run recorded
                 break
     if doc and isinstance(doc.get("instances"), list):
@@ -243,13 +245,14 @@ def batch_instance_names(run_dir: str, state: journal.RunState, doc: Optional[Di
     return seen
 
 
-def shard_names(run_meta: Dict[str, Any], names: List[str]) -> List[str]:
+def shard_names(run_meta: Dict[str, Any], names: List[str],
+                needs: Optional[Dict[str, Any]] = None) -> List[str]:
     """``names`` restricted to the run's shard when it ran one (``run --shard I/N`` records ``shard`` in the journal)."""
     shard = run_meta.get("shard")
     if isinstance(shard, dict) and isinstance(shard.get("index"), int) and isinstance(shard.get("count"), int):
         from orchestrator_pex import shard as shard_mod
 
-        return shard_mod.select(names, shard["index"], shard["count"])
+        return shard_mod.select(names, shard["index"], shard["count"], needs)
     return names
 
 

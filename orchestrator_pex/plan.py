@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import attrs
 
-from orchestrator_pex.config import AGENT_SIM, Batch, Instance, apply_defaults
+from orchestrator_pex.config import AGENT_SIM, Batch, Instance, Text, apply_defaults
 from orchestrator_pex.errors import UsageError
 
 
@@ -39,6 +39,7 @@ class Plan:
     batch: Batch
     agent: Tuple[str, ...]  # how the Claude Code executable is invoked (may be the built-in demo agent)
     launches: Tuple[Launch, ...]
+    forbidden_tools: Tuple[str, ...] = ()  # the site policy's, in every Claude instance's --disallowedTools
 
 
 def self_argv() -> Tuple[str, ...]:
@@ -157,19 +158,55 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
         else:
             kind, argv = "claude", claude_argv(agent, inst, forbidden_tools)
         launches.append(Launch(instance=inst, kind=kind, argv=tuple(argv), env_add=dict(inst.env or {}), cwd=cwd))
-    return Plan(batch=batch, agent=agent, launches=tuple(launches))
+    return Plan(batch=batch, agent=agent, launches=tuple(launches), forbidden_tools=tuple(forbidden_tools))
 
 
 def forbid_tools(plan: Plan, forbidden: Sequence[str]) -> Plan:
     """``plan`` with ``forbidden`` (the site policy's ``forbidden_tools``) added to every Claude instance's
-    ``--disallowedTools``, so a tool the batch does not mention is still unavailable."""
+    ``--disallowedTools``, so a tool the batch does not mention is still unavailable (also once its placeholders
+    are filled: :func:`filled` uses ``plan.forbidden_tools``)."""
     if not forbidden:
         return plan
+    forbidden = tuple(dict.fromkeys([*plan.forbidden_tools, *forbidden]))
     launches = tuple(
         attrs.evolve(one, argv=claude_argv(plan.agent, one.instance, forbidden)) if one.kind == "claude" else one
         for one in plan.launches
     )
-    return attrs.evolve(plan, launches=launches)
+    return attrs.evolve(plan, launches=launches, forbidden_tools=forbidden)
+
+
+def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> Launch:
+    """``launch`` with the placeholders of its prompt, argv elements, env values and resume filled from the records
+    of the instances it needs (:func:`orchestrator_pex.graph.fill`: one pass, as data, each argv element stays one
+    element).
+
+    A Claude instance's argv is rebuilt with the plan's ``forbidden_tools``. A generic instance's ``argv[0]`` stays
+    the path :func:`make_plan` resolved; only when filling changed ``argv[0]`` or the ``PATH`` of its environment is
+    it resolved again, the same way (:func:`find_program`), so what runs is an absolute path (a site policy with
+    ``allowed_executables`` refuses such placeholders beforehand: :func:`orchestrator_pex.policy.check`)."""
+    from orchestrator_pex.graph import fill
+
+    inst = launch.instance
+    if not inst.needs:
+        return launch
+    inst = attrs.evolve(
+        inst,
+        prompt=Text(fill(inst.prompt, records)) if inst.prompt is not None else None,
+        argv=tuple(fill(a, records) for a in inst.argv) if inst.argv is not None else None,
+        env={k: fill(v, records) for k, v in (inst.env or {}).items()},
+        resume=Text(fill(inst.resume, records)) if inst.resume is not None else None,
+    )
+    if launch.kind == "generic":
+        before = launch.instance
+        argv = tuple(inst.argv or ())
+        if argv and argv[0] == (before.argv or ("",))[0] and instance_path(inst) == instance_path(before):
+            argv = (launch.argv[0], *argv[1:])  # unchanged: the program make_plan resolved
+        elif argv:
+            found = find_program(argv[0], instance_path(inst), launch.cwd)
+            argv = (found, *argv[1:]) if found else argv
+    else:
+        argv = claude_argv(plan.agent, inst, plan.forbidden_tools)
+    return attrs.evolve(launch, instance=inst, argv=tuple(argv), env_add=dict(inst.env or {}))
 
 
 def preflight(plan: Plan, timeout: float = 30.0) -> Optional[str]:
@@ -192,6 +229,11 @@ def preflight(plan: Plan, timeout: float = 30.0) -> Optional[str]:
             problems.append(f"{label}: instances[{i}].cwd: no such directory: {launch.cwd}")
         if launch.kind == "generic" and not _executable(launch.argv[0]):
             problems.append(f"{label}: instances[{i}].argv: program not found or not executable: {launch.argv[0]}")
+    if any(launch.instance.workspace == "worktree" for launch in plan.launches):
+        from orchestrator_pex import workspace
+
+        batch_dir = os.path.dirname(plan.batch.path) or os.getcwd()
+        problems += [f"{label}: {p}" for p in workspace.preflight(plan.launches, batch_dir)]
     if problems:
         raise UsageError("; ".join(problems) if len(problems) == 1 else "\n  ".join(["preflight failed:", *problems]))
     if not any(launch.kind == "claude" for launch in plan.launches):

@@ -18,6 +18,9 @@ no policy. Every key is optional; a key that is absent imposes nothing::
     allowed_models = ["claude-sonnet-4-5*", "claude-haiku-*"]   # shell-style patterns; Claude instances only
     allowed_executables = ["/usr/bin/python3"]    # argv[0] of generic instances AND the agent executable;
                                                   # shell-style patterns, matched against what really runs
+    allowed_worktree_prefixes = ["/srv/runs"]     # workspace = "worktree" instances: the folder their worktrees are
+                                                  # created in (RESULTS_DIR/RUN_ID/worktrees) must lie under one;
+                                                  # with allowed_cwd_prefixes, it must lie under one of those too
 
 :func:`check` applies the rules to a batch *after* defaults are applied (:func:`orchestrator_pex.config.apply_defaults`)
 and returns every violation, one line each, shaped ``batch.toml: instances[2].permission_mode: "bypassPermissions"
@@ -88,6 +91,7 @@ class Policy:
     allowed_cwd_prefixes: Optional[Tuple[str, ...]] = None
     allowed_models: Optional[Tuple[str, ...]] = None
     allowed_executables: Optional[Tuple[str, ...]] = None
+    allowed_worktree_prefixes: Optional[Tuple[str, ...]] = None
 
 
 _KINDS = {
@@ -103,6 +107,7 @@ _KINDS = {
     "allowed_cwd_prefixes": "paths",
     "allowed_models": "strings",
     "allowed_executables": "strings",
+    "allowed_worktree_prefixes": "paths",
 }
 
 
@@ -212,6 +217,7 @@ def check(
     *,
     concurrency: Optional[int] = None,
     default_cwd: Optional[str] = None,
+    results_dir: Optional[str] = None,
     plan: Any = None,
 ) -> List[str]:
     """Every violation of ``policy`` by ``batch`` (a :class:`orchestrator_pex.config.Batch`), in file order.
@@ -219,9 +225,10 @@ def check(
     Instances are checked with defaults applied. ``batch_file`` is how the batch is named in messages.
     ``concurrency`` is a command-line override of the batch's own value. ``default_cwd`` is where an instance
     without ``cwd`` runs (default: the current directory); a relative ``cwd`` resolves against the batch file's
-    folder. ``plan`` (:func:`orchestrator_pex.plan.make_plan` of the batch) gives the executables and working
-    directories exactly as they will be used; without it they are resolved here the same way. An empty list means
-    the batch complies.
+    folder. ``results_dir`` is where the run directory will be made (worktrees go in ``RUN_DIR/worktrees``;
+    default: the current directory's ``orchestrator-runs``). ``plan`` (:func:`orchestrator_pex.plan.make_plan` of
+    the batch) gives the executables and working directories exactly as they will be used; without it they are
+    resolved here the same way. An empty list means the batch complies.
     """
     from orchestrator_pex import plan as plan_mod
     from orchestrator_pex.config import AGENT_SIM, apply_defaults
@@ -305,8 +312,23 @@ def check(
                 bad(f"{at}.model", f"not set; {where} requires one of {_listed(policy.allowed_models)}")
             elif not any(fnmatch.fnmatchcase(inst.model, p) for p in policy.allowed_models):
                 bad(f"{at}.model", f'"{inst.model}" not allowed by {where}: allowed {_listed(policy.allowed_models)}')
+        if getattr(inst, "workspace", None) == "worktree":
+            where_wt = os.path.realpath(results_dir or os.path.join(os.getcwd(), "orchestrator-runs"))
+            for rule, allowed in (("allowed_worktree_prefixes", policy.allowed_worktree_prefixes),
+                                  ("allowed_cwd_prefixes", policy.allowed_cwd_prefixes)):
+                if allowed is not None and not any(_under(where_wt, os.path.realpath(p)) for p in allowed):
+                    bad(f"{at}.workspace", f'worktrees in {where_wt} not allowed by {where} ({rule}): allowed under '
+                        f"{_listed(allowed)}")
         if not is_claude and policy.allowed_executables is not None:
             exe = inst.argv[0]
+            from orchestrator_pex.graph import placeholders
+
+            if placeholders(exe) or placeholders((inst.env or {}).get("PATH", "")):
+                # Filled only when the instance starts (from a dependency's record): what would run cannot be
+                # checked now, so it is not allowed.
+                key = f"{at}.argv[0]" if placeholders(exe) else f"{at}.env.PATH"
+                bad(key, f"a placeholder decides the program, which {where} cannot check (allowed_executables)")
+                continue
             if launch is not None:
                 found: Optional[str] = launch.argv[0] if os.path.isabs(launch.argv[0]) else None
             else:

@@ -23,7 +23,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 from orchestrator_pex import strictjson
 from orchestrator_pex.accounting import fold_tools
 
-STATUSES = ("succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started")
+STATUSES = ("succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started",
+            "skipped")
 TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read")
 ENV_RESULTS_DIR = "ORCHESTRATOR_PEX_RESULTS_DIR"
 #: version of the machine interfaces (results and merged documents, journal and --json-logs events): see schemas/
@@ -53,6 +54,11 @@ def not_started(name: str, error: Optional[str] = None) -> Dict[str, Any]:
     return instance_record(name, "not-started", [], stdout_log=None, stderr_log=None, error=error)
 
 
+def skipped(name: str, error: str) -> Dict[str, Any]:
+    """The record of an instance never started because of what the instances it needs did (see graph.decide)."""
+    return instance_record(name, "skipped", [], stdout_log=None, stderr_log=None, error=error)
+
+
 def instance_record(
     name: str,
     status: str,
@@ -61,8 +67,12 @@ def instance_record(
     stdout_log: Optional[str],
     stderr_log: Optional[str],
     error: Optional[str] = None,
+    workspace: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """One entry of ``instances``: every attempt's tokens and cost are summed (retries are never free)."""
+    """One entry of ``instances``: every attempt's tokens and cost are summed (retries are never free).
+
+    ``workspace`` is the instance's git worktree (:func:`orchestrator_pex.workspace.Workspace.describe`), or None
+    when it ran in a shared directory (or never got one)."""
     tokens = {k: 0 for k in TOKEN_KEYS}
     tools: Dict[str, int] = {}
     cost = 0.0
@@ -102,6 +112,7 @@ def instance_record(
         "skipped_lines": sum(a.skipped_lines for a in attempts),
         "stdout_log": stdout_log,
         "stderr_log": stderr_log,
+        "workspace": workspace,
     }
 
 

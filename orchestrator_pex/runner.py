@@ -109,7 +109,7 @@ async def execute(
     ``metrics_file``, the Prometheus metrics (also written at the start and every ``metrics.INTERVAL`` seconds).
     Neither can fail the run: a problem writing them is a warning.
     """
-    scheduler = Scheduler(plan, run_dir, sinks=[console, *sinks], only=only, **scheduler_options)
+    scheduler = Scheduler(plan, run_dir, sinks=[console, *sinks], only=only, prior=prior, **scheduler_options)
     scheduler.tokens, scheduler.cost = spent
     started = time.time()
     console.view = lambda: progress.from_scheduler(scheduler, started)
@@ -118,6 +118,8 @@ async def execute(
         "status": "running", "run_dir": run_dir, "orchestrator_version": version(),
         "agent_version": agent_version, **(meta or {}),
     }
+    if any(launch.instance.needs for launch in plan.launches):  # merge checks shards hold whole components
+        run_meta["graph"] = {launch.name: list(launch.instance.needs or ()) for launch in plan.launches}
     sig = _Signals()
     records: List[Dict[str, Any]] = []
     failure: Optional[BaseException] = None

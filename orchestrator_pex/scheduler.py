@@ -11,12 +11,22 @@ interrupt also stop the running instances (``budget-stopped``, ``timed-out``, ``
 get SIGTERM, then SIGKILL after the grace period. Whatever ends the batch, every instance gets exactly one record and
 every sink receives ``instance_finished`` for it before :meth:`run` returns.
 
-Error boundary. An unexpected exception inside one instance's task (its runtime, accounting, a hook, anything but a
-user-facing :class:`~orchestrator_pex.errors.OrchestratorError` or trio's cancellation) ends that instance only: its
-process group is ended by the runtime, it is recorded ``failed`` with an ``error`` starting ``internal error:``
+Dependencies (:mod:`orchestrator_pex.graph`): the launcher takes the first instance in batch order whose ``needs``
+have all finished (in this run, or in ``prior`` records of an earlier session); one that must not start
+(:func:`~orchestrator_pex.graph.decide`) is recorded ``skipped`` at once, the others wait for admission like any
+instance, with their placeholders filled from the records they need. Workspaces
+(:mod:`orchestrator_pex.workspace`): an instance with ``workspace = "worktree"`` gets its worktree (journaled
+``workspace_created``) before its first attempt and has it collected and cleaned up after its last; its record
+carries ``workspace``. A worktree that cannot be made fails the instance with that error.
+
+Error boundary. An unexpected exception inside one instance's task (filling its placeholders, making its worktree,
+its runtime, accounting, a hook, anything but a user-facing :class:`~orchestrator_pex.errors.OrchestratorError` or
+trio's cancellation) ends that instance only: its process group is ended by the runtime, its worktree (if made) is
+still collected, it is recorded ``failed`` with an ``error`` starting ``internal error:``
 (:mod:`orchestrator_pex.internal_errors`), the traceback is saved as ``<run_dir>/internal-errors/NAME.txt``, and the
-batch goes on. An instance whose task is cancelled from outside the scheduler's own stops (the orchestrator itself
-is failing) is recorded ``cancelled``, which ``resume`` reruns by default.
+batch goes on (instances that need it decide on that ``failed`` record). An instance whose task is cancelled from
+outside the scheduler's own stops (the orchestrator itself is failing) is recorded ``cancelled``, which ``resume``
+reruns by default.
 """
 
 from __future__ import annotations
@@ -25,9 +35,10 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set
 
+import attrs
 import trio
 
-from orchestrator_pex import errors, internal_errors, results
+from orchestrator_pex import errors, graph, internal_errors, results
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
@@ -108,6 +119,7 @@ class Scheduler:
         on_exit=None,
         redactor=None,
         carried: Optional[Dict[str, Dict[str, Any]]] = None,
+        prior: Optional[Dict[str, Dict[str, Any]]] = None,
     ) -> None:
         batch = plan.batch
         self.plan = plan
@@ -137,6 +149,18 @@ class Scheduler:
         self._changed = trio.Event()
         self._last_launch = -1e9
         self.started_mono = 0.0
+        self.prior = dict(prior or {})  # resume: final records of instances not run now (dependencies, placeholders)
+        self.workspaces: Optional[Any] = None  # workspace.Manager when an instance uses a worktree
+        if any(s.launch.instance.workspace == "worktree" for s in self.states):
+            from orchestrator_pex import journal, workspace
+
+            events: List[Dict[str, Any]] = []
+            try:  # resume: the worktrees and bases earlier sessions recorded
+                events, _ = journal.read_journal(journal.journal_path(run_dir))
+            except Exception:  # noqa: BLE001 - a new run (no journal or no run_started yet)
+                events = []
+            self.workspaces = workspace.Manager(run_dir, os.path.basename(run_dir),
+                                                os.path.dirname(batch.path) or os.getcwd(), events)
 
     # -- control ---------------------------------------------------------------------------------------------------
 
@@ -169,18 +193,39 @@ class Scheduler:
         """Run every instance (or record why not); return the records in batch order."""
         self.started_mono = trio.current_time()
         self._check_batch_budget()  # a resumed run may already have spent it
+        if self.workspaces is not None:
+            bases = await trio.to_thread.run_sync(self.workspaces.resolve_bases, [s.launch for s in self.states])
+            if bases:
+                await self._emit({"event": "workspace_bases", "bases": bases})
         async with trio.open_nursery() as batch_nursery:
             if self.deadline is not None:
                 batch_nursery.start_soon(self._deadline_watch)
-            for state in self.states:
+            pending = list(self.states)
+            while pending and self.stopped is None:
+                state = self._next_ready(pending)
+                if state is None:  # everything left waits for an instance still running
+                    await self._changed.wait()
+                    continue
+                needs = state.launch.instance.needs or ()
+                if needs:
+                    records = self._records_of(needs)
+                    why = graph.decide(state.launch.instance.when, needs, records)
+                    if why is not None:
+                        pending.remove(state)
+                        await self._skip(state, why)
+                        continue
                 if not await self._admit(state):
                     break
+                pending.remove(state)
                 self.running[state.launch.name] = state
                 state.status = "running"
                 self._last_launch = trio.current_time()
                 batch_nursery.start_soon(self._run_instance, state)
             await self._all_done()
             batch_nursery.cancel_scope.cancel()  # the deadline watch
+        if self.workspaces is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.workspaces.prune)
         for state in self.states:
             if state.record is None:
                 why = {"budget": "not started: the batch budget was reached",
@@ -192,6 +237,27 @@ class Scheduler:
                 state.record = earlier or results.not_started(state.launch.name, why)
                 await self._emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
         return [s.record for s in self.states]
+
+    def _records_of(self, names) -> Dict[str, Dict[str, Any]]:
+        by_name = {s.launch.name: s.record for s in self.states if s.record is not None}
+        return {n: by_name.get(n) or self.prior.get(n) or results.not_started(n) for n in names}
+
+    def _next_ready(self, pending: List[InstanceState]) -> Optional[InstanceState]:
+        """The first pending instance (batch order) whose needs have all finished."""
+        waiting = {s.launch.name for s in self.states if s.record is None}  # a name not run now counts as done
+        for state in pending:
+            if not any(n in waiting for n in state.launch.instance.needs or ()):
+                return state
+        return None
+
+    async def _skip(self, state: InstanceState, why: str) -> None:
+        name = state.launch.name
+        state.status = "skipped"
+        state.record = results.skipped(name, why)
+        if name in self.carried:
+            state.record = results.carry(state.record, self.carried[name])
+        await self._emit({"event": "instance_finished", "name": name, "record": state.record})
+        self._wake()
 
     async def _all_done(self) -> None:
         while self.running:
@@ -244,7 +310,33 @@ class Scheduler:
         env = {**self.env_base, **launch.env_add}
         status = "failed"
         error: Optional[str] = None  # set by the boundaries below; else the last attempt's error
+        ws = None
+        ws_record: Optional[Dict[str, Any]] = None
         try:
+            # inside the instance's error boundary: a bug in filling placeholders or making the worktree ends this
+            # instance only
+            if inst.needs:
+                from orchestrator_pex.plan import filled
+
+                launch = filled(self.plan, launch, self._records_of(inst.needs))
+                inst = launch.instance
+                env = {**self.env_base, **launch.env_add}
+            if inst.workspace == "worktree" and self.workspaces is not None:
+                from orchestrator_pex.workspace import WorkspaceError
+
+                try:
+                    ws = await trio.to_thread.run_sync(self.workspaces.create, launch)
+                except WorkspaceError as exc:
+                    error = f"workspace: {exc}"
+                    return
+                await self._emit({"event": "workspace_created", "name": name, "repo": ws.repo, "path": ws.path,
+                                  "branch": ws.branch, "base": ws.base})
+                self.workspaces.created[name] = {"base": ws.base}
+                launch = attrs.evolve(launch, cwd=ws.cwd)
+                if self.stopped in ("interrupted", "deadline", "budget"):  # stopped while the worktree was made
+                    status = {"interrupted": "cancelled", "deadline": "timed-out", "budget": "budget-stopped"}[
+                        self.stopped]
+                    return
             for number in range(1, (inst.retries or 0) + 2):
                 attempt = Attempt(number)
                 state.attempts.append(attempt)
@@ -296,10 +388,19 @@ class Scheduler:
             status = "failed"  # a bug ends this instance, never the batch
             error = self._internal_error(name, exc)
         finally:
+            manager = self.workspaces
+            if ws is not None and manager is not None:
+                with trio.CancelScope(shield=True):
+                    try:
+                        ws_record = await trio.to_thread.run_sync(
+                            lambda: manager.finish(ws, commit=bool(inst.commit), keep=inst.keep or "changed",
+                                                   delete_branch=bool(inst.delete_branch)))
+                    except Exception as exc:  # noqa: BLE001 - a git failure must not lose the instance's record
+                        ws_record = ws.describe(error=f"cannot collect the worktree: {exc}")
             state.status = status
             state.record = results.instance_record(
                 name, status, state.attempts, stdout_log=stdout_log if state.attempts else None,
-                stderr_log=stderr_log if state.attempts else None, error=error,
+                stderr_log=stderr_log if state.attempts else None, error=error, workspace=ws_record,
             )
             if name in self.carried:
                 state.record = results.carry(state.record, self.carried[name])

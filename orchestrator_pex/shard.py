@@ -9,6 +9,11 @@ Semantics:
   from N to N+1 moves only the instances the new shard takes (about 1/(N+1) of them).
 * The split is by hash, not round-robin, so shard sizes vary (30 instances over 3 shards may give 8/10/12). A shard
   may even be empty; running it then is a no-op.
+* Dependencies (``needs``): a shard holds whole connected components of the dependency graph. The hashed name of
+  an instance is its component's key (:func:`orchestrator_pex.graph.components`: the smallest name in it), so an
+  instance without dependencies is placed exactly as before and the instances of one chain always land together.
+  ``run --shard`` checks the selection is closed under ``needs`` and refuses it otherwise; ``merge`` refuses
+  documents in which an instance needs one recorded in another document.
 * Budgets in the batch file are per run, hence per shard, unless the run divides them (``--budget-share auto``
   divides the overall budgets by N).
 
@@ -29,7 +34,7 @@ Where the shard comes from (:func:`shard_from_env`, first match wins):
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from orchestrator_pex.errors import UsageError
 from orchestrator_pex.limits import MAX_SHARDS
@@ -48,13 +53,26 @@ def shard_of(name: str, count: int) -> int:
     return max(range(count), key=lambda i: _weight(name, i))
 
 
-def select(names: Iterable[str], index: int, count: int) -> list[str]:
-    """The names shard *index* of *count* runs, in their original order.
+def select(names: Iterable[str], index: int, count: int,
+           needs: Optional[Mapping[str, Sequence[str]]] = None) -> list[str]:
+    """The names shard *index* of *count* runs, in their original order; with ``needs`` (name -> names it needs)
+    whole connected components (each placed by its key).
 
     The union of ``select(names, i, count)`` over ``i in range(count)`` is *names*, and the selections are disjoint.
     """
     _check(index, count)
-    return [n for n in names if shard_of(n, count) == index]
+    keys = group_keys(needs)
+    return [n for n in names if shard_of(keys.get(n, n), count) == index]
+
+
+def group_keys(needs: Optional[Mapping[str, Sequence[str]]]) -> Dict[str, str]:
+    """name -> the name hashed to place it: its dependency component's key (only for names in a component of two
+    or more)."""
+    if not needs or not any(needs.values()):
+        return {}
+    from orchestrator_pex.graph import components
+
+    return components(needs)
 
 
 def _check(index: int, count: int) -> None:

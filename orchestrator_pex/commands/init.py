@@ -1,4 +1,5 @@
-"""``orchestrator-pex init [PATH] [--demo]``: write a commented example batch file (never over an existing one)."""
+"""``orchestrator-pex init [PATH] [--demo | --example fanout]``: write a commented example batch file (never over
+an existing one)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", default="batch.toml", help="where to write it (default: batch.toml)")
     p.add_argument("--demo", action="store_true",
                    help="a batch for the built-in demo agent (runs without a Claude account)")
+    p.add_argument("--example", choices=("fanout",),
+                   help="fanout: parallel fixers on git worktrees, then a review that reads their branches")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
 
 def main(args: argparse.Namespace) -> int:
     from orchestrator_pex import examples
 
-    text = examples.demo_batch() if args.demo else examples.example_batch()
+    if args.example:
+        text = examples.EXAMPLES[args.example]()
+    else:
+        text = examples.demo_batch() if args.demo else examples.example_batch()
     if args.path == "-":
         sys.stdout.write(text)
         return 0

@@ -9,6 +9,8 @@ files:
 * a mix of sharded and unsharded documents, or shards of different counts;
 * two documents of the same shard, or the same instance name in two documents;
 * an instance in a document whose shard (``shard_of(name, count)``) is not that document's shard;
+* an instance that needs (``graph`` of its document) an instance recorded in another document (a shard holds
+  whole connected components; the shard of an instance is that of its component's key);
 * an incomplete set of shards, unless ``--partial`` (the merged ``shard`` then lists the indices present).
 
 The merged document keeps the results shape: ``batch``; ``run_id`` ``merged-<first run_id>``; ``started_at`` the
@@ -39,7 +41,8 @@ _STATUS_RANK = ["interrupted", "cancelled", "budget-stopped", "failed"]
 _TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read", "total")
 #: instance statuses, listed (zero-filled) in totals.by_status like `run` does.
 _INSTANCE_STATUSES = (
-    "succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started"
+    "succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started",
+    "skipped",
 )
 
 
@@ -197,6 +200,14 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
     else:
         order = list(range(len(docs)))
 
+    graph: Dict[str, Any] = {}
+    for _, doc in docs:
+        if isinstance(doc.get("graph"), dict):
+            graph.update({k: [n for n in v if isinstance(n, str)] for k, v in doc["graph"].items()
+                          if isinstance(v, list)})
+    from orchestrator_pex.shard import group_keys
+
+    keys = group_keys(graph)
     owner: Dict[str, str] = {}
     instances: List[Dict[str, Any]] = []
     for i in order:
@@ -207,14 +218,19 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
                 raise UsageError(f"{path}: an instance has no name")
             if name in owner:
                 raise UsageError(f"{path}: instance {name!r} is also in {owner[name]}: overlapping instances")
-            if count is not None and shard_of(name, count) != shards[i][1][0]:
+            if count is not None and shard_of(keys.get(name, name), count) != shards[i][1][0]:
                 raise UsageError(
-                    f"{path}: instance {name!r} belongs to shard {shard_of(name, count)}/{count}, "
+                    f"{path}: instance {name!r} belongs to shard {shard_of(keys.get(name, name), count)}/{count}, "
                     f"not {shards[i][1][0]}/{count}: was the batch split differently?"
                 )
             owner[name] = path
             instances.append(inst)
 
+    for name, needs in graph.items():  # a shard holds whole connected components of the dependency graph
+        for need in needs:
+            if name in owner and need in owner and owner[need] != owner[name]:
+                raise UsageError(f"{owner[name]}: instance {name!r} needs {need!r}, which is in {owner[need]}: "
+                                 "a shard must hold whole connected components of the dependency graph")
     ordered = [docs[i] for i in order]
     from orchestrator_pex.results import SCHEMA_VERSION
 
@@ -231,6 +247,8 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
     merged["totals"] = _totals([d.get("totals") for _, d in ordered], instances)
     if count is not None:
         merged["shard"] = {"count": count, "indices": sorted(s[1][0] for s in shards)}
+    if graph:
+        merged["graph"] = graph
     merged["runs"] = [
         {
             "run_id": d.get("run_id"),

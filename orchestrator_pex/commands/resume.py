@@ -25,6 +25,12 @@ Spend. Attempts the journal saw start but never end (the orchestrator was killed
 their tokens and cost are re-read from their part of the raw stdout log (:mod:`orchestrator_pex.recovery`), count
 against the batch budget, and are carried into the instance's next record, exactly once.
 
+Dependencies. Instances that need one another are rerun together: a ``skipped`` instance is rerun only when an
+instance it needs is rerun, and every instance that did not succeed and needs a rerun instance is rerun as well
+(including one rerun because an internal error ended it). Placeholders of the reruns are filled from the recorded
+results of the instances they need (a succeeded dependency is never run again). Worktrees recorded by the earlier
+session are reused as they are (same branch, same directory).
+
 RUN_DIR may also be a run id (or unique prefix) under ``--results-dir``.
 """
 
@@ -34,7 +40,7 @@ import argparse
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, List
 
 if TYPE_CHECKING:
     from orchestrator_pex import journal
@@ -103,6 +109,8 @@ def main(args: argparse.Namespace) -> int:
         # ended by the orchestrator's own bug (error "internal error: ..."), not on their own: rerun by default too
         chosen = set(rerun)
         rerun = [n for n in names if n in chosen or internal_errors.is_internal(state.records.get(n))]
+        if plan is not None:
+            rerun = _with_dependents(plan, state, names, rerun)
         if args.dry_run:
             for name in rerun:
                 print(name)
@@ -111,6 +119,7 @@ def main(args: argparse.Namespace) -> int:
             return _nothing_to_do(run_dir, state, args)
         if batch_error is not None:
             raise batch_error
+        args.results_dir = os.path.dirname(run_dir)  # the run's own (policy: where its worktrees are)
         plan = check_policy(plan, args)
         print(f"orchestrator-pex: resuming {os.path.basename(run_dir)}: rerunning {len(rerun)} of {len(names)} "
               "instance(s)", file=sys.stderr)
@@ -125,6 +134,22 @@ def main(args: argparse.Namespace) -> int:
                       meta=meta)
 
 
+def _with_dependents(plan: Any, state: Any, names: List[str], rerun: List[str]) -> List[str]:
+    """``rerun`` adjusted for dependencies: a ``skipped`` instance is rerun only when something it needs (directly or
+    not) is rerun, and every instance that did not succeed and needs a rerun instance is rerun too. An instance
+    recorded as succeeded is never rerun."""
+    from orchestrator_pex import graph
+
+    needs = {launch.name: tuple(launch.instance.needs or ()) for launch in plan.launches}
+    if not any(needs.values()):
+        return rerun
+
+    def status(name: str) -> Any:
+        return (state.records.get(name) or {}).get("status")
+
+    base = [n for n in rerun if status(n) != "skipped" or n in state.in_flight]
+    chosen = set(base) | {n for n in graph.dependents(needs, base) if status(n) != "succeeded"}
+    return [n for n in names if n in chosen]
 def _refuse_untrusted(path: str, what: str, directory: bool = False) -> None:
     """Exit 2 with one line unless ``path`` passes :func:`orchestrator_pex.lock.untrusted` (missing is fine)."""
     from orchestrator_pex.errors import UsageError
@@ -167,7 +192,8 @@ def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ign
             batch = config.load_batch(os.path.join(run_dir, copy))
         except Exception:  # noqa: BLE001 - the masked copy does not parse: report the original problem
             raise error from None
-        return history.shard_names(state.run_meta, [inst.name for inst in batch.instances])
+        return history.shard_names(state.run_meta, [inst.name for inst in batch.instances],
+                                   {inst.name: inst.needs or () for inst in batch.instances})
     raise error
 
 

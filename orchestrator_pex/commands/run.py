@@ -103,9 +103,16 @@ def _shard_plan(plan, where, share_budget: bool):
     import attrs
 
     from orchestrator_pex import shard
+    from orchestrator_pex.errors import UsageError
 
     index, count = where
-    names = set(shard.select([l.name for l in plan.launches], index, count))
+    needs = {launch.name: launch.instance.needs or () for launch in plan.launches}
+    names = set(shard.select([launch.name for launch in plan.launches], index, count, needs))
+    for name in names:  # a shard holds whole dependency components (shard.select guarantees it; refuse otherwise)
+        outside = [n for n in needs[name] if n not in names]
+        if outside:
+            raise UsageError(f"--shard {index}/{count}: {name} needs {outside[0]}, which another shard would run: "
+                             "a shard must hold whole connected components of the dependency graph")
     batch = plan.batch
     if share_budget:
         budget = batch.budget
@@ -135,9 +142,13 @@ def check_policy(plan, args):
     path = policy.policy_path(getattr(args, "policy", None))
     if path is None:
         return plan
+    from orchestrator_pex.results import default_results_dir
+
+    results_dir = getattr(args, "results_dir", None) or _batch_relative(plan.batch, plan.batch.results_dir) \
+        or default_results_dir()
     rules = policy.load_policy(path)
     violations = policy.check(rules, plan.batch, os.path.basename(plan.batch.path),
-                              concurrency=getattr(args, "concurrency", None), plan=plan)
+                              concurrency=getattr(args, "concurrency", None), results_dir=results_dir, plan=plan)
     if violations:
         error = UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
         error.multiline = True  # one violation per line
@@ -221,10 +232,24 @@ def print_dry_run(plan, out) -> None:
 
     scrub = Redactor.from_env(None, *(l.env_add for l in plan.launches)).scrub_text
 
+    from orchestrator_pex import graph
+
     print(f"# {plan.batch.path}: {plural(len(plan.launches), 'instance')}; nothing is started", file=out)
+    needs = {launch.name: tuple(launch.instance.needs or ()) for launch in plan.launches}
+    if any(needs.values()):
+        depth = graph.levels(needs)
+        print("# dependency order: " + ", ".join(graph.order(needs))
+              + " (placeholders such as {{a.result}} are filled when the instance starts)", file=out)
     for launch in plan.launches:
         inst = launch.instance
         print(f"\n[{launch.name}] ({launch.kind})", file=out)
+        if inst.needs:
+            print(f"  needs: {', '.join(inst.needs)} (when {inst.when or 'success'}; level {depth[launch.name]})",
+                  file=out)
+        if inst.workspace == "worktree":
+            print(f"  workspace: worktree of {inst.repo or 'the repository holding cwd'} at {inst.base or 'HEAD'}, "
+                  f"branch orchestrator-pex/RUN_ID/{launch.name}, keep {inst.keep}, commit "
+                  f"{'true' if inst.commit else 'false'}", file=out)
         print(f"  argv: {scrub(shlex.join(launch.argv))}", file=out)
         if launch.cwd:
             print(f"  cwd:  {scrub(launch.cwd)}", file=out)
