@@ -17,6 +17,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from orchestrator_pex import agents
 from orchestrator_pex.errors import ConfigError, describe
 
 if sys.version_info >= (3, 11):
@@ -31,12 +32,13 @@ Count = NewType("Count", int)  # zero or more
 Name = NewType("Name", str)
 Text = NewType("Text", str)
 PermissionMode = NewType("PermissionMode", str)
+Agent = NewType("Agent", str)
 BudgetMode = NewType("BudgetMode", str)
 StrList = Tuple[str, ...]
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 BUDGET_MODES = ("block", "warn")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MAX_NAME = 200  #: instance names: 1 to 200 printable characters (any script); log file names derive safely
 
 #: Agent executable meaning "the demo agent built into orchestrator-pex".
 AGENT_SIM = "@agent-sim"
@@ -64,6 +66,7 @@ class Defaults:
     """Values every instance inherits unless it sets its own."""
 
     description: Optional[Text] = None
+    agent: Optional[Agent] = None
     model: Optional[Text] = None
     permission_mode: Optional[PermissionMode] = None
     allowed_tools: Optional[StrList] = None
@@ -82,7 +85,8 @@ class Defaults:
 
 @attrs.frozen
 class Instance(Defaults):
-    """One agent run. Exactly one of ``prompt`` (Claude Code; a slash command is a prompt) or ``argv`` (any program).
+    """One agent run. Exactly one of ``prompt`` (for ``agent``: Claude Code, Codex CLI or Gemini CLI; a slash command
+    is a prompt) or ``argv`` (any program).
 
     Every field of :class:`Defaults` is also an instance field (unset: inherited, see :func:`apply_defaults`).
     """
@@ -100,7 +104,10 @@ class Batch:
 
     instances: Tuple[Instance, ...]
     path: str = ""
+    agent: Optional[Agent] = None  # the agent of prompt instances that set none (neither in [defaults]): claude
     claude: Text = "claude"
+    codex: Text = Text("codex")
+    gemini: Text = Text("gemini")
     concurrency: Optional[PositiveInt] = None
     stagger: Optional[Seconds] = None
     deadline: Optional[Seconds] = None
@@ -119,7 +126,8 @@ BUILTIN = {"retries": 2, "stall_timeout": 1800.0, "env": {}, "allowed_tools": ()
 def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
     """Each instance with every unset field taken from ``[defaults]``, then from :data:`BUILTIN`.
 
-    ``env`` tables merge (the instance's keys win); every other field is replaced whole.
+    ``env`` tables merge (the instance's keys win); every other field is replaced whole. ``agent`` falls back to the
+    batch's top-level ``agent``, then ``claude``.
     """
     out = []
     for inst in batch.instances:
@@ -130,6 +138,8 @@ def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
                 changes["env"] = {**(default or {}), **(own or {})}
             elif own is None:
                 changes[field.name] = default if default is not None else BUILTIN.get(field.name)
+        if changes.get("agent", inst.agent) is None:
+            changes["agent"] = batch.agent or agents.DEFAULT_AGENT
         out.append(attrs.evolve(inst, **changes))
     return tuple(out)
 
@@ -257,7 +267,30 @@ def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
         if inst.session_id and inst.resume:
             raise ConfigError(label, f"instances[{i}].resume", "set either session_id or resume, not both")
         _check_tools(inst, f"instances[{i}]", label)
+        if inst.argv is not None and inst.agent is not None:
+            raise ConfigError(label, f"instances[{i}].agent", "an argv instance runs its own program; agent applies "
+                              "only to prompt instances")
     _check_tools(batch.defaults, "defaults", label)
+    for i, (own, inst) in enumerate(zip(batch.instances, apply_defaults(batch))):
+        if inst.argv is None:
+            _check_agent(own, inst, i, label)
+
+
+def _check_agent(own: Instance, inst: Instance, i: int, label: str) -> None:
+    """A field the instance's agent cannot honour is an error (never silently dropped)."""
+    agent = inst.agent or agents.DEFAULT_AGENT
+
+    def where(field: str) -> str:
+        return f"instances[{i}].{field}" if getattr(own, field) is not None else f"defaults.{field}"
+
+    for field in agents.UNSUPPORTED[agent]:
+        if getattr(inst, field):
+            raise ConfigError(label, where(field), f'agent "{agent}" has no counterpart for {field} '
+                              f'(instances[{i}] "{inst.name}"; see README "Agents")')
+    if inst.permission_mode and inst.permission_mode not in agents.PERMISSION_MODES[agent]:
+        allowed = ", ".join(f'"{m}"' for m in agents.PERMISSION_MODES[agent])
+        raise ConfigError(label, where("permission_mode"), f'agent "{agent}" supports {allowed}, got '
+                          f'{describe(inst.permission_mode)} (instances[{i}] "{inst.name}")')
 
 
 def _check_tools(values: Defaults, at: str, label: str) -> None:
@@ -294,8 +327,8 @@ def _text(v: Any, _: Any = None) -> str:
 
 
 def _name(v: Any, _: Any) -> str:
-    if not isinstance(v, str) or not _NAME_RE.match(v):
-        raise ValueError(f'expected a name of letters, digits, ".", "_" or "-" (at most 100), got {describe(v)}')
+    if not isinstance(v, str) or not v.strip() or len(v) > MAX_NAME or not v.isprintable():
+        raise ValueError(f"expected a name of 1 to {MAX_NAME} printable characters, got {describe(v)}")
     return v
 
 
@@ -359,6 +392,7 @@ for _type, _hook in {
     Text: _text,
     str: _text,
     PermissionMode: _choice(PERMISSION_MODES),
+    Agent: _choice(agents.AGENTS),
     BudgetMode: _choice(BUDGET_MODES),
     StrList: _str_list,
     Dict[str, str]: _env,

@@ -1,7 +1,10 @@
 """Model prices in US dollars per million tokens, used only to *estimate* cost.
 
 The Claude Code ``result`` event carries the authoritative ``total_cost_usd``; these prices are used while an
-instance is running and for an instance that ended without a result (``cost_source = "estimate"``).
+instance is running and for an instance that ended without a result (``cost_source = "estimate"``). Codex CLI and
+Gemini CLI report no money: their cost is always this estimate. The table is versioned (:data:`PRICING_VERSION`,
+recorded in every results document); a change of any price changes the version. OpenAI and Google charge no cache
+write surcharge: their ``cache_write`` is the input price. Reasoning/thinking tokens are output tokens.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ class Price(NamedTuple):
     cache_read: float
 
 
+#: The version of this table, recorded as ``pricing_version`` in results.
+PRICING_VERSION = "2026-11-29"
+
 # Most specific prefix first; matched against the model id the CLI reports.
 _PRICES = (
     ("claude-opus-4-5", Price(5.0, 25.0, 6.25, 0.50)),
@@ -27,6 +33,19 @@ _PRICES = (
     ("claude-haiku-4", Price(1.0, 5.0, 1.25, 0.10)),
     ("claude-3-5-haiku", Price(0.80, 4.0, 1.0, 0.08)),
     ("claude-haiku", Price(1.0, 5.0, 1.25, 0.10)),
+    # OpenAI (Codex CLI)
+    ("gpt-5-mini", Price(0.25, 2.0, 0.25, 0.025)),
+    ("gpt-5-nano", Price(0.05, 0.40, 0.05, 0.005)),
+    ("gpt-5", Price(1.25, 10.0, 1.25, 0.125)),
+    ("codex-mini", Price(1.50, 6.0, 1.50, 0.375)),
+    ("o4-mini", Price(1.10, 4.40, 1.10, 0.275)),
+    ("gpt-4.1-mini", Price(0.40, 1.60, 0.40, 0.10)),
+    ("gpt-4.1", Price(2.0, 8.0, 2.0, 0.50)),
+    # Google (Gemini CLI); the pro tiers at their prices for prompts above 200k tokens (never understated)
+    ("gemini-2.5-flash-lite", Price(0.10, 0.40, 0.10, 0.025)),
+    ("gemini-2.5-flash", Price(0.30, 2.50, 0.30, 0.075)),
+    ("gemini-2.5-pro", Price(2.50, 15.0, 2.50, 0.625)),
+    ("gemini-3-pro", Price(4.0, 18.0, 4.0, 0.40)),
 )
 #: Used for a model the table does not know: the most expensive current tier, so an estimate never understates.
 FALLBACK = Price(15.0, 75.0, 18.75, 1.50)
