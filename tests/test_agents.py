@@ -481,3 +481,22 @@ def test_dry_run_shows_agents_overrides_and_session_mapping(cli, write_batch):
     assert "argv: /opt/x/codex exec --json" in out and "argv: /opt/g/gemini -p p" in out
     assert f'session_id: "security_review_session" -> {session_uuid("security_review_session")}' in out
     assert "env:  GEMINI_CLI_TRUST_WORKSPACE=true" in out
+
+
+# -- spend recovery reads each agent's log with its own reader ---------------------------------------------------
+
+
+@pytest.mark.parametrize("agent, path, total", [("codex", CODEX / "tool.jsonl", 2142),
+                                                ("gemini", GEMINI / "tool.jsonl", 2262)])
+def test_recovery_reads_an_unfinished_attempt_with_its_agents_reader(tmp_path, agent, path, total):
+    from orchestrator_pex import recovery
+
+    name = f"Résumé {agent}"
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o700)
+    (logs / f"{log_stem(name)}.stdout").write_bytes(path.read_bytes())
+    record, problems = recovery.recover(str(tmp_path), name, [{"stdout_offset": 0, "agent": agent}], None)
+    assert problems == [] and record is not None
+    assert record["tokens"]["total"] == total and record["agent"] == agent
+    without_agent, _ = recovery.recover(str(tmp_path), name, [{"stdout_offset": 0}], None)
+    assert without_agent["tokens"]["total"] == 0  # an old journal: Claude's reader finds no usage in it
