@@ -1,7 +1,8 @@
 """Recovering the spend of attempts that never recorded an end (the orchestrator was killed under them).
 
 Every ``instance_started`` event the scheduler writes carries ``stdout_offset``: the size of the instance's raw
-stdout log (``logs/STEM.stdout``, :func:`orchestrator_pex.results.log_stem`) just before that attempt started, so the bytes from that offset to the next
+stdout log (``logs/STEM.stdout``, :func:`orchestrator_pex.results.log_stem`) just before that attempt started,
+so the bytes from that offset to the next
 attempt's offset (or to the end of the file) are exactly that attempt's output. When the journal shows an
 instance's ``instance_started`` events with no ``instance_finished`` after them (see
 :attr:`orchestrator_pex.journal.RunState.unfinished`), :func:`recover` re-reads each such attempt's part of the log
