@@ -505,8 +505,9 @@ def test_recovery_reads_an_unfinished_attempt_with_its_agents_reader(tmp_path, a
 def test_policy_forbidden_tools_refuse_agents_that_cannot_withhold_them():
     from orchestrator_pex.plan import forbid_tools
 
-    plan = plan_of('[[instances]]\nname = "a"\nprompt = "p"\n[[instances]]\nname = "b"\nagent = "gemini"\nprompt = "p"\n')
-    with pytest.raises(UsageError, match=r'instances\[1\]\.agent: the site policy forbids tools \(Bash\), which gemini'):
+    plan = plan_of('[[instances]]\nname = "a"\nprompt = "p"\n'
+                   '[[instances]]\nname = "b"\nagent = "gemini"\nprompt = "p"\n')
+    with pytest.raises(UsageError, match=r"instances\[1\]\.agent: the site policy forbids tools \(Bash\), which gemini"):
         forbid_tools(plan, ["Bash"])
     assert forbid_tools(plan, []) is plan
     claude_only = plan_of('[[instances]]\nname = "a"\nprompt = "p"\n')
