@@ -507,7 +507,7 @@ def test_policy_forbidden_tools_refuse_agents_that_cannot_withhold_them():
 
     plan = plan_of('[[instances]]\nname = "a"\nprompt = "p"\n'
                    '[[instances]]\nname = "b"\nagent = "gemini"\nprompt = "p"\n')
-    with pytest.raises(UsageError, match=r"instances\[1\]\.agent: the site policy forbids tools \(Bash\), which gemini"):
+    with pytest.raises(UsageError, match=r"instances\[1\]\.agent: the site policy forbids tools \(Bash\), which gem"):
         forbid_tools(plan, ["Bash"])
     assert forbid_tools(plan, []) is plan
     claude_only = plan_of('[[instances]]\nname = "a"\nprompt = "p"\n')
