@@ -1,10 +1,14 @@
 """P1 ingest: 4 instances each streaming 20,000 tool-use messages (~25 MB each) through the orchestrator.
 
+``--dialect claude`` (default) streams Claude Code's stream-json, ``codex`` Codex CLI's ``exec --json`` (tool
+items, then ``turn.completed``), ``gemini`` Gemini CLI's stream-json (``tool_use`` events, then ``result``); all
+from the simulated agent's ``flood`` scenario.
+
 Baseline, run beside it: the same 4 producers, each piped into a Python loop calling ``json.loads`` per line
 (4 pipelines at once). The orchestrator also writes the raw logs, does the accounting and keeps its status
 report on. Prints wall time, orchestrator peak RSS and the ratio orchestrator / baseline (goal <= 1.1, RSS <= 40 MB).
 
-    python bench/p1_ingest.py [--rounds 3] [--messages 20000] [--line-bytes 1250]
+    python bench/p1_ingest.py [--rounds 3] [--messages 20000] [--line-bytes 1250] [--dialect claude|codex|gemini]
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ from _common import ORCH, PY, REPO, env_with_repo, measure, median, table
 CONSUMER = "import sys, json\nfor line in sys.stdin.buffer:\n    json.loads(line)\n"
 
 
+DIALECT = "claude"
+TOOL = {"claude": "Bash", "codex": "command_execution", "gemini": "run_shell_command"}
+
+
 def producer_argv():
+    if DIALECT == "codex":
+        return [PY, "-m", "orchestrator_pex", "agent-sim", "--dialect", "codex", "exec", "--json", "--", "flood"]
+    if DIALECT == "gemini":
+        return [PY, "-m", "orchestrator_pex", "agent-sim", "--dialect", "gemini", "-p", "flood", "--output-format",
+                "stream-json"]
     return [PY, "-m", "orchestrator_pex", "agent-sim", "-p", "flood", "--output-format", "stream-json", "--verbose"]
 
 
@@ -43,7 +56,8 @@ def baseline(n: int, env) -> float:
 def orchestrator(n: int, env, tmp: str):
     batch = os.path.join(tmp, "p1.toml")
     with open(batch, "w") as f:
-        f.write(f'claude = "@agent-sim"\nconcurrency = {n}\n')
+        f.write(f'claude = "@agent-sim"\ncodex = "@agent-sim"\ngemini = "@agent-sim"\nagent = "{DIALECT}"\n'
+                f'concurrency = {n}\n')
         for i in range(n):
             f.write(f'[[instances]]\nname = "flood-{i}"\nprompt = "flood"\n')
     results = os.path.join(tmp, "runs")
@@ -59,7 +73,10 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--line-bytes", type=int, default=1250)
     ap.add_argument("--instances", type=int, default=4)
+    ap.add_argument("--dialect", choices=sorted(TOOL), default="claude")
     a = ap.parse_args()
+    global DIALECT
+    DIALECT = a.dialect
     env = env_with_repo({"AGENT_SIM_SCENARIO": "flood", "AGENT_SIM_MESSAGES": str(a.messages),
                          "AGENT_SIM_LINE_BYTES": str(a.line_bytes)})
     base, orch, rss = [], [], []
@@ -69,11 +86,13 @@ def main() -> None:
             m, doc = orchestrator(a.instances, env, tmp)
             assert m.returncode == 0, m.returncode
             for r in doc["instances"]:
-                assert r["tools"].get("Bash") == a.messages, r["tools"]
+                assert r["tools"].get(TOOL[DIALECT]) == a.messages, r["tools"]
+                assert r["status"] == "succeeded", r
             orch.append(m.wall)
             rss.append(m.peak_rss_mb)
     mb = a.instances * a.messages * a.line_bytes / 1e6
-    print(f"P1 ingest: {a.instances} x {a.messages} tool-use messages (~{mb:.0f} MB), {a.rounds} rounds, medians")
+    print(f"P1 ingest ({DIALECT}): {a.instances} x {a.messages} tool-use messages (~{mb:.0f} MB), "
+          f"{a.rounds} rounds, medians")
     print(table([
         ["", "wall s", "peak RSS MB"],
         ["baseline (producer | json.loads loop) x4", f"{median(base):.2f}", "-"],

@@ -788,8 +788,21 @@ def _read_stdin_prompt() -> str | None:
     return text or None
 
 
+def version_line(dialect: str = "claude") -> str:
+    """What ``--version`` prints in ``dialect`` (``claude``, ``codex``, ``gemini``)."""
+    if dialect == "claude":
+        return VERSION_LINE
+    from orchestrator_pex.agent_sim_dialects import VERSIONS
+
+    return VERSIONS[dialect]
+
+
 def main(argv: list[str]) -> int:
-    """Entry point: parse Claude Code's argv, run the scenario, return the exit status."""
+    """Entry point: parse Claude Code's argv (or, after ``--dialect codex|gemini``, that CLI's), run the scenario."""
+    if argv[:1] == ["--dialect"] and len(argv) > 1 and argv[1] in ("codex", "gemini"):
+        from orchestrator_pex import agent_sim_dialects
+
+        return agent_sim_dialects.main(argv[1], list(argv[2:]))
     try:
         opts = parse_argv(list(argv))
     except UsageError as exc:

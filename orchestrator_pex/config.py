@@ -37,6 +37,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from orchestrator_pex import agents
 from orchestrator_pex.errors import ConfigError, describe
 from orchestrator_pex.limits import (
     MAX_BATCH_BYTES,
@@ -62,6 +63,7 @@ Name = NewType("Name", str)
 Text = NewType("Text", str)  # one line: no control character at all
 Prose = NewType("Prose", str)  # multi-line text: tab, newline and carriage return allowed
 PermissionMode = NewType("PermissionMode", str)
+Agent = NewType("Agent", str)
 BudgetMode = NewType("BudgetMode", str)
 WorkspaceMode = NewType("WorkspaceMode", str)
 KeepMode = NewType("KeepMode", str)
@@ -74,13 +76,13 @@ BUDGET_MODES = ("block", "warn")
 WORKSPACE_MODES = ("shared", "worktree")  # shared: run in cwd as is; worktree: see orchestrator_pex.workspace
 KEEP_MODES = ("always", "changed", "never")
 WHEN_MODES = ("success", "on-failure", "always")
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always fullmatch
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")  # always fullmatch
 
 
 #: Control characters refused in single-line strings; multi-line text may also hold tab, newline, carriage return.
 _BAD_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _BAD_PROSE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+MAX_NAME = 200  #: instance names: 1 to 200 printable characters (any script); log file names derive safely
 
 #: Agent executable meaning "the demo agent built into orchestrator-pex".
 AGENT_SIM = "@agent-sim"
@@ -108,6 +110,7 @@ class Defaults:
     """Values every instance inherits unless it sets its own."""
 
     description: Optional[Prose] = None
+    agent: Optional[Agent] = None
     model: Optional[Text] = None
     permission_mode: Optional[PermissionMode] = None
     allowed_tools: Optional[StrList] = None
@@ -136,7 +139,8 @@ WORKSPACE_KEYS = ("workspace", "repo", "base", "keep", "commit", "delete_branch"
 
 @attrs.frozen
 class Instance(Defaults):
-    """One agent run. Exactly one of ``prompt`` (Claude Code; a slash command is a prompt) or ``argv`` (any program).
+    """One agent run. Exactly one of ``prompt`` (for ``agent``: Claude Code, Codex CLI or Gemini CLI; a slash command
+    is a prompt) or ``argv`` (any program).
 
     Every field of :class:`Defaults` is also an instance field (unset: inherited, see :func:`apply_defaults`).
     """
@@ -156,7 +160,10 @@ class Batch:
 
     instances: Tuple[Instance, ...]
     path: str = ""
+    agent: Optional[Agent] = None  # the agent of prompt instances that set none (neither in [defaults]): claude
     claude: Text = "claude"
+    codex: Text = Text("codex")
+    gemini: Text = Text("gemini")
     concurrency: Optional[Concurrency] = None
     stagger: Optional[Seconds] = None
     deadline: Optional[Seconds] = None
@@ -185,6 +192,7 @@ def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
 
     ``env`` tables merge (the instance's keys win); every other field is replaced whole. The workspace keys
     (:data:`WORKSPACE_KEYS`) may also come from the top level of the batch, between ``[defaults]`` and BUILTIN.
+    ``agent`` falls back to the batch's top-level ``agent``, then ``claude``.
     """
     out = []
     for inst in batch.instances:
@@ -197,6 +205,8 @@ def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
                 if default is None and field.name in WORKSPACE_KEYS:
                     default = getattr(batch, field.name)
                 changes[field.name] = default if default is not None else BUILTIN.get(field.name)
+        if changes.get("agent", inst.agent) is None:
+            changes["agent"] = batch.agent or agents.DEFAULT_AGENT
         out.append(attrs.evolve(inst, **changes))
     return tuple(out)
 
@@ -417,6 +427,9 @@ def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
                     raise ConfigError(label, f"{where}.{field}", f"{exc} (at index {j})") from None
     for i, inst in enumerate(batch.instances):
         _check_tools(inst, f"instances[{i}]", label)
+        if inst.argv is not None and inst.agent is not None:
+            raise ConfigError(label, f"instances[{i}].agent", "an argv instance runs its own program; agent applies "
+                              "only to prompt instances")
     _check_tools(batch.defaults, "defaults", label)
     if batch.start_at is not None:
         from orchestrator_pex.start_at import start_moment
@@ -428,6 +441,26 @@ def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
     from orchestrator_pex import graph
 
     graph.validate(batch.instances, label, batch.defaults.env)
+    for i, (own, inst) in enumerate(zip(batch.instances, apply_defaults(batch))):
+        if inst.argv is None:
+            _check_agent(own, inst, i, label)
+
+
+def _check_agent(own: Instance, inst: Instance, i: int, label: str) -> None:
+    """A field the instance's agent cannot honour is an error (never silently dropped)."""
+    agent = inst.agent or agents.DEFAULT_AGENT
+
+    def where(field: str) -> str:
+        return f"instances[{i}].{field}" if getattr(own, field) is not None else f"defaults.{field}"
+
+    for field in agents.UNSUPPORTED[agent]:
+        if getattr(inst, field):
+            raise ConfigError(label, where(field), f'agent "{agent}" has no counterpart for {field} '
+                              f'(instances[{i}] "{inst.name}"; see README "Agents")')
+    if inst.permission_mode and inst.permission_mode not in agents.PERMISSION_MODES[agent]:
+        allowed = ", ".join(f'"{m}"' for m in agents.PERMISSION_MODES[agent])
+        raise ConfigError(label, where("permission_mode"), f'agent "{agent}" supports {allowed}, got '
+                          f'{describe(inst.permission_mode)} (instances[{i}] "{inst.name}")')
 
 
 def _check_tools(values: Defaults, at: str, label: str) -> None:
@@ -483,8 +516,10 @@ def _prose(v: Any, _: Any = None) -> str:
 
 
 def _name(v: Any, _: Any) -> str:
-    if not isinstance(v, str) or not _NAME_RE.fullmatch(v):
-        raise ValueError(f'expected a name of letters, digits, ".", "_" or "-" (at most 100), got {describe(v)}')
+    if isinstance(v, str):
+        _text(v)  # control characters and lone surrogates: the one-line message naming the character
+    if not isinstance(v, str) or not v.strip() or len(v) > MAX_NAME or not v.isprintable():
+        raise ValueError(f"expected a name of 1 to {MAX_NAME} printable characters, got {describe(v)}")
     return v
 
 
@@ -563,6 +598,7 @@ for _type, _hook in {
     Prose: _prose,
     str: _text,
     PermissionMode: _choice(PERMISSION_MODES),
+    Agent: _choice(agents.AGENTS),
     BudgetMode: _choice(BUDGET_MODES),
     WorkspaceMode: _choice(WORKSPACE_MODES),
     KeepMode: _choice(KEEP_MODES),

@@ -1,5 +1,6 @@
-"""Example batch files, written with comments: ``init`` (for Claude Code), ``init --demo`` / ``demo``, and
-``init --example NAME`` (:data:`EXAMPLES`).
+"""Example batch files, written with comments: ``init`` (Claude Code, one Gemini CLI instance), ``init --demo`` /
+``demo`` (a mixed batch of the simulated agent speaking Claude Code, Codex CLI and Gemini CLI, with a small
+dependency chain), and ``init --example NAME`` (:data:`EXAMPLES`).
 
 The values are serialised by tomli-w, key by key, so every value is valid TOML; the comments are ours.
 """
@@ -45,7 +46,9 @@ orchestrator-pex batch file. Check it with `orchestrator-pex validate FILE`, pre
 Every key of an instance may also be set once under [defaults].
 """,
         [
+            ("agent", "claude", 'agent of prompt instances that set none: "claude", "codex" or "gemini"'),
             ("claude", "claude", "Claude Code executable: a name on PATH or a path (relative to this file)"),
+            ("gemini", "gemini", "Gemini CLI executable (codex = ... likewise for Codex CLI)"),
             ("concurrency", 8, "hard cap on instances running at once; below it, launches follow measured CPU and memory headroom"),
             ("grace_period", 10, "seconds between SIGTERM and SIGKILL when an instance must stop"),
         ],
@@ -69,7 +72,7 @@ Every key of an instance may also be set once under [defaults].
                 ("max_cost_usd", 1.0, "per instance"),
             ]),
             ("[[instances]]", [
-                ("name", "fix-tests", "letters, digits, '.', '_' and '-': used for log file names"),
+                ("name", "fix-tests", "any printable text (log file names are derived from it safely)"),
                 ("description", "Run the unit tests and fix what fails", ""),
                 ("prompt", "Run the test suite with `pytest -q` and fix any failing test.", "a prompt or a slash command"),
                 ("cwd", ".", "working directory, relative to this file"),
@@ -80,6 +83,13 @@ Every key of an instance may also be set once under [defaults].
                 ("name", "review", ""),
                 ("prompt", "/review", "slash commands work as prompts"),
                 ("max_turns", 10, "--max-turns"),
+            ]),
+            ("[[instances]]", [
+                ("name", "explore", ""),
+                ("agent", "gemini", "Gemini CLI; README \"Agents\" lists the fields each agent honours"),
+                ("model", "gemini-2.5-flash", ""),
+                ("allowed_tools", [], "Gemini CLI has its own tool names; [] overrides [defaults]"),
+                ("prompt", "List the modules of this project and what each one does.", ""),
             ]),
             ("[[instances]]", [
                 ("name", "lint", "any other program: argv, never a shell; same timeouts, logs and outcome"),
@@ -99,12 +109,14 @@ def demo_batch() -> str:
 
     return _render(
         """
-Demo batch for orchestrator-pex: every instance runs the built-in simulated agent (claude = "@agent-sim"),
-which prints the same stream-json as Claude Code 2.1.330, so this runs anywhere, with no Claude account.
-Swap `claude` for a real Claude Code executable to run the same prompts for real.
+Demo batch for orchestrator-pex: every instance runs the built-in simulated agent ("@agent-sim"), which prints
+the same output as Claude Code 2.1.330, Codex CLI 0.171.0 or Gemini CLI 0.61.0 (the instance's `agent`), so this
+runs anywhere, with no account. Swap `claude`, `codex`, `gemini` for the real executables to run it for real.
 """,
         [
             ("claude", "@agent-sim", "the demo agent built into orchestrator-pex"),
+            ("codex", "@agent-sim", "... speaking Codex CLI's exec --json"),
+            ("gemini", "@agent-sim", "... speaking Gemini CLI's stream-json"),
             ("concurrency", 4, ""),
         ],
         [
@@ -130,6 +142,9 @@ Swap `claude` for a real Claude Code executable to run the same prompts for real
             sim("plan", "ok", "plan the refactoring of the parser"),
             sim("implement", "tool-use", "implement this plan: {{plan.result}}", needs=["plan"],
                 resume="{{plan.session_id}}"),
+            sim("codex-fix", "tool-use", "fix the failing test", agent="codex", model="gpt-5-codex", allowed_tools=[]),
+            sim("gemini-explore", "tool-use", "list the project files", agent="gemini", model="gemini-2.5-flash",
+                allowed_tools=[]),
         ],
     )
 

@@ -28,7 +28,9 @@ from orchestrator_pex.errors import ConfigError
 
 FIELDS = ("result", "session_id", "branch", "head", "status")
 WHEN = ("success", "on-failure", "always")
-PLACEHOLDER = re.compile(r"\{\{([A-Za-z0-9][A-Za-z0-9._-]{0,99})\.(" + "|".join(FIELDS) + r")\}\}")
+#: ``{{NAME.FIELD}}``: NAME is any instance name (1 to 200 printable characters, "." allowed) holding neither "{{"
+#: nor "}}"; the shortest NAME followed by ``.FIELD}}`` wins.
+PLACEHOLDER = re.compile(r"\{\{((?:(?!\{\{|\}\})[^\x00-\x1f\x7f-\x9f]){1,200}?)\.(" + "|".join(FIELDS) + r")\}\}")
 
 
 def placeholders(text: str) -> List[Tuple[str, str]]:

@@ -16,7 +16,8 @@ from typing import Dict, Iterable, Optional, Tuple
 
 BUSY_CPU = 0.25  # fraction of one CPU that makes a running instance count as busy
 SAMPLE_EVERY = 0.1  # seconds between CPU samples
-PEAK_RSS = {"claude": 256 << 20, "generic": 64 << 20}  # estimated peak memory of one instance
+PEAK_RSS = {"claude": 256 << 20, "codex": 128 << 20, "gemini": 256 << 20,  # estimated peak memory of one instance
+            "generic": 64 << 20}
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 

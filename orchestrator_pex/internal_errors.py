@@ -4,8 +4,9 @@ The error boundaries (one per instance in :mod:`orchestrator_pex.scheduler`, one
 :mod:`orchestrator_pex.runner`, one for the process in :mod:`orchestrator_pex.cli`) turn an unexpected exception
 into a record, a saved traceback and one line for the user. Guarantees of this module:
 
-* :func:`save` writes the full traceback to ``<run_dir>/internal-errors/<label>.txt`` (``label`` is an instance
-  name, or ``_run`` for the run itself: instance names cannot start with ``_``). The file is created with mode 0600
+* :func:`save` writes the full traceback to ``<run_dir>/internal-errors/<label>.txt`` (``label`` is an instance's
+  log stem — :func:`orchestrator_pex.results.log_stem`, which never starts with ``_`` — or ``_run`` for the run
+  itself). The file is created with mode 0600
   and without following a symlink planted at its name; secret values are masked when a ``scrub`` function is given.
   It never raises: if the file cannot be written it returns ``None`` (the caller still reports the error).
 * :func:`save_anywhere` is the same for a failure outside any run directory: a fresh ``mkstemp`` file (0600, unique

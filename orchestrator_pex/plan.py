@@ -1,9 +1,11 @@
 """Plan: turn a validated batch into launches — the exact argv, environment additions and limits of each instance.
 
-Nothing here starts a process. :func:`make_plan` resolves the agent executable, each generic instance's
-``argv[0]`` (against the PATH the instance will run with) and each working directory, and applies ``[defaults]``;
-:func:`preflight` checks, before anything starts, that the agent answers ``--version`` and that no instance asks
-for what cannot work (``bypassPermissions`` as root).
+Nothing here starts a process. :func:`make_plan` resolves each agent's executable (``claude``, ``codex``,
+``gemini``), each generic instance's ``argv[0]`` (against the PATH the instance will run with) and each working
+directory, and applies ``[defaults]``; each prompt instance's argv comes from its agent's dialect
+(:mod:`orchestrator_pex.agents`). :func:`preflight_agents` checks, before anything starts, that every agent the batch
+uses answers ``--version`` and that no instance asks for what cannot work (``bypassPermissions`` as root for Claude
+Code, a ``CODEX_HOME`` that is not an existing writable directory for Codex).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import attrs
 
-from orchestrator_pex.config import AGENT_SIM, Batch, Instance, Text, apply_defaults
+from orchestrator_pex.agents import AGENTS, dialect
+from orchestrator_pex.agents.claude import claude_argv
+from orchestrator_pex.config import AGENT_SIM, Batch, Instance, Prose, Text, apply_defaults
 from orchestrator_pex.errors import UsageError
 
 
@@ -24,7 +28,7 @@ class Launch:
     """One instance, ready to start: ``argv`` is executed directly (no shell)."""
 
     instance: Instance  # with defaults applied
-    kind: str  # "claude" (stream-json accounting) or "generic" (any program)
+    kind: str  # the agent ("claude", "codex", "gemini": its dialect's accounting) or "generic" (any program)
     argv: Tuple[str, ...]
     env_add: Dict[str, str]
     cwd: Optional[str]
@@ -40,6 +44,8 @@ class Plan:
     agent: Tuple[str, ...]  # how the Claude Code executable is invoked (may be the built-in demo agent)
     launches: Tuple[Launch, ...]
     forbidden_tools: Tuple[str, ...] = ()  # the site policy's, in every Claude instance's --disallowedTools
+    agents: Dict[str, Tuple[str, ...]] = attrs.field(factory=dict)  # every agent's argv prefix, by agent name
+    specs: Dict[str, str] = attrs.field(factory=dict)  # every agent's executable as given (``@agent-sim`` ...)
 
 
 def self_argv() -> Tuple[str, ...]:
@@ -91,14 +97,15 @@ def instance_path(inst: Instance) -> Optional[str]:
     return env["PATH"] if "PATH" in env else os.environ.get("PATH")
 
 
-def resolve_agent(spec: str, batch_dir: str) -> Tuple[str, ...]:
-    """The argv prefix that runs the agent named by ``claude =`` / ``--claude`` (a path, a name on PATH, or @agent-sim).
+def resolve_agent(spec: str, batch_dir: str, agent: str = "claude") -> Tuple[str, ...]:
+    """The argv prefix that runs the agent named by ``claude =`` / ``--claude`` (``codex``, ``gemini`` likewise):
+    a path, a name on PATH, or @agent-sim (which then speaks ``agent``'s dialect).
 
     A path is taken relative to ``batch_dir``; a name is searched on the orchestrator's PATH. Found: its absolute
     path (what preflight, the policy and every instance use). Not found: the name as given (preflight says so).
     """
     if spec == AGENT_SIM:
-        return (*self_argv(), "agent-sim")
+        return (*self_argv(), "agent-sim", *(("--dialect", agent) if agent != "claude" else ()))
     if os.sep in spec:
         path = spec if os.path.isabs(spec) else os.path.join(batch_dir, spec)
         return (find_program(path, None, None) or os.path.normpath(path),)
@@ -106,38 +113,10 @@ def resolve_agent(spec: str, batch_dir: str) -> Tuple[str, ...]:
     return (found or spec,)
 
 
-def claude_argv(agent: Tuple[str, ...], inst: Instance, forbidden: Sequence[str] = ()) -> Tuple[str, ...]:
-    """Claude Code's headless argv for ``inst``. The prompt goes right after ``-p`` unless it looks like an option.
-    ``forbidden`` (the site policy's ``forbidden_tools``) is added to the instance's ``--disallowedTools``."""
-    prompt = inst.prompt or ""
-    argv = [*agent, "-p"]
-    if not prompt.startswith("-"):
-        argv.append(prompt)
-    argv += ["--output-format", "stream-json", "--verbose"]
-    if inst.model:
-        argv += ["--model", inst.model]
-    if inst.permission_mode:
-        argv += ["--permission-mode", inst.permission_mode]
-    if inst.max_turns:
-        argv += ["--max-turns", str(inst.max_turns)]
-    if inst.session_id:
-        argv += ["--session-id", inst.session_id]
-    if inst.resume:
-        argv += ["--resume", inst.resume]
-    if inst.append_system_prompt:
-        argv += ["--append-system-prompt", inst.append_system_prompt]
-    if inst.allowed_tools:
-        argv += ["--allowedTools", ",".join(inst.allowed_tools)]
-    disallowed = list(dict.fromkeys([*(inst.disallowed_tools or ()), *forbidden]))  # the policy's merged in
-    if disallowed:
-        argv += ["--disallowedTools", ",".join(disallowed)]
-    if prompt.startswith("-"):
-        argv += ["--", prompt]
-    return tuple(argv)
-
-
-def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Sequence[str] = ()) -> Plan:
-    """Resolve every instance of ``batch``; ``claude`` (from the command line) overrides the batch's agent.
+def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Sequence[str] = (), *,
+              codex: Optional[str] = None, gemini: Optional[str] = None) -> Plan:
+    """Resolve every instance of ``batch``; ``claude``/``codex``/``gemini`` (from the command line) override the
+    batch's executables of those agents.
 
     A working directory becomes its ``realpath`` (relative ones against the batch file's folder). A generic
     instance's ``argv[0]`` becomes the absolute path the child would run (:func:`find_program`, with the PATH of
@@ -146,27 +125,42 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
     ``forbidden_tools`` are passed to every Claude instance as ``--disallowedTools`` (see :func:`claude_argv`).
     """
     batch_dir = os.path.dirname(batch.path) or os.getcwd()
-    agent = resolve_agent(claude or batch.claude, os.getcwd() if claude else batch_dir)
+    given = {"claude": claude, "codex": codex, "gemini": gemini}
+    specs = {name: given[name] or getattr(batch, name) for name in AGENTS}
+    prefixes = {name: resolve_agent(specs[name], os.getcwd() if given[name] else batch_dir, name) for name in AGENTS}
     launches = []
     for inst in apply_defaults(batch):
         cwd = inst.cwd
         if cwd is not None:
             cwd = os.path.realpath(os.path.join(batch_dir, cwd))
+        env_add = dict(inst.env or {})
         if inst.argv is not None:
             found = find_program(inst.argv[0], instance_path(inst), cwd)
             kind, argv = "generic", ((found, *inst.argv[1:]) if found else inst.argv)
+        elif (inst.agent or "claude") == "claude":
+            kind, argv = "claude", claude_argv(prefixes["claude"], inst, forbidden_tools)
         else:
-            kind, argv = "claude", claude_argv(agent, inst, forbidden_tools)
-        launches.append(Launch(instance=inst, kind=kind, argv=tuple(argv), env_add=dict(inst.env or {}), cwd=cwd))
-    return Plan(batch=batch, agent=agent, launches=tuple(launches), forbidden_tools=tuple(forbidden_tools))
+            kind = inst.agent or "claude"
+            agent_dialect = dialect(kind)
+            argv = agent_dialect.argv(prefixes[kind], inst)
+            env_add = {**agent_dialect.headless_env(inst), **env_add}
+        launches.append(Launch(instance=inst, kind=kind, argv=tuple(argv), env_add=env_add, cwd=cwd))
+    return Plan(batch=batch, agent=prefixes["claude"], launches=tuple(launches), agents=prefixes, specs=specs,
+                forbidden_tools=tuple(forbidden_tools))
 
 
 def forbid_tools(plan: Plan, forbidden: Sequence[str]) -> Plan:
     """``plan`` with ``forbidden`` (the site policy's ``forbidden_tools``) added to every Claude instance's
     ``--disallowedTools``, so a tool the batch does not mention is still unavailable (also once its placeholders
-    are filled: :func:`filled` uses ``plan.forbidden_tools``)."""
+    are filled: :func:`filled` uses ``plan.forbidden_tools``). Codex CLI and Gemini CLI have no way to forbid a
+    tool: a batch with such instances is refused (:class:`UsageError`, exit 2)."""
     if not forbidden:
         return plan
+    label = os.path.basename(plan.batch.path)
+    for i, one in enumerate(plan.launches):
+        if one.kind in ("codex", "gemini"):
+            raise UsageError(f"{label}: instances[{i}].agent: the site policy forbids tools "
+                             f"({', '.join(forbidden)}), which {one.kind} cannot be told to withhold")
     forbidden = tuple(dict.fromkeys([*plan.forbidden_tools, *forbidden]))
     launches = tuple(
         attrs.evolve(one, argv=claude_argv(plan.agent, one.instance, forbidden)) if one.kind == "claude" else one
@@ -180,7 +174,9 @@ def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> La
     of the instances it needs (:func:`orchestrator_pex.graph.fill`: one pass, as data, each argv element stays one
     element).
 
-    A Claude instance's argv is rebuilt with the plan's ``forbidden_tools``. A generic instance's ``argv[0]`` stays
+    A prompt instance's argv (and headless environment) is rebuilt through its agent's dialect, so a filled
+    ``session_id``/``resume`` that is not a UUID is mapped (:func:`orchestrator_pex.agents.session_uuid`) after
+    filling; a Claude instance's with the plan's ``forbidden_tools``. A generic instance's ``argv[0]`` stays
     the path :func:`make_plan` resolved; only when filling changed ``argv[0]`` or the ``PATH`` of its environment is
     it resolved again, the same way (:func:`find_program`), so what runs is an absolute path (a site policy with
     ``allowed_executables`` refuses such placeholders beforehand: :func:`orchestrator_pex.policy.check`)."""
@@ -191,7 +187,7 @@ def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> La
         return launch
     inst = attrs.evolve(
         inst,
-        prompt=Text(fill(inst.prompt, records)) if inst.prompt is not None else None,
+        prompt=Prose(fill(inst.prompt, records)) if inst.prompt is not None else None,
         argv=tuple(fill(a, records) for a in inst.argv) if inst.argv is not None else None,
         env={k: fill(v, records) for k, v in (inst.env or {}).items()},
         resume=Text(fill(inst.resume, records)) if inst.resume is not None else None,
@@ -204,17 +200,36 @@ def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> La
         elif argv:
             found = find_program(argv[0], instance_path(inst), launch.cwd)
             argv = (found, *argv[1:]) if found else argv
+        env_add = dict(inst.env or {})
+    elif launch.kind == "claude":
+        argv = claude_argv(plan.agents.get("claude") or plan.agent, inst, plan.forbidden_tools)
+        env_add = dict(inst.env or {})
     else:
-        argv = claude_argv(plan.agent, inst, plan.forbidden_tools)
-    return attrs.evolve(launch, instance=inst, argv=tuple(argv), env_add=dict(inst.env or {}))
+        agent_dialect = dialect(launch.kind)
+        argv = agent_dialect.argv(plan.agents[launch.kind], inst)
+        env_add = {**agent_dialect.headless_env(inst), **(inst.env or {})}
+    return attrs.evolve(launch, instance=inst, argv=tuple(argv), env_add=env_add)
 
 
 def preflight(plan: Plan, timeout: float = 30.0) -> Optional[str]:
-    """Check the run can start; return the agent's ``--version`` (None if no instance uses it).
+    """:func:`preflight_agents`, returning only Claude Code's ``--version`` (else the only agent's; None if none)."""
+    return version_of(preflight_agents(plan, timeout))
 
-    Raises :class:`UsageError` (exit 2, nothing started) if the agent is missing or does not answer, if a working
-    directory is missing, or if an instance asks for ``bypassPermissions`` while running as root (Claude Code
-    refuses that itself, after start-up: better to say so before anything runs).
+
+def version_of(versions: Dict[str, str]) -> Optional[str]:
+    """The one ``agent_version`` of a results document: Claude Code's if used, else the first agent's."""
+    if "claude" in versions:
+        return versions["claude"]
+    return next(iter(versions.values()), None)
+
+
+def preflight_agents(plan: Plan, timeout: float = 30.0) -> Dict[str, str]:
+    """Check the run can start; return each used agent's ``--version`` line, by agent name, in batch order.
+
+    Raises :class:`UsageError` (exit 2, nothing started) if an agent is missing or does not answer, if a working
+    directory is missing, if an instance asks for ``bypassPermissions`` while running as root (Claude Code
+    refuses that itself, after start-up: better to say so before anything runs), or if a Codex instance's
+    ``CODEX_HOME`` is not an existing writable directory.
     """
     problems = []
     label = os.path.basename(plan.batch.path)
@@ -229,6 +244,10 @@ def preflight(plan: Plan, timeout: float = 30.0) -> Optional[str]:
             problems.append(f"{label}: instances[{i}].cwd: no such directory: {launch.cwd}")
         if launch.kind == "generic" and not _executable(launch.argv[0]):
             problems.append(f"{label}: instances[{i}].argv: program not found or not executable: {launch.argv[0]}")
+        if launch.kind == "codex":
+            problem = _codex_home_problem(launch.env_add)
+            if problem:
+                problems.append(f"{label}: instances[{i}].env.CODEX_HOME: {problem}")
     if any(launch.instance.workspace == "worktree" for launch in plan.launches):
         from orchestrator_pex import workspace
 
@@ -236,29 +255,45 @@ def preflight(plan: Plan, timeout: float = 30.0) -> Optional[str]:
         problems += [f"{label}: {p}" for p in workspace.preflight(plan.launches, batch_dir)]
     if problems:
         raise UsageError("; ".join(problems) if len(problems) == 1 else "\n  ".join(["preflight failed:", *problems]))
-    if not any(launch.kind == "claude" for launch in plan.launches):
-        return None
-    if plan.batch.claude == AGENT_SIM and plan.agent[-1] == "agent-sim":  # built in: nothing to probe
-        from orchestrator_pex.agent_sim import VERSION
+    versions: Dict[str, str] = {}
+    for launch in plan.launches:
+        if launch.kind != "generic" and launch.kind not in versions:
+            versions[launch.kind] = _probe(plan, launch.kind, timeout)
+    return versions
 
-        return f"{VERSION} (agent-sim, orchestrator-pex demo agent)"
-    if not _executable(plan.agent[0]):
-        raise UsageError(
-            f"agent executable not found: {plan.agent[0]} (install Claude Code, put `claude` on PATH, "
-            "or give its path with --claude PATH or `claude =` in the batch file)"
-        )
+
+def _probe(plan: Plan, agent: str, timeout: float) -> str:
+    """``agent --version``'s first line; UsageError if it is missing or does not answer."""
+    prefix = plan.agents.get(agent) or plan.agent
+    if plan.specs.get(agent, plan.batch.claude if agent == "claude" else None) == AGENT_SIM \
+            and "agent-sim" in prefix:  # built in: nothing to probe
+        from orchestrator_pex.agent_sim import version_line
+
+        return version_line(agent)
+    if not _executable(prefix[0]):
+        raise UsageError(f"agent executable not found: {prefix[0]} ({dialect(agent).install_hint} in the batch file)")
     try:
-        done = subprocess.run(
-            [*plan.agent, "--version"], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout
-        )
+        done = subprocess.run([*prefix, "--version"], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise UsageError(f"agent did not answer --version within {timeout:g}s: {plan.agent[0]}") from None
+        raise UsageError(f"agent did not answer --version within {timeout:g}s: {prefix[0]}") from None
     except OSError as exc:
-        raise UsageError(f"agent cannot be started: {plan.agent[0]}: {exc.strerror}") from None
+        raise UsageError(f"agent cannot be started: {prefix[0]}: {exc.strerror}") from None
     text = done.stdout.decode("utf-8", "replace").strip()
     if done.returncode != 0 or not text:
-        raise UsageError(f"agent failed `--version` (exit status {done.returncode}): {plan.agent[0]}")
+        raise UsageError(f"agent failed `--version` (exit status {done.returncode}): {prefix[0]}")
     return text.splitlines()[0]
+
+
+def _codex_home_problem(env_add: Dict[str, str]) -> Optional[str]:
+    """Codex needs ``CODEX_HOME`` (when set) to be an existing, writable directory; it does not create it."""
+    home = env_add.get("CODEX_HOME", os.environ.get("CODEX_HOME"))
+    if not home:
+        return None
+    if not os.path.isdir(home):
+        return f"no such directory: {home} (Codex CLI needs an existing CODEX_HOME)"
+    if not os.access(home, os.W_OK | os.X_OK):
+        return f"not writable: {home}"
+    return None
 
 
 def _is_root() -> bool:

@@ -3,7 +3,10 @@
 The Claude Code ``result`` event carries its own ``total_cost_usd``; these prices are used while an instance is
 running, for an instance that ended without a usable result cost (``cost_source = "estimate"``), and to check that
 the result's cost is not below what its streamed usage costs (``cost_source = "stream"``; see accounting.py).
-:func:`estimate_cost` is finite and non-negative for validated (non-negative, bounded) token counts.
+:func:`estimate_cost` is finite and non-negative for validated (non-negative, bounded) token counts. Codex CLI and
+Gemini CLI report no money: their cost is always this estimate. The table is versioned (:data:`PRICING_VERSION`,
+recorded in every results document); a change of any price changes the version. OpenAI and Google charge no cache
+write surcharge: their ``cache_write`` is the input price. Reasoning/thinking tokens are output tokens.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ class Price(NamedTuple):
     cache_read: float
 
 
+#: The version of this table, recorded as ``pricing_version`` in results.
+PRICING_VERSION = "2026-11-29"
+
 # Most specific prefix first; matched against the model id the CLI reports.
 _PRICES = (
     ("claude-opus-4-5", Price(5.0, 25.0, 6.25, 0.50)),
@@ -29,6 +35,19 @@ _PRICES = (
     ("claude-haiku-4", Price(1.0, 5.0, 1.25, 0.10)),
     ("claude-3-5-haiku", Price(0.80, 4.0, 1.0, 0.08)),
     ("claude-haiku", Price(1.0, 5.0, 1.25, 0.10)),
+    # OpenAI (Codex CLI)
+    ("gpt-5-mini", Price(0.25, 2.0, 0.25, 0.025)),
+    ("gpt-5-nano", Price(0.05, 0.40, 0.05, 0.005)),
+    ("gpt-5", Price(1.25, 10.0, 1.25, 0.125)),
+    ("codex-mini", Price(1.50, 6.0, 1.50, 0.375)),
+    ("o4-mini", Price(1.10, 4.40, 1.10, 0.275)),
+    ("gpt-4.1-mini", Price(0.40, 1.60, 0.40, 0.10)),
+    ("gpt-4.1", Price(2.0, 8.0, 2.0, 0.50)),
+    # Google (Gemini CLI); the pro tiers at their prices for prompts above 200k tokens (never understated)
+    ("gemini-2.5-flash-lite", Price(0.10, 0.40, 0.10, 0.025)),
+    ("gemini-2.5-flash", Price(0.30, 2.50, 0.30, 0.075)),
+    ("gemini-2.5-pro", Price(2.50, 15.0, 2.50, 0.625)),
+    ("gemini-3-pro", Price(4.0, 18.0, 4.0, 0.40)),
 )
 #: Used for a model the table does not know: the most expensive current tier, so an estimate never understates.
 FALLBACK = Price(15.0, 75.0, 18.75, 1.50)

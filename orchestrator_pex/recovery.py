@@ -1,11 +1,13 @@
 """Recovering the spend of attempts that never recorded an end (the orchestrator was killed under them).
 
 Every ``instance_started`` event the scheduler writes carries ``stdout_offset``: the size of the instance's raw
-stdout log (``logs/NAME.stdout``) just before that attempt started, so the bytes from that offset to the next
+stdout log (``logs/STEM.stdout``, :func:`orchestrator_pex.results.log_stem`) just before that attempt started,
+so the bytes from that offset to the next
 attempt's offset (or to the end of the file) are exactly that attempt's output. When the journal shows an
 instance's ``instance_started`` events with no ``instance_finished`` after them (see
 :attr:`orchestrator_pex.journal.RunState.unfinished`), :func:`recover` re-reads each such attempt's part of the log
-with the same reader the live run uses (:class:`~orchestrator_pex.accounting.Accounting`, lines longer than
+with the same reader the live run used (the agent dialect's, named by the event's ``agent``; Claude Code's
+:class:`~orchestrator_pex.accounting.Accounting` when absent), lines longer than
 :data:`~orchestrator_pex.runtime.DEFAULT_MAX_LINE` skipped) and returns a record holding their tokens, cost and
 tools, added on top of the instance's last recorded ``instance_finished`` record when there is one.
 
@@ -40,10 +42,14 @@ def _offset(event: Dict[str, Any]) -> Optional[int]:
 
 
 def read_attempt(path: str, start: int, end: Optional[int], number: int = 1,
-                 max_line: int = DEFAULT_MAX_LINE) -> Attempt:
-    """An :class:`Attempt` whose accounting holds the lines of ``path`` between byte ``start`` and ``end`` (EOF if
-    None). A line that is cut by ``end`` or longer than ``max_line`` is skipped, as the live reader does."""
-    attempt = Attempt(number)
+                 max_line: int = DEFAULT_MAX_LINE, agent: Optional[str] = None) -> Attempt:
+    """An :class:`Attempt` whose accounting (``agent``'s reader) holds the lines of ``path`` between byte ``start``
+    and ``end`` (EOF if None). A line that is cut by ``end`` or longer than ``max_line`` is skipped, as the live
+    reader does."""
+    from orchestrator_pex.agents import new_reader
+
+    agent_name = agent if isinstance(agent, str) else None
+    attempt = Attempt(number, new_reader(agent_name))
     with open(path, "rb") as f:
         f.seek(start)
         left = None if end is None else max(0, end - start)
@@ -81,7 +87,8 @@ def recover(run_dir: str, name: str, starts: Sequence[Dict[str, Any]],
     from orchestrator_pex import results
     from orchestrator_pex.lock import untrusted
 
-    path = os.path.join(run_dir, "logs", f"{name}.stdout")
+    stem = results.log_stem(name)
+    path = os.path.join(run_dir, "logs", f"{stem}.stdout")
     try:
         problem = untrusted(os.path.join(run_dir, "logs"), directory=True) or untrusted(path, directory=False)
         size = os.path.getsize(path)
@@ -98,13 +105,15 @@ def recover(run_dir: str, name: str, starts: Sequence[Dict[str, Any]],
         later = [o for o in offsets[i + 1:] if o is not None]
         end = later[0] if later else None
         try:
-            attempts.append(read_attempt(path, start, end, number=i + 1))
+            attempts.append(read_attempt(path, start, end, number=i + 1, agent=starts[i].get("agent")))
         except OSError as exc:
             return None, [f"{path}: cannot read it to recover the spend of interrupted attempts: "
                           f"{exc.strerror or exc}"]
         previous_end = end if end is not None else size
     record = results.instance_record(name, "cancelled", attempts, stdout_log=path,
-                                     stderr_log=os.path.join(run_dir, "logs", f"{name}.stderr"))
+                                     stderr_log=os.path.join(run_dir, "logs", f"{stem}.stderr"),
+                                     agent=next((s.get("agent") for s in reversed(starts)
+                                                 if isinstance(s.get("agent"), str)), None))
     if earlier is not None and isinstance(earlier.get("tokens"), dict):
         record = results.carry(record, earlier)
     return record, []

@@ -15,7 +15,9 @@ nothing was spent.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
+import re
 import secrets
 import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -29,6 +31,24 @@ TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read")
 ENV_RESULTS_DIR = "ORCHESTRATOR_PEX_RESULTS_DIR"
 #: version of the machine interfaces (results and merged documents, journal and --json-logs events): see schemas/
 SCHEMA_VERSION = 1
+
+
+_PLAIN_STEM = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")  # always fullmatch
+
+
+def log_stem(name: str) -> str:
+    """The file name stem of an instance's logs: safe and collision-free, also on case-insensitive filesystems.
+
+    A name of lower-case ASCII letters, digits, ".", "_" and "-" (starting with a letter or digit) is its own stem.
+    Any other name becomes ``SLUG~HASH``: SLUG is the name lower-cased with every run of other characters replaced
+    by "-" (at most 40 characters, may be empty), HASH the first 12 hex digits of the SHA-256 of the exact name
+    (UTF-8). "~" never occurs in a plain stem and both parts are lower case, so distinct names never share a stem
+    (up to a 48-bit hash collision).
+    """
+    if _PLAIN_STEM.fullmatch(name):
+        return name
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")[:40]
+    return f"{slug}~{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def default_results_dir() -> str:
@@ -68,6 +88,8 @@ def instance_record(
     stderr_log: Optional[str],
     error: Optional[str] = None,
     workspace: Optional[Dict[str, Any]] = None,
+    agent: Optional[str] = None,
+    session_name: Optional[str] = None,
 ) -> Dict[str, Any]:
     """One entry of ``instances``: every attempt's tokens and cost are summed (retries are never free).
 
@@ -77,10 +99,18 @@ def instance_record(
     tools: Dict[str, int] = {}
     cost = 0.0
     sources = set()
+    reasoning: Optional[int] = None
+    models: List[str] = []
     for a in attempts:
         acct = a.acct
         for key, value in acct.tokens().items():
             tokens[key] += value
+        part = getattr(acct, "reasoning", None)
+        if part is not None:
+            reasoning = (reasoning or 0) + part
+        for model in getattr(acct, "models", None) or ([acct.model] if acct.model else []):
+            if model not in models:
+                models.append(model)
         for tool, count in acct.tools.items():
             tools[tool] = tools.get(tool, 0) + count
         if acct.total_tokens or acct.result_cost is not None:
@@ -93,6 +123,7 @@ def instance_record(
     finished = last.finished_at if last else None
     return {
         "name": name,
+        "agent": agent,
         "status": status,
         "exit_code": last.exit_code if last else None,
         "started_at": iso(started),
@@ -102,13 +133,17 @@ def instance_record(
         "tokens": tokens,
         "cost_usd": round(cost, 6),
         "cost_source": _weakest(sources),
+        "reasoning_tokens": reasoning,
         "model": acct.model if acct else None,
+        "models": sorted(models),
         "tools": fold_tools(tools),
         "session_id": acct.session_id if acct else None,
+        "session_name": session_name,
         "num_turns": acct.num_turns if acct else None,
         "result": acct.result_text if acct else None,
         "error": error if error is not None else (last.error if last else None),
         "api_error_status": acct.api_error_status if acct else None,
+        "agent_usage": getattr(acct, "final_usage", None) if acct else None,
         "skipped_lines": sum(a.skipped_lines for a in attempts),
         "stdout_log": stdout_log,
         "stderr_log": stderr_log,
@@ -127,6 +162,8 @@ def carry(record: Dict[str, Any], earlier: Dict[str, Any]) -> Dict[str, Any]:
     out["cost_usd"] = round((record["cost_usd"] or 0.0) + (earlier.get("cost_usd") or 0.0), 6)
     sources = {record.get("cost_source"), earlier.get("cost_source")} - {None}
     out["cost_source"] = _weakest(sources)
+    parts = [r.get("reasoning_tokens") for r in (record, earlier) if r.get("reasoning_tokens") is not None]
+    out["reasoning_tokens"] = sum(parts) if parts else None
     out["attempts"] = record["attempts"] + (earlier.get("attempts") or 0)
     out["started_at"] = earlier.get("started_at") or record["started_at"]
     return out

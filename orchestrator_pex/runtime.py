@@ -36,7 +36,7 @@ import select
 import signal
 import subprocess
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import trio
 
@@ -101,9 +101,10 @@ class Attempt:
         "exit_code", "stop_reason", "error", "skipped_lines", "scope",
     )
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, acct: Optional[Any] = None) -> None:
         self.number = number
-        self.acct = Accounting()
+        #: the agent dialect's reader (:mod:`orchestrator_pex.agents`); Claude Code's Accounting by default
+        self.acct = acct if acct is not None else Accounting()
         self.pid: Optional[int] = None
         self.started_at = self.finished_at = 0.0  # wall clock (time.time())
         self.started_mono = self.last_output_mono = 0.0

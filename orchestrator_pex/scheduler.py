@@ -39,6 +39,7 @@ import attrs
 import trio
 
 from orchestrator_pex import errors, graph, internal_errors, results
+from orchestrator_pex.agents import dialect
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
@@ -79,16 +80,21 @@ def classify(launch: Launch, attempt: Attempt) -> str:
     if attempt.stop_reason:
         return attempt.stop_reason
     acct = attempt.acct
-    if launch.kind == "claude" or acct.result_seen:
+    agent = launch.kind != "generic"  # an agent dialect: a run without its final event did not finish
+    if agent or acct.result_seen:
         if acct.is_error and acct.api_error_status:
             attempt.error = f"API error {acct.api_error_status}: {(acct.result_text or '')[:300]}".rstrip(": ")
             return "api-error"
         if acct.is_error:
             attempt.error = attempt.error or f"agent reported an error: {(acct.result_text or '')[:300]}"
             return "failed"
-        if attempt.exit_code == 0 and launch.kind == "claude" and not acct.result_seen:
+        if attempt.exit_code == 0 and agent and not acct.result_seen:
             attempt.error = "exited 0 without a result event"
             return "failed"
+        if agent and not acct.result_seen and attempt.exit_code:
+            hint = dialect(launch.kind).exit_hints.get(attempt.exit_code)
+            if hint:
+                attempt.error = f"{hint}: {attempt.error}" if attempt.error else hint
     return "succeeded" if attempt.exit_code == 0 else "failed"
 
 
@@ -98,6 +104,18 @@ def _cancellation(exc: BaseException) -> bool:
         return True
     inner = getattr(exc, "exceptions", None) or ()
     return bool(inner) and all(_cancellation(e) for e in inner)
+
+
+def _session_name(launch: Launch) -> Optional[str]:
+    """The batch's own session name when it was mapped to a UUID for the agent (zen names), else None."""
+    from orchestrator_pex.agents import session_uuid
+
+    inst = launch.instance
+    if inst.session_id and launch.kind in ("claude", "gemini") and session_uuid(inst.session_id) != inst.session_id:
+        return inst.session_id
+    if inst.resume and launch.kind == "claude" and session_uuid(inst.resume) != inst.resume:
+        return inst.resume
+    return None
 
 
 class Scheduler:
@@ -234,7 +252,7 @@ class Scheduler:
                        "interrupted": "not started: the run was interrupted"}.get(self.stopped or "")
                 earlier = self.carried.get(state.launch.name)  # resumed, but not started again: nothing changed
                 state.status = earlier["status"] if earlier else "not-started"
-                state.record = earlier or results.not_started(state.launch.name, why)
+                state.record = earlier or {**results.not_started(state.launch.name, why), "agent": state.launch.kind}
                 await self._emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
         return [s.record for s in self.states]
 
@@ -305,8 +323,10 @@ class Scheduler:
         inst = launch.instance
         name = launch.name
         logs = os.path.join(self.run_dir, "logs")
-        stdout_log = os.path.join(logs, f"{name}.stdout")
-        stderr_log = os.path.join(logs, f"{name}.stderr")
+        stem = results.log_stem(name)
+        stdout_log = os.path.join(logs, f"{stem}.stdout")
+        stderr_log = os.path.join(logs, f"{stem}.stderr")
+        reader = dialect(launch.kind).reader if launch.kind != "generic" else None
         env = {**self.env_base, **launch.env_add}
         status = "failed"
         error: Optional[str] = None  # set by the boundaries below; else the last attempt's error
@@ -338,12 +358,13 @@ class Scheduler:
                         self.stopped]
                     return
             for number in range(1, (inst.retries or 0) + 2):
-                attempt = Attempt(number)
+                attempt = Attempt(number, reader(inst.model) if reader is not None else None)
                 state.attempts.append(attempt)
                 state.status = "running"
                 # where this attempt's output starts in the raw log: resume re-reads it if no end gets recorded
                 await self._emit({"event": "instance_started", "name": name, "attempt": number,
-                                  "at": results.iso(time.time()), "stdout_offset": _size(stdout_log)})
+                                  "at": results.iso(time.time()), "stdout_offset": _size(stdout_log),
+                                  "agent": launch.kind})
                 try:
                     await run_attempt(
                         attempt, launch.argv, env=env, cwd=launch.cwd, stdout_log=stdout_log, stderr_log=stderr_log,
@@ -401,6 +422,7 @@ class Scheduler:
             state.record = results.instance_record(
                 name, status, state.attempts, stdout_log=stdout_log if state.attempts else None,
                 stderr_log=stderr_log if state.attempts else None, error=error, workspace=ws_record,
+                agent=launch.kind, session_name=_session_name(launch),
             )
             if name in self.carried:
                 state.record = results.carry(state.record, self.carried[name])
@@ -414,7 +436,7 @@ class Scheduler:
     def _internal_error(self, name: str, exc: BaseException) -> str:
         """Save ``exc``'s traceback under the run directory; the record's ``error`` (``internal error: ...``)."""
         scrub = self._redactor.scrub if self._redactor is not None else None
-        path = internal_errors.save(self.run_dir, name, exc, scrub)
+        path = internal_errors.save(self.run_dir, results.log_stem(name), exc, scrub)
         where = f"traceback in {os.path.relpath(path, self.run_dir)}" if path else "the traceback could not be saved"
         message = f"{internal_errors.PREFIX} {internal_errors.summary(exc)} ({where})"
         self._warn(f"{name}: {message}")

@@ -3,8 +3,9 @@
 An instance with ``workspace = "worktree"`` runs in its own ``git worktree`` of ``repo`` (default: the repository
 holding the instance's ``cwd``), on a new branch made from ``base`` (a ref; default ``HEAD``). Guarantees:
 
-* **Where.** The worktree is ``RUN_DIR/worktrees/NAME`` (the run directory under the results directory); its branch
-  is :func:`branch_name` — ``orchestrator-pex/RUN_ID/NAME`` (characters git refuses in a ref become ``-``). The
+* **Where.** The worktree is ``RUN_DIR/worktrees/STEM`` (the run directory under the results directory; STEM is the
+  instance's log stem, :func:`orchestrator_pex.results.log_stem`, so no name leaves that folder); its branch
+  is :func:`branch_name` — ``orchestrator-pex/RUN_ID/STEM`` (characters git refuses in a ref become ``-``). The
   instance's working directory is the same sub-folder of the worktree as its ``cwd`` is of the repository.
 * **Base.** Every ``(repo, base)`` pair is resolved to a commit once, when the batch starts, and journaled
   (``workspace_bases``); a resumed run uses the commits the first session recorded, so every instance of a run
@@ -48,6 +49,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import attrs
 
 from orchestrator_pex import untrusted
+from orchestrator_pex.results import log_stem
 
 WORKTREES = "worktrees"
 MAX_PATHS = 10_000  #: the record lists at most this many changed paths (``files`` counts them all)
@@ -97,7 +99,8 @@ def git(cwd: str, *args: str, check: bool = True) -> str:
 
 
 def branch_name(run_id: str, name: str) -> str:
-    """``orchestrator-pex/RUN_ID/NAME`` with what git refuses in a ref name replaced by ``-``."""
+    """``orchestrator-pex/RUN_ID/NAME`` with what git refuses in a ref name replaced by ``-`` (callers pass the
+    instance's :func:`~orchestrator_pex.results.log_stem` as NAME, so distinct instances get distinct branches)."""
 
     def part(text: str) -> str:
         text = re.sub(r"[^A-Za-z0-9._-]", "-", text)
@@ -237,8 +240,9 @@ class Manager:
         key = (spec.repo, spec.base)
         base = self.bases.get(key) or resolve(spec.repo, spec.base)
         self.bases.setdefault(key, base)
-        path = os.path.join(os.path.realpath(self.root), name)
-        branch = branch_name(self.run_id, name)
+        # the directory and branch derive from the log stem: an instance name may hold "/", ".." or any script
+        path = os.path.join(os.path.realpath(self.root), log_stem(name))
+        branch = branch_name(self.run_id, log_stem(name))
         earlier = self.created.get(name)
         if earlier is not None:
             base = str(earlier.get("base") or base)

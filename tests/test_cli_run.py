@@ -208,7 +208,7 @@ def test_init_writes_valid_batches_and_never_overwrites(cli, tmp_path):
     assert (tmp_path / "b.toml").read_bytes() == before
     assert cli("init", str(tmp_path / "demo.toml"), "--demo").returncode == 0
     proc = cli("validate", str(tmp_path / "demo.toml"))
-    assert proc.returncode == 0 and b"8 instances (8 claude)" in proc.stdout
+    assert proc.returncode == 0 and b"10 instances (8 claude, 1 codex, 1 gemini)" in proc.stdout
     proc = cli("init", "-")
     assert proc.returncode == 0 and proc.stdout == before
 

@@ -51,9 +51,10 @@ session_id = "0d6f0b1e-3c1b-4a53-9b33-1c1e0f4d2a10"
 
 
 def test_claude_argv_minimal_and_resume():
+    # "abc" is not a UUID: Claude Code gets the stable uuid5 of it (see test_agents.py for the derivation)
     plan = plan_of(f'claude = "{AGENT}"\n[[instances]]\nname = "a"\nprompt = "/review"\nresume = "abc"\n')
     assert plan.launches[0].argv == (AGENT, "-p", "/review", "--output-format", "stream-json", "--verbose",
-                                     "--resume", "abc")
+                                     "--resume", "fba5b97c-27cc-54d5-a398-b8217b439e6b")
 
 
 def test_prompt_starting_with_dash_goes_after_double_dash():

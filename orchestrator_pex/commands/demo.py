@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from orchestrator_pex import examples
-    from orchestrator_pex.commands.run import launch
+    from orchestrator_pex.commands.run import agent_overrides, launch
     from orchestrator_pex.config import parse_batch
     from orchestrator_pex.plan import make_plan
     from orchestrator_pex.results import default_results_dir
@@ -32,6 +32,6 @@ def main(args: argparse.Namespace) -> int:
     for name in os.listdir(demo_dir):  # the flaky instance counts its attempts here
         if name.endswith(".state"):
             os.unlink(os.path.join(demo_dir, name))
-    plan = make_plan(parse_batch(text.encode(), path), args.claude)
+    plan = make_plan(parse_batch(text.encode(), path), args.claude, **agent_overrides(args))
     args.results_dir = results_dir
     return launch(plan, args)

@@ -83,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
         verify_run_dir(run_dir)
         state, _ = journal.load_run(run_dir)
         verify_logs(run_dir, state)
-        from orchestrator_pex.commands.run import _shard_plan, check_policy, launch
+        from orchestrator_pex.commands.run import _shard_plan, agent_overrides, check_policy, launch
         from orchestrator_pex.errors import RunDirError
         from orchestrator_pex.plan import make_plan
 
@@ -95,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
                 or state.run_meta.get("started_at")}
         plan = None
         if batch is not None:
-            plan = make_plan(batch, args.claude)
+            plan = make_plan(batch, args.claude, **agent_overrides(args))
             shard = state.run_meta.get("shard")
             if isinstance(shard, dict) and isinstance(shard.get("index"), int) and \
                     isinstance(shard.get("count"), int):
@@ -176,10 +176,12 @@ def verify_run_dir(run_dir: str) -> None:
 
 def verify_logs(run_dir: str, state: journal.RunState) -> None:
     """Refuse (exit 2) the raw stdout logs resume re-reads for interrupted attempts' spend, if untrusted."""
+    from orchestrator_pex.results import log_stem
+
     if state.unfinished:
         _refuse_untrusted(os.path.join(run_dir, "logs"), "logs directory", directory=True)
     for name in state.unfinished:
-        _refuse_untrusted(os.path.join(run_dir, "logs", f"{name}.stdout"), "raw stdout log")
+        _refuse_untrusted(os.path.join(run_dir, "logs", f"{log_stem(name)}.stdout"), "raw stdout log")
 
 
 def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ignore[no-untyped-def]

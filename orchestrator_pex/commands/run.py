@@ -31,7 +31,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json-logs", action="store_true", help="the same as --progress json")
     p.add_argument("--results-dir", metavar="DIR",
                    help="where run directories go (default: $ORCHESTRATOR_PEX_RESULTS_DIR or ./orchestrator-runs)")
-    p.add_argument("--claude", metavar="PATH", help="Claude Code executable (default: batch `claude =`, else PATH)")
+    add_agent_options(p)
     p.add_argument("--concurrency", type=_positive_int, metavar="N",
                    help="hard cap on instances running at once (default: batch, else 32; headroom decides below it)")
     p.add_argument("--stagger", type=_seconds, metavar="SECONDS", help="minimum time between two launches")
@@ -44,6 +44,18 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     from orchestrator_pex.lock import add_lock_arguments
 
     add_lock_arguments(p)
+
+
+def add_agent_options(p: argparse.ArgumentParser) -> None:
+    """``--claude``, ``--codex``, ``--gemini``: each agent's executable, overriding the batch file's."""
+    p.add_argument("--claude", metavar="PATH", help="Claude Code executable (default: batch `claude =`, else PATH)")
+    p.add_argument("--codex", metavar="PATH", help="Codex CLI executable (default: batch `codex =`, else PATH)")
+    p.add_argument("--gemini", metavar="PATH", help="Gemini CLI executable (default: batch `gemini =`, else PATH)")
+
+
+def agent_overrides(args: argparse.Namespace) -> dict:
+    """The ``codex``/``gemini`` keyword arguments of :func:`~orchestrator_pex.plan.make_plan` from ``args``."""
+    return {"codex": getattr(args, "codex", None), "gemini": getattr(args, "gemini", None)}
 
 
 def _positive_int(text: str) -> int:
@@ -78,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
 
         parse_start_at(args.start_at, datetime.datetime.now().astimezone())
     batch = load_batch(args.batch)
-    plan = make_plan(batch, args.claude)
+    plan = make_plan(batch, args.claude, **agent_overrides(args))
     meta = {}
     shard = _shard(args)
     if shard is not None:
@@ -178,17 +190,19 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
     import trio
 
     from orchestrator_pex import guardian, report, runner
-    from orchestrator_pex.plan import preflight
+    from orchestrator_pex.plan import preflight_agents, version_of
+    from orchestrator_pex.pricing import PRICING_VERSION
     from orchestrator_pex.results import default_results_dir
     from orchestrator_pex.secrets import Redactor
     from orchestrator_pex.start_at import parse_start_at
 
     when = parse_start_at(start_at, datetime.datetime.now().astimezone()) if start_at else None
-    agent_version = preflight(plan)
+    agent_versions = preflight_agents(plan)
+    agent_version = version_of(agent_versions)
     results_dir = args.results_dir or _batch_relative(plan.batch, plan.batch.results_dir) or default_results_dir()
     redactor = Redactor.from_env(None, *(l.env_add for l in plan.launches))
     run_id, run_dir, facts = runner.prepare_run_dir(results_dir, plan.batch.path, run_id, redactor)
-    meta = {**facts, **(meta or {})}
+    meta = {**facts, "agent_versions": agent_versions, "pricing_version": PRICING_VERSION, **(meta or {})}
     console = report.Console(runner.console_mode(args), scrub=redactor.scrub)
     with guardian.protect(run_dir, held_lock, grace=plan.batch.grace_period) as safe:  # journal + orphan guardian
         doc, status = trio.run(
@@ -227,6 +241,7 @@ def _batch_relative(batch, path):
 
 
 def print_dry_run(plan, out) -> None:
+    from orchestrator_pex.agents import session_uuid
     from orchestrator_pex.errors import plural
     from orchestrator_pex.secrets import Redactor, redact_env
 
@@ -251,6 +266,12 @@ def print_dry_run(plan, out) -> None:
                   f"branch orchestrator-pex/RUN_ID/{launch.name}, keep {inst.keep}, commit "
                   f"{'true' if inst.commit else 'false'}", file=out)
         print(f"  argv: {scrub(shlex.join(launch.argv))}", file=out)
+        for key in ("session_id", "resume"):
+            value = getattr(inst, key)
+            mapped = launch.kind == "claude" or (launch.kind == "gemini" and key == "session_id")
+            if value and mapped and session_uuid(value) != value:
+                print(f"  {key}: {json.dumps(value, ensure_ascii=False)} -> {session_uuid(value)} "
+                      "(uuid5 of the name: not a UUID)", file=out)
         if launch.cwd:
             print(f"  cwd:  {scrub(launch.cwd)}", file=out)
         for key, value in sorted(redact_env(launch.env_add).items()):  # by name, then by value

@@ -7,20 +7,22 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("batch", help="batch file (TOML, or zen JSON)")
-    p.add_argument("--claude", metavar="PATH", help="Claude Code executable to plan with")
+    from orchestrator_pex.commands.run import add_agent_options
+
+    add_agent_options(p)
     p.add_argument("--policy", metavar="FILE",
                    help="site policy to check against (default: $ORCHESTRATOR_PEX_POLICY, else "
                         "/etc/orchestrator-pex/policy.toml if present)")
 
 
 def main(args: argparse.Namespace) -> int:
-    from orchestrator_pex.commands.run import check_policy
+    from orchestrator_pex.commands.run import agent_overrides, check_policy
     from orchestrator_pex.config import load_batch
     from orchestrator_pex.errors import plural
     from orchestrator_pex.plan import make_plan
 
     batch = load_batch(args.batch)
-    plan = make_plan(batch, args.claude)
+    plan = make_plan(batch, args.claude, **agent_overrides(args))
     check_policy(plan, args)
     kinds = {}
     for launch in plan.launches:

@@ -91,7 +91,8 @@ def api_key() -> str:
 def clean_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """This process's environment minus ANTHROPIC_*/CLAUDE_* and orchestrator settings, plus ``extra``."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ANTHROPIC_", "CLAUDE_", "ORCHESTRATOR_PEX_"))}
+           if not k.startswith(("ANTHROPIC_", "CLAUDE_", "ORCHESTRATOR_PEX_", "OPENAI_", "CODEX_", "GEMINI_",
+                                "GOOGLE_"))}
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["TERM"] = "dumb"
     env.update(extra or {})
@@ -179,7 +180,8 @@ def run_orchestrator(tmp_path_factory, api_key: str):
 
     def run(batch: Path, *args: str, timeout: float = 300) -> E2ERun:
         results = base / f"runs-{uuid.uuid4().hex[:8]}"
-        env = clean_env({"HOME": str(home), "ANTHROPIC_API_KEY": api_key})
+        env = clean_env({"HOME": str(home), "ANTHROPIC_API_KEY": api_key, "OPENAI_API_KEY": api_key,
+                         "GEMINI_API_KEY": api_key})
         proc = subprocess.run(
             [sys.executable, "-m", "orchestrator_pex", "run", str(batch), "--json", "--results-dir", str(results),
              *args],
@@ -242,3 +244,115 @@ def cli_report(events: List[Dict[str, Any]]) -> Dict[str, Any]:
         "model": inits[-1].get("model") if inits else None,
         "tools": dict(sorted(Counter(tool_ids.values()).items())),
     }
+
+
+# -- Codex CLI and Gemini CLI (issue 12) ----------------------------------------------------------------------------
+
+INSTALL_NPM_AGENT = ROOT / "scripts" / "install-npm-agent"
+
+
+def _load_support(name: str):
+    spec = importlib.util.spec_from_file_location(f"e2e_{name}", ROOT / "tests" / "support" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+mock_openai = _load_support("mock_openai")
+mock_gemini = _load_support("mock_gemini")
+
+
+def _install_npm_agent(agent: str) -> str:
+    """The pinned real ``agent`` CLI (scripts/install-npm-agent); skipped only without npm, and never under CI."""
+    if shutil.which("npm") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"npm is not installed: the real {agent} CLI cannot be installed (CI=true: no skipping)")
+        pytest.skip(f"npm is not installed: cannot install the real {agent} CLI for end-to-end tests")
+    proc = subprocess.run([str(INSTALL_NPM_AGENT), agent], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f"scripts/install-npm-agent {agent} failed ({proc.returncode}):\n{proc.stderr}"
+    path = proc.stdout.strip().splitlines()[-1]
+    assert os.path.isabs(path) and os.access(path, os.X_OK), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def codex_bin() -> str:
+    return _install_npm_agent("codex")
+
+
+@pytest.fixture(scope="session")
+def gemini_bin() -> str:
+    return _install_npm_agent("gemini")
+
+
+@pytest.fixture(scope="module")
+def mock_openai_api():
+    with mock_openai.MockOpenAI() as mock:
+        yield mock
+
+
+@pytest.fixture(scope="module")
+def mock_gemini_api():
+    with mock_gemini.MockGemini() as mock:
+        yield mock
+
+
+def codex_instance(home: Path, mock_url: str, name: str, prompt: str, **kw: Any) -> Dict[str, Any]:
+    """A Codex instance for the mock: its own existing CODEX_HOME whose config bounds the CLI's own retries."""
+    home.mkdir(parents=True)
+    (home / "config.toml").write_text("[model_providers.orchestrator]\nrequest_max_retries = 0\n"
+                                      "stream_max_retries = 0\n", encoding="utf-8")
+    env = dict(kw.pop("env", {}), HOME=str(home), CODEX_HOME=str(home), OPENAI_BASE_URL=f"{mock_url}/v1")
+    return {"name": name, "agent": "codex", "prompt": prompt, "permission_mode": "bypassPermissions", "env": env,
+            **kw}
+
+
+def gemini_instance(home: Path, mock_url: str, name: str, prompt: str, **kw: Any) -> Dict[str, Any]:
+    """A Gemini instance for the mock: its own HOME whose settings select API-key auth and one attempt per call."""
+    home.mkdir(parents=True)
+    mock_gemini.write_settings(str(home), max_attempts=1)
+    env = dict(kw.pop("env", {}), HOME=str(home), GOOGLE_GEMINI_BASE_URL=mock_url)
+    return {"name": name, "agent": "gemini", "prompt": prompt, "env": env, **kw}
+
+
+def codex_report(events: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """What Codex itself reported: its last ``turn.completed`` usage (a running total), thread, tools, failure."""
+    done = [e for e in events if e.get("type") == "turn.completed"]
+    failed = [e for e in events if e.get("type") == "turn.failed"]
+    threads = [e for e in events if e.get("type") == "thread.started"]
+    tools = Counter(e["item"]["type"] for e in events if e.get("type") == "item.completed"
+                    and e["item"].get("type") in ("command_execution", "file_change", "web_search"))
+    return {"usage": done[-1]["usage"] if done else None, "thread_id": threads[-1]["thread_id"] if threads else None,
+            "attempts_seen": len(threads), "tools": dict(tools),
+            "failure": failed[-1]["error"]["message"] if failed else None}
+
+
+def gemini_report(events: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """What Gemini CLI itself reported: its last ``result`` (status, stats), session and tool_use names."""
+    results = [e for e in events if e.get("type") == "result"]
+    inits = [e for e in events if e.get("type") == "init"]
+    tools = Counter(e["tool_name"] for e in events if e.get("type") == "tool_use")
+    last = results[-1] if results else {}
+    return {"stats": last.get("stats"), "status": last.get("status"), "attempts_seen": len(inits),
+            "session_id": inits[-1]["session_id"] if inits else None, "tools": dict(tools),
+            "error": (last.get("error") or {}).get("message")}
+
+
+def normalized_codex(usage: Dict[str, int]) -> Dict[str, int]:
+    """Codex's usage in the orchestrator's disjoint schema (README "Accounting")."""
+    cached, written = usage.get("cached_input_tokens", 0), usage.get("cache_write_input_tokens", 0)
+    tokens = {"input": usage["input_tokens"] - cached - written, "output": usage["output_tokens"],
+              "cache_creation": written, "cache_read": cached}
+    tokens["total"] = sum(tokens.values())
+    return tokens
+
+
+def normalized_gemini(stats: Dict[str, int]) -> Dict[str, int]:
+    """Gemini's stats in the orchestrator's disjoint schema (README "Accounting")."""
+    tokens = {"input": stats["input_tokens"] - stats["cached"], "output": stats["total_tokens"] - stats["input_tokens"],
+              "cache_creation": 0, "cache_read": stats["cached"]}
+    tokens["total"] = sum(tokens.values())
+    return tokens
