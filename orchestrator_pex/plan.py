@@ -10,9 +10,11 @@ Code, a ``CODEX_HOME`` that is not an existing writable directory for Codex).
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
+import uuid
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import attrs
@@ -138,11 +140,11 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
             found = find_program(inst.argv[0], instance_path(inst), cwd)
             kind, argv = "generic", ((found, *inst.argv[1:]) if found else inst.argv)
         elif (inst.agent or "claude") == "claude":
-            kind, argv = "claude", claude_argv(prefixes["claude"], inst, forbidden_tools)
+            kind, argv = "claude", _unfilled(lambda x: claude_argv(prefixes["claude"], x, forbidden_tools), inst)
         else:
             kind = inst.agent or "claude"
             agent_dialect = dialect(kind)
-            argv = agent_dialect.argv(prefixes[kind], inst)
+            argv = _unfilled(functools.partial(agent_dialect.argv, prefixes[kind]), inst)
             env_add = {**agent_dialect.headless_env(inst), **env_add}
         launches.append(Launch(instance=inst, kind=kind, argv=tuple(argv), env_add=env_add, cwd=cwd))
     return Plan(batch=batch, agent=prefixes["claude"], launches=tuple(launches), agents=prefixes, specs=specs,
@@ -163,10 +165,33 @@ def forbid_tools(plan: Plan, forbidden: Sequence[str]) -> Plan:
                              f"({', '.join(forbidden)}), which {one.kind} cannot be told to withhold")
     forbidden = tuple(dict.fromkeys([*plan.forbidden_tools, *forbidden]))
     launches = tuple(
-        attrs.evolve(one, argv=claude_argv(plan.agent, one.instance, forbidden)) if one.kind == "claude" else one
+        attrs.evolve(one, argv=_unfilled(lambda x: claude_argv(plan.agent, x, forbidden), one.instance))
+        if one.kind == "claude" else one
         for one in plan.launches
     )
     return attrs.evolve(plan, launches=launches, forbidden_tools=forbidden)
+
+
+def _unfilled(build: Any, inst: Instance) -> Tuple[str, ...]:
+    """``build(inst)``, but a ``session_id``/``resume`` holding a placeholder appears in the argv as written: it is
+    mapped to a UUID (when it is not one) only once filled (:func:`filled` rebuilds the argv then), never before."""
+    from orchestrator_pex.graph import placeholders
+
+    swaps: Dict[str, str] = {}
+    changes: Dict[str, Any] = {}
+    for key in ("session_id", "resume"):
+        value = getattr(inst, key)
+        if value and placeholders(value):
+            token = str(uuid.uuid4())  # a UUID: every dialect passes it through unchanged
+            swaps[token] = value
+            changes[key] = Text(token)
+    if not swaps:
+        return tuple(build(inst))
+    return tuple(swaps.get(arg, arg) for arg in build(attrs.evolve(inst, **changes)))
+
+
+class FillError(ValueError):
+    """Filled placeholders gave a value the instance cannot be started with (the instance fails with this error)."""
 
 
 def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> Launch:
@@ -205,6 +230,10 @@ def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> La
         argv = claude_argv(plan.agents.get("claude") or plan.agent, inst, plan.forbidden_tools)
         env_add = dict(inst.env or {})
     else:
+        if inst.resume is not None and inst.resume != launch.instance.resume and inst.resume.startswith("-"):
+            # Codex and Gemini take resume verbatim (no UUID mapping): a filled value must not become an option
+            raise FillError(f"resume: the filled value {inst.resume[:80]!r} starts with \"-\" ({launch.kind} would "
+                            "read it as an option)")
         agent_dialect = dialect(launch.kind)
         argv = agent_dialect.argv(plan.agents[launch.kind], inst)
         env_add = {**agent_dialect.headless_env(inst), **(inst.env or {})}

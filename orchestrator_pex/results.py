@@ -28,6 +28,7 @@ from orchestrator_pex.accounting import fold_tools
 STATUSES = ("succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started",
             "skipped")
 TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read")
+MAX_MODELS = 256  #: at most this many names in a record's ``models`` (the agent reports them: untrusted)
 ENV_RESULTS_DIR = "ORCHESTRATOR_PEX_RESULTS_DIR"
 #: version of the machine interfaces (results and merged documents, journal and --json-logs events): see schemas/
 SCHEMA_VERSION = 1
@@ -109,7 +110,7 @@ def instance_record(
         if part is not None:
             reasoning = (reasoning or 0) + part
         for model in getattr(acct, "models", None) or ([acct.model] if acct.model else []):
-            if model not in models:
+            if model not in models and len(models) < MAX_MODELS:  # untrusted: as bounded as tool names
                 models.append(model)
         for tool, count in acct.tools.items():
             tools[tool] = tools.get(tool, 0) + count

@@ -336,9 +336,13 @@ class Scheduler:
             # inside the instance's error boundary: a bug in filling placeholders or making the worktree ends this
             # instance only
             if inst.needs:
-                from orchestrator_pex.plan import filled
+                from orchestrator_pex.plan import FillError, filled
 
-                launch = filled(self.plan, launch, self._records_of(inst.needs))
+                try:
+                    launch = filled(self.plan, launch, self._records_of(inst.needs))
+                except FillError as exc:
+                    error = f"placeholder: {exc}"
+                    return
                 inst = launch.instance
                 env = {**self.env_base, **launch.env_add}
             if inst.workspace == "worktree" and self.workspaces is not None:

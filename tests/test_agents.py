@@ -257,8 +257,11 @@ def test_log_stems_are_safe_and_collision_free_case_insensitively(names):
 def test_unicode_instance_names_are_accepted_and_unprintable_ones_refused(tmp_path):
     batch = parse_batch('[[instances]]\nname = "セキュリティ レビュー"\nprompt = "p"\n'.encode(), "b.toml")
     assert batch.instances[0].name == "セキュリティ レビュー"
-    with pytest.raises(ConfigError, match=r"instances\[0\]\.name: expected a name of 1 to 200 printable"):
+    # control characters are refused by the input checks before any type is applied (their one-line message)
+    with pytest.raises(ConfigError, match=r"instances\[0\]\.name: contains a control character \(U\+0007\)"):
         parse_batch(b'[[instances]]\nname = "a\\u0007b"\nprompt = "p"\n', "b.toml")
+    with pytest.raises(ConfigError, match=r"instances\[0\]\.name: expected a name of 1 to 200 printable"):
+        parse_batch(b'[[instances]]\nname = "a\\u2028b"\nprompt = "p"\n', "b.toml")
 
 
 # -- configuration and argv ------------------------------------------------------------------------------------------

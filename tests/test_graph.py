@@ -124,3 +124,11 @@ def test_cycle_found_iff_no_topological_order_and_order_respects_needs(needs):
     else:
         assert cycle[0] == cycle[-1] and len(cycle) >= 3
         assert all(b in needs[a] for a, b in zip(cycle, cycle[1:]))  # every step is a real `needs` edge
+
+
+def test_placeholders_name_any_instance_name():
+    assert graph.placeholders("{{plan step/1.session_id}} {{a.b.result}} {{セキュリティ.status}} {{x}} {{y.nope}}") == [
+        ("plan step/1", "session_id"), ("a.b", "result"), ("セキュリティ", "status")]
+    # a placeholder never spans another one's braces
+    assert graph.placeholders("{{x}} {{a.result}}") == [("a", "result")]
+    assert graph.fill("{{a.b.result}}/{{a.result}}", {"a.b": {"result": "1"}, "a": {"result": "2"}}) == "1/2"

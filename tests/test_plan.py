@@ -283,3 +283,55 @@ cwd = "."
     assert f"  cwd:  {tmp_path}" in lines
     assert not calls.exists()  # not even --version was asked
     assert not (tmp_path / "runs").exists()
+
+
+# -- placeholders filled through the agent's dialect (graph x agents) ------------------------------------------------
+
+
+def test_filled_rebuilds_argv_through_each_agents_dialect_and_maps_a_filled_session_name():
+    from orchestrator_pex.agents import session_uuid
+    from orchestrator_pex.plan import FillError, filled
+
+    plan = plan_of(f"""
+claude = "{AGENT}"
+codex = "/opt/codex"
+gemini = "/opt/gemini"
+[[instances]]
+name = "plan step/1"
+prompt = "plan"
+[[instances]]
+name = "claude-next"
+prompt = "go on: {{{{plan step/1.result}}}}"
+needs = ["plan step/1"]
+resume = "{{{{plan step/1.session_id}}}}"
+[[instances]]
+name = "codex-next"
+agent = "codex"
+prompt = "go on"
+needs = ["plan step/1"]
+resume = "{{{{plan step/1.session_id}}}}"
+[[instances]]
+name = "gemini-next"
+agent = "gemini"
+prompt = "go on"
+needs = ["plan step/1"]
+resume = "{{{{plan step/1.session_id}}}}"
+""")
+    # before filling, the argv shows the placeholder as written (mapped only once filled)
+    assert all("{{plan step/1.session_id}}" in one.argv for one in plan.launches[1:])
+    records = {"plan step/1": {"session_id": "not a uuid", "result": "the plan", "status": "succeeded"}}
+    claude, codex, gemini = (filled(plan, one, records) for one in plan.launches[1:])
+    # Claude Code takes only UUIDs: the filled value is mapped after filling
+    assert claude.argv[claude.argv.index("--resume") + 1] == session_uuid("not a uuid")
+    assert "go on: the plan" in claude.argv and claude.argv[0] == AGENT
+    # Codex and Gemini: their own dialect's argv (not Claude's), with their own executables
+    assert codex.argv[0] == "/opt/codex" and codex.argv[codex.argv.index("resume") + 1] == "not a uuid"
+    assert gemini.argv[0] == "/opt/gemini" and gemini.argv[gemini.argv.index("--resume") + 1] == "not a uuid"
+    assert codex.env_add == plan.launches[2].env_add and gemini.env_add == plan.launches[3].env_add
+    # a filled value that would read as an option is refused (the instance fails), never passed
+    hostile = {"plan step/1": {"session_id": "--dangerously-bypass-approvals-and-sandbox", "status": "succeeded"}}
+    for one in plan.launches[2:]:
+        with pytest.raises(FillError, match="starts with"):
+            filled(plan, one, hostile)
+    mapped = filled(plan, plan.launches[1], hostile)
+    assert mapped.argv[mapped.argv.index("--resume") + 1] == session_uuid("--dangerously-bypass-approvals-and-sandbox")

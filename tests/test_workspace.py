@@ -351,3 +351,25 @@ def test_repository_hooks_never_run_for_the_orchestrators_git(tmp_path, make_cli
     ws = json.loads(proc.stdout)["instances"][0]["workspace"]
     assert ws["committed"] is True and ws["files"] == 3
     assert not ran.exists()  # checkout and commit happened, no hook of the repository ran
+
+
+def test_any_printable_name_gets_its_own_worktree_inside_the_run_directory(tmp_path, make_cli_env):
+    """Names are any printable text (agents): worktree folder and branch come from the log stem, never the name."""
+    repo = make_repo(tmp_path / "repo")
+    names = ["../escape", "A/B", "a b", "a-b", "..", "セキュリティ レビュー"]
+    instances = "".join(
+        f'[[instances]]\nname = {json.dumps(n)}\nargv = {json.dumps([sys.executable, "-c", EDIT, str(i)])}\n'
+        for i, n in enumerate(names))
+    batch = tmp_path / "batch.toml"
+    batch.write_text(f'workspace = "worktree"\nrepo = "repo"\n[defaults]\ncwd = "repo"\nkeep = "always"\n{instances}')
+    proc = run(make_cli_env, "run", str(batch), "--json", "--results-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    doc = json.loads(proc.stdout)
+    root = os.path.realpath(os.path.join(doc["run_dir"], "worktrees"))
+    paths = [r["workspace"]["path"] for r in doc["instances"]]
+    branches = [r["workspace"]["branch"] for r in doc["instances"]]
+    assert all(os.path.dirname(p) == root and os.path.isdir(p) for p in paths), paths
+    assert len(set(paths)) == len(names) and len(set(branches)) == len(names)
+    assert not (tmp_path / "runs" / "escape").exists() and not (tmp_path / "escape").exists()
+    listed = set(git(repo, "branch", "--format=%(refname:short)").split())
+    assert set(branches) <= listed

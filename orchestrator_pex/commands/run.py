@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -248,6 +249,8 @@ def print_dry_run(plan, out) -> None:
     scrub = Redactor.from_env(None, *(l.env_add for l in plan.launches)).scrub_text
 
     from orchestrator_pex import graph
+    from orchestrator_pex.results import log_stem
+    from orchestrator_pex.workspace import branch_name
 
     print(f"# {plan.batch.path}: {plural(len(plan.launches), 'instance')}; nothing is started", file=out)
     needs = {launch.name: tuple(launch.instance.needs or ()) for launch in plan.launches}
@@ -263,13 +266,16 @@ def print_dry_run(plan, out) -> None:
                   file=out)
         if inst.workspace == "worktree":
             print(f"  workspace: worktree of {inst.repo or 'the repository holding cwd'} at {inst.base or 'HEAD'}, "
-                  f"branch orchestrator-pex/RUN_ID/{launch.name}, keep {inst.keep}, commit "
+                  f"branch {branch_name('RUN_ID', log_stem(launch.name))}, keep {inst.keep}, commit "
                   f"{'true' if inst.commit else 'false'}", file=out)
         print(f"  argv: {scrub(shlex.join(launch.argv))}", file=out)
         for key in ("session_id", "resume"):
             value = getattr(inst, key)
             mapped = launch.kind == "claude" or (launch.kind == "gemini" and key == "session_id")
-            if value and mapped and session_uuid(value) != value:
+            if value and mapped and graph.placeholders(value):
+                print(f"  {key}: {json.dumps(value, ensure_ascii=False)} (filled when the instance starts, then "
+                      "mapped to a UUID by uuid5 if it is not one)", file=out)
+            elif value and mapped and session_uuid(value) != value:
                 print(f"  {key}: {json.dumps(value, ensure_ascii=False)} -> {session_uuid(value)} "
                       "(uuid5 of the name: not a UUID)", file=out)
         if launch.cwd:
