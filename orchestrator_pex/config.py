@@ -414,7 +414,7 @@ def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
                 try:
                     _text(item)
                 except ValueError as exc:
-                    raise ConfigError(label, f"{where}.{field}", f"{exc} (at index {j})") from None
+                    raise ConfigError(label, f"{where}.{field}[{j}]", str(exc)) from None
     for i, inst in enumerate(batch.instances):
         _check_tools(inst, f"instances[{i}]", label)
     _check_tools(batch.defaults, "defaults", label)
