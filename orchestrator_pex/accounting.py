@@ -19,9 +19,11 @@ Everything an instance prints is untrusted data (see :mod:`orchestrator_pex.untr
 * a ``result`` can never make spend smaller than the stream showed. Usage streamed in ``assistant`` events is
   summed per message id whenever it arrives (before or after a ``result``); each token kind reported is the larger
   of the streamed sum and the result's figure (the largest of several results), so no line ever lowers a token
-  figure. ``cost_usd`` is the larger of the result's ``total_cost_usd`` (the largest given) and the estimate from
-  streamed usage; ``cost_source`` says which: ``"result"`` (the result's cost, at least the estimate),
-  ``"stream"`` (a result cost was given but was below the estimate from streamed usage, which is used),
+  figure. ``cost_usd`` is the result's ``total_cost_usd`` (the largest given) when the result accounts for every
+  streamed token and costs at least half the estimate from streamed usage (:meth:`Accounting.result_cost_trusted`:
+  the pricing table may lag the vendor's prices), else the larger of the two; ``cost_source`` says which:
+  ``"result"`` (the agent's own figure), ``"stream"`` (a result cost was given but hid tokens or was below half the
+  estimate from streamed usage: the larger figure is used),
   ``"estimate"`` (no usable result cost: estimated from the reported tokens).
 * memory is bounded whatever is printed: tool names are cut by :func:`untrusted.name` and at most
   :data:`MAX_TOOL_NAMES` distinct names are kept per attempt, further names counting under :data:`OTHER_TOOLS`;
@@ -44,6 +46,9 @@ from typing import Any, Dict, List, Optional
 
 from orchestrator_pex import untrusted
 from orchestrator_pex.pricing import estimate_cost
+
+#: a result's own cost is trusted down to this share of the estimate from streamed usage (see result_cost_trusted)
+RESULT_COST_FLOOR = 0.5
 
 _STR = rb'([^"\\]*)"'  # ids, model and tool names: a string with an escape in it takes the slow path
 # The CLI's own layout of an assistant event, up to the name of a first tool_use block if there is one.
@@ -309,19 +314,33 @@ class Accounting:
         s = self.streamed()
         return estimate_cost(self.model, {"input": s[0], "output": s[1], "cache_creation": s[2], "cache_read": s[3]})
 
+    def result_cost_trusted(self) -> bool:
+        """Is the result's own ``total_cost_usd`` the instance's cost? Only when the result accounts for every token
+        the stream showed (each kind at least the streamed sum) and its cost is at least
+        :data:`RESULT_COST_FLOOR` of the estimate from streamed usage. The pricing table can lag the vendor's prices
+        (Claude Code 2.1.330 charged 0.75 of the table's figure for claude-opus-5-5), so a lower but plausible figure
+        is the agent's own; a result that hides tokens, or costs less than half of what they cost, is a lie."""
+        if self.result_cost is None:
+            return False
+        streamed = self.streamed()
+        if self._streamed is not None and any(r < s for r, s in zip(self._result_tokens, streamed)):
+            return False
+        return self.result_cost >= RESULT_COST_FLOOR * self.streamed_estimate()
+
     @property
     def cost_source(self) -> str:
         """``"result"``, ``"stream"`` or ``"estimate"``: see the module docstring."""
         if self.result_cost is None:
             return "estimate"
-        return "stream" if self.streamed_estimate() > self.result_cost else "result"
+        return "result" if self.cost_usd == self.result_cost else "stream"  # whichever figure was used
 
     @property
     def cost_usd(self) -> float:
         if self.result_cost is None:
             return estimate_cost(self.model, self.tokens())
-        estimate = self.streamed_estimate()
-        return estimate if estimate > self.result_cost else self.result_cost
+        if self.result_cost_trusted():
+            return self.result_cost
+        return max(self.result_cost, self.streamed_estimate())
 
 
 def fold_tools(tools: Dict[str, int], limit: int = MAX_TOOL_NAMES) -> Dict[str, int]:

@@ -247,3 +247,21 @@ def test_journal_lines_are_strict_json():
 
     line = encode({"event": "instance_finished", "record": {"cost_usd": float("nan"), "x": [float("inf")]}})
     assert strictjson.loads_strict(line)["record"] == {"cost_usd": None, "x": [None]}
+
+
+def test_a_plausible_result_cost_below_the_table_is_the_agents_own_figure():
+    """The pricing table may lag the vendor (real Claude Code 2.1.330 charged 0.75 of it for claude-opus-5-5): a
+    result that accounts for every streamed token and costs at least half the estimate is the instance's cost."""
+    streamed = feed_all([assistant("m1", usage(1000, 10))])
+    estimate = streamed.streamed_estimate()
+    acct = feed_all([assistant("m1", usage(1000, 10)),
+                     result(usage={"input_tokens": 1000, "output_tokens": 40}, total_cost_usd=0.75 * estimate)])
+    assert acct.cost_source == "result" and acct.cost_usd == pytest.approx(0.75 * estimate)
+
+
+def test_a_result_cost_far_below_the_streamed_usage_is_a_lie():
+    streamed = feed_all([assistant("m1", usage(1000, 10))])
+    estimate = streamed.streamed_estimate()
+    acct = feed_all([assistant("m1", usage(1000, 10)),
+                     result(usage={"input_tokens": 1000, "output_tokens": 40}, total_cost_usd=0.1 * estimate)])
+    assert acct.cost_source == "stream" and acct.cost_usd == pytest.approx(estimate)
