@@ -403,6 +403,7 @@ def test_torn_and_garbage_journal_lines_keep_successes(finished_run, tmp_path):
     assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "succeeded"
 
 
+@pytest.mark.damages_documents
 def test_truncated_journal_reruns_only_lost_instances(finished_run, tmp_path):
     b, run_dir = copy_run(finished_run, tmp_path)
     path = journal.journal_path(run_dir)
@@ -421,6 +422,7 @@ def test_truncated_journal_reruns_only_lost_instances(finished_run, tmp_path):
     b.check_complete(run_dir)
 
 
+@pytest.mark.damages_documents
 def test_success_only_in_results_json_is_not_rerun(finished_run, tmp_path):
     b, run_dir = copy_run(finished_run, tmp_path)
     path = journal.journal_path(run_dir)
@@ -436,6 +438,7 @@ def test_success_only_in_results_json_is_not_rerun(finished_run, tmp_path):
     assert b.starts() == collections.Counter()
 
 
+@pytest.mark.damages_documents
 def test_unrecoverable_journal_is_a_clear_error(finished_run, tmp_path):
     b, run_dir = copy_run(finished_run, tmp_path)
     with open(journal.journal_path(run_dir), "wb") as f:
