@@ -48,6 +48,8 @@ import sys
 import time
 from typing import Callable, Optional, Sequence, Tuple
 
+from orchestrator_pex import procfs
+
 MARKER_ENV = "ORCHESTRATOR_PEX_GUARD"
 DEFAULT_GRACE = 3.0
 WATCH_INTERVAL = 0.25  #: seconds between two checks that the guardian is still alive (:meth:`Protection.watch`)
@@ -270,13 +272,13 @@ class Guardian:
         self._last_reap = now
         reaped = 0
         own_group = os.getpgrp()
-        for pid in _children():
+        for pid in procfs.children():
             if pid == self.pid or pid in self._ever_registered:
                 continue
-            stat = _stat(pid)
-            if stat is None or stat[0] != "Z":
+            stat = procfs.stat(pid)
+            if stat is None or stat.state != "Z":
                 continue
-            pgid = stat[1]
+            pgid = stat.pgid
             if pgid == pid or pgid == own_group:
                 continue  # could be an instance leader not yet registered, or some code's direct child: not ours
             try:
@@ -306,31 +308,6 @@ class Guardian:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _children() -> list:
-    pids = []
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return pids
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/children", "rb") as f:
-                pids.extend(int(p) for p in f.read().split())
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
-def _stat(pid: int):
-    """(state, pgid) of ``pid`` from /proc, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return fields[0].decode(), int(fields[2])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _spawn(marker: str, grace: float, keep_fds: Sequence[int]) -> Tuple[subprocess.Popen, int]:

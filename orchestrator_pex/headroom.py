@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, Optional, Tuple
 
+from orchestrator_pex import procfs
+
 BUSY_CPU = 0.25  # fraction of one CPU that makes a running instance count as busy
 SAMPLE_EVERY = 0.1  # seconds between CPU samples
 PEAK_RSS = {"claude": 256 << 20, "codex": 128 << 20, "gemini": 256 << 20,  # estimated peak memory of one instance
@@ -46,12 +48,8 @@ def mem_available() -> Optional[Tuple[int, int]]:
 
 
 def _cpu_ticks(pid: int) -> Optional[int]:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])  # utime + stime
+    found = procfs.stat(pid)
+    return None if found is None else found.cpu_ticks
 
 
 class Headroom:

@@ -29,9 +29,10 @@ import socket
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from orchestrator_pex import journal
+from orchestrator_pex import journal, procfs
 from orchestrator_pex.errors import RunDirError, UsageError
 from orchestrator_pex.results import default_results_dir  # noqa: F401  (re-exported for the history commands)
+from orchestrator_pex.vocabulary import InstanceStatus, RunStatus
 
 RESULTS_NAME = "results.json"
 
@@ -82,19 +83,7 @@ def writer_alive(run_meta: Dict[str, Any]) -> bool:
     host = run_meta.get("host")
     if not isinstance(pid, int) or pid <= 1 or (host and host != socket.gethostname()):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return False
-    except (OSError, IndexError):
-        pass
-    return True
+    return not procfs.gone_or_zombie(pid)
 
 
 def load(run_dir: str) -> Tuple[Optional[journal.RunState], Optional[Dict[str, Any]], List[str]]:
@@ -118,8 +107,8 @@ def run_status(state: Optional[journal.RunState], doc: Optional[Dict[str, Any]])
     if state.finished and not state.in_flight:
         return str(state.run_meta.get("status") or (doc or {}).get("status") or "finished")
     if writer_alive(state.run_meta):
-        return "running"
-    return "interrupted"
+        return RunStatus.RUNNING
+    return RunStatus.INTERRUPTED
 
 
 def summary(run_dir: str) -> Dict[str, Any]:
@@ -136,8 +125,8 @@ def summary(run_dir: str) -> Dict[str, Any]:
         counts[status] = counts.get(status, 0) + 1
     if state:
         for name in state.in_flight:
-            if name not in records or records[name].get("status") != journal.SUCCEEDED:
-                counts["interrupted"] = counts.get("interrupted", 0) + 1
+            if name not in records or records[name].get("status") != InstanceStatus.SUCCEEDED:
+                counts[RunStatus.INTERRUPTED] = counts.get(RunStatus.INTERRUPTED, 0) + 1
     cost = 0.0
     for record in records.values():
         try:
@@ -150,7 +139,7 @@ def summary(run_dir: str) -> Dict[str, Any]:
         total = len(names)
         missing = sum(1 for n in names if n not in records and n not in state.in_flight)
         if missing:
-            counts["not-started"] = counts.get("not-started", 0) + missing
+            counts[InstanceStatus.NOT_STARTED] = counts.get(InstanceStatus.NOT_STARTED, 0) + missing
     return {
         "run_id": meta.get("run_id") or doc.get("run_id") or os.path.basename(run_dir),
         "path": run_dir,
@@ -247,13 +236,13 @@ def batch_instance_names(run_dir: str, state: journal.RunState, doc: Optional[Di
 
 def shard_names(run_meta: Dict[str, Any], names: List[str],
                 needs: Optional[Dict[str, Any]] = None) -> List[str]:
-    """``names`` restricted to the run's shard when it ran one (``run --shard I/N`` records ``shard`` in the journal)."""
-    shard = run_meta.get("shard")
-    if isinstance(shard, dict) and isinstance(shard.get("index"), int) and isinstance(shard.get("count"), int):
-        from orchestrator_pex import shard as shard_mod
+    """``names`` restricted to the run's shard when it ran one (``run --shard I/N`` records ``shard`` in the journal),
+    whole dependency components (``needs``) together. ``ValueError`` if the recorded shard is malformed (see
+    :func:`shard.recorded`)."""
+    from orchestrator_pex import shard
 
-        return shard_mod.select(names, shard["index"], shard["count"], needs)
-    return names
+    where = shard.recorded(run_meta.get("shard"))
+    return names if where is None else shard.select(names, *where, needs)
 
 
 def interrupted_record(name: str, started: Dict[str, Any]) -> Dict[str, Any]:
@@ -261,7 +250,7 @@ def interrupted_record(name: str, started: Dict[str, Any]) -> Dict[str, Any]:
     from orchestrator_pex import results
 
     record = results.not_started(name)
-    record.update(status="cancelled", started_at=started.get("at"), attempts=started.get("attempt") or 1,
+    record.update(status=InstanceStatus.CANCELLED, started_at=started.get("at"), attempts=started.get("attempt") or 1,
                   error="interrupted: the orchestrator stopped while this instance ran (resume reruns it)")
     return record
 
@@ -306,15 +295,17 @@ def all_records(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, A
     records = dict(state.records)
     live = not state.finished and writer_alive(state.run_meta)
     for name, started in state.in_flight.items():
-        if records.get(name, {}).get("status") != journal.SUCCEEDED:
+        if records.get(name, {}).get("status") != InstanceStatus.SUCCEEDED:
             if live:
-                records[name] = live_record(name, "retrying" if name in state.retrying else "running", started)
+                records[name] = live_record(
+                    name, InstanceStatus.RETRYING if name in state.retrying else InstanceStatus.RUNNING, started)
             else:
                 records[name] = _with_recovered_spend(run_dir, state, name, started, records.get(name))
     out = []
     for name in names:
         record = records.pop(name, None) or (
-            live_record(name, "pending") if live else results.not_started(name, "not started: the run ended before it"))
+            live_record(name, InstanceStatus.PENDING) if live
+            else results.not_started(name, "not started: the run ended before it"))
         out.append(_complete(record))
     out.extend(_complete(r) for r in records.values())  # recorded but no longer in the batch copy
     return out
@@ -344,7 +335,7 @@ def rebuild_document(run_dir: str, state: journal.RunState, doc: Optional[Dict[s
     if status is not None:
         meta["status"] = status
     elif not state.finished or state.in_flight:
-        meta["status"] = "running" if writer_alive(state.run_meta) else "interrupted"
+        meta["status"] = RunStatus.RUNNING if writer_alive(state.run_meta) else RunStatus.INTERRUPTED
         meta.pop("finished_at", None)
     return results.build_document(meta, records)
 
@@ -368,7 +359,7 @@ def prune(results_dir: str, keep: Optional[int] = None, older_than_days: Optiona
     removed: List[Dict[str, Any]] = []
     skipped: List[Dict[str, Any]] = []
     for run in victims:
-        if run.get("status") == "running":
+        if run.get("status") == RunStatus.RUNNING:
             skipped.append(run)
             continue
         if not dry_run:

@@ -32,15 +32,9 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from orchestrator_pex import strictjson
 from orchestrator_pex.errors import RunDirError
-from orchestrator_pex.results import SCHEMA_VERSION
+from orchestrator_pex.vocabulary import FAILED_STATUSES, SCHEMA_VERSION, InstanceStatus
 
 JOURNAL_NAME = "journal.jsonl"
-SUCCEEDED = "succeeded"
-
-#: instance_finished statuses ``resume`` reruns by default (the run was cut short, the instance did nothing wrong).
-INTERRUPTED_STATUSES = frozenset({"not-started", "cancelled", "timed-out", "stalled", "interrupted"})
-#: statuses ``resume --rerun-failed`` reruns as well.
-FAILED_STATUSES = frozenset({"failed", "api-error", "budget-stopped"})
 
 
 def journal_path(run_dir: str) -> str:
@@ -299,7 +293,7 @@ class RunState:
 
     @property
     def succeeded(self) -> List[str]:
-        return sorted(n for n, r in self.records.items() if r.get("status") == SUCCEEDED)
+        return sorted(n for n, r in self.records.items() if r.get("status") == InstanceStatus.SUCCEEDED)
 
     def to_rerun(self, names: Iterable[str], rerun_failed: bool = False) -> List[str]:
         """Which of ``names`` a resume starts again (order kept). Never one recorded as succeeded."""
@@ -307,7 +301,7 @@ class RunState:
         for name in names:
             record = self.records.get(name)
             status = record.get("status") if record else None
-            if status == SUCCEEDED:
+            if status == InstanceStatus.SUCCEEDED:
                 continue
             if record is None or name in self.in_flight:
                 out.append(name)  # never started, or started and never finished
@@ -355,7 +349,7 @@ def replay_state(events: Iterable[Dict[str, Any]]) -> RunState:
             state.retrying.discard(name)
             state.unfinished.pop(name, None)
             previous = state.records.get(name)
-            if previous is not None and previous.get("status") == SUCCEEDED:
+            if previous is not None and previous.get("status") == InstanceStatus.SUCCEEDED:
                 continue  # a recorded success is never overridden
             record = dict(record)
             record.setdefault("name", name)
@@ -395,10 +389,10 @@ def load_run(run_dir: str) -> Tuple[RunState, List[str]]:
         document = None
     if isinstance(document, dict) and isinstance(document.get("instances"), list):
         for record in document["instances"]:
-            if not isinstance(record, dict) or record.get("status") != SUCCEEDED:
+            if not isinstance(record, dict) or record.get("status") != InstanceStatus.SUCCEEDED:
                 continue
             name = record.get("name")
-            if isinstance(name, str) and state.records.get(name, {}).get("status") != SUCCEEDED:
+            if isinstance(name, str) and state.records.get(name, {}).get("status") != InstanceStatus.SUCCEEDED:
                 state.records[name] = dict(record)
                 state.in_flight.pop(name, None)
                 state.unfinished.pop(name, None)

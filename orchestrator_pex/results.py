@@ -20,18 +20,16 @@ import os
 import re
 import secrets
 import tempfile
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-from orchestrator_pex import strictjson
+from orchestrator_pex import strictjson, untrusted, vocabulary
 from orchestrator_pex.accounting import fold_tools
+from orchestrator_pex.vocabulary import SCHEMA_VERSION, TOKEN_KEYS, TOKEN_TOTAL, InstanceStatus
 
-STATUSES = ("succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started",
-            "skipped")
-TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read")
+#: the final instance statuses, in ``totals.by_status`` order (defined in :mod:`vocabulary`).
+STATUSES = vocabulary.FINAL_STATUSES
 MAX_MODELS = 256  #: at most this many names in a record's ``models`` (the agent reports them: untrusted)
 ENV_RESULTS_DIR = "ORCHESTRATOR_PEX_RESULTS_DIR"
-#: version of the machine interfaces (results and merged documents, journal and --json-logs events): see schemas/
-SCHEMA_VERSION = 1
 
 
 _PLAIN_STEM = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")  # always fullmatch
@@ -72,12 +70,12 @@ def new_run_id(batch_path: str, now: float) -> str:
 
 
 def not_started(name: str, error: Optional[str] = None) -> Dict[str, Any]:
-    return instance_record(name, "not-started", [], stdout_log=None, stderr_log=None, error=error)
+    return instance_record(name, InstanceStatus.NOT_STARTED, [], stdout_log=None, stderr_log=None, error=error)
 
 
 def skipped(name: str, error: str) -> Dict[str, Any]:
     """The record of an instance never started because of what the instances it needs did (see graph.decide)."""
-    return instance_record(name, "skipped", [], stdout_log=None, stderr_log=None, error=error)
+    return instance_record(name, InstanceStatus.SKIPPED, [], stdout_log=None, stderr_log=None, error=error)
 
 
 def instance_record(
@@ -117,7 +115,7 @@ def instance_record(
         if acct.total_tokens or acct.result_cost is not None:
             cost += acct.cost_usd
             sources.add(acct.cost_source)
-    tokens["total"] = sum(tokens[k] for k in TOKEN_KEYS)
+    tokens[TOKEN_TOTAL] = sum(tokens[k] for k in TOKEN_KEYS)
     last = attempts[-1] if attempts else None
     acct = last.acct if last else None
     started = attempts[0].started_at if attempts else None
@@ -171,19 +169,29 @@ def carry(record: Dict[str, Any], earlier: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def totals(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
-    tokens = {k: 0 for k in (*TOKEN_KEYS, "total")}
-    by_status = {s: 0 for s in STATUSES}
+    """``totals`` of a results document: instances counted (zero-filled by final status), token counters, cost
+    and tool calls summed. Lenient, since ``merge`` totals documents it did not write: a value that is not a sane
+    number (or a ``tokens``/``tools`` that is not an object) counts as 0."""
+    tokens = {k: 0 for k in (*TOKEN_KEYS, TOKEN_TOTAL)}
+    by_status: Dict[str, int] = {s: 0 for s in STATUSES}
     tools: Dict[str, int] = {}
     cost = 0.0
     count = 0
     for r in records:
         count += 1
-        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+        status = str(r.get("status"))
+        by_status[status] = by_status.get(status, 0) + 1
+        r_tokens = r.get("tokens")
         for k in tokens:
-            tokens[k] += r["tokens"].get(k, 0)
-        for tool, n in r["tools"].items():
-            tools[tool] = tools.get(tool, 0) + n
-        cost += r["cost_usd"] or 0.0
+            v = r_tokens.get(k, 0) if isinstance(r_tokens, dict) else 0
+            if untrusted.number(v) is not None:
+                tokens[k] += v
+        r_tools = r.get("tools")
+        for tool, n in (r_tools if isinstance(r_tools, dict) else {}).items():
+            if untrusted.number(n) is not None:
+                tools[tool] = tools.get(tool, 0) + n
+        if untrusted.number(r.get("cost_usd")) is not None:
+            cost += r["cost_usd"]
     return {"instances": count, "by_status": by_status, "tokens": tokens, "cost_usd": round(cost, 6),
             "tools": fold_tools(tools)}
 
@@ -198,11 +206,8 @@ def _weakest(sources: Iterable[Optional[str]]) -> Optional[str]:
 
 
 def run_status(records: Sequence[Dict[str, Any]], interrupted: bool = False, budget_stopped: bool = False) -> str:
-    if interrupted:
-        return "interrupted"
-    if budget_stopped:
-        return "budget-stopped"
-    return "succeeded" if all(r["status"] == "succeeded" for r in records) else "failed"
+    """See :func:`vocabulary.run_status`."""
+    return vocabulary.run_status(records, interrupted=interrupted, budget_stopped=budget_stopped)
 
 
 def build_document(run_meta: Dict[str, Any], records: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -231,12 +236,27 @@ def write_atomic(path: str, doc: Dict[str, Any]) -> None:
 
 
 def _write_atomic(path: str, doc: Dict[str, Any]) -> None:
+    def dump(f: IO[str]) -> None:
+        strictjson.dump(doc, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+    replace_atomic(path, dump, prefix=".results.")
+
+
+def write_text_atomic(path: str, text: str, prefix: str = ".tmp.") -> None:
+    """:func:`replace_atomic` with ``text``."""
+    replace_atomic(path, lambda f: f.write(text), prefix=prefix)
+
+
+def replace_atomic(path: str, write: Callable[[IO[str]], object], prefix: str = ".tmp.") -> None:
+    """Replace ``path`` with what ``write`` writes to a temporary file beside it (UTF-8): fsynced, renamed over
+    ``path``, the folder fsynced. Raises what ``write`` or the file system raises (``OSError``), the temporary file
+    removed and the old file untouched."""
     directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            strictjson.dump(doc, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -27,11 +27,12 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set
 
 import trio
 
-from orchestrator_pex import errors, internal_errors, progress, results, secrets
+from orchestrator_pex import errors, internal_errors, progress, results, secrets, vocabulary
 from orchestrator_pex.plan import Plan
 from orchestrator_pex.report import Console
 from orchestrator_pex.scheduler import Scheduler
 from orchestrator_pex.version import version
+from orchestrator_pex.vocabulary import RunStatus
 
 
 class _Signals:
@@ -115,7 +116,7 @@ async def execute(
     console.view = lambda: progress.from_scheduler(scheduler, started)
     run_meta: Dict[str, Any] = {
         "run_id": run_id, "batch": plan.batch.path, "started_at": results.iso(started), "finished_at": None,
-        "status": "running", "run_dir": run_dir, "orchestrator_version": version(),
+        "status": RunStatus.RUNNING, "run_dir": run_dir, "orchestrator_version": version(),
         "agent_version": agent_version, **(meta or {}),
     }
     if any(launch.instance.needs for launch in plan.launches):  # merge checks shards hold whole components
@@ -148,17 +149,11 @@ async def execute(
         records = await _record_failure(scheduler, run_dir, exc, run_meta)
     by_name = {**(prior or {}), **{r["name"]: r for r in records}}
     ordered = [by_name.get(l.name) or results.not_started(l.name) for l in plan.launches]
-    status = results.run_status(ordered, interrupted=sig.received is not None, budget_stopped=scheduler.budget_stopped)
+    status = vocabulary.run_status(ordered, interrupted=sig.received is not None,
+                                   budget_stopped=scheduler.budget_stopped)
     if failure is not None:
-        status, exit_status = "failed", errors.EXIT_SOFTWARE
-    elif sig.received is not None:
-        exit_status = errors.EXIT_SIGINT if sig.received == signal.SIGINT else errors.EXIT_SIGTERM
-    elif scheduler.budget_stopped:
-        exit_status = errors.EXIT_BUDGET
-    elif status != "succeeded":
-        exit_status = errors.EXIT_FAILED
-    else:
-        exit_status = errors.EXIT_OK
+        status = RunStatus.FAILED
+    exit_status = vocabulary.exit_status(status, received=sig.received, internal_error=failure is not None)
     run_meta.update(finished_at=results.iso(time.time()), status=status, exit_status=exit_status)
     doc = results.build_document(run_meta, ordered)
     results.write_atomic(os.path.join(run_dir, "results.json"), doc)

@@ -29,12 +29,16 @@ Where the shard comes from (:func:`shard_from_env`, first match wins):
     and ``--array=0-14:2`` work; the array must be an evenly stepped range (not a list such as ``1,5,9``).
     ``ORCHESTRATOR_PEX_SHARD_COUNT``, when set, overrides ``SLURM_ARRAY_TASK_COUNT``; without either the count is
     derived from ``SLURM_ARRAY_TASK_MAX``.
+
+What a run records (:func:`recorded`, the one reader of it): ``"shard": {"index": I, "count": N}`` in its
+``run_started`` event and results document, both whole numbers (not booleans) with ``0 <= I < N <= MAX_SHARDS``;
+``merge``, ``resume``, ``runs`` and the batch lock (:func:`lock_variant`) all read it through that function.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from orchestrator_pex.errors import UsageError
 from orchestrator_pex.limits import MAX_SHARDS
@@ -145,3 +149,47 @@ def _checked(index: int, count: int, source: str) -> Tuple[int, int]:
     if not 0 <= index < count:
         raise UsageError(f"{source}: shard index {index} is outside 0..{count - 1} ({count} shards)")
     return index, count
+
+
+def recorded(value: Any) -> Optional[Tuple[int, int]]:
+    """``(index, count)`` of the ``shard`` a run recorded, None for an unsharded run (``None``). ``ValueError``
+    naming the expected form for anything else (not an object; an index or count that is not a whole number, or a
+    boolean; not ``0 <= I < N <= MAX_SHARDS``)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        index, count = value.get("index"), value.get("count")
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in (index, count)) \
+                and 0 <= index < count <= MAX_SHARDS:
+            return index, count
+    raise ValueError(f"must be {{\"index\": I, \"count\": N}} with 0 <= I < N <= {MAX_SHARDS}, got {value!r:.200}")
+
+
+def lock_variant(where: Optional[Tuple[int, int]]) -> Optional[str]:
+    """Shards of one batch on one host lock separately: ``shard-I-of-N`` (None for an unsharded run)."""
+    return None if where is None else f"shard-{where[0]}-of-{where[1]}"
+
+
+def restrict(plan: Any, where: Tuple[int, int], share_budget: bool) -> Tuple[Any, dict]:
+    """``(plan, meta)``: only shard ``where`` = (index, count) of ``plan`` (a :class:`plan.Plan`), whole dependency
+    components together; with ``share_budget`` the overall budgets divided by count. ``meta`` is what the run records (``{"shard": ...}``)."""
+    import attrs
+
+    index, count = where
+    needs = {launch.name: launch.instance.needs or () for launch in plan.launches}
+    names = set(select([launch.name for launch in plan.launches], index, count, needs))
+    for name in names:  # a shard holds whole dependency components (select guarantees it; refuse otherwise)
+        outside = [n for n in needs[name] if n not in names]
+        if outside:
+            raise UsageError(f"--shard {index}/{count}: {name} needs {outside[0]}, which another shard would run: "
+                             "a shard must hold whole connected components of the dependency graph")
+    batch = plan.batch
+    if share_budget:
+        budget = batch.budget
+        batch = attrs.evolve(batch, budget=attrs.evolve(
+            budget,
+            max_tokens=budget.max_tokens // count if budget.max_tokens else None,
+            max_cost_usd=budget.max_cost_usd / count if budget.max_cost_usd else None,
+        ))
+    launches = tuple(launch for launch in plan.launches if launch.name in names)
+    return attrs.evolve(plan, batch=batch, launches=launches), {"shard": {"index": index, "count": count}}

@@ -8,6 +8,9 @@ these functions before it is stored. Semantics:
   lower a total.
 * :func:`dollars` accepts a finite ``int``/``float`` (not ``bool``) with ``0 <= value <= MAX_DOLLARS``, as ``float``;
   anything else is ``None``.
+* :func:`number` accepts an ``int``/``float`` (not ``bool``) with ``-MAX_NUMBER <= value <= MAX_NUMBER`` (so not NaN
+  or Infinity) unchanged; anything else is ``None``. It is for numbers of documents read back (``merge`` inputs):
+  their sums stay finite.
 * :func:`text` accepts a ``str`` and returns at most ``limit`` characters of it (longer text is cut and ends in
   ``"…"``); anything else is ``None``.
 * :func:`name` is :func:`text` for identifiers that become dictionary keys or labels (tool and model names): at most
@@ -26,6 +29,7 @@ MAX_COUNT = 10**12  #: largest token count accepted from one field of one event
 MAX_DOLLARS = 1e6  #: largest cost in dollars accepted from one event
 MAX_NAME = 200  #: tool and model names are cut to this many characters
 MAX_TEXT = 64 * 1024  #: default cap for free text kept in a record (final result, error)
+MAX_NUMBER = 1e15  #: largest magnitude of a number read back from a document and summed
 
 
 def count(value: Any) -> Optional[int]:
@@ -44,6 +48,13 @@ def dollars(value: Any) -> Optional[float]:
             return None
         if math.isfinite(number) and 0.0 <= number <= MAX_DOLLARS:
             return number
+    return None
+
+
+def number(value: Any) -> Optional[float]:
+    """``value`` unchanged if it is a finite number of sane size (see :data:`MAX_NUMBER`), else ``None``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and -MAX_NUMBER <= value <= MAX_NUMBER:
+        return value
     return None
 
 

@@ -180,7 +180,7 @@ def test_guardian_keeps_the_batch_locked_until_stragglers_are_dead(tmp_path):
 def test_subreaper_reaps_orphaned_zombies_only():
     code = r"""
 import os, subprocess, sys, time
-from orchestrator_pex import guardian
+from orchestrator_pex import guardian, procfs
 g = guardian.start(grace=0.5, subreaper=True)
 assert g.subreaper
 # an instance whose child outlives it: the child is re-parented to us and exits -> our zombie
@@ -192,9 +192,9 @@ g.register(leader.pid)
 leader.wait()
 g.unregister(leader.pid)
 time.sleep(0.8)
-zombies = [p for p in guardian._children() if (guardian._stat(p) or ("?",))[0] == "Z"]
+zombies = [p for p in procfs.children() if getattr(procfs.stat(p), "state", "?") == "Z"]
 reaped = g.reap_orphans()
-left = [p for p in guardian._children() if (guardian._stat(p) or ("?",))[0] == "Z"]
+left = [p for p in procfs.children() if getattr(procfs.stat(p), "state", "?") == "Z"]
 g.close()
 print(len(zombies), reaped, len(left))
 """

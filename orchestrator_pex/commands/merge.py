@@ -30,20 +30,11 @@ import copy
 import json
 import os
 import sys
-import tempfile
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from orchestrator_pex import strictjson
-from orchestrator_pex.errors import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, UsageError
-
-#: run statuses from worst to best; a status not listed ranks just above "succeeded".
-_STATUS_RANK = ["interrupted", "cancelled", "budget-stopped", "failed"]
-_TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read", "total")
-#: instance statuses, listed (zero-filled) in totals.by_status like `run` does.
-_INSTANCE_STATUSES = (
-    "succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error", "not-started",
-    "skipped",
-)
+from orchestrator_pex import results, strictjson, untrusted, vocabulary
+from orchestrator_pex.errors import EXIT_OK, UsageError
+from orchestrator_pex.vocabulary import InstanceStatus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,11 +89,7 @@ def _write_report(output: str, merged: Dict[str, Any]) -> None:
 
 def exit_status_for(doc: Dict[str, Any]) -> int:
     """``run``'s exit status for a (merged) document: 0 all succeeded, 3 budget stop, 1 otherwise."""
-    if doc.get("status") == "succeeded":
-        return EXIT_OK
-    if doc.get("status") == "budget-stopped":
-        return EXIT_BUDGET
-    return EXIT_FAILED
+    return vocabulary.exit_status(doc.get("status"))
 
 
 #: A results document larger than this is refused unread.
@@ -146,16 +133,13 @@ def _load(path: str) -> Dict[str, Any]:
     return doc
 
 
-def _shard_of_doc(path: str, doc: Dict[str, Any]):
-    shard = doc.get("shard")
-    if shard is None:
-        return None
-    ok = isinstance(shard, dict) and all(
-        isinstance(shard.get(k), int) and not isinstance(shard.get(k), bool) for k in ("index", "count")
-    )
-    if not ok or not 0 <= shard["index"] < shard["count"]:
-        raise UsageError(f"{path}: \"shard\" must be {{\"index\": I, \"count\": N}} with 0 <= I < N, got {shard!r}")
-    return shard["index"], shard["count"]
+def _shard_of_doc(path: str, doc: Dict[str, Any]) -> Optional[Tuple[int, int]]:
+    from orchestrator_pex.shard import recorded
+
+    try:
+        return recorded(doc.get("shard"))
+    except ValueError as exc:
+        raise UsageError(f"{path}: \"shard\" {exc}") from None
 
 
 def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict[str, Any]:
@@ -232,9 +216,7 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
                 raise UsageError(f"{owner[name]}: instance {name!r} needs {need!r}, which is in {owner[need]}: "
                                  "a shard must hold whole connected components of the dependency graph")
     ordered = [docs[i] for i in order]
-    from orchestrator_pex.results import SCHEMA_VERSION
-
-    merged: Dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    merged: Dict[str, Any] = {"schema_version": vocabulary.SCHEMA_VERSION}
     merged["run_id"] = f"merged-{ordered[0][1].get('run_id', 'run')}"
     merged["batch"] = copy.deepcopy(first["batch"])
     if key == "batch_sha256":
@@ -243,7 +225,7 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
     ends = [d.get("finished_at") for _, d in ordered if isinstance(d.get("finished_at"), str)]
     merged["started_at"] = min(starts, key=_sort_key) if starts else None
     merged["finished_at"] = max(ends, key=_sort_key) if ends else None
-    merged["status"] = _merged_status([d.get("status") for _, d in ordered], instances)
+    merged["status"] = vocabulary.combined_run_status([d.get("status") for _, d in ordered], instances)
     merged["totals"] = _totals([d.get("totals") for _, d in ordered], instances)
     if count is not None:
         merged["shard"] = {"count": count, "indices": sorted(s[1][0] for s in shards)}
@@ -277,22 +259,8 @@ def _sort_key(stamp: str):
     return (0, value.timestamp())
 
 
-def _merged_status(statuses: List[Any], instances: List[Dict[str, Any]]) -> str:
-    known = [s for s in statuses if isinstance(s, str)]
-    for bad in _STATUS_RANK:
-        if bad in known:
-            return bad
-    others = [s for s in known if s != "succeeded"]
-    if others:
-        return others[0]
-    if any(inst.get("status") != "succeeded" for inst in instances):
-        return "failed"
-    return "succeeded"
-
-
 def _number(value: Any) -> bool:
-    """A finite number of sane size (sums of them stay finite: the merged document is strict JSON)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and -1e15 <= value <= 1e15
+    return untrusted.number(value) is not None
 
 
 def _add(into: Dict[str, Any], key: str, value: Any) -> None:
@@ -312,40 +280,19 @@ def _totals(inputs: List[Any], instances: List[Dict[str, Any]]) -> Dict[str, Any
         if isinstance(t, dict):
             for k, v in t.items():
                 _add(totals, k, v)
-    by_status: Dict[str, int] = {s: 0 for s in _INSTANCE_STATUSES}
-    tokens = {k: 0 for k in _TOKEN_KEYS}
-    cost = 0.0
-    tools: Dict[str, int] = {}
-    for inst in instances:
-        status = inst.get("status")
-        by_status[str(status)] = by_status.get(str(status), 0) + 1
-        inst_tokens = inst.get("tokens")
-        for k, v in (inst_tokens if isinstance(inst_tokens, dict) else {}).items():
-            if _number(v):
-                tokens[k] = tokens.get(k, 0) + v
-        if _number(inst.get("cost_usd")):
-            cost += inst["cost_usd"]
-        inst_tools = inst.get("tools")
-        for k, v in (inst_tools if isinstance(inst_tools, dict) else {}).items():
-            if _number(v):
-                tools[k] = tools.get(k, 0) + v
-    totals["instances"] = len(instances)
-    totals["by_status"] = by_status
-    for status in ("succeeded", "failed"):
+    recomputed = results.totals(instances)
+    totals.update(instances=recomputed["instances"], by_status=recomputed["by_status"])
+    by_status = recomputed["by_status"]
+    for status in (InstanceStatus.SUCCEEDED, InstanceStatus.FAILED):
         if status in totals and _number(totals[status]):
             totals[status] = by_status.get(status, 0)
-    totals["tokens"] = tokens
-    totals["cost_usd"] = round(cost, 6)
-    totals["tools"] = dict(sorted(tools.items()))
+    totals.update(tokens=recomputed["tokens"], cost_usd=recomputed["cost_usd"], tools=recomputed["tools"])
     return totals
 
 
 def _write_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
+    """``path`` replaced atomically and durably (fsynced) by ``text``; a failure is one line (exit 2)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".merge-", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        results.write_text_atomic(path, text, prefix=".merge-")
     except OSError as exc:
         raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None

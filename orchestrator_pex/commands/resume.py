@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from orchestrator_pex import history, internal_errors, journal, lock
-    from orchestrator_pex.errors import UsageError
+    from orchestrator_pex.errors import RunDirError, UsageError
 
     run_dir = args.run_dir
     if not os.path.isdir(run_dir):
@@ -75,16 +75,18 @@ def main(args: argparse.Namespace) -> int:
     if not isinstance(batch_path, str) or not batch_path:
         raise UsageError(f"{run_dir}: the journal does not name the run's batch file")
 
-    from orchestrator_pex.commands.run import shard_lock_variant
+    from orchestrator_pex import shard
 
-    variant = shard_lock_variant(state.run_meta.get("shard"))
-    with lock.acquire(lock.lock_for_args(args, batch_path, variant=variant), args.wait_lock) as held:
+    try:
+        where = shard.recorded(state.run_meta.get("shard"))
+    except ValueError as exc:
+        raise RunDirError(f"{journal.journal_path(run_dir)}: shard: {exc}") from None
+    with lock.acquire(lock.lock_for_args(args, batch_path, variant=shard.lock_variant(where)), args.wait_lock) as held:
         # decide under the lock: a resume that finished meanwhile must not make us rerun its successes
         verify_run_dir(run_dir)
         state, _ = journal.load_run(run_dir)
         verify_logs(run_dir, state)
-        from orchestrator_pex.commands.run import _shard_plan, agent_overrides, check_policy, launch
-        from orchestrator_pex.errors import RunDirError
+        from orchestrator_pex.commands.run import agent_overrides, check_policy, launch
         from orchestrator_pex.plan import make_plan
 
         try:
@@ -96,11 +98,9 @@ def main(args: argparse.Namespace) -> int:
         plan = None
         if batch is not None:
             plan = make_plan(batch, args.claude, **agent_overrides(args))
-            shard = state.run_meta.get("shard")
-            if isinstance(shard, dict) and isinstance(shard.get("index"), int) and \
-                    isinstance(shard.get("count"), int):
+            if where is not None:
                 # the run was one shard of the batch: resume that shard only (budgets as given in the batch)
-                plan, shard_meta = _shard_plan(plan, (shard["index"], shard["count"]), False)
+                plan, shard_meta = shard.restrict(plan, where, False)
                 meta.update(shard_meta)
             names = [l.name for l in plan.launches]
         else:

@@ -95,7 +95,9 @@ def main(args: argparse.Namespace) -> int:
     meta = {}
     shard = _shard(args)
     if shard is not None:
-        plan, meta = _shard_plan(plan, shard, args.budget_share == "auto")
+        from orchestrator_pex.shard import restrict
+
+        plan, meta = restrict(plan, shard, args.budget_share == "auto")
     plan = check_policy(plan, args)
     if args.dry_run:
         print_dry_run(plan, sys.stdout)
@@ -109,40 +111,6 @@ def _shard(args):
     if args.shard:
         return shard.parse_shard(args.shard)
     return shard.shard_from_env(os.environ)
-
-
-def _shard_plan(plan, where, share_budget: bool):
-    """Only shard ``where`` = (index, count) of ``plan``; with ``share_budget`` the overall budgets divided by count."""
-    import attrs
-
-    from orchestrator_pex import shard
-    from orchestrator_pex.errors import UsageError
-
-    index, count = where
-    needs = {launch.name: launch.instance.needs or () for launch in plan.launches}
-    names = set(shard.select([launch.name for launch in plan.launches], index, count, needs))
-    for name in names:  # a shard holds whole dependency components (shard.select guarantees it; refuse otherwise)
-        outside = [n for n in needs[name] if n not in names]
-        if outside:
-            raise UsageError(f"--shard {index}/{count}: {name} needs {outside[0]}, which another shard would run: "
-                             "a shard must hold whole connected components of the dependency graph")
-    batch = plan.batch
-    if share_budget:
-        budget = batch.budget
-        batch = attrs.evolve(batch, budget=attrs.evolve(
-            budget,
-            max_tokens=budget.max_tokens // count if budget.max_tokens else None,
-            max_cost_usd=budget.max_cost_usd / count if budget.max_cost_usd else None,
-        ))
-    launches = tuple(l for l in plan.launches if l.name in names)
-    return attrs.evolve(plan, batch=batch, launches=launches), {"shard": {"index": index, "count": count}}
-
-
-def shard_lock_variant(shard) -> "str | None":
-    """Shards of one batch on one host lock separately: ``shard-I-of-N`` (None for an unsharded run)."""
-    if isinstance(shard, dict) and isinstance(shard.get("index"), int) and isinstance(shard.get("count"), int):
-        return f"shard-{shard['index']}-of-{shard['count']}"
-    return None
 
 
 def check_policy(plan, args):
@@ -172,13 +140,14 @@ def check_policy(plan, args):
 def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, extra_sinks=(), held_lock=None,
            meta=None, spent=(0, 0.0), carried=None) -> int:
     """Take the batch lock (unless the caller holds it: ``held_lock``), then :func:`_launch_locked`."""
-    from orchestrator_pex import lock
+    from orchestrator_pex import lock, shard
 
     options = dict(start_at=start_at, run_id=run_id, only=only, prior=prior, extra_sinks=extra_sinks, meta=meta,
                    spent=spent, carried=carried)
     if held_lock is not None:
         return _launch_locked(plan, args, held_lock=held_lock, **options)
-    lock_path = lock.lock_for_args(args, plan.batch.path, variant=shard_lock_variant((meta or {}).get("shard")))
+    variant = shard.lock_variant(shard.recorded((meta or {}).get("shard")))
+    lock_path = lock.lock_for_args(args, plan.batch.path, variant=variant)
     with lock.acquire(lock_path, getattr(args, "wait_lock", None)) as held:
         return _launch_locked(plan, args, held_lock=held, **options)
 
