@@ -44,7 +44,7 @@ import json
 import re
 from typing import Any, Dict, List, Optional
 
-from orchestrator_pex import untrusted
+from orchestrator_pex import untrusted, vocabulary
 from orchestrator_pex.pricing import estimate_cost
 
 #: a result's own cost is trusted down to this share of the estimate from streamed usage (see result_cost_trusted)
@@ -69,7 +69,7 @@ _MAX_ID = 128  # a longer message id is remembered as its digest
 MAX_TOOL_NAMES = 256  #: distinct tool names kept per attempt (and per record); the rest count under OTHER_TOOLS
 OTHER_TOOLS = "(other tools)"  #: the key further tool names are folded into
 
-TOKEN_KEYS = ("input", "output", "cache_creation", "cache_read")
+TOKEN_KEYS = vocabulary.TOKEN_KEYS
 
 
 class Accounting:

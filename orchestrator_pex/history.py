@@ -59,7 +59,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"not strict JSON: {name}")
 
 
-def _read_results(run_dir: str) -> Optional[Dict[str, Any]]:
+def read_results(run_dir: str) -> Optional[Dict[str, Any]]:
     """``results.json`` as a dict with ``instances`` a list of dicts, or None if unreadable/not strict JSON."""
     try:
         with open(os.path.join(run_dir, RESULTS_NAME), "rb") as f:
@@ -95,7 +95,7 @@ def load(run_dir: str) -> Tuple[Optional[journal.RunState], Optional[Dict[str, A
             state, problems = journal.load_run(run_dir)
         except RunDirError as exc:
             problems.append(str(exc))
-    doc = _read_results(run_dir)
+    doc = read_results(run_dir)
     if state is None and doc is None:
         raise RunDirError(f"{run_dir}: neither a readable journal nor a readable results.json; not a run directory")
     return state, doc, problems
@@ -201,12 +201,13 @@ def document(run_dir: str) -> Dict[str, Any]:
     state, doc, problems = load(run_dir)
     if state is None:
         return doc  # type: ignore[return-value]
-    if doc is not None and state.finished and not state.in_flight and _agrees(doc, state):
+    if doc is not None and state.finished and not state.in_flight and agrees_with_journal(doc, state):
         return doc
     return rebuild_document(run_dir, state, doc)
 
 
-def _agrees(doc: Dict[str, Any], state: journal.RunState) -> bool:
+def agrees_with_journal(doc: Dict[str, Any], state: journal.RunState) -> bool:
+    """Does ``doc`` (a results document) give every instance the journal recorded the journal's status?"""
     by_name = {r.get("name"): r.get("status") for r in doc.get("instances", []) if isinstance(r, dict)}
     return all(by_name.get(n) == r.get("status") for n, r in state.records.items())
 

@@ -33,20 +33,19 @@ import datetime
 import hashlib
 import html
 import os
-import tempfile
 import urllib.parse
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from orchestrator_pex import untrusted
+from orchestrator_pex import atomic_file, untrusted
+from orchestrator_pex.vocabulary import FINAL_STATUSES, TOKEN_KEYS, InstanceStatus, RunStatus
 
 MAX_TIMELINE_ROWS = 300
 MAX_CONCURRENCY_POINTS = 600
 TOP_INSTANCES = 25
 EXCERPT_BUDGET = 600_000  #: characters of result excerpts (and of errors) in the whole table
 TEXT_LIMIT = 300  #: the most characters of a result excerpt or an error shown for one instance
-TOKEN_KINDS = ("input", "output", "cache_creation", "cache_read")
-STATUS_ORDER = ("succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped", "api-error",
-                "not-started")
+TOKEN_KINDS = TOKEN_KEYS
+STATUS_ORDER = FINAL_STATUSES
 COLORS = {
     "succeeded": "#2e9d4f", "failed": "#d33c3c", "timed-out": "#e8871e", "stalled": "#a0642a",
     "cancelled": "#8a8f98", "budget-stopped": "#8d4fd1", "api-error": "#c2185b", "not-started": "#c9ced6",
@@ -131,7 +130,9 @@ def _name(value: Any, default: str = "-") -> str:
 
 
 def _status(value: Any) -> str:
-    return value if isinstance(value, str) and value in COLORS else "failed" if value else "not-started"
+    if isinstance(value, str) and value in COLORS:
+        return value
+    return InstanceStatus.FAILED if value else InstanceStatus.NOT_STARTED
 
 
 def fmt_int(n: int) -> str:
@@ -179,7 +180,7 @@ def attempt_spans(records: Sequence[Dict[str, Any]], events: Optional[Iterable[D
                     continue
                 if own and own[-1][1] is None:  # the previous attempt ended before its backoff
                     own[-1][1] = max(own[-1][0], at - pending_delay.pop(name, 0.0))
-                    own[-1][2] = own[-1][2] or "interrupted"
+                    own[-1][2] = own[-1][2] or RunStatus.INTERRUPTED
                 own.append([at, None, None])
             elif kind == "instance_retry" and own and own[-1][1] is None:
                 own[-1][2] = "retried"
@@ -248,8 +249,8 @@ def timeline_rows(records: Sequence[Dict[str, Any]], spans: Dict[str, List[Span]
         chosen = names
     else:
         status = {r.get("name"): r.get("status") for r in records}
-        bad = [n for n in names if status.get(n) != "succeeded"][:MAX_TIMELINE_ROWS]
-        good = [n for n in names if status.get(n) == "succeeded"]
+        bad = [n for n in names if status.get(n) != InstanceStatus.SUCCEEDED][:MAX_TIMELINE_ROWS]
+        good = [n for n in names if status.get(n) == InstanceStatus.SUCCEEDED]
         room = MAX_TIMELINE_ROWS - len(bad)
         step = len(good) / room if room else 0
         chosen = bad + ([good[int(i * step)] for i in range(room)] if room and good else [])
@@ -535,20 +536,7 @@ def write(path: str, text: str) -> None:
     """Replace ``path`` with ``text`` atomically (temporary file in the same directory, fsync, rename).
 
     Mode 0600 like ``results.json``: the page holds the agents' output."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_file.write_text(path, text, prefix=".report.")
 
 
 def budget_of(batch: Any) -> Dict[str, Optional[float]]:

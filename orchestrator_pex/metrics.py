@@ -25,18 +25,18 @@ import datetime
 import math
 import os
 import re
-import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from orchestrator_pex import untrusted
+from orchestrator_pex import atomic_file, shard, untrusted
+from orchestrator_pex.vocabulary import FINAL_STATUSES, LIVE_STATUSES, TOKEN_KEYS, InstanceStatus, RunStatus
 
 PREFIX = "orchestrator_pex_"
 INTERVAL = 15.0  #: seconds between two writes of the metrics file while a run is going on
 MAX_MODELS = 20  #: distinct ``model`` label values per file; further models are summed as "other"
-TOKEN_KINDS = ("input", "output", "cache_creation", "cache_read")
-INSTANCE_STATUSES = ("pending", "running", "retrying", "succeeded", "failed", "timed-out", "stalled", "cancelled",
-                     "budget-stopped", "api-error", "not-started")
-RUN_STATUSES = ("running", "succeeded", "failed", "budget-stopped", "interrupted")
+TOKEN_KINDS = TOKEN_KEYS
+#: every instance status, live then final: each is a label value of ``instances`` (zero-filled)
+INSTANCE_STATUSES = (*LIVE_STATUSES, *FINAL_STATUSES)
+RUN_STATUSES = tuple(RunStatus)
 
 #: name -> (type, help, label names): every metric this module writes.
 METRICS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
@@ -91,17 +91,19 @@ def batch_label(doc: Dict[str, Any]) -> str:
 
 
 def shard_label(doc: Dict[str, Any]) -> str:
-    shard = doc.get("shard")
-    if isinstance(shard, dict) and isinstance(shard.get("index"), int) and isinstance(shard.get("count"), int):
-        return f"{shard['index']}/{shard['count']}"
-    return "all"
+    """``I/N`` for a document of shard I of N (see :func:`shard.recorded`), ``all`` otherwise (or malformed)."""
+    try:
+        where = shard.recorded(doc.get("shard"))
+    except ValueError:
+        where = None
+    return "all" if where is None else f"{where[0]}/{where[1]}"
 
 
 def render(doc: Dict[str, Any], now: float, previous_success: Optional[float] = None) -> str:
     """Exposition text for ``doc`` (a results document or a :func:`snapshot`) as of ``now`` (Unix time)."""
     base = {"batch": batch_label(doc), "shard": shard_label(doc)}
     samples: Dict[str, List[Tuple[Dict[str, str], float]]] = {name: [] for name in METRICS}
-    status = doc.get("status") if doc.get("status") in RUN_STATUSES else "failed"
+    status = doc.get("status") if doc.get("status") in RUN_STATUSES else RunStatus.FAILED
     for s in RUN_STATUSES:
         samples["run_status"].append(({**base, "status": s}, 1.0 if s == status else 0.0))
     started = _epoch(doc.get("started_at"))
@@ -109,7 +111,7 @@ def render(doc: Dict[str, Any], now: float, previous_success: Optional[float] = 
     if started is not None:
         samples["run_start_time_seconds"].append((base, started))
         samples["run_duration_seconds"].append((base, round(max(0.0, (finished or now) - started), 3)))
-    if status != "running" and isinstance(doc.get("exit_status"), int):
+    if status != RunStatus.RUNNING and isinstance(doc.get("exit_status"), int):
         samples["run_exit_status"].append((base, float(doc["exit_status"])))
 
     records = [r for r in doc.get("instances") or () if isinstance(r, dict)]
@@ -118,7 +120,7 @@ def render(doc: Dict[str, Any], now: float, previous_success: Optional[float] = 
     retries = 0.0
     for r in records:
         st = r.get("status")
-        counts[st if st in counts else "failed"] += 1
+        counts[st if st in counts else InstanceStatus.FAILED] += 1
         model = untrusted.name(r.get("model")) or "unknown"
         model = model[:100]
         if model not in models and len(models) >= MAX_MODELS:
@@ -137,7 +139,7 @@ def render(doc: Dict[str, Any], now: float, previous_success: Optional[float] = 
             samples["tokens_total"].append(({**base, "kind": k, "model": model}, m[k]))
         samples["cost_usd_total"].append(({**base, "model": model}, round(m["cost"], 6)))
     samples["retries_total"].append((base, retries))
-    last_success = finished if status == "succeeded" and finished is not None else previous_success
+    last_success = finished if status == RunStatus.SUCCEEDED and finished is not None else previous_success
     if last_success is not None:
         samples["last_success_timestamp_seconds"].append((base, last_success))
 
@@ -183,22 +185,8 @@ def write(path: str, doc: Dict[str, Any], now: float) -> None:
 
 
 def write_text(path: str, text: str) -> None:
-    """Replace ``path`` with ``text``: temporary file in the same directory, fsync, chmod 0644, rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Replace ``path`` with ``text`` (mode 0644) through :func:`atomic_file.write_text`."""
+    atomic_file.write_text(path, text, prefix=".metrics.", mode=0o644)
 
 
 def snapshot(run_meta: Dict[str, Any], states: Iterable[Any]) -> Dict[str, Any]:
@@ -216,4 +204,4 @@ def snapshot(run_meta: Dict[str, Any], states: Iterable[Any]) -> Dict[str, Any]:
         current = s.current
         records.append({"status": s.status, "tokens": tokens, "cost_usd": s.cost(), "attempts": len(s.attempts),
                         "model": current.acct.model if current else None})
-    return {**run_meta, "status": "running", "instances": records}
+    return {**run_meta, "status": RunStatus.RUNNING, "instances": records}

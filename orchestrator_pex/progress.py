@@ -10,7 +10,7 @@ Semantics of the numbers:
 * ``tokens`` of a row or the batch are *all* tokens (input + output + cache creation + cache read); ``cache`` is the
   part of ``tokens`` read from or written to the prompt cache. Every view says ``TOKENS`` and ``CACHE`` with these
   meanings.
-* ``state`` is ``pending``, ``running``, ``retrying`` or a final instance status (see results.STATUSES).
+* ``state`` is ``pending``, ``running``, ``retrying`` or a final instance status (see :mod:`vocabulary`).
 * :attr:`Progress.done` counts instances with a final status; :meth:`Progress.eta` extrapolates the mean time per
   finished instance over the ones left (``None`` until one has finished).
 """
@@ -22,8 +22,10 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-ACTIVE = ("running", "retrying")
-WAITING = ("pending",)
+from orchestrator_pex.vocabulary import ACTIVE_STATUSES, InstanceStatus
+
+ACTIVE = ACTIVE_STATUSES
+WAITING = (InstanceStatus.PENDING,)
 
 
 @attrs.frozen
@@ -143,7 +145,7 @@ def from_journal(events: Iterable[Mapping[str, Any]], names: Sequence[str], *,
     ``instance_retry``); one with no event is ``pending``. The latest ``run_started`` gives the start time (a resumed
     run restarts the clock); ``run_finished`` after it marks the snapshot finished.
     """
-    rows: Dict[str, Row] = {n: Row(name=n, state="pending") for n in names}
+    rows: Dict[str, Row] = {n: Row(name=n, state=InstanceStatus.PENDING) for n in names}
     started_at = None
     finished = False
     for e in events:
@@ -155,13 +157,15 @@ def from_journal(events: Iterable[Mapping[str, Any]], names: Sequence[str], *,
         elif kind == "run_finished":
             finished = True
         elif kind == "instance_started" and isinstance(name, str):
-            old = rows.get(name) or Row(name=name, state="pending")
+            old = rows.get(name) or Row(name=name, state=InstanceStatus.PENDING)
             at = _epoch(e.get("at"))
-            rows[name] = attrs.evolve(old, state="running", attempts=int(e.get("attempt") or old.attempts + 1),
-                                      started_at=old.started_at if old.state == "retrying" else at or old.started_at,
+            retrying = old.state == InstanceStatus.RETRYING
+            rows[name] = attrs.evolve(old, state=InstanceStatus.RUNNING,
+                                      attempts=int(e.get("attempt") or old.attempts + 1),
+                                      started_at=old.started_at if retrying else at or old.started_at,
                                       finished_at=None)
         elif kind == "instance_retry" and isinstance(name, str) and name in rows:
-            rows[name] = attrs.evolve(rows[name], state="retrying")
+            rows[name] = attrs.evolve(rows[name], state=InstanceStatus.RETRYING)
         elif kind == "instance_finished" and isinstance(name, str) and isinstance(e.get("record"), dict):
             rows[name] = row_from_record(e["record"])
     ordered = tuple(rows.values())

@@ -30,6 +30,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt
+from orchestrator_pex.vocabulary import InstanceStatus
 
 _READ = 64 * 1024
 
@@ -110,7 +111,7 @@ def recover(run_dir: str, name: str, starts: Sequence[Dict[str, Any]],
             return None, [f"{path}: cannot read it to recover the spend of interrupted attempts: "
                           f"{exc.strerror or exc}"]
         previous_end = end if end is not None else size
-    record = results.instance_record(name, "cancelled", attempts, stdout_log=path,
+    record = results.instance_record(name, InstanceStatus.CANCELLED, attempts, stdout_log=path,
                                      stderr_log=os.path.join(run_dir, "logs", f"{stem}.stderr"),
                                      agent=next((s.get("agent") for s in reversed(starts)
                                                  if isinstance(s.get("agent"), str)), None))

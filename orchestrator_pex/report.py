@@ -37,12 +37,13 @@ from orchestrator_pex import strictjson
 from orchestrator_pex.errors import plural
 from orchestrator_pex.progress import ACTIVE, Progress, Row
 from orchestrator_pex.results import SCHEMA_VERSION, iso
+from orchestrator_pex.vocabulary import InstanceStatus
 
 PROGRESS_MODES = ("auto", "table", "lines", "json", "none")
 _CLEAR_LINE = "\x1b[2K"
 _ERASE_DOWN = "\x1b[J"
 #: group order of rows in the live view (lower first); states not named here sort with the failures
-_GROUP = {"running": 0, "retrying": 0, "succeeded": 2, "pending": 3}
+_GROUP = {InstanceStatus.RUNNING: 0, InstanceStatus.RETRYING: 0, InstanceStatus.SUCCEEDED: 2, InstanceStatus.PENDING: 3}
 
 
 def _up(n: int) -> str:
@@ -88,7 +89,7 @@ _COLUMNS: Tuple[Tuple[str, int, int, bool], ...] = (
 
 
 def _cells(row: Row, now: float) -> Dict[str, str]:
-    waiting = row.state == "pending"
+    waiting = row.state == InstanceStatus.PENDING
     return {
         "NAME": row.name, "STATE": row.state, "TIME": fmt_duration(row.duration(now)),
         "TOKENS": "-" if waiting else fmt_tokens(row.tokens), "COST": "-" if waiting else f"${row.cost_usd:.4f}",
@@ -116,7 +117,7 @@ def header_lines(p: Progress, now: float, width: int) -> List[str]:
              f"ETA {fmt_duration(eta)}" if eta is not None else "ETA -", tokens, spend]
     first = _fit_parts(parts, width, bar=True, fraction=p.done / p.total if p.total else 1.0)
     counts = p.counts()
-    order = sorted(counts, key=lambda s: (_GROUP.get(s, 1), s != "running", s))
+    order = sorted(counts, key=lambda s: (_GROUP.get(s, 1), s != InstanceStatus.RUNNING, s))
     second = _fit_parts([f"{counts[s]} {s}" for s in order], width)
     return [first, second]
 
@@ -261,7 +262,7 @@ class Console:
                     f"(attempt {event['attempt'] + 1})")
         if kind == "instance_finished":
             r = event["record"]
-            if r["status"] == "not-started" and self.mode == "table":
+            if r["status"] == InstanceStatus.NOT_STARTED and self.mode == "table":
                 return None
             parts = [f"{r['name']}: {r['status']}"]
             if r["api_error_status"]:
@@ -271,7 +272,7 @@ class Console:
                              f"${r['cost_usd']:.4f} ({r['cost_source']})")
             elif r["attempts"]:
                 parts.append(fmt_duration(r["duration_s"]))
-            if r["error"] and r["status"] != "succeeded":
+            if r["error"] and r["status"] != InstanceStatus.SUCCEEDED:
                 parts.append(self.scrub(r["error"]))
             return " — ".join(parts)
         if kind == "warning":

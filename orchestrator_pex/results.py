@@ -19,10 +19,9 @@ import hashlib
 import os
 import re
 import secrets
-import tempfile
-from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import IO, Any, Dict, Iterable, List, Optional, Sequence
 
-from orchestrator_pex import strictjson, untrusted, vocabulary
+from orchestrator_pex import atomic_file, strictjson, untrusted, vocabulary
 from orchestrator_pex.accounting import fold_tools
 from orchestrator_pex.vocabulary import SCHEMA_VERSION, TOKEN_KEYS, TOKEN_TOTAL, InstanceStatus
 
@@ -240,37 +239,4 @@ def _write_atomic(path: str, doc: Dict[str, Any]) -> None:
         strictjson.dump(doc, f, indent=2, ensure_ascii=False)
         f.write("\n")
 
-    replace_atomic(path, dump, prefix=".results.")
-
-
-def write_text_atomic(path: str, text: str, prefix: str = ".tmp.") -> None:
-    """:func:`replace_atomic` with ``text``."""
-    replace_atomic(path, lambda f: f.write(text), prefix=prefix)
-
-
-def replace_atomic(path: str, write: Callable[[IO[str]], object], prefix: str = ".tmp.") -> None:
-    """Replace ``path`` with what ``write`` writes to a temporary file beside it (UTF-8): fsynced, renamed over
-    ``path``, the folder fsynced. Raises what ``write`` or the file system raises (``OSError``), the temporary file
-    removed and the old file untouched."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    atomic_file.replace(path, dump, prefix=".results.")

@@ -41,6 +41,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import trio
 
 from orchestrator_pex.accounting import Accounting
+from orchestrator_pex.vocabulary import InstanceStatus
 
 CHUNK = 64 * 1024
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
@@ -215,14 +216,14 @@ async def _watch(attempt: Attempt, stream, timeout: Optional[float], stall_timeo
             now = trio.current_time()
             if now >= end:
                 attempt.error = attempt.error or f"timed out after {timeout:g}s"
-                attempt.stop("timed-out")
+                attempt.stop(InstanceStatus.TIMED_OUT)
                 return
             silent_since = max(silent_since, attempt.last_output_mono)
             if stall_timeout is not None and now >= silent_since + stall_timeout:
                 if not pumped.is_set() and _readable(stream):
                     continue  # output is waiting: the reader takes it first (the next check is a tick later)
                 attempt.error = attempt.error or f"stalled: no output for {stall_timeout:g}s"
-                attempt.stop("stalled")
+                attempt.stop(InstanceStatus.STALLED)
                 return
 
 
@@ -252,7 +253,8 @@ async def _pump(stream, attempt: Attempt, write, max_line, on_output, pumped: tr
                 write(chunk)
             except OSError as exc:  # disk full, I/O error: an instance that cannot be logged is stopped
                 attempt.error = f"cannot write its stdout log: {exc.strerror or exc}"
-                attempt.stop("cancelled")  # the orchestrator's failure, not the agent's: resume reruns it
+                # the orchestrator's failure, not the agent's: resume reruns it
+                attempt.stop(InstanceStatus.CANCELLED)
                 return
             if skipping:
                 nl = chunk.find(b"\n")

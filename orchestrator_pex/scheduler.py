@@ -43,6 +43,7 @@ from orchestrator_pex.agents import dialect
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
+from orchestrator_pex.vocabulary import InstanceStatus
 
 TRANSIENT_API_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 DEFAULT_CONCURRENCY = 32  # hard cap when neither --concurrency nor the batch sets one (API rate limits)
@@ -56,7 +57,7 @@ class InstanceState:
 
     def __init__(self, launch: Launch) -> None:
         self.launch = launch
-        self.status = "pending"  # pending, running, retrying, then a final status from results.STATUSES
+        self.status = InstanceStatus.PENDING  # then running, retrying, then one of vocabulary.FINAL_STATUSES
         self.attempts: List[Attempt] = []
         self.record: Optional[Dict[str, Any]] = None
         self.backoff_scope: Optional[trio.CancelScope] = None
@@ -84,18 +85,18 @@ def classify(launch: Launch, attempt: Attempt) -> str:
     if agent or acct.result_seen:
         if acct.is_error and acct.api_error_status:
             attempt.error = f"API error {acct.api_error_status}: {(acct.result_text or '')[:300]}".rstrip(": ")
-            return "api-error"
+            return InstanceStatus.API_ERROR
         if acct.is_error:
             attempt.error = attempt.error or f"agent reported an error: {(acct.result_text or '')[:300]}"
-            return "failed"
+            return InstanceStatus.FAILED
         if attempt.exit_code == 0 and agent and not acct.result_seen:
             attempt.error = "exited 0 without a result event"
-            return "failed"
+            return InstanceStatus.FAILED
         if agent and not acct.result_seen and attempt.exit_code:
             hint = dialect(launch.kind).exit_hints.get(attempt.exit_code)
             if hint:
                 attempt.error = f"{hint}: {attempt.error}" if attempt.error else hint
-    return "succeeded" if attempt.exit_code == 0 else "failed"
+    return InstanceStatus.SUCCEEDED if attempt.exit_code == 0 else InstanceStatus.FAILED
 
 
 def _cancellation(exc: BaseException) -> bool:
@@ -185,7 +186,7 @@ class Scheduler:
     def interrupt(self) -> None:
         """Stop launching; stop every running instance (``cancelled``); cut retry back-offs short."""
         self.interrupted = True
-        self._stop_all("interrupted", "cancelled")
+        self._stop_all("interrupted", InstanceStatus.CANCELLED)
 
     def _stop_all(self, why: str, status: str) -> None:
         if self.stopped is None:
@@ -236,7 +237,7 @@ class Scheduler:
                     break
                 pending.remove(state)
                 self.running[state.launch.name] = state
-                state.status = "running"
+                state.status = InstanceStatus.RUNNING
                 self._last_launch = trio.current_time()
                 batch_nursery.start_soon(self._run_instance, state)
             await self._all_done()
@@ -251,7 +252,7 @@ class Scheduler:
                        "deadline": "not started: the batch deadline passed",
                        "interrupted": "not started: the run was interrupted"}.get(self.stopped or "")
                 earlier = self.carried.get(state.launch.name)  # resumed, but not started again: nothing changed
-                state.status = earlier["status"] if earlier else "not-started"
+                state.status = earlier["status"] if earlier else InstanceStatus.NOT_STARTED
                 state.record = earlier or {**results.not_started(state.launch.name, why), "agent": state.launch.kind}
                 await self._emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
         return [s.record for s in self.states]
@@ -270,7 +271,7 @@ class Scheduler:
 
     async def _skip(self, state: InstanceState, why: str) -> None:
         name = state.launch.name
-        state.status = "skipped"
+        state.status = InstanceStatus.SKIPPED
         state.record = results.skipped(name, why)
         if name in self.carried:
             state.record = results.carry(state.record, self.carried[name])
@@ -284,7 +285,7 @@ class Scheduler:
     async def _deadline_watch(self) -> None:
         await trio.sleep_until(self.started_mono + self.deadline)
         await self._emit({"event": "warning", "message": f"batch deadline of {self.deadline:g}s reached"})
-        self._stop_all("deadline", "timed-out")
+        self._stop_all("deadline", InstanceStatus.TIMED_OUT)
 
     async def _admit(self, state: InstanceState) -> bool:
         """Wait until ``state`` may start; False if launching has stopped."""
@@ -305,7 +306,7 @@ class Scheduler:
         for state in self.running.values():
             a = state.current
             if a is None or a.pid is None:
-                if state.status != "retrying":
+                if state.status != InstanceStatus.RETRYING:
                     yield None, False
             elif a.exit_code is None:
                 yield a.pid, a.last_output_mono > a.started_mono
@@ -328,7 +329,7 @@ class Scheduler:
         stderr_log = os.path.join(logs, f"{stem}.stderr")
         reader = dialect(launch.kind).reader if launch.kind != "generic" else None
         env = {**self.env_base, **launch.env_add}
-        status = "failed"
+        status = InstanceStatus.FAILED
         error: Optional[str] = None  # set by the boundaries below; else the last attempt's error
         ws = None
         ws_record: Optional[Dict[str, Any]] = None
@@ -358,13 +359,13 @@ class Scheduler:
                 self.workspaces.created[name] = {"base": ws.base}
                 launch = attrs.evolve(launch, cwd=ws.cwd)
                 if self.stopped in ("interrupted", "deadline", "budget"):  # stopped while the worktree was made
-                    status = {"interrupted": "cancelled", "deadline": "timed-out", "budget": "budget-stopped"}[
+                    status = {"interrupted": InstanceStatus.CANCELLED, "deadline": InstanceStatus.TIMED_OUT, "budget": "budget-stopped"}[
                         self.stopped]
                     return
             for number in range(1, (inst.retries or 0) + 2):
                 attempt = Attempt(number, reader(inst.model) if reader is not None else None)
                 state.attempts.append(attempt)
-                state.status = "running"
+                state.status = InstanceStatus.RUNNING
                 # where this attempt's output starts in the raw log: resume re-reads it if no end gets recorded
                 await self._emit({"event": "instance_started", "name": name, "attempt": number,
                                   "at": results.iso(time.time()), "stdout_offset": _size(stdout_log),
@@ -381,7 +382,7 @@ class Scheduler:
                     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
                     attempt.error = f"cannot start {launch.argv[0]}: {exc.strerror or exc}{where}"
                     attempt.finished_at = time.time()
-                    status = "failed"
+                    status = InstanceStatus.FAILED
                     break
                 finally:
                     if self._on_exit is not None and attempt.pid is not None:
@@ -389,15 +390,17 @@ class Scheduler:
                 self._account(state, attempt)
                 status = classify(launch, attempt)
                 api = attempt.acct.api_error_status
-                if status == "api-error" and api in TRANSIENT_API_STATUSES and number <= (inst.retries or 0):
+                transient = api in TRANSIENT_API_STATUSES and number <= (inst.retries or 0)
+                if status == InstanceStatus.API_ERROR and transient:
                     if not await self._backoff(state, number, api):
                         # the batch stopped during the wait: the instance ends the way its running peers did
-                        status = {"interrupted": "cancelled", "deadline": "timed-out",
-                                  "budget": "budget-stopped"}.get(self.stopped or "", status)
+                        status = {"interrupted": InstanceStatus.CANCELLED, "deadline": InstanceStatus.TIMED_OUT,
+                                  "budget": InstanceStatus.BUDGET_STOPPED}.get(self.stopped or "", status)
                         break
                     continue
                 break
-            if status == "api-error" and state.current.acct.api_error_status == 401 and self.stopped is None:
+            if status == InstanceStatus.API_ERROR and state.current.acct.api_error_status == 401 \
+                    and self.stopped is None:
                 self.stopped = "auth"
                 await self._emit({"event": "warning", "message": f"{name}: authentication failed (401): "
                                   "no further instances will be started"})
@@ -405,12 +408,12 @@ class Scheduler:
             if _cancellation(exc):
                 # Cancelled from outside the scheduler's own stops (those end attempts through Attempt.stop): the
                 # orchestrator itself is failing (the journal cannot be written, an internal error at the top).
-                status = "cancelled"
+                status = InstanceStatus.CANCELLED
                 error = "cancelled: the orchestrator stopped while this instance ran (resume reruns it)"
                 raise
             if not isinstance(exc, Exception) or errors.find(exc) is not None:
                 raise  # KeyboardInterrupt, or a user-facing error of the whole run (the journal cannot be written)
-            status = "failed"  # a bug ends this instance, never the batch
+            status = InstanceStatus.FAILED  # a bug ends this instance, never the batch
             error = self._internal_error(name, exc)
         finally:
             manager = self.workspaces
@@ -460,7 +463,7 @@ class Scheduler:
         if self.stopped is not None:
             return False
         delay = min(self.retry.backoff * (2 ** (number - 1)), self.retry.backoff_max)
-        state.status = "retrying"
+        state.status = InstanceStatus.RETRYING
         await self._emit({"event": "instance_retry", "name": state.launch.name, "attempt": number,
                           "api_error_status": api_status, "delay_s": delay})
         with trio.CancelScope() as state.backoff_scope:
@@ -488,7 +491,7 @@ class Scheduler:
         if over:
             if block and attempt.exit_code is None:
                 attempt.error = f"instance budget: {over}"
-                attempt.stop("budget-stopped")
+                attempt.stop(InstanceStatus.BUDGET_STOPPED)
             elif "instance" not in state.warned:
                 state.warned.add("instance")
                 self._warn(f"{state.launch.name}: instance budget crossed: {over}")
@@ -509,7 +512,7 @@ class Scheduler:
                     if s.current is not None and s.current.exit_code is None:
                         s.current.error = over
                 self._warn(f"{over}: stopping the batch")
-                self._stop_all("budget", "budget-stopped")
+                self._stop_all("budget", InstanceStatus.BUDGET_STOPPED)
             else:
                 self._batch_warned = True
                 self._warn(f"{over} (mode warn: continuing)")

@@ -32,7 +32,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from orchestrator_pex import results, strictjson, untrusted, vocabulary
+from orchestrator_pex import atomic_file, results, strictjson, untrusted, vocabulary
 from orchestrator_pex.errors import EXIT_OK, UsageError
 from orchestrator_pex.vocabulary import InstanceStatus
 
@@ -293,6 +293,6 @@ def _totals(inputs: List[Any], instances: List[Dict[str, Any]]) -> Dict[str, Any
 def _write_atomic(path: str, text: str) -> None:
     """``path`` replaced atomically and durably (fsynced) by ``text``; a failure is one line (exit 2)."""
     try:
-        results.write_text_atomic(path, text, prefix=".merge-")
+        atomic_file.write_text(path, text, prefix=".merge-")
     except OSError as exc:
         raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None

@@ -42,6 +42,9 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, List
 
+from orchestrator_pex import vocabulary
+from orchestrator_pex.vocabulary import InstanceStatus
+
 if TYPE_CHECKING:
     from orchestrator_pex import journal
 
@@ -249,11 +252,12 @@ def _nothing_to_do(run_dir: str, state, args) -> int:  # type: ignore[no-untyped
     """Nothing to rerun: make sure results.json reflects the journal, report, exit 0."""
     from orchestrator_pex import history, results
 
-    current = history._read_results(run_dir)
-    if current is not None and state.finished and not state.in_flight and history._agrees(current, state):
+    current = history.read_results(run_dir)
+    if current is not None and state.finished and not state.in_flight and history.agrees_with_journal(current, state):
         doc = current  # a true no-op: results.json already says what the journal says
     else:  # e.g. interrupted with only failures left: bring results.json in line with the journal
-        doc = history.rebuild_document(run_dir, state, status=_final_status(history.all_records(run_dir, state)))
+        status = vocabulary.run_status(history.all_records(run_dir, state))
+        doc = history.rebuild_document(run_dir, state, status=status)
         if not state.finished:
             doc["finished_at"] = doc.get("finished_at") or results.iso(time.time())
         results.write_atomic(os.path.join(run_dir, "results.json"), doc)
@@ -263,16 +267,12 @@ def _nothing_to_do(run_dir: str, state, args) -> int:  # type: ignore[no-untyped
             with Journal.open(run_dir) as jr:
                 jr.append_sync({"event": "run_finished", "status": doc["status"], "finished_at": doc["finished_at"],
                                 "totals": doc["totals"], "note": "closed by resume: nothing to rerun"})
-    left = [r["name"] for r in doc["instances"] if r["status"] != "succeeded"]
+    left = [r["name"] for r in doc["instances"] if r["status"] != InstanceStatus.SUCCEEDED]
     hint = f"; {plural(len(left), 'instance')} did not succeed (rerun them with --rerun-failed)" if left else ""
     print(f"orchestrator-pex: nothing to resume in {run_dir}{hint}", file=sys.stderr)
     if args.json:
         _print_doc(doc)
     return 0
-
-
-def _final_status(records) -> str:  # type: ignore[no-untyped-def]
-    return "succeeded" if all(r["status"] == "succeeded" for r in records) else "failed"
 
 
 def _print_doc(doc: dict) -> None:

@@ -19,6 +19,7 @@ import sys
 from typing import Optional
 
 from orchestrator_pex import strictjson
+from orchestrator_pex.vocabulary import InstanceStatus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +156,7 @@ def _print_list(runs: list, results_dir: str) -> None:
     print(f"{'RUN ID':<32} {'STATUS':<12} {'STARTED':<21} {'INST':>5} {'OK':>5} {'COST $':>9}  BATCH")
     for run in runs:
         counts = run.get("counts") if isinstance(run.get("counts"), dict) else {}
-        ok = _num(counts.get("succeeded")) or 0
+        ok = _num(counts.get(InstanceStatus.SUCCEEDED)) or 0
         cost = _num(run.get("cost_usd"))
         print(f"{_s(run.get('run_id')):<32} {_s(run.get('status')):<12} {_s(run.get('started_at')):<21} "
               f"{int(_num(run.get('instances')) or 0):>5} {int(ok):>5} {f'{cost:.4f}' if cost is not None else '-':>9}  "
