@@ -46,7 +46,7 @@ import secrets
 import subprocess
 import sys
 import time
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from orchestrator_pex import procfs
 
@@ -375,8 +375,15 @@ class Protection:
                 warn(message)
 
     @property
+    def env_add(self) -> Dict[str, str]:
+        """The environment every instance gets from the guardian: its marker (``ORCHESTRATOR_PEX_GUARD=<token>``)."""
+        key, _, token = self.guardian.marker.partition("=")
+        return {key: token}
+
+    @property
     def scheduler_options(self) -> dict:
-        return {"on_spawn": self.on_spawn, "on_exit": self.on_exit}
+        """The scheduler's hooks and the marker, passed explicitly (it does not depend on ``os.environ``)."""
+        return {"on_spawn": self.on_spawn, "on_exit": self.on_exit, "env_add": self.env_add}
 
 
 def protect(run_dir: str, lock_handle=None, grace: float = DEFAULT_GRACE):  # type: ignore[no-untyped-def]

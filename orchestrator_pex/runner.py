@@ -130,11 +130,11 @@ async def execute(
             await top.start(_watch_signals, scheduler, sig, wait_scope)
             top.start_soon(_tick, console)
             for watch in watchers:
-                top.start_soon(watch, scheduler._warn)
+                top.start_soon(watch, scheduler.warn)
             if metrics_file:
                 top.start_soon(_write_metrics_periodically, metrics_file, run_meta, scheduler, prior, console)
             try:
-                await scheduler._emit({"event": "run_started", "instances": len(scheduler.states), **run_meta})
+                await scheduler.emit({"event": "run_started", "instances": len(scheduler.states), **run_meta})
                 if start_at is not None:
                     with wait_scope:
                         await console.emit({"event": "warning", "message": f"waiting until {start_at.isoformat()}"})
@@ -163,7 +163,7 @@ async def execute(
         await _write_outputs(doc, run_dir, plan, console, report_html, metrics_file)
     with trio.CancelScope(shield=True):
         if failure is None:
-            await scheduler._emit(finished)
+            await scheduler.emit(finished)
         else:  # the failing part may be a sink: every other sink (the journal) still gets the run's end
             finished["internal_error"] = run_meta["internal_error"]
             for sink in scheduler.sinks:
@@ -208,7 +208,7 @@ async def _watch_signals(scheduler: Scheduler, sig: _Signals, wait_scope: trio.C
                 wait_scope.cancel()
                 scheduler.interrupt()
             else:  # asked twice: no more grace
-                for attempt in scheduler._attempts_running():
+                for attempt in scheduler.attempts_running():
                     try:
                         os.killpg(attempt.pid, signal.SIGKILL)
                     except OSError:

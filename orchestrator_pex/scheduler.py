@@ -47,6 +47,9 @@ from orchestrator_pex.vocabulary import InstanceStatus
 
 TRANSIENT_API_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 DEFAULT_CONCURRENCY = 32  # hard cap when neither --concurrency nor the batch sets one (API rate limits)
+#: why launching stopped (``Scheduler.stopped``) -> the status of an instance that stopped running because of it
+STATUS_WHEN_STOPPED = {"interrupted": InstanceStatus.CANCELLED, "deadline": InstanceStatus.TIMED_OUT,
+                       "budget": InstanceStatus.BUDGET_STOPPED}
 _POLL = 0.1  # seconds between admission checks when nothing else wakes the launcher
 
 
@@ -139,6 +142,7 @@ class Scheduler:
         redactor=None,
         carried: Optional[Dict[str, Dict[str, Any]]] = None,
         prior: Optional[Dict[str, Dict[str, Any]]] = None,
+        env_add: Optional[Dict[str, str]] = None,
     ) -> None:
         batch = plan.batch
         self.plan = plan
@@ -156,7 +160,8 @@ class Scheduler:
         self._on_exit = on_exit
         self._redactor = redactor if redactor else None  # masks secret values in records and raw stdout logs
         self.carried = carried or {}  # resume: earlier sessions' records of the instances rerun now
-        self.env_base = dict(os.environ)
+        #: every instance's environment before its own ``env``: ours, plus ``env_add`` (the guardian's marker)
+        self.env_base = {**os.environ, **(env_add or {})}
         self.states = [InstanceState(l) for l in plan.launches if only is None or l.name in only]
         self.running: Dict[str, InstanceState] = {}
         self.tokens = 0  # the batch ledger: every attempt of every instance, running or done
@@ -202,7 +207,8 @@ class Scheduler:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _emit(self, event: Dict[str, Any]) -> None:
+    async def emit(self, event: Dict[str, Any]) -> None:
+        """Hand ``event`` to every sink in turn (the journal returns once it is durable)."""
         for sink in self.sinks:
             await sink.emit(event)
 
@@ -215,7 +221,7 @@ class Scheduler:
         if self.workspaces is not None:
             bases = await trio.to_thread.run_sync(self.workspaces.resolve_bases, [s.launch for s in self.states])
             if bases:
-                await self._emit({"event": "workspace_bases", "bases": bases})
+                await self.emit({"event": "workspace_bases", "bases": bases})
         async with trio.open_nursery() as batch_nursery:
             if self.deadline is not None:
                 batch_nursery.start_soon(self._deadline_watch)
@@ -254,7 +260,7 @@ class Scheduler:
                 earlier = self.carried.get(state.launch.name)  # resumed, but not started again: nothing changed
                 state.status = earlier["status"] if earlier else InstanceStatus.NOT_STARTED
                 state.record = earlier or {**results.not_started(state.launch.name, why), "agent": state.launch.kind}
-                await self._emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
+                await self.emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
         return [s.record for s in self.states]
 
     def _records_of(self, names) -> Dict[str, Dict[str, Any]]:
@@ -275,7 +281,7 @@ class Scheduler:
         state.record = results.skipped(name, why)
         if name in self.carried:
             state.record = results.carry(state.record, self.carried[name])
-        await self._emit({"event": "instance_finished", "name": name, "record": state.record})
+        await self.emit({"event": "instance_finished", "name": name, "record": state.record})
         self._wake()
 
     async def _all_done(self) -> None:
@@ -284,7 +290,7 @@ class Scheduler:
 
     async def _deadline_watch(self) -> None:
         await trio.sleep_until(self.started_mono + self.deadline)
-        await self._emit({"event": "warning", "message": f"batch deadline of {self.deadline:g}s reached"})
+        await self.emit({"event": "warning", "message": f"batch deadline of {self.deadline:g}s reached"})
         self._stop_all("deadline", InstanceStatus.TIMED_OUT)
 
     async def _admit(self, state: InstanceState) -> bool:
@@ -311,7 +317,8 @@ class Scheduler:
             elif a.exit_code is None:
                 yield a.pid, a.last_output_mono > a.started_mono
 
-    def _attempts_running(self):
+    def attempts_running(self):  # type: ignore[no-untyped-def]
+        """The attempts whose process is running now (pid known, not exited)."""
         for state in self.running.values():
             a = state.current
             if a is not None and a.pid is not None and a.exit_code is None:
@@ -354,20 +361,19 @@ class Scheduler:
                 except WorkspaceError as exc:
                     error = f"workspace: {exc}"
                     return
-                await self._emit({"event": "workspace_created", "name": name, "repo": ws.repo, "path": ws.path,
+                await self.emit({"event": "workspace_created", "name": name, "repo": ws.repo, "path": ws.path,
                                   "branch": ws.branch, "base": ws.base})
                 self.workspaces.created[name] = {"base": ws.base}
                 launch = attrs.evolve(launch, cwd=ws.cwd)
-                if self.stopped in ("interrupted", "deadline", "budget"):  # stopped while the worktree was made
-                    status = {"interrupted": InstanceStatus.CANCELLED, "deadline": InstanceStatus.TIMED_OUT, "budget": "budget-stopped"}[
-                        self.stopped]
+                if self.stopped in STATUS_WHEN_STOPPED:  # stopped while the worktree was made
+                    status = STATUS_WHEN_STOPPED[self.stopped]
                     return
             for number in range(1, (inst.retries or 0) + 2):
                 attempt = Attempt(number, reader(inst.model) if reader is not None else None)
                 state.attempts.append(attempt)
                 state.status = InstanceStatus.RUNNING
                 # where this attempt's output starts in the raw log: resume re-reads it if no end gets recorded
-                await self._emit({"event": "instance_started", "name": name, "attempt": number,
+                await self.emit({"event": "instance_started", "name": name, "attempt": number,
                                   "at": results.iso(time.time()), "stdout_offset": _size(stdout_log),
                                   "agent": launch.kind})
                 try:
@@ -394,15 +400,14 @@ class Scheduler:
                 if status == InstanceStatus.API_ERROR and transient:
                     if not await self._backoff(state, number, api):
                         # the batch stopped during the wait: the instance ends the way its running peers did
-                        status = {"interrupted": InstanceStatus.CANCELLED, "deadline": InstanceStatus.TIMED_OUT,
-                                  "budget": InstanceStatus.BUDGET_STOPPED}.get(self.stopped or "", status)
+                        status = STATUS_WHEN_STOPPED.get(self.stopped or "", status)
                         break
                     continue
                 break
             if status == InstanceStatus.API_ERROR and state.current.acct.api_error_status == 401 \
                     and self.stopped is None:
                 self.stopped = "auth"
-                await self._emit({"event": "warning", "message": f"{name}: authentication failed (401): "
+                await self.emit({"event": "warning", "message": f"{name}: authentication failed (401): "
                                   "no further instances will be started"})
         except BaseException as exc:  # noqa: BLE001 - the instance's error boundary
             if _cancellation(exc):
@@ -436,7 +441,7 @@ class Scheduler:
             if self._redactor is not None:
                 state.record = self._redactor.scrub_data(state.record)
             with trio.CancelScope(shield=True):
-                await self._emit({"event": "instance_finished", "name": name, "record": state.record})
+                await self.emit({"event": "instance_finished", "name": name, "record": state.record})
             del self.running[name]
             self._wake()
 
@@ -446,7 +451,7 @@ class Scheduler:
         path = internal_errors.save(self.run_dir, results.log_stem(name), exc, scrub)
         where = f"traceback in {os.path.relpath(path, self.run_dir)}" if path else "the traceback could not be saved"
         message = f"{internal_errors.PREFIX} {internal_errors.summary(exc)} ({where})"
-        self._warn(f"{name}: {message}")
+        self.warn(f"{name}: {message}")
         return message
 
     def records_so_far(self, why: str) -> List[Dict[str, Any]]:
@@ -464,7 +469,7 @@ class Scheduler:
             return False
         delay = min(self.retry.backoff * (2 ** (number - 1)), self.retry.backoff_max)
         state.status = InstanceStatus.RETRYING
-        await self._emit({"event": "instance_retry", "name": state.launch.name, "attempt": number,
+        await self.emit({"event": "instance_retry", "name": state.launch.name, "attempt": number,
                           "api_error_status": api_status, "delay_s": delay})
         with trio.CancelScope() as state.backoff_scope:
             if self.stopped is not None:  # stopped while the event above was being written: no back-off at all
@@ -494,7 +499,7 @@ class Scheduler:
                 attempt.stop(InstanceStatus.BUDGET_STOPPED)
             elif "instance" not in state.warned:
                 state.warned.add("instance")
-                self._warn(f"{state.launch.name}: instance budget crossed: {over}")
+                self.warn(f"{state.launch.name}: instance budget crossed: {over}")
         self._check_batch_budget()
 
     def _check_batch_budget(self) -> None:
@@ -511,13 +516,14 @@ class Scheduler:
                 for s in list(self.running.values()):
                     if s.current is not None and s.current.exit_code is None:
                         s.current.error = over
-                self._warn(f"{over}: stopping the batch")
+                self.warn(f"{over}: stopping the batch")
                 self._stop_all("budget", InstanceStatus.BUDGET_STOPPED)
             else:
                 self._batch_warned = True
-                self._warn(f"{over} (mode warn: continuing)")
+                self.warn(f"{over} (mode warn: continuing)")
 
-    def _warn(self, message: str) -> None:
+    def warn(self, message: str) -> None:
+        """A warning to every sink that takes notes (the console), outside the journal."""
         for sink in self.sinks:
             note = getattr(sink, "note", None)
             if note is not None:

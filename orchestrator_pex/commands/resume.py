@@ -150,7 +150,7 @@ def _with_dependents(plan: Any, state: Any, names: List[str], rerun: List[str]) 
     def status(name: str) -> Any:
         return (state.records.get(name) or {}).get("status")
 
-    base = [n for n in rerun if status(n) != "skipped" or n in state.in_flight]
+    base = [n for n in rerun if status(n) != InstanceStatus.SKIPPED or n in state.in_flight]
     chosen = set(base) | {n for n in graph.dependents(needs, base) if status(n) != "succeeded"}
     return [n for n in names if n in chosen]
 def _refuse_untrusted(path: str, what: str, directory: bool = False) -> None:
