@@ -34,9 +34,14 @@ TOKEN_TOTAL = "total"
 class _Word(str, enum.Enum):
     """A str enum that is its value everywhere a string is (``str``, ``format``, hashing, JSON)."""
 
-    __str__ = str.__str__
-    __format__ = str.__format__
-    __hash__ = str.__hash__
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
+
+    def __hash__(self) -> int:
+        return str.__hash__(self)
 
 
 class InstanceStatus(_Word):
