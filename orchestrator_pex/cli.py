@@ -10,7 +10,6 @@ documented exit status, never a traceback. Any other exception (a bug) becomes o
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import os
 import re
@@ -64,16 +63,16 @@ def _with_suggestion(message: str, options: Sequence[str]) -> str:
         what, word, listed = choice.groups()
         hidden = [name for name, (_, help_text) in COMMANDS.items() if not help_text]
         visible = [c for c in re.findall(r"'([^']*)'", listed) if c not in hidden]
-        close = difflib.get_close_matches(word, visible, n=1)
-        hint = f'; did you mean "{close[0]}"?' if close else ""
+        close = errors.did_you_mean(word, visible)
+        hint = f'; did you mean "{close}"?' if close else ""
         kind = "command" if what in ("COMMAND", "ACTION") else f"value for {what}"
         return f"unknown {kind} {word!r}{hint} (expected one of: {', '.join(visible)})"
     if message.startswith("unrecognized arguments:"):
         words = message.split(":", 1)[1].split()
         flag = next((w for w in words if w.startswith("-")), None)
         if flag is not None:
-            close = difflib.get_close_matches(flag.split("=", 1)[0], list(options), n=1)
-            hint = f'; did you mean "{close[0]}"?' if close else ""
+            close = errors.did_you_mean(flag.split("=", 1)[0], options)
+            hint = f'; did you mean "{close}"?' if close else ""
             return f"unknown option {flag!r}{hint}"
     return message
 

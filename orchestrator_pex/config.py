@@ -25,20 +25,19 @@ Input is checked completely before anything starts (every check below is one lin
 """
 
 import datetime
-import difflib
 import json
 import os
 import re
 import stat
 import sys
-from typing import Any, Dict, List, NewType, Optional, Tuple
+from typing import Any, Dict, NewType, Optional, Tuple
 
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from orchestrator_pex import agents
-from orchestrator_pex.errors import ConfigError, describe
+from orchestrator_pex.errors import ConfigError, describe, unknown_key
 from orchestrator_pex.limits import (
     MAX_BATCH_BYTES,
     MAX_CONCURRENCY,
@@ -379,7 +378,7 @@ def _from_zen(raw: Dict[str, Any], label: str) -> Tuple[Dict[str, Any], Dict[str
         ours: Dict[str, Any] = {}
         for key, value in inst.items():
             if key not in _ZEN_KEYS:
-                raise ConfigError(label, f"instances[{i}].{key}", _unknown(key, list(_ZEN_KEYS)))
+                raise ConfigError(label, f"instances[{i}].{key}", unknown_key(key, _ZEN_KEYS))
             if _ZEN_KEYS[key]:
                 ours[_ZEN_KEYS[key]] = value
         pre = inst.get("pre_commands") or []
@@ -626,11 +625,6 @@ for _cls in (Budget, Retry, Defaults, Instance, Batch):
     _converter.register_structure_hook(_cls, _attrs_hook_factory(_cls))
 
 
-def _unknown(key: str, known: List[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    return f'unknown key; did you mean "{close[0]}"?' if close else f"unknown key; expected one of {', '.join(known)}"
-
-
 def _problems(exc: BaseException, path: str):
     """Yield ``(key path, message)`` for each leaf problem inside a cattrs validation error, in file order."""
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
@@ -647,7 +641,7 @@ def _problems(exc: BaseException, path: str):
     elif isinstance(exc, ForbiddenExtraKeysError):
         known = [f.name for f in attrs.fields(exc.cl) if f.name != "path"]
         for key in sorted(exc.extra_fields):
-            yield f"{path}.{key}".lstrip("."), _unknown(key, known)
+            yield f"{path}.{key}".lstrip("."), unknown_key(key, known)
     elif isinstance(exc, KeyError):
         yield path, "required key is missing"
     else:

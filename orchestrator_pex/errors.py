@@ -5,6 +5,9 @@ Every error a user can cause is built here, so messages keep one shape: ``FILE: 
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable, Optional
+
 EXIT_OK = 0  #: every instance succeeded
 EXIT_FAILED = 1  #: at least one instance did not succeed
 EXIT_USAGE = 2  #: bad batch file, bad arguments, failed preflight
@@ -65,8 +68,31 @@ class ConfigError(OrchestratorError):
 
     def __init__(self, file: str, key: str, message: str) -> None:
         self.file, self.key, self.message = file, key, message
-        text = f"{file}: {key}: {message}" if key else f"{file}: {message}"
-        super().__init__(one_line(text))
+        super().__init__(one_line(located(file, key, message)))
+
+
+class VerifyError(OrchestratorError):
+    """``self verify``: the running PEX is not the one the release signed (exit 1)."""
+
+    exit_status = EXIT_FAILED
+
+
+def located(file: str, key: str, message: str) -> str:
+    """The one shape of a message about a place in a file: ``FILE: KEY: message`` (``FILE: message`` without key)."""
+    return f"{file}: {key}: {message}" if key else f"{file}: {message}"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> Optional[str]:
+    """The choice closest to a mistyped ``word`` (difflib's ratio of at least 0.6), or None."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return close[0] if close else None
+
+
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    """``unknown key; did you mean "x"?``, else ``unknown key; expected one of a, b``."""
+    known = list(known)
+    close = did_you_mean(key, known)
+    return f'unknown key; did you mean "{close}"?' if close else f"unknown key; expected one of {', '.join(known)}"
 
 
 class LockHeld(OrchestratorError):

@@ -55,7 +55,6 @@ agent's ``#!/usr/bin/env node`` finds ``node`` on the instance's PATH).
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import os
 import sys
@@ -63,7 +62,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-from orchestrator_pex.errors import ConfigError, describe
+from orchestrator_pex.errors import ConfigError, describe, located, unknown_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -136,9 +135,7 @@ def load_policy(path: str) -> Policy:
     for key, value in raw.items():
         kind = _KINDS.get(key)
         if kind is None:
-            close = difflib.get_close_matches(key, list(_KINDS), n=1)
-            hint = f'; did you mean "{close[0]}"?' if close else f"; expected one of {', '.join(_KINDS)}"
-            raise ConfigError(path, key, f"unknown key{hint}")
+            raise ConfigError(path, key, unknown_key(key, _KINDS))
         values[key] = _value(path, key, kind, value)
     return Policy(path=path, **values)
 
@@ -237,7 +234,7 @@ def check(
     out: List[str] = []
 
     def bad(key: str, message: str) -> None:
-        out.append(f"{batch_file}: {key}: {message}")
+        out.append(located(batch_file, key, message))
 
     effective = concurrency if concurrency is not None else batch.concurrency
     if policy.max_concurrency is not None:

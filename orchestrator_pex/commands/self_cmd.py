@@ -20,17 +20,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from typing import Dict, List, Optional
+
+from orchestrator_pex.errors import EXIT_OK, UsageError, VerifyError
 
 NAMESPACE = "orchestrator-pex"
 SUMS = "SHA256SUMS"
 SIG = "SHA256SUMS.sig"
 TRUST_ENV = "ORCHESTRATOR_PEX_TRUST"
-
-
-class VerifyError(Exception):
-    """Verification failed; the message says what did not match."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,22 +123,19 @@ def _embedded_sbom_digest(pex_path: str, name: str) -> Optional[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Exit 0 verified, 1 (:class:`VerifyError`) a check failed, 2 (:class:`UsageError`) nothing to verify."""
     if args.self_command != "verify":
-        print("orchestrator-pex self: expected an action: verify", file=sys.stderr)
-        return 2
+        raise UsageError("self: expected an action: verify")
     pex = args.pex or os.environ.get("PEX")
     if not pex or not os.path.isfile(pex):
-        print("orchestrator-pex self verify: not running from a PEX file ($PEX is not set)", file=sys.stderr)
-        return 2
+        raise UsageError("self verify: not running from a PEX file ($PEX is not set)")
     bundle = args.bundle or os.path.dirname(os.path.realpath(pex))
     trust = args.trust or os.environ.get(TRUST_ENV) or os.path.join(bundle, "allowed_signers")
     try:
         message = verify(pex, bundle, trust)
     except VerifyError as exc:
-        print(f"orchestrator-pex self verify: FAILED: {exc}", file=sys.stderr)
-        return 1
+        raise VerifyError(f"self verify: FAILED: {exc}") from None
     except OSError as exc:
-        print(f"orchestrator-pex self verify: FAILED: {exc}", file=sys.stderr)
-        return 1
+        raise VerifyError(f"self verify: FAILED: {exc}") from None
     print(message)
-    return 0
+    return EXIT_OK
