@@ -235,7 +235,7 @@ def add_lock_arguments(parser) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def lock_for_args(args, batch_path: str, variant: Optional[str] = None) -> str:  # type: ignore[no-untyped-def]
-    """The lock file a command uses: ``--lock`` if given, else the one derived from ``batch_path`` (and variant)."""
-    explicit = getattr(args, "lock", None)
+def lock_for(explicit: Optional[str], batch_path: str, variant: Optional[str] = None) -> str:
+    """The lock file a command uses: ``explicit`` (``--lock``) if given, else the one derived from ``batch_path``
+    (and variant)."""
     return os.path.abspath(explicit) if explicit else lock_path_for(batch_path, variant=variant)

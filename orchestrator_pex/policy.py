@@ -45,7 +45,7 @@ Rules hold on what actually runs, not on how the batch spells it:
 - Tools. Every ``allowed_tools``/``disallowed_tools`` entry of a batch is one tool (``NAME`` or
   ``NAME(PATTERN)``; :mod:`orchestrator_pex.tools` refuses at validation anything Claude Code's CLI would split into
   several), so its ``NAME`` is what ``forbidden_tools`` is compared with. ``forbidden_tools`` entries must be plain
-  names. :func:`orchestrator_pex.commands.run.check_policy` also passes them to every Claude instance as
+  names. :func:`enforce` also passes them to every Claude instance as
   ``--disallowedTools`` (merged after the instance's own), so a tool a batch does not mention is unavailable too.
 
 The policy is a guard rail against mistakes and unreviewed batches, not a sandbox: whoever can run the PEX with
@@ -62,7 +62,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-from orchestrator_pex.errors import ConfigError, describe, located, unknown_key
+from orchestrator_pex.errors import ConfigError, UsageError, describe, located, unknown_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -336,3 +336,24 @@ def check(
                 what = f'"{exe}"' + (f" ({real})" if real and real != exe else " (not found)" if real is None else "")
                 bad(f"{at}.argv[0]", f"{what} not allowed by {where}: allowed {_listed(policy.allowed_executables)}")
     return out
+
+
+def enforce(plan: Any, policy_flag: Optional[str] = None, concurrency: Optional[int] = None,
+            results_dir: Optional[str] = None) -> Any:
+    """Refuse a plan that violates the site policy in force (``policy_flag``: ``--policy FILE``; see
+    :func:`policy_path`), listing every violation (:class:`UsageError`, one per line, exit 2). Returns the plan to
+    run: with the policy's ``forbidden_tools`` passed to Claude as ``--disallowedTools``. ``concurrency`` is the
+    ``--concurrency`` given, if any; ``results_dir`` where the run directory goes (worktrees are made there)."""
+    from orchestrator_pex.plan import forbid_tools
+
+    path = policy_path(policy_flag)
+    if path is None:
+        return plan
+    rules = load_policy(path)
+    violations = check(rules, plan.batch, os.path.basename(plan.batch.path), concurrency=concurrency,
+                       results_dir=results_dir, plan=plan)
+    if violations:
+        error = UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
+        error.multiline = True  # one violation per line
+        raise error
+    return forbid_tools(plan, rules.forbidden_tools)

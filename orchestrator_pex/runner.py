@@ -39,13 +39,11 @@ class _Signals:
     received: Optional[int] = None
 
 
-def console_mode(args: Any, stream=sys.stderr) -> str:
-    """The report form for ``run``/``resume``/``demo`` arguments: ``--json-logs`` is ``--progress json``."""
+def console_mode(progress: str, stream=sys.stderr) -> str:
+    """The report form for a ``--progress`` choice (``auto`` decided by ``stream``: a terminal or not)."""
     from orchestrator_pex.report import choose_mode
 
-    if getattr(args, "json_logs", False):
-        return "json"
-    return choose_mode(getattr(args, "progress", None) or "auto", stream)
+    return choose_mode(progress or "auto", stream)
 
 
 def batch_copy_name(batch_path: str) -> str:

@@ -317,7 +317,7 @@ class Scheduler:
             elif a.exit_code is None:
                 yield a.pid, a.last_output_mono > a.started_mono
 
-    def attempts_running(self):  # type: ignore[no-untyped-def]
+    def attempts_running(self):
         """The attempts whose process is running now (pid known, not exited)."""
         for state in self.running.values():
             a = state.current

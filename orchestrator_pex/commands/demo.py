@@ -16,13 +16,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import attrs
+
     from orchestrator_pex import examples
-    from orchestrator_pex.commands.run import agent_overrides, launch
     from orchestrator_pex.config import parse_batch
     from orchestrator_pex.plan import make_plan
+    from orchestrator_pex.request import RunOptions
     from orchestrator_pex.results import default_results_dir
+    from orchestrator_pex.session import launch
 
-    results_dir = os.path.abspath(args.results_dir or default_results_dir())
+    options = RunOptions.from_args(args)
+    results_dir = os.path.abspath(options.results_dir or default_results_dir())
     demo_dir = os.path.join(results_dir, "demo-batch")
     os.makedirs(demo_dir, exist_ok=True)
     path = os.path.join(demo_dir, "demo.toml")
@@ -32,6 +36,5 @@ def main(args: argparse.Namespace) -> int:
     for name in os.listdir(demo_dir):  # the flaky instance counts its attempts here
         if name.endswith(".state"):
             os.unlink(os.path.join(demo_dir, name))
-    plan = make_plan(parse_batch(text.encode(), path), args.claude, **agent_overrides(args))
-    args.results_dir = results_dir
-    return launch(plan, args)
+    plan = make_plan(parse_batch(text.encode(), path), options.claude, **options.agents())
+    return launch(plan, attrs.evolve(options, results_dir=results_dir))

@@ -42,7 +42,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, List
 
+import attrs
+
 from orchestrator_pex import vocabulary
+from orchestrator_pex.request import RunOptions
 from orchestrator_pex.vocabulary import InstanceStatus
 
 if TYPE_CHECKING:
@@ -84,13 +87,16 @@ def main(args: argparse.Namespace) -> int:
         where = shard.recorded(state.run_meta.get("shard"))
     except ValueError as exc:
         raise RunDirError(f"{journal.journal_path(run_dir)}: shard: {exc}") from None
-    with lock.acquire(lock.lock_for_args(args, batch_path, variant=shard.lock_variant(where)), args.wait_lock) as held:
+    options = RunOptions.from_args(args)
+    lock_path = lock.lock_for(options.lock, batch_path, variant=shard.lock_variant(where))
+    with lock.acquire(lock_path, options.wait_lock) as held:
         # decide under the lock: a resume that finished meanwhile must not make us rerun its successes
         verify_run_dir(run_dir)
         state, _ = journal.load_run(run_dir)
         verify_logs(run_dir, state)
-        from orchestrator_pex.commands.run import agent_overrides, check_policy, launch
         from orchestrator_pex.plan import make_plan
+        from orchestrator_pex.policy import enforce
+        from orchestrator_pex.session import launch
 
         try:
             batch, batch_error = load_batch_copy(run_dir, state.run_meta), None
@@ -100,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
                 or state.run_meta.get("started_at")}
         plan = None
         if batch is not None:
-            plan = make_plan(batch, args.claude, **agent_overrides(args))
+            plan = make_plan(batch, options.claude, **options.agents())
             if where is not None:
                 # the run was one shard of the batch: resume that shard only (budgets as given in the batch)
                 plan, shard_meta = shard.restrict(plan, where, False)
@@ -122,17 +128,17 @@ def main(args: argparse.Namespace) -> int:
             return _nothing_to_do(run_dir, state, args)
         if batch_error is not None:
             raise batch_error
-        args.results_dir = os.path.dirname(run_dir)  # the run's own (policy: where its worktrees are)
-        plan = check_policy(plan, args)
+        # the run's own results directory (policy: where its worktrees are)
+        plan = enforce(plan, options.policy, options.concurrency, results_dir=os.path.dirname(run_dir))
         print(f"orchestrator-pex: resuming {os.path.basename(run_dir)}: rerunning {len(rerun)} of {len(names)} "
               "instance(s)", file=sys.stderr)
         records = history.all_records(run_dir, state)
         prior = {r["name"]: r for r in records if r["name"] not in set(rerun)}
         # what the run already spent (reruns' earlier attempts included) counts against the batch budget
         spent = (sum(r["tokens"]["total"] for r in records), sum(r["cost_usd"] or 0.0 for r in records))
-        args.results_dir = os.path.dirname(run_dir)
         carried = {r["name"]: r for r in records if r["name"] in set(rerun) and r.get("attempts")}
-        return launch(plan, args, run_id=os.path.basename(run_dir), only=set(rerun), prior=prior, held_lock=held,
+        options = attrs.evolve(options, results_dir=os.path.dirname(run_dir))
+        return launch(plan, options, run_id=os.path.basename(run_dir), only=set(rerun), prior=prior, held_lock=held,
                       spent=spent, carried=carried,
                       meta=meta)
 

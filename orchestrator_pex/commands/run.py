@@ -8,8 +8,6 @@ import os
 import shlex
 import sys
 
-from orchestrator_pex import strictjson
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("batch", help="batch file (TOML, or zen JSON)")
@@ -54,11 +52,6 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gemini", metavar="PATH", help="Gemini CLI executable (default: batch `gemini =`, else PATH)")
 
 
-def agent_overrides(args: argparse.Namespace) -> dict:
-    """The ``codex``/``gemini`` keyword arguments of :func:`~orchestrator_pex.plan.make_plan` from ``args``."""
-    return {"codex": getattr(args, "codex", None), "gemini": getattr(args, "gemini", None)}
-
-
 def _positive_int(text: str) -> int:
     """``--concurrency``: an integer in [1, MAX_CONCURRENCY] (the batch key's bound)."""
     from orchestrator_pex.limits import MAX_CONCURRENCY, parse_int
@@ -83,6 +76,9 @@ def _seconds(text: str) -> float:
 def main(args: argparse.Namespace) -> int:
     from orchestrator_pex.config import load_batch
     from orchestrator_pex.plan import make_plan
+    from orchestrator_pex.policy import enforce
+    from orchestrator_pex.request import RunOptions
+    from orchestrator_pex.session import launch, results_dir_for
 
     if args.start_at is not None:  # refuse a bad --start-at before reading anything else
         import datetime
@@ -91,18 +87,19 @@ def main(args: argparse.Namespace) -> int:
 
         parse_start_at(args.start_at, datetime.datetime.now().astimezone())
     batch = load_batch(args.batch)
-    plan = make_plan(batch, args.claude, **agent_overrides(args))
+    options = RunOptions.from_args(args)
+    plan = make_plan(batch, options.claude, **options.agents())
     meta = {}
     shard = _shard(args)
     if shard is not None:
         from orchestrator_pex.shard import restrict
 
         plan, meta = restrict(plan, shard, args.budget_share == "auto")
-    plan = check_policy(plan, args)
+    plan = enforce(plan, options.policy, options.concurrency, results_dir=results_dir_for(plan, options.results_dir))
     if args.dry_run:
         print_dry_run(plan, sys.stdout)
         return 0
-    return launch(plan, args, start_at=args.start_at or batch.start_at, meta=meta)
+    return launch(plan, options, start_at=args.start_at or batch.start_at, meta=meta)
 
 
 def _shard(args):
@@ -111,103 +108,6 @@ def _shard(args):
     if args.shard:
         return shard.parse_shard(args.shard)
     return shard.shard_from_env(os.environ)
-
-
-def check_policy(plan, args):
-    """Refuse a batch that violates the site policy in force (if any), listing every violation; exit 2.
-    Returns the plan to run: with the policy's ``forbidden_tools`` passed to Claude as ``--disallowedTools``."""
-    from orchestrator_pex import policy
-    from orchestrator_pex.errors import UsageError
-    from orchestrator_pex.plan import forbid_tools
-
-    path = policy.policy_path(getattr(args, "policy", None))
-    if path is None:
-        return plan
-    from orchestrator_pex.results import default_results_dir
-
-    results_dir = getattr(args, "results_dir", None) or _batch_relative(plan.batch, plan.batch.results_dir) \
-        or default_results_dir()
-    rules = policy.load_policy(path)
-    violations = policy.check(rules, plan.batch, os.path.basename(plan.batch.path),
-                              concurrency=getattr(args, "concurrency", None), results_dir=results_dir, plan=plan)
-    if violations:
-        error = UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
-        error.multiline = True  # one violation per line
-        raise error
-    return forbid_tools(plan, rules.forbidden_tools)
-
-
-def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, extra_sinks=(), held_lock=None,
-           meta=None, spent=(0, 0.0), carried=None) -> int:
-    """Take the batch lock (unless the caller holds it: ``held_lock``), then :func:`_launch_locked`."""
-    from orchestrator_pex import lock, shard
-
-    options = dict(start_at=start_at, run_id=run_id, only=only, prior=prior, extra_sinks=extra_sinks, meta=meta,
-                   spent=spent, carried=carried)
-    if held_lock is not None:
-        return _launch_locked(plan, args, held_lock=held_lock, **options)
-    variant = shard.lock_variant(shard.recorded((meta or {}).get("shard")))
-    lock_path = lock.lock_for_args(args, plan.batch.path, variant=variant)
-    with lock.acquire(lock_path, getattr(args, "wait_lock", None)) as held:
-        return _launch_locked(plan, args, held_lock=held, **options)
-
-
-def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, held_lock, meta, spent,
-                   carried) -> int:
-    """Preflight, then run ``plan`` under trio, journaled and guarded; print the results document with ``--json``."""
-    import datetime
-
-    import trio
-
-    from orchestrator_pex import guardian, report, runner
-    from orchestrator_pex.plan import preflight_agents, version_of
-    from orchestrator_pex.pricing import PRICING_VERSION
-    from orchestrator_pex.results import default_results_dir
-    from orchestrator_pex.secrets import Redactor
-    from orchestrator_pex.start_at import parse_start_at
-
-    when = parse_start_at(start_at, datetime.datetime.now().astimezone()) if start_at else None
-    agent_versions = preflight_agents(plan)
-    agent_version = version_of(agent_versions)
-    results_dir = args.results_dir or _batch_relative(plan.batch, plan.batch.results_dir) or default_results_dir()
-    redactor = Redactor.from_env(None, *(l.env_add for l in plan.launches))
-    run_id, run_dir, facts = runner.prepare_run_dir(results_dir, plan.batch.path, run_id, redactor)
-    meta = {**facts, "agent_versions": agent_versions, "pricing_version": PRICING_VERSION, **(meta or {})}
-    console = report.Console(runner.console_mode(args), scrub=redactor.scrub)
-    with guardian.protect(run_dir, held_lock, grace=plan.batch.grace_period) as safe:  # journal + orphan guardian
-        doc, status = trio.run(
-            lambda: runner.execute(
-                plan, run_id=run_id, run_dir=run_dir, console=console, sinks=[*safe.sinks, *extra_sinks],
-                agent_version=agent_version, start_at=when, only=only, prior=prior, meta=meta, spent=spent,
-                carried=carried, report_html=not getattr(args, "no_report", False),
-                metrics_file=getattr(args, "metrics_file", None)
-                or _batch_relative(plan.batch, plan.batch.metrics_file),
-                concurrency=args.concurrency, stagger=getattr(args, "stagger", None),
-                deadline=getattr(args, "deadline", None), redactor=redactor, watchers=[safe.watch],
-                **safe.scheduler_options,
-            )
-        )
-    if console.mode not in ("json", "none"):
-        print(report.summary_table(doc), file=sys.stderr)
-        print(f"results: {os.path.join(run_dir, 'results.json')}", file=sys.stderr)
-    if args.json:
-        strictjson.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    internal = doc.get("internal_error")
-    if isinstance(internal, dict):  # the run's error boundary caught a bug: one line naming the traceback
-        where = f"traceback saved to {internal['traceback']}" if internal.get("traceback") else \
-            "the traceback could not be saved"
-        print(f"orchestrator-pex: {internal['error']} ({where}); resume reruns the instances it ended",
-              file=sys.stderr)
-    return status
-
-
-def _batch_relative(batch, path):
-    """``path`` from the batch file, resolved against the batch file's folder."""
-    if not path:
-        return None
-    return path if os.path.isabs(path) else os.path.join(os.path.dirname(batch.path), path)
 
 
 def print_dry_run(plan, out) -> None:

@@ -16,14 +16,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orchestrator_pex.commands.run import agent_overrides, check_policy
     from orchestrator_pex.config import load_batch
     from orchestrator_pex.errors import plural
     from orchestrator_pex.plan import make_plan
+    from orchestrator_pex.policy import enforce
+    from orchestrator_pex.request import RunOptions
+    from orchestrator_pex.session import results_dir_for
 
     batch = load_batch(args.batch)
-    plan = make_plan(batch, args.claude, **agent_overrides(args))
-    check_policy(plan, args)
+    options = RunOptions.from_args(args)
+    plan = make_plan(batch, options.claude, **options.agents())
+    enforce(plan, options.policy, results_dir=results_dir_for(plan, None))
     kinds = {}
     for launch in plan.launches:
         kinds[launch.kind] = kinds.get(launch.kind, 0) + 1
