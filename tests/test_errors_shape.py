@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_located_and_unknown_key():
-    assert errors.located("b.toml", "instances[0].argv", "expected a list") == "b.toml: instances[0].argv: expected a list"
+    assert errors.located("b.toml", "instances[0].argv", "expected a list") \
+        == "b.toml: instances[0].argv: expected a list"
     assert errors.located("b.toml", "", "not valid TOML") == "b.toml: not valid TOML"
     assert errors.did_you_mean("concurency", ["concurrency", "stagger"]) == "concurrency"
     assert errors.did_you_mean("zzz", ["concurrency"]) is None
