@@ -37,6 +37,7 @@ import urllib.parse
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from orchestrator_pex import atomic_file, untrusted
+from orchestrator_pex.results import epoch
 from orchestrator_pex.vocabulary import FINAL_STATUSES, TOKEN_KEYS, InstanceStatus, RunStatus
 
 MAX_TIMELINE_ROWS = 300
@@ -102,15 +103,7 @@ def e(value: Any) -> str:
 
 
 def _epoch(stamp: Any) -> Optional[float]:
-    if not isinstance(stamp, str):
-        return None
-    try:
-        value = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.timezone.utc)
-    return value.timestamp()
+    return epoch(stamp)
 
 
 def _dict(value: Any) -> Dict[str, Any]:

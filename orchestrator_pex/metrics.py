@@ -21,13 +21,13 @@ Guarantees:
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
 import re
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from orchestrator_pex import atomic_file, shard, untrusted
+from orchestrator_pex.results import epoch
 from orchestrator_pex.vocabulary import FINAL_STATUSES, LIVE_STATUSES, TOKEN_KEYS, InstanceStatus, RunStatus
 
 PREFIX = "orchestrator_pex_"
@@ -63,15 +63,7 @@ def _num(value: Any) -> float:
 
 
 def _epoch(stamp: Any) -> Optional[float]:
-    if not isinstance(stamp, str):
-        return None
-    try:
-        value = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.timezone.utc)
-    return value.timestamp()
+    return epoch(stamp)
 
 
 def escape_label(value: str) -> str:

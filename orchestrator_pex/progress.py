@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
+from orchestrator_pex.results import epoch
 from orchestrator_pex.vocabulary import ACTIVE_STATUSES, InstanceStatus
 
 ACTIVE = ACTIVE_STATUSES
@@ -178,11 +179,4 @@ def from_journal(events: Iterable[Mapping[str, Any]], names: Sequence[str], *,
 
 def _epoch(text: Any) -> Optional[float]:
     """Seconds since the epoch from the ISO 8601 UTC timestamps the results and journal use."""
-    if not isinstance(text, str) or not text:
-        return None
-    import datetime
-
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    return epoch(text)

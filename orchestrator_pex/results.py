@@ -62,6 +62,20 @@ def iso(ts: Optional[float]) -> Optional[str]:
     )
 
 
+def epoch(stamp: Any) -> Optional[float]:
+    """Seconds since the epoch of an ISO 8601 timestamp (the inverse of :func:`iso`; ``Z`` or an offset, a naive one
+    read as UTC), or None for anything else (not a string, not a timestamp)."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        value = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    return value.timestamp()
+
+
 def new_run_id(batch_path: str, now: float) -> str:
     stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     stem = os.path.splitext(os.path.basename(batch_path))[0][:40] or "batch"
