@@ -22,6 +22,9 @@ Every refused value is one line naming the flag (or file and key) and exit statu
 
 from __future__ import annotations
 
+import argparse
+from typing import Callable
+
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 32
 MAX_SECONDS = 366 * 86400.0
@@ -59,3 +62,25 @@ def parse_float(text: str, minimum: float, maximum: float, *, open_min: bool = F
         return None
     low_ok = value > minimum if open_min else value >= minimum
     return value if low_ok and value <= maximum else None
+
+
+def int_argument(minimum: int, maximum: int, expected: str) -> Callable[[str], int]:
+    """An argparse ``type=``: :func:`parse_int`, else ``expected <expected>, got '...'`` (exit 2, one line)."""
+    def convert(text: str) -> int:
+        value = parse_int(text, minimum, maximum)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text[:40]!r}")
+        return value
+
+    return convert
+
+
+def float_argument(minimum: float, maximum: float, expected: str, *, open_min: bool = False) -> Callable[[str], float]:
+    """An argparse ``type=``: :func:`parse_float`, else ``expected <expected>, got '...'`` (exit 2, one line)."""
+    def convert(text: str) -> float:
+        value = parse_float(text, minimum, maximum, open_min=open_min)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text[:40]!r}")
+        return value
+
+    return convert

@@ -212,15 +212,10 @@ def acquire(path: str, wait_seconds: Optional[float] = None) -> Iterator[LockHan
 
 def wait_seconds(text: str) -> float:
     """``--wait-lock`` value: a finite number of seconds in [0, MAX_WAIT_SECONDS] (NaN, inf, negative refused)."""
-    import argparse
+    from orchestrator_pex.limits import MAX_WAIT_SECONDS, float_argument
 
-    from orchestrator_pex.limits import MAX_WAIT_SECONDS, parse_float
-
-    value = parse_float(text, 0.0, MAX_WAIT_SECONDS)
-    if value is None:
-        raise argparse.ArgumentTypeError(
-            f"expected a number of seconds from 0 to {MAX_WAIT_SECONDS:g}, got {text[:40]!r}")
-    return value
+    convert = float_argument(0.0, MAX_WAIT_SECONDS, f"a number of seconds from 0 to {MAX_WAIT_SECONDS:g}")
+    return convert(text)
 
 
 def add_lock_arguments(parser) -> None:  # type: ignore[no-untyped-def]

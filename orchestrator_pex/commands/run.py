@@ -8,6 +8,8 @@ import os
 import shlex
 import sys
 
+from orchestrator_pex import limits
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("batch", help="batch file (TOML, or zen JSON)")
@@ -52,25 +54,12 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gemini", metavar="PATH", help="Gemini CLI executable (default: batch `gemini =`, else PATH)")
 
 
-def _positive_int(text: str) -> int:
-    """``--concurrency``: an integer in [1, MAX_CONCURRENCY] (the batch key's bound)."""
-    from orchestrator_pex.limits import MAX_CONCURRENCY, parse_int
-
-    value = parse_int(text, 1, MAX_CONCURRENCY)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, at most {MAX_CONCURRENCY}, got {text[:40]!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """``--stagger``/``--deadline``: a finite number of seconds in (0, MAX_SECONDS] (the batch keys' bound)."""
-    from orchestrator_pex.limits import MAX_SECONDS, parse_float
-
-    value = parse_float(text, 0.0, MAX_SECONDS, open_min=True)
-    if value is None:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number of seconds, at most {MAX_SECONDS:.0f}, got {text[:40]!r}")
-    return value
+#: ``--concurrency``: an integer in [1, MAX_CONCURRENCY] (the batch key's bound)
+_positive_int = limits.int_argument(1, limits.MAX_CONCURRENCY,
+                                    f"a positive integer, at most {limits.MAX_CONCURRENCY}")
+#: ``--stagger``/``--deadline``: a finite number of seconds in (0, MAX_SECONDS] (the batch keys' bound)
+_seconds = limits.float_argument(0.0, limits.MAX_SECONDS, f"a positive number of seconds, at most "
+                                 f"{limits.MAX_SECONDS:.0f}", open_min=True)
 
 
 def main(args: argparse.Namespace) -> int:

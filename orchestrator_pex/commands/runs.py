@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import Optional
 
-from orchestrator_pex import strictjson
+from orchestrator_pex import limits, strictjson
 from orchestrator_pex.vocabulary import InstanceStatus
 
 
@@ -54,22 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prune.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
 
 
-def _keep(text: str) -> int:
-    from orchestrator_pex.limits import MAX_KEEP, parse_int
-
-    value = parse_int(text, 0, MAX_KEEP)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_KEEP}, got {text[:40]!r}")
-    return value
-
-
-def _days(text: str) -> float:
-    from orchestrator_pex.limits import MAX_DAYS, parse_float
-
-    value = parse_float(text, 0.0, MAX_DAYS)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected a number of days from 0 to {MAX_DAYS:g}, got {text[:40]!r}")
-    return value
+_keep = limits.int_argument(0, limits.MAX_KEEP, f"an integer from 0 to {limits.MAX_KEEP}")
+_days = limits.float_argument(0.0, limits.MAX_DAYS, f"a number of days from 0 to {limits.MAX_DAYS:g}")
 
 
 def main(args: argparse.Namespace) -> int:
