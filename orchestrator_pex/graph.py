@@ -25,6 +25,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from orchestrator_pex.errors import ConfigError
+from orchestrator_pex.vocabulary import InstanceStatus
 
 FIELDS = ("result", "session_id", "branch", "head", "status")
 WHEN = ("success", "on-failure", "always")
@@ -178,7 +179,7 @@ def decide(when: Optional[str], needs: Sequence[str], records: Mapping[str, Mapp
     when = when or "success"
     if when == "always":
         return None
-    failed = [n for n in needs if records[n].get("status") != "succeeded"]
+    failed = [n for n in needs if records[n].get("status") != InstanceStatus.SUCCEEDED]
     if when == "on-failure":
         if failed:
             return None
@@ -187,7 +188,7 @@ def decide(when: Optional[str], needs: Sequence[str], records: Mapping[str, Mapp
         return None
     first = failed[0]
     status = records[first].get("status")
-    return f"needs {first}, which failed" if status == "failed" else f"needs {first}, which ended {status}"
+    return f"needs {first}, which failed" if status == InstanceStatus.FAILED else f"needs {first}, which ended {status}"
 
 
 def _field(record: Mapping[str, Any], field: str) -> str:

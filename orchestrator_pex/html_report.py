@@ -50,7 +50,7 @@ STATUS_ORDER = FINAL_STATUSES
 COLORS = {
     "succeeded": "#2e9d4f", "failed": "#d33c3c", "timed-out": "#e8871e", "stalled": "#a0642a",
     "cancelled": "#8a8f98", "budget-stopped": "#8d4fd1", "api-error": "#c2185b", "not-started": "#c9ced6",
-    "retried": "#f2c230", "running": "#3b7dd8", "interrupted": "#5b6270",
+    "skipped": "#b0a890", "retried": "#f2c230", "running": "#3b7dd8", "interrupted": "#5b6270",
 }
 
 _SCRIPT = """\

@@ -32,11 +32,11 @@ def test_statuses_are_their_strings_everywhere():
 def test_one_list_of_statuses_and_token_keys():
     assert results.STATUSES == vocabulary.FINAL_STATUSES
     assert list(results.STATUSES) == ["succeeded", "failed", "timed-out", "stalled", "cancelled", "budget-stopped",
-                                      "api-error", "not-started"]
+                                      "api-error", "not-started", "skipped"]
     assert set(vocabulary.LIVE_STATUSES) | set(vocabulary.FINAL_STATUSES) == set(InstanceStatus)
     assert not set(vocabulary.LIVE_STATUSES) & set(vocabulary.FINAL_STATUSES)
     assert vocabulary.FAILED_STATUSES | (vocabulary.INTERRUPTED_STATUSES - {RunStatus.INTERRUPTED}) \
-        == set(vocabulary.FINAL_STATUSES) - {InstanceStatus.SUCCEEDED}
+        == set(vocabulary.FINAL_STATUSES) - {InstanceStatus.SUCCEEDED, InstanceStatus.SKIPPED}
     from orchestrator_pex import accounting, html_report, metrics
 
     assert accounting.TOKEN_KEYS == metrics.TOKEN_KINDS == html_report.TOKEN_KINDS == results.TOKEN_KEYS

@@ -157,7 +157,7 @@ def _with_dependents(plan: Any, state: Any, names: List[str], rerun: List[str]) 
         return (state.records.get(name) or {}).get("status")
 
     base = [n for n in rerun if status(n) != InstanceStatus.SKIPPED or n in state.in_flight]
-    chosen = set(base) | {n for n in graph.dependents(needs, base) if status(n) != "succeeded"}
+    chosen = set(base) | {n for n in graph.dependents(needs, base) if status(n) != InstanceStatus.SUCCEEDED}
     return [n for n in names if n in chosen]
 def _refuse_untrusted(path: str, what: str, directory: bool = False) -> None:
     """Exit 2 with one line unless ``path`` passes :func:`orchestrator_pex.lock.untrusted` (missing is fine)."""
