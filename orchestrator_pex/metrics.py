@@ -95,7 +95,7 @@ def render(doc: Dict[str, Any], now: float, previous_success: Optional[float] = 
     """Exposition text for ``doc`` (a results document or a :func:`snapshot`) as of ``now`` (Unix time)."""
     base = {"batch": batch_label(doc), "shard": shard_label(doc)}
     samples: Dict[str, List[Tuple[Dict[str, str], float]]] = {name: [] for name in METRICS}
-    status = doc.get("status") if doc.get("status") in RUN_STATUSES else RunStatus.FAILED
+    status: str = doc["status"] if doc.get("status") in RUN_STATUSES else RunStatus.FAILED
     for s in RUN_STATUSES:
         samples["run_status"].append(({**base, "status": s}, 1.0 if s == status else 0.0))
     started = _epoch(doc.get("started_at"))
@@ -124,8 +124,8 @@ def render(doc: Dict[str, Any], now: float, previous_success: Optional[float] = 
         m["cost"] += untrusted.dollars(r.get("cost_usd")) or 0.0
         attempts = untrusted.count(r.get("attempts")) or 0
         retries += max(0, attempts - 1)
-    for s, n in counts.items():
-        samples["instances"].append(({**base, "status": s}, float(n)))
+    for instance_status, n in counts.items():
+        samples["instances"].append(({**base, "status": instance_status}, float(n)))
     for model, m in sorted(models.items()):
         for k in TOKEN_KINDS:
             samples["tokens_total"].append(({**base, "kind": k, "model": model}, m[k]))

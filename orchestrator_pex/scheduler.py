@@ -60,7 +60,7 @@ class InstanceState:
 
     def __init__(self, launch: Launch) -> None:
         self.launch = launch
-        self.status = InstanceStatus.PENDING  # then running, retrying, then one of vocabulary.FINAL_STATUSES
+        self.status: str = InstanceStatus.PENDING  # then running, retrying, then one of vocabulary.FINAL_STATUSES
         self.attempts: List[Attempt] = []
         self.record: Optional[Dict[str, Any]] = None
         self.backoff_scope: Optional[trio.CancelScope] = None
@@ -336,7 +336,7 @@ class Scheduler:
         stderr_log = os.path.join(logs, f"{stem}.stderr")
         reader = dialect(launch.kind).reader if launch.kind != "generic" else None
         env = {**self.env_base, **launch.env_add}
-        status = InstanceStatus.FAILED
+        status: str = InstanceStatus.FAILED
         error: Optional[str] = None  # set by the boundaries below; else the last attempt's error
         ws = None
         ws_record: Optional[Dict[str, Any]] = None
@@ -396,8 +396,8 @@ class Scheduler:
                 self._account(state, attempt)
                 status = classify(launch, attempt)
                 api = attempt.acct.api_error_status
-                transient = api in TRANSIENT_API_STATUSES and number <= (inst.retries or 0)
-                if status == InstanceStatus.API_ERROR and transient:
+                if status == InstanceStatus.API_ERROR and api in TRANSIENT_API_STATUSES \
+                        and number <= (inst.retries or 0):
                     if not await self._backoff(state, number, api):
                         # the batch stopped during the wait: the instance ends the way its running peers did
                         status = STATUS_WHEN_STOPPED.get(self.stopped or "", status)

@@ -56,7 +56,7 @@ def _launch_locked(plan: Any, options: RunOptions, *, start_at: Any, run_id: Any
     agent_versions = preflight_agents(plan)
     agent_version = version_of(agent_versions)
     results_dir = results_dir_for(plan, options.results_dir)
-    redactor = Redactor.from_env(None, *(l.env_add for l in plan.launches))
+    redactor = Redactor.from_env(None, *(launch.env_add for launch in plan.launches))
     run_id, run_dir, facts = runner.prepare_run_dir(results_dir, plan.batch.path, run_id, redactor)
     meta = {**facts, "agent_versions": agent_versions, "pricing_version": PRICING_VERSION, **(meta or {})}
     console = report.Console(runner.console_mode(options.progress), scrub=redactor.scrub_text)

@@ -159,8 +159,8 @@ def recorded(value: Any) -> Optional[Tuple[int, int]]:
         return None
     if isinstance(value, dict):
         index, count = value.get("index"), value.get("count")
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in (index, count)) \
-                and 0 <= index < count <= MAX_SHARDS:
+        if isinstance(index, int) and isinstance(count, int) and not isinstance(index, bool) \
+                and not isinstance(count, bool) and 0 <= index < count <= MAX_SHARDS:
             return index, count
     raise ValueError(f"must be {{\"index\": I, \"count\": N}} with 0 <= I < N <= {MAX_SHARDS}, got {value!r:.200}")
 
@@ -172,7 +172,8 @@ def lock_variant(where: Optional[Tuple[int, int]]) -> Optional[str]:
 
 def restrict(plan: Any, where: Tuple[int, int], share_budget: bool) -> Tuple[Any, dict]:
     """``(plan, meta)``: only shard ``where`` = (index, count) of ``plan`` (a :class:`plan.Plan`), whole dependency
-    components together; with ``share_budget`` the overall budgets divided by count. ``meta`` is what the run records (``{"shard": ...}``)."""
+    components together; with ``share_budget`` the overall budgets divided by count. ``meta`` is what the run
+    records (``{"shard": ...}``)."""
     import attrs
 
     index, count = where

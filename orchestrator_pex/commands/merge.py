@@ -160,6 +160,7 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
             )
     shards = [(path, _shard_of_doc(path, doc)) for path, doc in docs]
     sharded = [s for _, s in shards if s is not None]
+    index_of: List[int] = [s[0] for s in sharded]  # the shard index of docs[i] (when every document has one)
     count = None
     if sharded:
         if len(sharded) != len(docs):
@@ -170,7 +171,7 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
             raise UsageError(f"documents come from different shard counts {sorted(counts)}: refusing to merge")
         count = counts.pop()
         seen: Dict[int, str] = {}
-        for path, (index, _) in shards:
+        for (path, _), index in zip(shards, index_of):
             if index in seen:
                 raise UsageError(f"{path}: shard {index}/{count} is also in {seen[index]}: overlapping shards")
             seen[index] = path
@@ -180,7 +181,7 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
                 f"shards {', '.join(f'{i}/{count}' for i in missing)} missing (have {len(seen)} of {count}); "
                 "pass --partial to merge anyway"
             )
-        order = sorted(range(len(docs)), key=lambda i: shards[i][1][0])
+        order = sorted(range(len(docs)), key=lambda i: index_of[i])
     else:
         order = list(range(len(docs)))
 
@@ -202,10 +203,10 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
                 raise UsageError(f"{path}: an instance has no name")
             if name in owner:
                 raise UsageError(f"{path}: instance {name!r} is also in {owner[name]}: overlapping instances")
-            if count is not None and shard_of(keys.get(name, name), count) != shards[i][1][0]:
+            if count is not None and shard_of(keys.get(name, name), count) != index_of[i]:
                 raise UsageError(
                     f"{path}: instance {name!r} belongs to shard {shard_of(keys.get(name, name), count)}/{count}, "
-                    f"not {shards[i][1][0]}/{count}: was the batch split differently?"
+                    f"not {index_of[i]}/{count}: was the batch split differently?"
                 )
             owner[name] = path
             instances.append(inst)
@@ -228,7 +229,7 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
     merged["status"] = vocabulary.combined_run_status([d.get("status") for _, d in ordered], instances)
     merged["totals"] = _totals([d.get("totals") for _, d in ordered], instances)
     if count is not None:
-        merged["shard"] = {"count": count, "indices": sorted(s[1][0] for s in shards)}
+        merged["shard"] = {"count": count, "indices": sorted(index_of)}
     if graph:
         merged["graph"] = graph
     merged["runs"] = [

@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     batch = load_batch(args.batch)
     options = RunOptions.from_args(args)
     plan = make_plan(batch, options.claude, **options.agents())
-    meta = {}
+    meta: dict = {}
     shard = _shard(args)
     if shard is not None:
         from orchestrator_pex.shard import restrict
