@@ -19,9 +19,11 @@ def test_run_options_from_parsed_arguments():
     args = cli.build_parser("run").parse_args(
         ["run", "b.toml", "--json-logs", "--concurrency", "3", "--stagger", "0.5", "--deadline", "9", "--no-report",
          "--metrics-file", "m.prom", "--lock", "l.lock", "--wait-lock", "4", "--policy", "p.toml", "--claude", "c",
-         "--results-dir", "out", "--json"])
+         "--results-dir", "out", "--json", "--codex", "cx", "--gemini", "gm"])
     options = RunOptions.from_args(args)
-    assert options == RunOptions(results_dir="out", progress="json", json=True, claude="c", concurrency=3,
+    assert options.agents() == {"codex": "cx", "gemini": "gm"}
+    assert options == RunOptions(results_dir="out", progress="json", json=True, claude="c", codex="cx", gemini="gm",
+                                 concurrency=3,
                                  stagger=0.5, deadline=9.0, policy="p.toml", report_html=False,
                                  metrics_file="m.prom", lock="l.lock", wait_lock=4.0)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
@@ -60,7 +62,8 @@ def test_commands_do_not_import_each_other():
         others = {m for m in imported if m.startswith("orchestrator_pex.commands.")} - {"orchestrator_pex.commands.run"}
         assert not others, (name, others)
         if name != "run.py":
-            # only the shared option definitions (add_run_options) may come from run.py
+            # only the shared option definitions (add_run_options, add_agent_options) may come from run.py
             for node in ast.walk(tree):
                 if isinstance(node, ast.ImportFrom) and node.module == "orchestrator_pex.commands.run":
-                    assert [a.name for a in node.names] == ["add_run_options"], (name, node.lineno)
+                    assert {a.name for a in node.names} <= {"add_run_options", "add_agent_options"}, \
+                        (name, node.lineno)
