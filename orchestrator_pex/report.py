@@ -43,7 +43,8 @@ PROGRESS_MODES = ("auto", "table", "lines", "json", "none")
 _CLEAR_LINE = "\x1b[2K"
 _ERASE_DOWN = "\x1b[J"
 #: group order of rows in the live view (lower first); states not named here sort with the failures
-_GROUP: Dict[str, int] = {InstanceStatus.RUNNING: 0, InstanceStatus.RETRYING: 0, InstanceStatus.SUCCEEDED: 2, InstanceStatus.PENDING: 3}
+_GROUP: Dict[str, int] = {InstanceStatus.RUNNING: 0, InstanceStatus.RETRYING: 0, InstanceStatus.SUCCEEDED: 2,
+                          InstanceStatus.PENDING: 3}
 
 
 def _up(n: int) -> str:

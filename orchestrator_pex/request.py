@@ -7,7 +7,7 @@ was asked (``attrs.evolve`` makes a changed copy, e.g. ``resume`` and ``demo`` f
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import attrs
 
@@ -30,10 +30,6 @@ class RunOptions:
     metrics_file: Optional[str] = None  #: Prometheus textfile metrics (None: the batch's ``metrics_file``)
     lock: Optional[str] = None  #: lock file instead of the one derived from the batch path
     wait_lock: Optional[float] = None  #: seconds to wait for a held lock
-
-    def agents(self) -> Dict[str, Optional[str]]:
-        """The ``codex``/``gemini`` keyword arguments of :func:`~orchestrator_pex.plan.make_plan`."""
-        return {"codex": self.codex, "gemini": self.gemini}
 
     @classmethod
     def from_args(cls, args: Any) -> RunOptions:

@@ -21,7 +21,6 @@ def test_run_options_from_parsed_arguments():
          "--metrics-file", "m.prom", "--lock", "l.lock", "--wait-lock", "4", "--policy", "p.toml", "--claude", "c",
          "--results-dir", "out", "--json", "--codex", "cx", "--gemini", "gm"])
     options = RunOptions.from_args(args)
-    assert options.agents() == {"codex": "cx", "gemini": "gm"}
     assert options == RunOptions(results_dir="out", progress="json", json=True, claude="c", codex="cx", gemini="gm",
                                  concurrency=3,
                                  stagger=0.5, deadline=9.0, policy="p.toml", report_html=False,

@@ -36,5 +36,5 @@ def main(args: argparse.Namespace) -> int:
     for name in os.listdir(demo_dir):  # the flaky instance counts its attempts here
         if name.endswith(".state"):
             os.unlink(os.path.join(demo_dir, name))
-    plan = make_plan(parse_batch(text.encode(), path), options.claude, **options.agents())
+    plan = make_plan(parse_batch(text.encode(), path), options.claude, codex=options.codex, gemini=options.gemini)
     return launch(plan, attrs.evolve(options, results_dir=results_dir))

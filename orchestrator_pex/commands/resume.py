@@ -106,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
                 or state.run_meta.get("started_at")}
         plan = None
         if batch is not None:
-            plan = make_plan(batch, options.claude, **options.agents())
+            plan = make_plan(batch, options.claude, codex=options.codex, gemini=options.gemini)
             if where is not None:
                 # the run was one shard of the batch: resume that shard only (budgets as given in the batch)
                 plan, shard_meta = shard.restrict(plan, where, False)

@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
         parse_start_at(args.start_at, datetime.datetime.now().astimezone())
     batch = load_batch(args.batch)
     options = RunOptions.from_args(args)
-    plan = make_plan(batch, options.claude, **options.agents())
+    plan = make_plan(batch, options.claude, codex=options.codex, gemini=options.gemini)
     meta: dict = {}
     shard = _shard(args)
     if shard is not None:

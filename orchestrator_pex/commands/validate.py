@@ -25,7 +25,7 @@ def main(args: argparse.Namespace) -> int:
 
     batch = load_batch(args.batch)
     options = RunOptions.from_args(args)
-    plan = make_plan(batch, options.claude, **options.agents())
+    plan = make_plan(batch, options.claude, codex=options.codex, gemini=options.gemini)
     enforce(plan, options.policy, results_dir=results_dir_for(plan, None))
     kinds = {}
     for launch in plan.launches:
