@@ -2,8 +2,9 @@
 
 Structure: :meth:`Scheduler.run` owns the *batch nursery*; each started instance is one task in it, which runs its
 attempts one after another (:func:`orchestrator_pex.runtime.run_attempt`). Launching is sequential, in batch order:
-the next instance starts when the concurrency cap, the measured headroom (:mod:`orchestrator_pex.headroom`) and the
-stagger allow, and only while launching has not been stopped.
+the next instance starts when the concurrency cap, the admission by measured pressure
+(:mod:`orchestrator_pex.pressure`; the busy rule of :mod:`orchestrator_pex.headroom` where pressure cannot be read)
+and the stagger allow, and only while launching has not been stopped.
 
 Launching stops — the rest are reported ``not-started`` — when a blocking budget is crossed, when an attempt fails
 authentication (401), when the batch deadline passes, or on :meth:`Scheduler.interrupt`. Budget, deadline and
@@ -42,6 +43,7 @@ from orchestrator_pex import errors, graph, internal_errors, results
 from orchestrator_pex.agents import dialect
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
+from orchestrator_pex.pressure import admission
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
 
 TRANSIENT_API_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
@@ -150,7 +152,7 @@ class Scheduler:
         self.budget = batch.budget
         self.retry = batch.retry
         self.max_line = max_line
-        self.headroom = headroom or Headroom()
+        self.headroom = headroom or admission(self.cap, {one.kind for one in plan.launches})
         self._on_spawn = on_spawn
         self._on_exit = on_exit
         self._redactor = redactor if redactor else None  # masks secret values in records and raw stdout logs
@@ -179,6 +181,7 @@ class Scheduler:
                 events = []
             self.workspaces = workspace.Manager(run_dir, os.path.basename(run_dir),
                                                 os.path.dirname(batch.path) or os.getcwd(), events)
+        self.progress = 0  # stdout chunks read + instances finished: the throughput admission watches
 
     # -- control ---------------------------------------------------------------------------------------------------
 
@@ -294,7 +297,8 @@ class Scheduler:
                 return False
             now = trio.current_time()
             wait = self._last_launch + self.stagger - now
-            if wait <= 0 and len(self.running) < self.cap and self.headroom.allows(now, self._probe(), kind):
+            if wait <= 0 and len(self.running) < self.cap and self.headroom.allows(now, self._probe(), kind,
+                                                                                             self.progress):
                 return True
             with trio.move_on_after(max(wait, 0) if wait > 0 else _POLL):
                 await self._changed.wait()
@@ -435,6 +439,7 @@ class Scheduler:
             with trio.CancelScope(shield=True):
                 await self._emit({"event": "instance_finished", "name": name, "record": state.record})
             del self.running[name]
+            self.progress += 1
             self._wake()
 
     def _internal_error(self, name: str, exc: BaseException) -> str:
@@ -474,6 +479,7 @@ class Scheduler:
 
     def _account(self, state: InstanceState, attempt: Attempt) -> None:
         """Fold an attempt's latest numbers into the ledger; enforce the instance's and the batch's budgets."""
+        self.progress += 1
         tokens, cost = state.tokens(), state.cost()
         self.tokens += tokens - state._tokens
         self.cost += cost - state._cost
