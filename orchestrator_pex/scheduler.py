@@ -32,6 +32,7 @@ reruns by default.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set
@@ -52,19 +53,41 @@ _POLL = 0.1  # seconds between admission checks when nothing else wakes the laun
 
 
 class InstanceState:
-    """An instance's progress through the batch, read by reports."""
+    """An instance's progress through the batch, read by reports.
 
-    __slots__ = ("launch", "status", "attempts", "record", "backoff_scope", "_tokens", "_cost", "warned")
+    Memory: once an instance is finished (:meth:`finish`) it keeps only its record, as compact JSON bytes (about a
+    third of the dict's size); :attr:`record` decodes a fresh dict on each read. Its attempts are dropped."""
+
+    __slots__ = ("launch", "status", "attempts", "_record", "backoff_scope", "_tokens", "_cost", "warned")
 
     def __init__(self, launch: Launch) -> None:
         self.launch = launch
         self.status = "pending"  # pending, running, retrying, then a final status from results.STATUSES
         self.attempts: List[Attempt] = []
-        self.record: Optional[Dict[str, Any]] = None
+        self._record: Any = None  # None, the record (dict), or once finished its compact JSON (bytes)
         self.backoff_scope: Optional[trio.CancelScope] = None
         self._tokens = 0  # what this instance's attempts have added to the batch ledger so far
         self._cost = 0.0
         self.warned: Set[str] = set()
+
+    @property
+    def record(self) -> Optional[Dict[str, Any]]:
+        record = self._record
+        return json.loads(record) if isinstance(record, bytes) else record
+
+    @record.setter
+    def record(self, value: Optional[Dict[str, Any]]) -> None:
+        self._record = value
+
+    def finish(self) -> None:
+        """The instance is over and its record final: keep that record compactly, drop the attempts."""
+        if isinstance(self._record, dict):
+            try:
+                self._record = json.dumps(self._record, separators=(",", ":"), allow_nan=False).encode()
+            except (TypeError, ValueError):
+                pass  # not plain JSON (never expected): keep the dict itself
+        self.attempts = []
+        self.backoff_scope = None
 
     @property
     def current(self) -> Optional[Attempt]:
@@ -248,7 +271,7 @@ class Scheduler:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.workspaces.prune)
         for state in self.states:
-            if state.record is None:
+            if state._record is None:  # (not .record: that would decode every finished instance's record)
                 why = {"budget": "not started: the batch budget was reached",
                        "auth": "not started: an earlier instance failed authentication (401)",
                        "deadline": "not started: the batch deadline passed",
@@ -257,6 +280,7 @@ class Scheduler:
                 state.status = earlier["status"] if earlier else "not-started"
                 state.record = earlier or {**results.not_started(state.launch.name, why), "agent": state.launch.kind}
                 await self._emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
+                state.finish()
         return [s.record for s in self.states]
 
     def _records_of(self, names) -> Dict[str, Dict[str, Any]]:
@@ -439,6 +463,7 @@ class Scheduler:
             with trio.CancelScope(shield=True):
                 await self._emit({"event": "instance_finished", "name": name, "record": state.record})
             del self.running[name]
+            state.finish()
             self.progress += 1
             self._wake()
 
