@@ -246,7 +246,6 @@ class PressureAdmission:
         self.controller = Controller(cap, cpus or cpu_count(), peak_rss)
         self._last: Optional[Sample] = None
         self._limited = False
-        self.widths: list = []  #: (time, width) at each change, for the benchmarks (bounded: changes only)
 
     def allows(self, now: float, running: Iterable[Tuple[Optional[int], bool]], kind: str, progress: int = 0) -> bool:
         count = sum(1 for _ in running)
@@ -255,10 +254,7 @@ class PressureAdmission:
             if self._last is not None:
                 window = Window.between(self._last, sample)
                 if window is not None:
-                    before = self.controller.width
                     self.controller.step(window, sample, count, self._limited)
-                    if self.controller.width != before and len(self.widths) < 10000:
-                        self.widths.append((round(now, 3), self.controller.width))
             self._last = sample
             self._limited = False
         if not count:
