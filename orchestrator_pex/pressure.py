@@ -22,8 +22,8 @@ Three parts, one job each:
   4. *pressure rose*: CPU stall time at least :data:`STALL_RISE` above the lowest seen this run and throughput (the
      progress rate) fell under :data:`FELL` × the rate before the last widening → step back to the width before it
      (at least × :data:`SHRINK`);
-  5. *throughput still rising*: the progress rate is at least :data:`ROSE` × the rate before the last widening →
-     widen again;
+  5. *throughput still rising*: some progress in the window, at least :data:`ROSE` × the rate before the last
+     widening → widen again (no progress at all under pressure teaches nothing: hold);
   6. otherwise hold.
 
   The width stays within ``[1, cap]``; it starts at the number of CPUs. On a machine that other work already keeps
@@ -144,7 +144,7 @@ class Controller:
                 and window.cpu_stall >= self._min_stall + STALL_RISE and window.rate < FELL * self._rate_before:
             self._narrow(min(self._before, self._width * SHRINK) if self._before else self._width * SHRINK,
                          "pressure rose")
-        elif self._rate_before is None or window.rate >= ROSE * self._rate_before:
+        elif window.rate > 0 and (self._rate_before is None or window.rate >= ROSE * self._rate_before):
             self._widen(window, GROW, "throughput rose")
         else:
             self.last_rule = "hold"

@@ -107,6 +107,14 @@ def test_saturated_machine_width_follows_throughput():
     assert plateau < 128
 
 
+def test_no_progress_under_pressure_holds():
+    """Instances still starting print nothing: under pressure that is no reason to widen (0 is not a rise over 0)."""
+    ctl, m = Controller(cap=128, start=4), Machine()
+    for _ in range(5):
+        assert step(ctl, m, stall=0.95, idle=0.0, rate=0) == 4
+    assert ctl.last_rule == "hold"
+
+
 def test_memory_short_narrows_and_stops_starts():
     ctl, m = Controller(cap=64, start=16, peak_rss=256 << 20), Machine()
     m.available = 600 << 20  # under the 512 MiB reserve (24 GiB: 5 % = 1.2 GiB) once an instance is added
