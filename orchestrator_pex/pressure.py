@@ -23,7 +23,9 @@ Three parts, one job each:
      progress rate) fell under :data:`FELL` × the rate before the last widening → step back to the width before it
      (at least × :data:`SHRINK`);
   5. *throughput still rising*: some progress in the window, at least :data:`ROSE` × the rate before the last
-     widening → widen again (no progress at all under pressure teaches nothing: hold);
+     widening → widen again (no progress at all under pressure teaches nothing: hold); × 2 when throughput grew
+     nearly in proportion to the last widening (at least :data:`SCALING` of it: the instances do not compete for
+     anything yet, e.g. agents that mostly wait, on a machine other work keeps busy), else × :data:`GROW`;
   6. otherwise hold.
 
   The width stays within ``[1, cap]``; it starts at the number of CPUs. On a machine that other work already keeps
@@ -53,6 +55,7 @@ LOW_STALL = 0.20  #: CPU stall share of the window under which pressure counts a
 STALL_RISE = 0.25  #: CPU stall this much above the lowest seen counts as pressure that rose
 ROSE = 1.05  #: throughput ratio (after / before a widening) that means widening helped
 FELL = 0.90  #: throughput ratio under which widening hurt
+SCALING = 0.8  #: share of a widening that throughput must have grown by for the next widening to double
 MEM_STALL = 0.10  #: memory stall share of the window that means memory is short
 
 
@@ -145,7 +148,9 @@ class Controller:
             self._narrow(min(self._before, self._width * SHRINK) if self._before else self._width * SHRINK,
                          "pressure rose")
         elif window.rate > 0 and (self._rate_before is None or window.rate >= ROSE * self._rate_before):
-            self._widen(window, GROW, "throughput rose")
+            scaling = bool(self._rate_before and self._before) and window.rate >= self._rate_before * (
+                1 + SCALING * (self._width / self._before - 1))
+            self._widen(window, 2.0 if scaling else GROW, "throughput scaled" if scaling else "throughput rose")
         else:
             self.last_rule = "hold"
         return self.width

@@ -87,7 +87,7 @@ def test_holds_when_the_width_was_not_the_limit():
 def test_narrows_when_pressure_rises_and_throughput_falls():
     ctl, m = Controller(cap=64, start=2), Machine()
     step(ctl, m, stall=0.05, idle=0.5, rate=100)  # quiet machine: widen
-    wide = step(ctl, m, stall=0.3, idle=0.0, rate=200)  # busy, but more got done: widen again
+    wide = step(ctl, m, stall=0.3, idle=0.0, rate=150)  # busy, but more got done: widen again
     assert wide > 2 and ctl.last_rule == "throughput rose"
     narrowed = step(ctl, m, stall=0.9, idle=0.0, rate=120)  # stall rose well above the quietest, less done
     assert narrowed < wide and ctl.last_rule == "pressure rose"
@@ -100,11 +100,22 @@ def test_saturated_machine_width_follows_throughput():
     for _ in range(3):  # each widening gets more done
         rate *= 1.5
         step(ctl, m, stall=1.0, idle=0.0, rate=rate)
-        assert ctl.last_rule == "throughput rose"
+        assert ctl.last_rule.startswith("throughput")
     plateau = ctl.width
     step(ctl, m, stall=1.0, idle=0.0, rate=rate)  # no better than before the last widening
     assert ctl.width == plateau and ctl.last_rule == "hold"
     assert plateau < 128
+
+
+def test_throughput_growing_with_the_width_doubles_it():
+    """Agents that mostly wait on a machine other work keeps saturated: throughput follows the width, so widen fast."""
+    ctl, m = Controller(cap=512, start=4), Machine()
+    step(ctl, m, stall=1.0, idle=0.0, rate=40)  # first measurement: × 1.25
+    assert ctl.width == 5 and ctl.last_rule == "throughput rose"
+    step(ctl, m, stall=1.0, idle=0.0, rate=50)  # 25 % wider, 25 % more done: proportional
+    assert ctl.width == 10 and ctl.last_rule == "throughput scaled"
+    step(ctl, m, stall=1.0, idle=0.0, rate=60)  # twice as wide, only 20 % more done: no longer proportional
+    assert ctl.width == 12 and ctl.last_rule == "throughput rose"
 
 
 def test_no_progress_under_pressure_holds():
