@@ -3,9 +3,10 @@
 Three parts, one job each:
 
 * :class:`Sample` (frozen): one reading of cumulative counters — CPU pressure stall time (``/proc/pressure/cpu``,
-  ``some total=`` microseconds), idle and total CPU ticks and the run queue (``/proc/stat``), ``MemAvailable`` and
-  ``MemTotal`` (``/proc/meminfo``), memory stall time (``/proc/pressure/memory``) — plus the orchestrator's own
-  progress counter (stdout chunks read + instances finished), which the caller supplies.
+  ``some total=`` microseconds), idle and total CPU ticks and the run queue (``/proc/stat``; the run queue is an
+  instantaneous count no rule uses), ``MemAvailable`` and ``MemTotal`` (``/proc/meminfo``), memory stall time
+  (``/proc/pressure/memory``) — plus the orchestrator's own progress counter (stdout chunks read + instances
+  finished), which the caller supplies.
 * :class:`ProcSampler`: reads a :class:`Sample` from ``/proc`` (paths injectable for tests). :meth:`ProcSampler.usable`
   is False where ``/proc/pressure/cpu`` or ``/proc/stat`` is missing or unreadable (macOS, kernels before 4.20 or
   booted with ``psi=0``); the scheduler then keeps the per-instance busy rule of :mod:`orchestrator_pex.headroom`.
