@@ -35,14 +35,17 @@ Three parts, one job each:
 
 :class:`PressureAdmission` joins them behind the interface the scheduler calls (``allows(now, running, kind,
 progress)``): it samples at most once per :data:`WINDOW` seconds, feeds the controller, and allows a start while
-fewer than :attr:`Controller.width` instances run and memory is fine. It costs three small ``/proc`` reads per window,
-whatever the number of instances.
+memory is fine and either fewer than :attr:`Controller.width` instances run or the busy rule of
+:mod:`orchestrator_pex.headroom` allows it (a floor: instances that are silent and idle, such as agents waiting on
+their API, neither use CPU nor print, so on a machine other work keeps saturated nothing else would widen for them).
+It costs three small ``/proc`` reads per window, plus, only while the width holds a start back, the busy rule's one
+``/proc/PID/stat`` read per running instance per 100 ms.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Optional, Tuple
+from typing import Any, Callable, Iterable, Optional, Tuple
 
 import attrs
 
@@ -247,14 +250,19 @@ class PressureAdmission:
     """The scheduler's admission by measured pressure (see the module docstring)."""
 
     def __init__(self, cap: int, sampler: Optional[Callable[[float, int], Sample]] = None,
-                 cpus: Optional[int] = None, peak_rss: int = PEAK_RSS["generic"]) -> None:
+                 cpus: Optional[int] = None, peak_rss: int = PEAK_RSS["generic"], busy: Any = "default") -> None:
+        from orchestrator_pex.headroom import Headroom
+
         self.sampler = sampler or ProcSampler().sample
         self.controller = Controller(cap, cpus or cpu_count(), peak_rss)
+        #: the busy rule (headroom.py), a floor under the width: None for none (tests)
+        self.busy = Headroom(cpus) if busy == "default" else busy
         self._last: Optional[Sample] = None
         self._limited = False
 
     def allows(self, now: float, running: Iterable[Tuple[Optional[int], bool]], kind: str, progress: int = 0) -> bool:
-        count = sum(1 for _ in running)
+        running = list(running)
+        count = len(running)
         if self._last is None or now - self._last.t >= WINDOW:
             sample = self.sampler(now, progress)
             if self._last is not None:
@@ -269,7 +277,9 @@ class PressureAdmission:
             return False
         if count >= self.controller.width:
             self._limited = True
-            return False
+            # The busy rule is a floor: instances that are silent and idle (an agent waiting on its API) use no CPU
+            # and print nothing, so on a machine other work saturates neither room nor throughput would widen.
+            return self.busy is not None and self.busy.allows(now, running, kind)
         return True
 
 

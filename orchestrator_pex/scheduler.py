@@ -80,6 +80,11 @@ class InstanceState:
     def record(self, value: Optional[Dict[str, Any]]) -> None:
         self._record = value
 
+    @property
+    def recorded(self) -> bool:
+        """The instance has its record (cheap: :attr:`record` decodes it)."""
+        return self._record is not None
+
     def finish(self) -> None:
         """The instance is over and its record final: keep that record compactly, drop the attempts."""
         if isinstance(self._record, dict):
@@ -272,7 +277,7 @@ class Scheduler:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.workspaces.prune)
         for state in self.states:
-            if state._record is None:  # (not .record: that would decode every finished instance's record)
+            if not state.recorded:
                 why = {"budget": "not started: the batch budget was reached",
                        "auth": "not started: an earlier instance failed authentication (401)",
                        "deadline": "not started: the batch deadline passed",
@@ -297,12 +302,14 @@ class Scheduler:
         return out
 
     def _records_of(self, names) -> Dict[str, Dict[str, Any]]:
-        by_name = {s.launch.name: s.record for s in self.states if s.record is not None}
+        names = list(names)
+        wanted = set(names)
+        by_name = {s.launch.name: s.record for s in self.states if s.launch.name in wanted and s.recorded}
         return {n: by_name.get(n) or self.prior.get(n) or results.not_started(n) for n in names}
 
     def _next_ready(self, pending: List[InstanceState]) -> Optional[InstanceState]:
         """The first pending instance (batch order) whose needs have all finished."""
-        waiting = {s.launch.name for s in self.states if s.record is None}  # a name not run now counts as done
+        waiting = {s.launch.name for s in self.states if not s.recorded}  # a name not run now counts as done
         for state in pending:
             if not any(n in waiting for n in state.launch.instance.needs or ()):
                 return state

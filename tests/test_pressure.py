@@ -171,7 +171,7 @@ def test_admission_samples_once_per_window_and_counts_running():
         m.total += 40
         return m.now()
 
-    adm = PressureAdmission(cap=8, sampler=sampler, cpus=2)
+    adm = PressureAdmission(cap=8, sampler=sampler, cpus=2, busy=None)
     assert adm.allows(0.0, iter([]), "generic", 0)  # nothing running: always
     assert adm.allows(0.05, iter([(1, True)]), "generic", 0)
     assert not adm.allows(0.06, iter([(1, True), (2, True)]), "generic", 0)  # width 2 reached: held back
@@ -179,6 +179,38 @@ def test_admission_samples_once_per_window_and_counts_running():
     assert adm.allows(0.3, iter([(1, True), (2, True)]), "generic", 0)  # window ended, limited, room: width 3+
     assert calls == [0.0, 0.3]
     assert adm.controller.width > 2
+
+
+class Busy:
+    """A stand-in for the busy rule of headroom.py."""
+
+    def __init__(self, answer: bool) -> None:
+        self.answer = answer
+        self.calls = 0
+
+    def allows(self, now, running, kind, progress=0) -> bool:
+        self.calls += 1
+        return self.answer
+
+
+def test_the_busy_rule_is_a_floor_under_the_width():
+    """Silent, idle instances on a saturated machine: the width learns nothing, the busy rule still admits."""
+    m = Machine()
+
+    def sampler(now: float, progress: int) -> Sample:
+        m.t = now
+        m.stall_us += int(0.2 * 1e6)  # stalled the whole time, no idle, no progress
+        m.total += 40
+        return m.now()
+
+    running = [(1, True), (2, True)]
+    idle_agents = PressureAdmission(cap=8, sampler=sampler, cpus=2, busy=Busy(True))
+    assert idle_agents.allows(0.0, iter(running), "generic", 0)
+    assert idle_agents.busy.calls == 1  # asked only because the width (2) was reached
+    busy_agents = PressureAdmission(cap=8, sampler=sampler, cpus=2, busy=Busy(False))
+    assert not busy_agents.allows(0.0, iter(running), "generic", 0)
+    assert busy_agents.allows(0.0, iter(running[:1]), "generic", 0)  # below the width: no need to ask
+    assert busy_agents.busy.calls == 1
 
 
 def write_proc(root, *, cpu="some avg10=1.00 avg60=0.50 avg300=0.10 total=123456\nfull avg10=0 total=0\n",
