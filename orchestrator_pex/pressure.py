@@ -152,8 +152,9 @@ class Controller:
             self._narrow(min(self._before, self._width * SHRINK) if self._before else self._width * SHRINK,
                          "pressure rose")
         elif window.rate > 0 and (self._rate_before is None or window.rate >= ROSE * self._rate_before):
-            scaling = bool(self._rate_before and self._before) and window.rate >= self._rate_before * (
-                1 + SCALING * (self._width / self._before - 1))
+            before = self._rate_before
+            scaling = bool(before and self._before) and window.rate >= (before or 0.0) * (
+                1 + SCALING * (self._width / (self._before or 1.0) - 1))
             self._widen(window, 2.0 if scaling else GROW, "throughput scaled" if scaling else "throughput rose")
         else:
             self.last_rule = "hold"
@@ -261,8 +262,8 @@ class PressureAdmission:
         self._limited = False
 
     def allows(self, now: float, running: Iterable[Tuple[Optional[int], bool]], kind: str, progress: int = 0) -> bool:
-        running = list(running)
-        count = len(running)
+        running_now: Any = list(running)  # (pid or None, has output): the busy rule reads them too
+        count = len(running_now)
         if self._last is None or now - self._last.t >= WINDOW:
             sample = self.sampler(now, progress)
             if self._last is not None:
@@ -279,7 +280,7 @@ class PressureAdmission:
             self._limited = True
             # The busy rule is a floor: instances that are silent and idle (an agent waiting on its API) use no CPU
             # and print nothing, so on a machine other work saturates neither room nor throughput would widen.
-            return self.busy is not None and self.busy.allows(now, running, kind)
+            return self.busy is not None and bool(self.busy.allows(now, running_now, kind))
         return True
 
 
