@@ -231,10 +231,12 @@ def batch_instance_names(run_dir: str, state: journal.RunState, doc: Optional[Di
         if os.path.isfile(path):
             try:
                 from orchestrator_pex import config
+                from orchestrator_pex.selection import recorded_names
 
                 instances = config.load_batch(path).instances
-                return shard_names(state.run_meta, [inst.name for inst in instances],
-                                   {inst.name: inst.needs or () for inst in instances})
+                in_batch: List[str] = [str(inst.name) for inst in instances]
+                return recorded_names(state.run_meta, shard_names(state.run_meta, in_batch,
+                                                                  {inst.name: inst.needs or () for inst in instances}))
             except Exception:  # noqa: BLE001 - fall back to what the run recorded
                 break
     if doc and isinstance(doc.get("instances"), list):
