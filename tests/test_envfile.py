@@ -55,7 +55,8 @@ def test_unsafe_files_are_refused(tmp_path):
 
 def _probe_batch(write_batch, out, env_file_line=""):
     code = ("import os, sys; open(sys.argv[1], 'w').write(os.environ.get('API_THING', '-') + '|' + "
-            "os.environ.get('OVERRIDDEN', '-') + '|' + os.environ.get('FROM_PROCESS', '-')); print(os.environ['API_THING'])")
+            "os.environ.get('OVERRIDDEN', '-') + '|' + os.environ.get('FROM_PROCESS', '-')); "
+            "print(os.environ['API_THING'])")
     return write_batch(f"""
 {env_file_line}
 [defaults]

@@ -240,7 +240,8 @@ def test_env_file_user_and_directories(capsys, tmp_path):
     assert f"User={pwd.getpwuid(os.geteuid()).pw_name}\n" in service
     assert "EnvironmentFile=/etc/orchestrator-pex/nightly.env\n" in service
     assert "CacheDirectory=orchestrator-pex\n" in service and "StateDirectory=orchestrator-pex/results\n" in service
-    assert "run --results-dir /var/lib/orchestrator-pex/results --env-file /etc/orchestrator-pex/nightly.env " in service
+    assert ("run --results-dir /var/lib/orchestrator-pex/results --env-file /etc/orchestrator-pex/nightly.env "
+            in service)
     code, out, err = run_cmd(["systemd", "--on-calendar", "daily", "--pex", "/x.pex", "--user", "orch",
                               "--pex-root", "/srv/pex", "--results-dir", "/srv/results", batch], capsys)
     assert "User=orch\n" in out and "CacheDirectory" not in out and "StateDirectory" not in out
