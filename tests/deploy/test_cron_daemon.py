@@ -153,3 +153,42 @@ def test_schedule_cron_line_fires_under_a_real_cron_daemon_and_authenticates_fro
             run_dir = wait_for_scheduled_run(cron, results, pex_root)
         assert not cron.alive()
         assert_authenticated_run(run_dir, results, mock, key, log)
+
+
+def test_the_cron_file_the_ansible_role_installs_fires_and_authenticates_from_the_role_env_file(
+        tmp_path, claude_bin, cron_available, ansible_bin):
+    from deploylib import run_playbook
+
+    key = f"sk-ant-role-{uuid.uuid4().hex}"
+    root = tmp_path / "host"
+    with mock_anthropic.MockAnthropic(mode="text", api_key=key) as mock:
+        batch = write_scheduled_batch(tmp_path, claude_bin, mock.base_url, key).read_text()
+        batch = batch.replace('env_file = "nightly.env"\n', "")  # the role passes its own env file
+        host = {
+            "ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
+            "orchestrator_pex_pex_src": str(fake_pex(tmp_path)), "orchestrator_pex_version": "test-1",
+            "orchestrator_pex_python": sys.executable,
+            "orchestrator_pex_prefix": str(root / "opt"), "orchestrator_pex_config_dir": str(root / "etc"),
+            "orchestrator_pex_results_dir": str(root / "results"), "orchestrator_pex_pex_root": str(root / "pex-root"),
+            "orchestrator_pex_cron_dir": str(root / "cron.d"), "orchestrator_pex_cron_log": str(root / "cron.log"),
+            "orchestrator_pex_secrets": {"ANTHROPIC_API_KEY": key},
+            "orchestrator_pex_batches": [{"name": "nightly", "content": batch}],
+            "orchestrator_pex_schedules": [{"batch": "nightly", "at": "* * * * *"}],
+        }
+        inventory = tmp_path / "inventory.yml"
+        inventory.write_text(json.dumps({"orchestrators": {"hosts": {"orch": host}}}))
+        play = run_playbook(ansible_bin, "site.yml", inventory, tmp_path)
+        assert play.rc == 0 and play.failed() == 0, play
+        assert key not in play.stdout + play.stderr, "no_log: the key must not appear in Ansible's output"
+        env_file = root / "etc" / "orchestrator-pex.env"
+        assert env_file.stat().st_mode & 0o777 == 0o600 and env_file.stat().st_uid == os.geteuid()
+        assert f"ANTHROPIC_API_KEY='{key}'" in env_file.read_text()
+        again = run_playbook(ansible_bin, "site.yml", inventory, tmp_path)
+        assert again.rc == 0 and again.recap["orch"]["changed"] == 0, again
+        entry = root / "cron.d" / "orchestrator-pex-nightly"
+        text = entry.read_text()
+        assert f" --env-file {env_file} " in text and key not in text
+        results, pex_root = root / "results", root / "pex-root"
+        with CronDaemon(root / "cron.d", tmp_path) as cron:
+            run_dir = wait_for_scheduled_run(cron, results, pex_root)
+        assert_authenticated_run(run_dir, results, mock, key, root / "cron.log")
