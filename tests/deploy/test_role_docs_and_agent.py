@@ -11,7 +11,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from deploylib import ANSIBLE_DIR, REPO, run_playbook
 
 ROLE = ANSIBLE_DIR / "roles" / "orchestrator_pex"
