@@ -106,3 +106,34 @@ def test_cli_env_file_overrides_the_batch_and_bad_files_exit_2_in_one_line(write
     result = run_batch(batch, "--env-file", str(other))
     assert result.code == 0, result.stderr
     assert out.read_text().startswith(SECRET + "|")
+
+
+def test_resume_reads_the_env_file_again(write_batch, cli, tmp_path):
+    """A resumed run gets the env file's values too (the batch copy's env_file, or --env-file)."""
+    env_path = tmp_path / "secrets.env"
+    env_path.write_text(f"API_THING={SECRET}\n")
+    env_path.chmod(0o600)
+    out = tmp_path / "probe.out"
+    gate = tmp_path / "gate"
+    code = ("import os, sys; gate = sys.argv[2]\n"
+            "if not os.path.exists(gate): open(gate, 'w').close(); sys.exit(3)\n"
+            "open(sys.argv[1], 'w').write(os.environ.get('API_THING', '-'))")
+    batch = write_batch(f"""
+env_file = "secrets.env"
+[[instances]]
+name = "once-failing"
+argv = [{json.dumps(sys.executable)}, "-c", {json.dumps(code)}, {json.dumps(str(out))}, {json.dumps(str(gate))}]
+retries = 0
+""")
+    runs = tmp_path / "runs"
+    first = cli("run", str(batch), "--json", "--results-dir", str(runs))
+    doc = json.loads(first.stdout)
+    assert first.returncode == 1 and doc["instances"][0]["status"] == "failed"
+    env_path.chmod(0o644)  # checked again on resume
+    refused = cli("resume", str(runs / doc["run_id"]), "--rerun-failed")
+    assert refused.returncode == EXIT_USAGE and b"chmod 600" in refused.stderr
+    env_path.chmod(0o600)
+    again = cli("resume", str(runs / doc["run_id"]), "--rerun-failed", "--json")
+    assert again.returncode == 0, again.stderr
+    assert out.read_text() == SECRET
+    assert SECRET.encode() not in again.stdout + again.stderr

@@ -185,6 +185,14 @@ def test_the_cron_file_the_ansible_role_installs_fires_and_authenticates_from_th
         assert f"ANTHROPIC_API_KEY='{key}'" in env_file.read_text()
         again = run_playbook(ansible_bin, "site.yml", inventory, tmp_path)
         assert again.rc == 0 and again.recap["orch"]["changed"] == 0, again
+        # tasks_from: run (run-now.yml) uses the same env file
+        now_results = tmp_path / "now-results"
+        now = run_playbook(ansible_bin, "run-now.yml", inventory, tmp_path, "-e", "batch=nightly",
+                           "-e", json.dumps({"orchestrator_pex_results_dir": str(now_results)}))
+        assert now.rc == 0 and now.failed() == 0, now
+        assert key not in now.stdout + now.stderr
+        assert "succeeded" in now.stdout.split("TASK [Report]")[1]
+        mock.reset()
         entry = root / "cron.d" / "orchestrator-pex-nightly"
         text = entry.read_text()
         assert f" --env-file {env_file} " in text and key not in text
