@@ -248,3 +248,25 @@ def test_env_file_user_and_directories(capsys, tmp_path):
     assert "EnvironmentFile" not in out and "--env-file" not in out
     code, out, err = run_cmd(["cron", "--at", "@daily", "--pex", "/x.pex", "--env-file", "rel.env", batch], capsys)
     assert code == 0 and f" --env-file {os.path.abspath('rel.env')} {batch} " in out
+
+
+def test_warns_about_an_env_file_the_run_would_refuse(capsys, tmp_path):
+    import pwd
+
+    batch = batch_at(tmp_path / "nightly.toml")
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    env = tmp_path / "n.env"
+    args = ["cron", "--at", "@daily", "--pex", "/x.pex", "--user", me, "--env-file", str(env), batch]
+    code, out, err = run_cmd(args, capsys)
+    assert code == 0 and out and "the env file does not exist" in err
+    env.write_text("A=1\n")
+    env.chmod(0o644)
+    code, out, err = run_cmd(args, capsys)
+    assert code == 0 and "accessible to group or others" in err and "chmod 600" in err
+    env.chmod(0o600)
+    code, out, err = run_cmd(args, capsys)
+    assert code == 0 and err == ""
+    if os.geteuid() == 0:
+        os.chown(env, 12345, 12345)
+        code, out, err = run_cmd(args, capsys)
+        assert code == 0 and f"not owned by {me}" in err

@@ -22,7 +22,9 @@ Checks before anything is printed (each problem one line, exit 2): the batch fil
 or jan-dec, day of week 0-7 or sun-sat; ``*``, ranges ``a-b`` with a <= b, steps ``/n`` with n >= 1, lists) or is a
 nickname. A warning (stderr; the line is still printed) names each executable the run would start -- the agent of a
 Claude Code instance, ``argv[0]`` of another -- that is neither an absolute path nor found on the scheduler's
-``PATH`` (cron: ``/usr/bin:/bin``; systemd: ``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin``).
+``PATH`` (cron: ``/usr/bin:/bin``; systemd: ``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin``), and an env
+file the run would refuse (missing, not a regular file, accessible to group or others, not owned by the user the
+run runs as).
 
 The systemd service always has ``User=`` (``--user``, default: the user running ``schedule``) and asks systemd for
 the directories it writes, owned by that user: ``CacheDirectory=`` for a PEX_ROOT under ``/var/cache/`` and
@@ -116,6 +118,7 @@ def main(args: argparse.Namespace) -> int:
     if args.scheduler == "cron":
         line = cron_line(args.at, command, environment, user=args.user, log=args.log)
         _warn_unreachable(command[-1], CRON_PATH, "cron")  # loads the batch: ConfigError (exit 2) if it cannot
+        _warn_env_file(_env_file(args), args.user or _current_user())
         sys.stdout.write(line + "\n")
         return EXIT_OK
     name = args.unit_name or default_unit_name(command[-1])
@@ -123,6 +126,7 @@ def main(args: argparse.Namespace) -> int:
     service, timer = systemd_units(name, args.on_calendar, command, environment, user=args.user or _current_user(),
                                    env_file=_env_file(args))
     _warn_unreachable(command[-1], SYSTEMD_PATH, "systemd")  # loads the batch: ConfigError (exit 2) if it cannot
+    _warn_env_file(_env_file(args), args.user or _current_user())
     if args.output_dir:
         out = os.path.abspath(args.output_dir)
         try:
@@ -228,6 +232,36 @@ def unreachable_executables(batch_path: str, path: str) -> List[str]:
             if message not in found:
                 found.append(message)
     return found
+
+
+def env_file_problem(path: Optional[str], user: str) -> Optional[str]:
+    """Why the scheduled run would refuse the env file at ``path`` (run as ``user``), as far as can be seen now."""
+    import pwd
+    import stat
+
+    if not path:
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return f"{path}: the env file does not exist (yet); the run refuses to start without it"
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        return f"{path}: the env file is not a regular file; the run will refuse it"
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        return f"{path}: the env file is accessible to group or others; the run will refuse it (chmod 600)"
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+    if st.st_uid != uid:
+        return f"{path}: the env file is not owned by {user}, who runs it; the run will refuse it (chown {user})"
+    return None
+
+
+def _warn_env_file(path: Optional[str], user: str) -> None:
+    problem = env_file_problem(path, user)
+    if problem:
+        print(f"orchestrator-pex: warning: {problem}", file=sys.stderr)
 
 
 def _warn_unreachable(batch_path: str, path: str, scheduler: str) -> None:
