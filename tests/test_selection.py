@@ -99,3 +99,42 @@ def test_live_view_shows_tags_when_instances_have_them():
     assert "TAGS" in text and "fast,nightly" in text
     plain = progress.Progress(rows=(progress.Row(name="beta", state="pending"),), started_at=0.0)
     assert "TAGS" not in "\n".join(report.render_table(plain, 200, 20, 1.0))
+
+
+def test_runs_show_of_a_killed_run_labels_instances_from_the_batch_copy(write_batch, cli, tmp_path, marker,
+                                                                          marked_pids):
+    """Records the journal never wrote (the orchestrator was SIGKILLed while alpha ran) still carry tags and
+    description, taken from the run's batch copy."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_env
+
+    batch = write_batch(BATCH.replace("[defaults]", "concurrency = 1\n[defaults]"))
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator_pex", "run", str(batch), "--results-dir", str(runs),
+                             "--progress", "none"], cwd=tmp_path,
+                            env=cli_env({"AGENT_SIM_SCENARIO": "hang", "ORCH_TEST_MARKER": marker}),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(runs.glob("*/logs/alpha.stdout")):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        while time.monotonic() < deadline and marked_pids(marker):  # the guardian ends the instance
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run_dir = next(runs.iterdir())
+    shown = json.loads(cli("runs", "show", run_dir.name, "--json", "--results-dir", str(runs)).stdout)
+    by_name = {r["name"]: r for r in shown["instances"]}
+    assert shown["status"] == "interrupted"
+    assert by_name["alpha"]["status"] == "cancelled" and by_name["alpha"]["description"] == "the first one"
+    assert by_name["alpha"]["tags"] == ["fast", "nightly"]
+    assert by_name["gamma"]["status"] == "not-started" and by_name["gamma"]["tags"] == ["slow"]
+    assert by_name["beta"]["tags"] == ["nightly"] and by_name["beta"]["description"] is None
