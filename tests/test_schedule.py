@@ -222,9 +222,10 @@ def test_warns_when_an_executable_is_not_on_the_schedulers_path(capsys, tmp_path
     code, out, err = run_cmd(["cron", "--at", "@daily", "--pex", "/x.pex", str(batch)], capsys)
     assert code == 0 and out.startswith("@daily ")
     lines = err.strip().splitlines()
-    assert len(lines) == 2, err
+    assert len(lines) == 3, err
     assert "b.toml: claude: 'claude-not-on-cron-path' is not on the scheduler's PATH (/usr/bin:/bin)" in lines[0]
     assert "b.toml: instances[1].argv: 'my-tool-not-there'" in lines[1] and "warning" in lines[1]
+    assert "b.toml: instances[3].argv: '/opt/x/abs-tool' does not exist or is not executable" in lines[2]
     code, out, err = run_cmd(["systemd", "--on-calendar", "daily", "--pex", "/x.pex", str(batch)], capsys)
     assert code == 0 and "/usr/local/bin:/usr/sbin:/usr/bin" in err
 

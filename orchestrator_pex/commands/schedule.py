@@ -21,10 +21,10 @@ Checks before anything is printed (each problem one line, exit 2): the batch fil
 ``validate``); the cron expression is checked field by field (minute 0-59, hour 0-23, day of month 1-31, month 1-12
 or jan-dec, day of week 0-7 or sun-sat; ``*``, ranges ``a-b`` with a <= b, steps ``/n`` with n >= 1, lists) or is a
 nickname. A warning (stderr; the line is still printed) names each executable the run would start -- the agent of a
-Claude Code instance, ``argv[0]`` of another -- that is neither an absolute path nor found on the scheduler's
-``PATH`` (cron: ``/usr/bin:/bin``; systemd: ``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin``), and an env
-file the run would refuse (missing, not a regular file, accessible to group or others, not owned by the user the
-run runs as).
+Claude Code instance, ``argv[0]`` of another -- that is an absolute path to nothing executable, or a bare name not
+found on the scheduler's ``PATH`` (cron: ``/usr/bin:/bin``; systemd: ``/usr/local/sbin:/usr/local/bin:/usr/sbin:
+/usr/bin``), and an env file the run would refuse (missing, not a regular file, accessible to group or others, not
+owned by the user the run runs as).
 
 The systemd service always has ``User=`` (``--user``, default: the user running ``schedule``) and asks systemd for
 the directories it writes, owned by that user: ``CacheDirectory=`` for a PEX_ROOT under ``/var/cache/`` and
@@ -223,14 +223,19 @@ def unreachable_executables(batch_path: str, path: str) -> List[str]:
             program, key = batch.claude, "claude"
         else:
             continue
-        if os.sep in program:
-            continue  # a path (relative ones resolve against the batch's or the instance's folder)
-        search = (inst.env or {}).get("PATH", path)
-        if shutil.which(program, path=search) is None:
-            message = (f"{label}: {key}: {program!r} is not on the scheduler's PATH ({search}); give its absolute "
-                       "path")
-            if message not in found:
-                found.append(message)
+        if os.sep in program:  # a path: absolute, or relative to the batch's folder (the agent)
+            if key == "claude" and not os.path.isabs(program):
+                program = os.path.join(os.path.dirname(batch_path), program)
+            if not os.path.isabs(program) or (os.path.isfile(program) and os.access(program, os.X_OK)):
+                continue  # a relative argv[0] resolves against the instance's cwd when it runs
+            message = f"{label}: {key}: {program!r} does not exist or is not executable"
+        else:
+            search = (inst.env or {}).get("PATH", path)
+            if shutil.which(program, path=search) is not None:
+                continue
+            message = f"{label}: {key}: {program!r} is not on the scheduler's PATH ({search}); give its absolute path"
+        if message not in found:
+            found.append(message)
     return found
 
 
