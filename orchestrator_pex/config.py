@@ -171,6 +171,7 @@ class Batch:
     start_at: Optional[Text] = None
     results_dir: Optional[Text] = None
     metrics_file: Optional[Text] = None
+    env_file: Optional[Text] = None
     budget: Budget = Budget()
     retry: Retry = Retry()
     defaults: Defaults = Defaults()

@@ -231,10 +231,12 @@ def batch_instance_names(run_dir: str, state: journal.RunState, doc: Optional[Di
         if os.path.isfile(path):
             try:
                 from orchestrator_pex import config
+                from orchestrator_pex.selection import recorded_names
 
                 instances = config.load_batch(path).instances
-                return shard_names(state.run_meta, [inst.name for inst in instances],
-                                   {inst.name: inst.needs or () for inst in instances})
+                in_batch: List[str] = [str(inst.name) for inst in instances]
+                return recorded_names(state.run_meta, shard_names(state.run_meta, in_batch,
+                                                                  {inst.name: inst.needs or () for inst in instances}))
             except Exception:  # noqa: BLE001 - fall back to what the run recorded
                 break
     if doc and isinstance(doc.get("instances"), list):
@@ -317,6 +319,29 @@ def all_records(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, A
             live_record(name, "pending") if live else results.not_started(name, "not started: the run ended before it"))
         out.append(_complete(record))
     out.extend(_complete(r) for r in records.values())  # recorded but no longer in the batch copy
+    return _with_batch_labels(run_dir, state, out)
+
+
+def _with_batch_labels(run_dir: str, state: journal.RunState, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Records the journal did not write (running, pending, interrupted) get ``tags`` and ``description`` from the
+    run's batch copy; a record that carries its own keeps them."""
+    if all(r.get("tags") or r.get("description") is not None for r in records):
+        return records
+    copy = state.run_meta.get("batch_copy")
+    path = os.path.join(run_dir, copy) if isinstance(copy, str) and copy and "/" not in copy else ""
+    try:
+        from orchestrator_pex import config
+
+        labels = {i.name: (list(i.tags or ()), i.description)
+                  for i in config.apply_defaults(config.load_batch(path))} if os.path.isfile(path) else {}
+    except Exception:  # noqa: BLE001 - an unreadable copy only costs the labels
+        labels = {}
+    out = []
+    for record in records:
+        tags, description = labels.get(record.get("name"), ([], None))  # type: ignore[arg-type]
+        if not record.get("tags") and record.get("description") is None and (tags or description is not None):
+            record = {**record, "tags": tags, "description": description}
+        out.append(record)
     return out
 
 

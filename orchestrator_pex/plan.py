@@ -48,6 +48,8 @@ class Plan:
     forbidden_tools: Tuple[str, ...] = ()  # the site policy's, in every Claude instance's --disallowedTools
     agents: Dict[str, Tuple[str, ...]] = attrs.field(factory=dict)  # every agent's argv prefix, by agent name
     specs: Dict[str, str] = attrs.field(factory=dict)  # every agent's executable as given (``@agent-sim`` ...)
+    env_file: Optional[str] = None  # the env file in force (orchestrator_pex.envfile), absolute
+    env_file_values: Dict[str, str] = attrs.field(factory=dict, repr=False)  # its values: all secret
 
 
 def self_argv() -> Tuple[str, ...]:
@@ -116,7 +118,8 @@ def resolve_agent(spec: str, batch_dir: str, agent: str = "claude") -> Tuple[str
 
 
 def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Sequence[str] = (), *,
-              codex: Optional[str] = None, gemini: Optional[str] = None) -> Plan:
+              codex: Optional[str] = None, gemini: Optional[str] = None,
+              env_file: Optional[str] = None) -> Plan:
     """Resolve every instance of ``batch``; ``claude``/``codex``/``gemini`` (from the command line) override the
     batch's executables of those agents.
 
@@ -125,19 +128,26 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
     the instance's own environment and from its working directory), so the policy check, preflight and the exec
     all use that one path; a program that cannot be found stays as written (preflight refuses it).
     ``forbidden_tools`` are passed to every Claude instance as ``--disallowedTools`` (see :func:`claude_argv`).
+    ``env_file`` (``--env-file``) replaces the batch's ``env_file`` (:mod:`orchestrator_pex.envfile`); the file's
+    values come first in each instance's ``env_add`` (``[defaults].env`` and the instance's ``env`` override them).
     """
+    from orchestrator_pex import envfile
+
     batch_dir = os.path.dirname(batch.path) or os.getcwd()
     given = {"claude": claude, "codex": codex, "gemini": gemini}
     specs = {name: given[name] or getattr(batch, name) for name in AGENTS}
     prefixes = {name: resolve_agent(specs[name], os.getcwd() if given[name] else batch_dir, name) for name in AGENTS}
+    env_path = envfile.resolve(env_file, batch.env_file, batch.path)
+    file_env = envfile.load(env_path) if env_path else {}
     launches = []
     for inst in apply_defaults(batch):
         cwd = inst.cwd
         if cwd is not None:
             cwd = os.path.realpath(os.path.join(batch_dir, cwd))
-        env_add = dict(inst.env or {})
-        if inst.argv is not None:
-            found = find_program(inst.argv[0], instance_path(inst), cwd)
+        env_add = {**file_env, **(inst.env or {})}
+        if inst.argv is not None:  # the PATH the child gets: the env file's counts too
+            path = env_add["PATH"] if "PATH" in env_add else instance_path(inst)
+            found = find_program(inst.argv[0], path, cwd)
             kind, argv = "generic", ((found, *inst.argv[1:]) if found else inst.argv)
         elif (inst.agent or "claude") == "claude":
             kind, argv = "claude", _unfilled(lambda x: claude_argv(prefixes["claude"], x, forbidden_tools), inst)
@@ -148,7 +158,7 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
             env_add = {**agent_dialect.headless_env(inst), **env_add}
         launches.append(Launch(instance=inst, kind=kind, argv=tuple(argv), env_add=env_add, cwd=cwd))
     return Plan(batch=batch, agent=prefixes["claude"], launches=tuple(launches), agents=prefixes, specs=specs,
-                forbidden_tools=tuple(forbidden_tools))
+                forbidden_tools=tuple(forbidden_tools), env_file=env_path, env_file_values=file_env)
 
 
 def forbid_tools(plan: Plan, forbidden: Sequence[str]) -> Plan:
@@ -225,10 +235,10 @@ def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> La
         elif argv:
             found = find_program(argv[0], instance_path(inst), launch.cwd)
             argv = (found, *argv[1:]) if found else argv
-        env_add = dict(inst.env or {})
+        env_add = {**plan.env_file_values, **(inst.env or {})}  # the env file's values stay, as in make_plan
     elif launch.kind == "claude":
         argv = claude_argv(plan.agents.get("claude") or plan.agent, inst, plan.forbidden_tools)
-        env_add = dict(inst.env or {})
+        env_add = {**plan.env_file_values, **(inst.env or {})}
     else:
         if inst.resume is not None and inst.resume != launch.instance.resume and inst.resume.startswith("-"):
             # Codex and Gemini take resume verbatim (no UUID mapping): a filled value must not become an option
@@ -236,7 +246,8 @@ def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> La
                             "read it as an option)")
         agent_dialect = dialect(launch.kind)
         argv = agent_dialect.argv(plan.agents[launch.kind], inst)
-        env_add = {**agent_dialect.headless_env(inst), **(inst.env or {})}
+        # the env file's values stay under the instance's env (filled), as in make_plan
+        env_add = {**agent_dialect.headless_env(inst), **plan.env_file_values, **(inst.env or {})}
     return attrs.evolve(launch, instance=inst, argv=tuple(argv), env_add=env_add)
 
 

@@ -284,7 +284,10 @@ class Scheduler:
                        "interrupted": "not started: the run was interrupted"}.get(self.stopped or "")
                 earlier = self.carried.get(state.launch.name)  # resumed, but not started again: nothing changed
                 state.status = earlier["status"] if earlier else "not-started"
-                state.record = earlier or {**results.not_started(state.launch.name, why), "agent": state.launch.kind}
+                inst = state.launch.instance
+                state.record = earlier or {**results.not_started(state.launch.name, why, tags=inst.tags or (),
+                                                                 description=inst.description),
+                                           "agent": state.launch.kind}
                 await self._emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
                 state.finish()
         return self._final_records()
@@ -475,6 +478,7 @@ class Scheduler:
                 name, status, state.attempts, stdout_log=stdout_log if state.attempts else None,
                 stderr_log=stderr_log if state.attempts else None, error=error, workspace=ws_record,
                 agent=launch.kind, session_name=_session_name(launch),
+                tags=inst.tags or (), description=inst.description,
             )
             if name in self.carried:
                 state.record = results.carry(state.record, self.carried[name])

@@ -32,6 +32,6 @@ def main(args: argparse.Namespace) -> int:
     for name in os.listdir(demo_dir):  # the flaky instance counts its attempts here
         if name.endswith(".state"):
             os.unlink(os.path.join(demo_dir, name))
-    plan = make_plan(parse_batch(text.encode(), path), args.claude, **agent_overrides(args))
+    plan = make_plan(parse_batch(text.encode(), path), args.claude, env_file=args.env_file, **agent_overrides(args))
     args.results_dir = results_dir
     return launch(plan, args)

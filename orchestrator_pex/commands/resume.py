@@ -83,6 +83,8 @@ def main(args: argparse.Namespace) -> int:
         verify_run_dir(run_dir)
         state, _ = journal.load_run(run_dir)
         verify_logs(run_dir, state)
+        import attrs
+
         from orchestrator_pex.commands.run import _shard_plan, agent_overrides, check_policy, launch
         from orchestrator_pex.errors import RunDirError
         from orchestrator_pex.plan import make_plan
@@ -95,13 +97,20 @@ def main(args: argparse.Namespace) -> int:
                 or state.run_meta.get("started_at")}
         plan = None
         if batch is not None:
-            plan = make_plan(batch, args.claude, **agent_overrides(args))
+            plan = make_plan(batch, args.claude, env_file=args.env_file, **agent_overrides(args))
             shard = state.run_meta.get("shard")
             if isinstance(shard, dict) and isinstance(shard.get("index"), int) and \
                     isinstance(shard.get("count"), int):
                 # the run was one shard of the batch: resume that shard only (budgets as given in the batch)
                 plan, shard_meta = _shard_plan(plan, (shard["index"], shard["count"]), False)
                 meta.update(shard_meta)
+            if isinstance(state.run_meta.get("selection"), dict):
+                # the run covered a selection (--only/--tags/--exclude): resume that selection only
+                from orchestrator_pex.selection import recorded_names
+
+                selected = set(recorded_names(state.run_meta, [one.name for one in plan.launches]))
+                plan = attrs.evolve(plan, launches=tuple(one for one in plan.launches if one.name in selected))
+                meta["selection"] = state.run_meta["selection"]
             names = [l.name for l in plan.launches]
         else:
             names = _names_from_masked_copy(run_dir, state, batch_error)
@@ -194,8 +203,11 @@ def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ign
             batch = config.load_batch(os.path.join(run_dir, copy))
         except Exception:  # noqa: BLE001 - the masked copy does not parse: report the original problem
             raise error from None
-        return history.shard_names(state.run_meta, [inst.name for inst in batch.instances],
-                                   {inst.name: inst.needs or () for inst in batch.instances})
+        from orchestrator_pex.selection import recorded_names
+
+        names = history.shard_names(state.run_meta, [inst.name for inst in batch.instances],
+                                    {inst.name: inst.needs or () for inst in batch.instances})
+        return recorded_names(state.run_meta, names)
     raise error
 
 

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "ORCHESTRATOR_PEX_SHARD_COUNT (Kubernetes) or SLURM_ARRAY_TASK_ID/_COUNT (Slurm)")
     p.add_argument("--budget-share", choices=("none", "auto"), default="none",
                    help="auto: divide the batch's overall budgets by the shard count (default: each shard gets them whole)")
+    from orchestrator_pex.selection import add_arguments as add_selection_arguments
+
+    add_selection_arguments(p)
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -37,6 +40,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="hard cap on instances running at once (default: batch, else 32; headroom decides below it)")
     p.add_argument("--stagger", type=_seconds, metavar="SECONDS", help="minimum time between two launches")
     p.add_argument("--deadline", type=_seconds, metavar="SECONDS", help="stop the whole batch after SECONDS")
+    p.add_argument("--env-file", metavar="PATH",
+                   help="KEY=VALUE lines added to every instance's environment, all values treated as secrets "
+                        "(default: the batch's env_file); must be owned by you and chmod 600")
     p.add_argument("--policy", metavar="FILE",
                    help="site policy to enforce (default: $ORCHESTRATOR_PEX_POLICY, else /etc/orchestrator-pex/policy.toml if present)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html into the run directory")
@@ -81,6 +87,7 @@ def _seconds(text: str) -> float:
 
 
 def main(args: argparse.Namespace) -> int:
+    from orchestrator_pex import selection
     from orchestrator_pex.config import load_batch
     from orchestrator_pex.plan import make_plan
 
@@ -91,11 +98,13 @@ def main(args: argparse.Namespace) -> int:
 
         parse_start_at(args.start_at, datetime.datetime.now().astimezone())
     batch = load_batch(args.batch)
-    plan = make_plan(batch, args.claude, **agent_overrides(args))
-    meta = {}
+    plan = make_plan(batch, args.claude, env_file=args.env_file, **agent_overrides(args))
+    plan, chosen = selection.apply(plan, selection.Selection.from_args(args))
+    meta = {"selection": chosen} if chosen else {}
     shard = _shard(args)
     if shard is not None:
-        plan, meta = _shard_plan(plan, shard, args.budget_share == "auto")
+        plan, shard_meta = _shard_plan(plan, shard, args.budget_share == "auto")
+        meta.update(shard_meta)
     plan = check_policy(plan, args)
     if args.dry_run:
         print_dry_run(plan, sys.stdout)
@@ -201,7 +210,7 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
     agent_versions = preflight_agents(plan)
     agent_version = version_of(agent_versions)
     results_dir = args.results_dir or _batch_relative(plan.batch, plan.batch.results_dir) or default_results_dir()
-    redactor = Redactor.from_env(None, *(l.env_add for l in plan.launches))
+    redactor = Redactor.from_env(None, *(l.env_add for l in plan.launches), always=plan.env_file_values.values())
     run_id, run_dir, facts = runner.prepare_run_dir(results_dir, plan.batch.path, run_id, redactor)
     meta = {**facts, "agent_versions": agent_versions, "pricing_version": PRICING_VERSION, **(meta or {})}
     console = report.Console(runner.console_mode(args), scrub=redactor.scrub)
@@ -246,13 +255,16 @@ def print_dry_run(plan, out) -> None:
     from orchestrator_pex.errors import plural
     from orchestrator_pex.secrets import Redactor, redact_env
 
-    scrub = Redactor.from_env(None, *(l.env_add for l in plan.launches)).scrub_text
+    secret = plan.env_file_values
+    scrub = Redactor.from_env(None, *(one.env_add for one in plan.launches), always=secret.values()).scrub_text
 
     from orchestrator_pex import graph
     from orchestrator_pex.results import log_stem
     from orchestrator_pex.workspace import branch_name
 
     print(f"# {plan.batch.path}: {plural(len(plan.launches), 'instance')}; nothing is started", file=out)
+    if plan.env_file:
+        print(f"# env file: {plan.env_file} ({plural(len(secret), 'variable')}, values masked)", file=out)
     needs = {launch.name: tuple(launch.instance.needs or ()) for launch in plan.launches}
     if any(needs.values()):
         depth = graph.levels(needs)
@@ -261,6 +273,10 @@ def print_dry_run(plan, out) -> None:
     for launch in plan.launches:
         inst = launch.instance
         print(f"\n[{launch.name}] ({launch.kind})", file=out)
+        if inst.description:
+            print(f"  description: {scrub(inst.description)}", file=out)
+        if inst.tags:
+            print(f"  tags: {scrub(', '.join(inst.tags))}", file=out)
         if inst.needs:
             print(f"  needs: {', '.join(inst.needs)} (when {inst.when or 'success'}; level {depth[launch.name]})",
                   file=out)
@@ -281,6 +297,8 @@ def print_dry_run(plan, out) -> None:
         if launch.cwd:
             print(f"  cwd:  {scrub(launch.cwd)}", file=out)
         for key, value in sorted(redact_env(launch.env_add).items()):  # by name, then by value
+            if key in secret and value == secret[key]:
+                value = "***"
             print(f"  env:  {key}={scrub(value)}", file=out)
         limits = [f"{k}={getattr(inst, k):g}" for k in ("timeout", "stall_timeout", "max_cost_usd")
                   if getattr(inst, k) is not None]
