@@ -93,7 +93,7 @@ def run_once(pex: str, pex_root: str, path: str) -> tuple:
     """(wall seconds, CPU seconds incl. every process it waited for) of one `pex --version`."""
     env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "PEX_ROOT": pex_root}
     cpu0, start = cpu_children(), time.perf_counter()
-    proc = subprocess.run([pex, "--version"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run([pex, "--version"], env=env, capture_output=True)
     elapsed, cpu = time.perf_counter() - start, cpu_children() - cpu0
     if proc.returncode != 0 or not proc.stdout.startswith(b"orchestrator-pex "):
         raise SystemExit(f"{pex} --version failed: {proc.stderr.decode()[-2000:]}")

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set
 
 import attrs
 import trio
@@ -47,6 +47,10 @@ from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
 TRANSIENT_API_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 DEFAULT_CONCURRENCY = 32  # hard cap when neither --concurrency nor the batch sets one (API rate limits)
 _POLL = 0.1  # seconds between admission checks when nothing else wakes the launcher
+
+#: runs one attempt to its end (the signature of :func:`orchestrator_pex.runtime.run_attempt`, its default); tests
+#: inject a stand-in that needs no process, so launch timing can be checked on trio's MockClock
+AttemptRunner = Callable[..., Awaitable[None]]
 
 
 class InstanceState:
@@ -138,6 +142,7 @@ class Scheduler:
         redactor=None,
         carried: Optional[Dict[str, Dict[str, Any]]] = None,
         prior: Optional[Dict[str, Dict[str, Any]]] = None,
+        attempt_runner: AttemptRunner = run_attempt,
     ) -> None:
         batch = plan.batch
         self.plan = plan
@@ -155,6 +160,7 @@ class Scheduler:
         self._on_exit = on_exit
         self._redactor = redactor if redactor else None  # masks secret values in records and raw stdout logs
         self.carried = carried or {}  # resume: earlier sessions' records of the instances rerun now
+        self._run_attempt = attempt_runner
         self.env_base = dict(os.environ)
         self.states = [InstanceState(l) for l in plan.launches if only is None or l.name in only]
         self.running: Dict[str, InstanceState] = {}
@@ -370,7 +376,7 @@ class Scheduler:
                                   "at": results.iso(time.time()), "stdout_offset": _size(stdout_log),
                                   "agent": launch.kind})
                 try:
-                    await run_attempt(
+                    await self._run_attempt(
                         attempt, launch.argv, env=env, cwd=launch.cwd, stdout_log=stdout_log, stderr_log=stderr_log,
                         timeout=inst.timeout, stall_timeout=inst.stall_timeout, grace=self.grace,
                         max_line=self.max_line, on_output=lambda a, s=state: self._account(s, a),

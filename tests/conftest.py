@@ -12,9 +12,11 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import pytest
+
+from tests.support.procs import is_zombie_or_gone, kill_pids, pids_with_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_CLAUDE = ROOT / "tests" / "support" / "fake_claude"
@@ -72,7 +74,7 @@ def write_batch(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def run_batch(cli, tmp_path: Path) -> Callable[..., "RunResult"]:
+def run_batch(cli, tmp_path: Path) -> Callable[..., RunResult]:
     """``run_batch(batch_path, *extra_args)``: ``run BATCH --json --results-dir tmp/runs``; parse the document."""
 
     def run(batch: Path, *extra: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> RunResult:
@@ -129,44 +131,6 @@ def marked_pids() -> Callable[[str], List[int]]:
 def pid_gone() -> Callable[[int], bool]:
     """``pid_gone(pid)``: the process does not exist or is a zombie."""
     return is_zombie_or_gone
-
-
-def pids_with_env(name: str, value: str) -> List[int]:
-    """Live (non-zombie) processes whose environment contains ``name=value``."""
-    needle = f"{name}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-            if needle in environ and not is_zombie_or_gone(int(entry)):
-                found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
-def is_zombie_or_gone(pid: int) -> bool:
-    """True if ``pid`` does not exist or is a zombie (dead, only waiting to be reaped by its parent)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[0]
-    except OSError:
-        return True
-    return state in (b"Z", b"X")
-
-
-def kill_pids(pids: Sequence[int]) -> None:
-    """Clean-up after a failed test: SIGKILL processes a test found still alive (by pid, one by one)."""
-    import signal
-
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 # -- every document a test produces is strict JSON and matches its schema ------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 
 from orchestrator_pex.progress import Progress, Row, from_journal
 from orchestrator_pex.report import header_lines, progress_event, render_table
+from tests.support.components import missing
 
 NOW = 1_800_000_000.0
 STATES = ["succeeded", "running", "pending", "failed", "retrying", "timed-out"]
@@ -126,7 +127,7 @@ def _tmux() -> str:
     if path is None:
         if os.environ.get("CI") == "true":
             pytest.fail("tmux is not installed (.ci/run installs Debian's tmux)")
-        pytest.skip("tmux is not installed (apt-get install tmux)")
+        missing("tmux is not installed (apt-get install tmux)")
     return path
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import textwrap
 
+import attrs
 import pytest
 
 from orchestrator_pex import policy as pol
@@ -263,7 +264,7 @@ def test_policy_path_precedence(tmp_path, monkeypatch):
 def test_policy_is_frozen(tmp_path):
     p = load(tmp_path, 'forbidden_tools = ["Bash"]')
     assert p.forbidden_tools == ("Bash",)
-    with pytest.raises(Exception):
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
         p.max_concurrency = 3  # type: ignore[misc]
 
 

@@ -4,9 +4,7 @@ or any file the run writes (results, logs, journal, batch copy), while the outpu
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 

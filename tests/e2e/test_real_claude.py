@@ -8,8 +8,6 @@ transcripts (tests/data/reference/claude-code-2.1.330, a copy of ../shared/refer
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from typing import Dict, List
 
 import pytest
 
-from pexlib import ROOT, dist_paths, find_python
+from tests.pex.pexlib import ROOT, dist_paths, find_python
 
 BUILD_INPUTS = [
     "orchestrator_pex",

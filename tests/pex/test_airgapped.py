@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pexlib import ROOT
+from tests.pex.pexlib import ROOT
 
 pytestmark = pytest.mark.pex
 

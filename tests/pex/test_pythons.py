@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from pexlib import PYTHONS, find_python, project_version
+from tests.pex.pexlib import PYTHONS, find_python, project_version
 
 pytestmark = pytest.mark.pex
 

@@ -29,7 +29,7 @@ def load_sbom_module():
 def run_pex(pex: Path, *args: str, env_extra=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PEX", "PYTHONPATH")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, str(pex), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.run([sys.executable, str(pex), *args], capture_output=True, text=True, env=env)
 
 
 def test_bundle_layout_and_checksums(bundle_v1, repo_v1):
@@ -55,7 +55,7 @@ def test_signature_verifies_by_hand_and_not_with_another_key(bundle_v1, keys):
             return subprocess.run(
                 ["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I", PRINCIPAL, "-n", "orchestrator-pex",
                  "-s", str(bundle_v1 / "SHA256SUMS.sig")],
-                stdin=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                stdin=data, capture_output=True,
             ).returncode
 
     assert verify(keys["allowed"]) == 0
@@ -164,7 +164,7 @@ def test_release_refuses_key_inside_repo_and_dirty_tree(repo_v1, keys):
     inside = repo_v1 / "release-key"
     inside.write_bytes(keys["key"].read_bytes())
     proc = subprocess.run([str(repo_v1 / "scripts" / "release"), "--key", str(inside)], cwd=repo_v1,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          capture_output=True, text=True)
     inside.unlink()
     assert proc.returncode == 2 and "inside the repository" in proc.stderr
     readme = repo_v1 / "pyproject.toml"
@@ -172,12 +172,12 @@ def test_release_refuses_key_inside_repo_and_dirty_tree(repo_v1, keys):
     readme.write_bytes(original + b"\n")
     try:
         proc = subprocess.run([str(repo_v1 / "scripts" / "release"), "--key", str(keys["key"])], cwd=repo_v1,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              capture_output=True, text=True)
     finally:
         readme.write_bytes(original)
     assert proc.returncode == 2 and "uncommitted changes" in proc.stderr
-    proc = subprocess.run([str(repo_v1 / "scripts" / "release")], cwd=repo_v1, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, env={k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_PEX_SIGNING_KEY"})
+    proc = subprocess.run([str(repo_v1 / "scripts" / "release")], cwd=repo_v1, capture_output=True,
+                          text=True, env={k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_PEX_SIGNING_KEY"})
     assert proc.returncode == 2 and "no signing key" in proc.stderr
 
 

@@ -18,8 +18,8 @@ def cli(*args: str, env_extra=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PEX"}
     env["PYTHONPATH"] = str(ROOT)
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "orchestrator_pex", *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "orchestrator_pex", *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT)
 
 
 @pytest.fixture
