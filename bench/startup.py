@@ -102,7 +102,7 @@ def run_once(pex: str, pex_root: str, path: str) -> tuple:
 
 def measure(pex: str, path: str, cold_runs: int, warm_runs: int, work: str) -> tuple:
     cold = []
-    for i in range(cold_runs):
+    for _ in range(cold_runs):
         root = tempfile.mkdtemp(prefix="cold.", dir=work)
         cold.append(run_once(pex, root, path))
         shutil.rmtree(root)
