@@ -137,7 +137,8 @@ def main() -> int:
         print(f"\nCPython {py_version} ({args.python}); `python -c pass` = {bare * 1000:.0f} ms")
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times suffer under load; "
               "CPU = user+sys of the process tree)")
-        print(f"| {'mode':<14} | {'size':>7} | {'cold wall':>9} | {'cold CPU':>8} | {'warm wall':>9} | {'warm CPU':>8} |")
+        print(f"| {'mode':<14} | {'size':>7} | {'cold wall':>9} | {'cold CPU':>8} "
+              f"| {'warm wall':>9} | {'warm CPU':>8} |")
         print(f"|{'-' * 16}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 11}|{'-' * 10}|")
         for name, pex in pexes.items():
             cw, cc, ww, wc = (v * 1000 for v in measure(pex, path, args.cold_runs, args.warm_runs, work))

@@ -72,7 +72,8 @@ def test_lock_is_visible_to_flock_binary(tmp_path, lock_dir):
     free = subprocess.run([flock_bin, "-n", path, "true"], timeout=30)
     assert free.returncode == 0
     # and the other way round: flock(1) holding it makes us fail with LockHeld
-    proc = subprocess.Popen([flock_bin, "-n", path, sys.executable, "-c", "import sys; print('x', flush=True); sys.stdin.read()"],
+    proc = subprocess.Popen([flock_bin, "-n", path, sys.executable, "-c",
+                             "import sys; print('x', flush=True); sys.stdin.read()"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"x\n"

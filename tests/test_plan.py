@@ -188,7 +188,8 @@ def test_agent_failing_version_exit_2(cli, write_batch, tmp_path):
 
 def test_agent_not_answering_version_in_time(tmp_path):
     _script(tmp_path / "slow", "import time\ntime.sleep(30)\n")
-    plan = plan_of(f'claude = "{tmp_path}/slow"\n[[instances]]\nname = "a"\nprompt = "p"\n', path=str(tmp_path / "b.toml"))
+    plan = plan_of(f'claude = "{tmp_path}/slow"\n[[instances]]\nname = "a"\nprompt = "p"\n',
+                   path=str(tmp_path / "b.toml"))
     with pytest.raises(UsageError, match="did not answer --version within 0.5s"):
         preflight(plan, timeout=0.5)
 
@@ -218,7 +219,8 @@ def test_only_generic_instances_need_no_agent(run_batch, write_batch):
 
 
 def test_agent_version_recorded_in_results(run_batch, write_batch):
-    path = write_batch('claude = {claude}\n[[instances]]\nname = "a"\nprompt = "p"\nenv = { AGENT_SIM_SCENARIO = "ok" }\n')
+    path = write_batch('claude = {claude}\n[[instances]]\nname = "a"\nprompt = "p"\n'
+                       'env = { AGENT_SIM_SCENARIO = "ok" }\n')
     res = run_batch(path)
     assert res.code == 0, res.stderr
     assert res.doc["agent_version"] == "2.1.330 (agent-sim, orchestrator-pex demo agent)"

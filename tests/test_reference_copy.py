@@ -1,4 +1,5 @@
-"""tests/data/reference must be an exact copy of ../shared/reference (the real CLI transcripts the suite compares against)."""
+"""tests/data/reference must be an exact copy of ../shared/reference (the real CLI transcripts the suite compares
+against)."""
 
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ def test_401_stops_further_launches(run_batch, write_batch):
     assert not os.path.exists(os.path.join(res.doc["run_dir"], "logs", "later1.stdout"))
 
 
-# -- budgets -------------------------------------------------------------------------------------------------------------
+# -- budgets -----------------------------------------------------------------------------------------------------------
 
 EXPENSIVE = dict(AGENT_SIM_TURNS="4", AGENT_SIM_DELAY="0.05")  # 4 x (100000 input + 500 output) tokens
 FULL = 4 * 100_500

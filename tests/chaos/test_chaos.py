@@ -62,7 +62,8 @@ class Batch:
         lines = [f'claude = "{agent}"', f"concurrency = {concurrency}", "grace_period = 2", "[defaults]",
                  'model = "claude-sonnet-4-5"', "retries = 0"]
         for name in self.names:
-            lines += ["[[instances]]", f'name = "{name}"', f'prompt = "task {name}"', f'env = {{ CHAOS_NAME = "{name}" }}']
+            lines += ["[[instances]]", f'name = "{name}"', f'prompt = "task {name}"',
+                      f'env = {{ CHAOS_NAME = "{name}" }}']
         self.path = os.path.join(self.tmp, "batch.toml")
         with open(self.path, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -21,7 +21,8 @@ from tests.support.components import missing
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "deploy: slow deploy test (real ansible-playbook, PEX runs); -m 'not deploy' skips")
+    config.addinivalue_line("markers",
+                            "deploy: slow deploy test (real ansible-playbook, PEX runs); -m 'not deploy' skips")
 
 
 @pytest.fixture(scope="session")

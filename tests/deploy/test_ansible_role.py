@@ -67,7 +67,10 @@ def files_under(root: Path) -> dict:
     for p in sorted(root.rglob("*")):
         if "pex-root" in p.parts:
             continue
-        out[str(p.relative_to(root))] = p.read_bytes() if p.is_file() and not p.is_symlink() else os.readlink(p) if p.is_symlink() else "dir"
+        if p.is_symlink():
+            out[str(p.relative_to(root))] = os.readlink(p)
+        else:
+            out[str(p.relative_to(root))] = p.read_bytes() if p.is_file() else "dir"
     return out
 
 

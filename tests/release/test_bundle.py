@@ -64,8 +64,10 @@ def test_signature_verifies_by_hand_and_not_with_another_key(bundle_v1, keys):
 
 def test_version_json_reports_embedded_build_metadata(bundle_v1, repo_v1):
     version = project_version(repo_v1)
-    commit = subprocess.run(["git", "-C", str(repo_v1), "rev-parse", "HEAD"], stdout=subprocess.PIPE, text=True).stdout.strip()
-    epoch = int(subprocess.run(["git", "-C", str(repo_v1), "show", "-s", "--format=%ct"], stdout=subprocess.PIPE, text=True).stdout)
+    commit = subprocess.run(["git", "-C", str(repo_v1), "rev-parse", "HEAD"], stdout=subprocess.PIPE,
+                            text=True).stdout.strip()
+    epoch = int(subprocess.run(["git", "-C", str(repo_v1), "show", "-s", "--format=%ct"], stdout=subprocess.PIPE,
+                               text=True).stdout)
     tag = host_tag()
     pex = bundle_v1 / f"orchestrator-pex-{version}-{tag}.pex"
     proc = run_pex(pex, "version", "--json")
@@ -119,7 +121,8 @@ def test_sbom_lists_exactly_the_bundled_distributions(bundle_v1, repo_v1, plat):
     assert listed == in_pex and len(sbom["components"]) == len(wheels)
     assert {"trio", "attrs", "cattrs", "tomli-w"} <= {n for n, _ in listed}
     lock = load_sbom_module().read_lockfile(str(repo_v1 / "lockfiles" / "python-default.lock"))
-    by_wheel = {p["value"]: c for c in sbom["components"] for p in c["properties"] if p["name"] == "orchestrator-pex:wheel"}
+    by_wheel = {p["value"]: c for c in sbom["components"] for p in c["properties"]
+                if p["name"] == "orchestrator-pex:wheel"}
     assert sorted(by_wheel) == wheels
     for wheel, comp in by_wheel.items():
         assert comp["hashes"] == [{"alg": "SHA-256", "content": lock[wheel]["sha256"]}]
@@ -191,14 +194,16 @@ def test_self_verify_catches_a_resigned_bundle_with_another_sbom(bundle_v1, repo
     (copy / pex_name).write_bytes((bundle_v1 / pex_name).read_bytes())
     (copy / sbom_name).write_bytes((bundle_v1 / sbom_name).read_bytes() + b"\n")
     (copy / "SHA256SUMS").write_text("".join(f"{sha256(copy / n)}  {n}\n" for n in sorted((pex_name, sbom_name))))
-    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex", str(copy / "SHA256SUMS")],
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex",
+                    str(copy / "SHA256SUMS")],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = run_pex(copy / pex_name, "self", "verify", "--trust", str(keys["allowed"]))
     assert proc.returncode == 1 and "is not the SBOM" in proc.stderr, proc.stderr
     (copy / sbom_name).write_bytes((bundle_v1 / sbom_name).read_bytes())
     (copy / "SHA256SUMS").write_text("".join(f"{sha256(copy / n)}  {n}\n" for n in sorted((pex_name, sbom_name))))
     (copy / "SHA256SUMS.sig").unlink()
-    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex", str(copy / "SHA256SUMS")],
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex",
+                    str(copy / "SHA256SUMS")],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = run_pex(copy / pex_name, "self", "verify", "--trust", str(keys["allowed"]))
     assert proc.returncode == 0, proc.stderr

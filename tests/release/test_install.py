@@ -68,7 +68,8 @@ def test_install_reinstall_upgrade_rollback(bundle_v1, bundle_v2, keys, tmp_path
     assert not (prefix / "previous").exists()
     installed = prefix / v1
     assert {p.name for p in installed.iterdir()} >= {
-        f"orchestrator-pex-{v1}-{host_tag()}.pex", "orchestrator-pex", "SHA256SUMS", "SHA256SUMS.sig", "allowed_signers",
+        f"orchestrator-pex-{v1}-{host_tag()}.pex", "orchestrator-pex", "SHA256SUMS", "SHA256SUMS.sig",
+        "allowed_signers",
         f"orchestrator-pex-{v1}-{host_tag()}.cdx.json",
     }
     verify = run_current(prefix, "self", "verify")
@@ -164,7 +165,8 @@ def swap_in_other_version(b: Path, ctx) -> None:
 
 def resign_with_unknown_key(b: Path, ctx) -> None:
     (b / "SHA256SUMS.sig").unlink()
-    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(ctx["other_key"]), "-n", "orchestrator-pex", str(b / "SHA256SUMS")],
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(ctx["other_key"]), "-n", "orchestrator-pex",
+                    str(b / "SHA256SUMS")],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
