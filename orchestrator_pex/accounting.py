@@ -103,7 +103,7 @@ class Accounting:
         self.bad_lines = 0
         self.api_retries = 0
         self.messages = 0
-        self._recent: list = []
+        self._recent: List[Any] = []
         self._model_raw = b""  # the model bytes last decoded (decode once per change, not per line)
         self._names: Dict[bytes, str] = {}  # tool names decoded once (at most MAX_TOOL_NAMES of them)
         self.agent_version: Optional[str] = None

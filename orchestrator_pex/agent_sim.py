@@ -144,7 +144,9 @@ class Options:
 
 def split_tools(value: str) -> list[str]:
     """Split an allowedTools value on commas/whitespace, keeping ``Bash(git log:*)`` patterns whole."""
-    out, cur, depth = [], [], 0
+    out: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in value:
         if ch == "(":
             depth += 1
@@ -841,7 +843,7 @@ def main(argv: list[str]) -> int:
             pass
         return 1
     override = os.environ.get("AGENT_SIM_EXIT")
-    if override not in (None, ""):
+    if override:  # set and not empty
         try:
             return int(override)
         except ValueError:

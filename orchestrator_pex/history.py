@@ -127,7 +127,7 @@ def summary(run_dir: str) -> Dict[str, Any]:
     state, doc, problems = load(run_dir)
     meta = dict(state.run_meta) if state else {}
     doc = doc or {}
-    records: Dict[str, Dict[str, Any]] = dict(state.records) if state else {
+    records: Dict[Any, Dict[str, Any]] = dict(state.records) if state else {
         r.get("name"): r for r in doc.get("instances", []) if isinstance(r, dict)
     }
     counts: Dict[str, int] = {}
@@ -238,7 +238,7 @@ def batch_instance_names(run_dir: str, state: journal.RunState, doc: Optional[Di
             except Exception:  # noqa: BLE001 - fall back to what the run recorded
                 break
     if doc and isinstance(doc.get("instances"), list):
-        names = [r.get("name") for r in doc["instances"] if isinstance(r, dict) and isinstance(r.get("name"), str)]
+        names = [r["name"] for r in doc["instances"] if isinstance(r, dict) and isinstance(r.get("name"), str)]
         if names:
             return names
     seen = list(dict.fromkeys([*state.starts, *state.records]))

@@ -28,11 +28,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from orchestrator_pex import strictjson
 from orchestrator_pex.errors import RunDirError
 from orchestrator_pex.results import SCHEMA_VERSION
+
+if TYPE_CHECKING:  # trio is imported where it is used: reading a journal needs no event loop
+    import trio
 
 JOURNAL_NAME = "journal.jsonl"
 SUCCEEDED = "succeeded"
@@ -84,7 +87,7 @@ class Journal:
         self._next_seq = 1  # sequence number of the next event emitted
         self._durable_seq = 0  # every event with seq <= this is on disk
         self._flushing = False
-        self._flush_done = None  # trio.Event, created lazily inside trio
+        self._flush_done: Optional[trio.Event] = None  # created lazily inside trio
         self._failure: Optional[BaseException] = None
         #: added to every run_started event written (keys the event already has win): lets ``runs list`` tell a
         #: live run from an interrupted one

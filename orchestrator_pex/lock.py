@@ -223,7 +223,7 @@ def wait_seconds(text: str) -> float:
     return value
 
 
-def add_lock_arguments(parser) -> None:  # type: ignore[no-untyped-def]
+def add_lock_arguments(parser) -> None:
     """``--lock PATH`` and ``--wait-lock SECONDS`` for commands that run a batch."""
     parser.add_argument("--lock", metavar="PATH", help="lock file to use instead of the one derived from the batch path")
     parser.add_argument(
@@ -235,7 +235,7 @@ def add_lock_arguments(parser) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def lock_for_args(args, batch_path: str, variant: Optional[str] = None) -> str:  # type: ignore[no-untyped-def]
+def lock_for_args(args, batch_path: str, variant: Optional[str] = None) -> str:
     """The lock file a command uses: ``--lock`` if given, else the one derived from ``batch_path`` (and variant)."""
     explicit = getattr(args, "lock", None)
     return os.path.abspath(explicit) if explicit else lock_path_for(batch_path, variant=variant)

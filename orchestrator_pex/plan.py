@@ -132,7 +132,7 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
     prefixes = {name: resolve_agent(specs[name], os.getcwd() if given[name] else batch_dir, name) for name in AGENTS}
     launches = []
     for inst in apply_defaults(batch):
-        cwd = inst.cwd
+        cwd: Optional[str] = inst.cwd
         if cwd is not None:
             cwd = os.path.realpath(os.path.join(batch_dir, cwd))
         env_add = dict(inst.env or {})

@@ -319,7 +319,7 @@ def check(
                 if allowed is not None and not any(_under(where_wt, os.path.realpath(p)) for p in allowed):
                     bad(f"{at}.workspace", f'worktrees in {where_wt} not allowed by {where} ({rule}): allowed under '
                         f"{_listed(allowed)}")
-        if not is_claude and policy.allowed_executables is not None:
+        if inst.argv is not None and policy.allowed_executables is not None:  # not is_claude
             exe = inst.argv[0]
             from orchestrator_pex.graph import placeholders
 

@@ -186,10 +186,10 @@ async def _record_failure(
     """The run boundary's bookkeeping: save the traceback, describe it in ``run_meta["internal_error"]``, and
     return every instance's record (instances never launched: ``not-started``, journaled best-effort)."""
     redactor = scheduler._redactor
-    path = internal_errors.save(run_dir, internal_errors.RUN_LABEL, exc, redactor.scrub if redactor else None)
+    path = internal_errors.save(run_dir, internal_errors.RUN_LABEL, exc, redactor.scrub_text if redactor else None)
     message = f"{internal_errors.PREFIX} {internal_errors.summary(exc)}"
     if redactor is not None:
-        message = redactor.scrub(message)
+        message = redactor.scrub_text(message)
     run_meta["internal_error"] = {"error": message, "traceback": path}
     unrecorded = {s.launch.name for s in scheduler.states if s.record is None}
     records = scheduler.records_so_far("not started: the orchestrator failed (see internal_error)")
@@ -214,6 +214,8 @@ async def _watch_signals(scheduler: Scheduler, sig: _Signals, wait_scope: trio.C
                 scheduler.interrupt()
             else:  # asked twice: no more grace
                 for attempt in scheduler._attempts_running():
+                    if attempt.pid is None:  # never: running attempts have a pid (and killpg(0) is our own group)
+                        continue
                     try:
                         os.killpg(attempt.pid, signal.SIGKILL)
                     except OSError:

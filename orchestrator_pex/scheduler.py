@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import attrs
 import trio
@@ -43,6 +43,7 @@ from orchestrator_pex.agents import dialect
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
+from orchestrator_pex.secrets import Redactor
 
 TRANSIENT_API_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 DEFAULT_CONCURRENCY = 32  # hard cap when neither --concurrency nor the batch sets one (API rate limits)
@@ -137,9 +138,9 @@ class Scheduler:
         only: Optional[Set[str]] = None,
         max_line: int = DEFAULT_MAX_LINE,
         headroom: Optional[Headroom] = None,
-        on_spawn=None,
-        on_exit=None,
-        redactor=None,
+        on_spawn: Optional[Callable[[Attempt], None]] = None,
+        on_exit: Optional[Callable[[Attempt], None]] = None,
+        redactor: Optional[Redactor] = None,
         carried: Optional[Dict[str, Dict[str, Any]]] = None,
         prior: Optional[Dict[str, Dict[str, Any]]] = None,
         attempt_runner: AttemptRunner = run_attempt,
@@ -162,7 +163,7 @@ class Scheduler:
         self.carried = carried or {}  # resume: earlier sessions' records of the instances rerun now
         self._run_attempt = attempt_runner
         self.env_base = dict(os.environ)
-        self.states = [InstanceState(l) for l in plan.launches if only is None or l.name in only]
+        self.states = [InstanceState(launch) for launch in plan.launches if only is None or launch.name in only]
         self.running: Dict[str, InstanceState] = {}
         self.tokens = 0  # the batch ledger: every attempt of every instance, running or done
         self.cost = 0.0
@@ -260,7 +261,11 @@ class Scheduler:
                 state.status = earlier["status"] if earlier else "not-started"
                 state.record = earlier or {**results.not_started(state.launch.name, why), "agent": state.launch.kind}
                 await self._emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
-        return [s.record for s in self.states]
+        records: List[Dict[str, Any]] = []
+        for state in self.states:
+            assert state.record is not None  # every state got one above
+            records.append(state.record)
+        return records
 
     def _records_of(self, names) -> Dict[str, Dict[str, Any]]:
         by_name = {s.launch.name: s.record for s in self.states if s.record is not None}
@@ -288,6 +293,7 @@ class Scheduler:
             await self._changed.wait()
 
     async def _deadline_watch(self) -> None:
+        assert self.deadline is not None  # started only when there is one
         await trio.sleep_until(self.started_mono + self.deadline)
         await self._emit({"event": "warning", "message": f"batch deadline of {self.deadline:g}s reached"})
         self._stop_all("deadline", "timed-out")
@@ -305,7 +311,7 @@ class Scheduler:
             with trio.move_on_after(max(wait, 0) if wait > 0 else _POLL):
                 await self._changed.wait()
 
-    def _probe(self):
+    def _probe(self) -> Iterator[Tuple[Optional[int], bool]]:
         """(pid, has output) of each running instance; an instance admitted but not spawned yet is (None, False).
         Instances waiting out a retry back-off use no CPU and are left out."""
         for state in self.running.values():
@@ -316,7 +322,7 @@ class Scheduler:
             elif a.exit_code is None:
                 yield a.pid, a.last_output_mono > a.started_mono
 
-    def _attempts_running(self):
+    def _attempts_running(self) -> Iterator[Attempt]:
         for state in self.running.values():
             a = state.current
             if a is not None and a.pid is not None and a.exit_code is None:
@@ -403,7 +409,9 @@ class Scheduler:
                         break
                     continue
                 break
-            if status == "api-error" and state.current.acct.api_error_status == 401 and self.stopped is None:
+            last = state.current
+            auth_failed = last is not None and last.acct.api_error_status == 401
+            if status == "api-error" and auth_failed and self.stopped is None:
                 self.stopped = "auth"
                 await self._emit({"event": "warning", "message": f"{name}: authentication failed (401): "
                                   "no further instances will be started"})
@@ -445,7 +453,7 @@ class Scheduler:
 
     def _internal_error(self, name: str, exc: BaseException) -> str:
         """Save ``exc``'s traceback under the run directory; the record's ``error`` (``internal error: ...``)."""
-        scrub = self._redactor.scrub if self._redactor is not None else None
+        scrub = self._redactor.scrub_text if self._redactor is not None else None
         path = internal_errors.save(self.run_dir, results.log_stem(name), exc, scrub)
         where = f"traceback in {os.path.relpath(path, self.run_dir)}" if path else "the traceback could not be saved"
         message = f"{internal_errors.PREFIX} {internal_errors.summary(exc)} ({where})"

@@ -204,7 +204,7 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
     redactor = Redactor.from_env(None, *(l.env_add for l in plan.launches))
     run_id, run_dir, facts = runner.prepare_run_dir(results_dir, plan.batch.path, run_id, redactor)
     meta = {**facts, "agent_versions": agent_versions, "pricing_version": PRICING_VERSION, **(meta or {})}
-    console = report.Console(runner.console_mode(args), scrub=redactor.scrub)
+    console = report.Console(runner.console_mode(args), scrub=redactor.scrub_text)
     with guardian.protect(run_dir, held_lock, grace=plan.batch.grace_period) as safe:  # journal + orphan guardian
         doc, status = trio.run(
             lambda: runner.execute(
