@@ -301,7 +301,7 @@ class Guardian:
         if os.environ.get(MARKER_ENV) == self.marker.split("=", 1)[1]:
             del os.environ[MARKER_ENV]
 
-    def __enter__(self) -> "Guardian":
+    def __enter__(self) -> Guardian:
         return self
 
     def __exit__(self, *exc: object) -> None:

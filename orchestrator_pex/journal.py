@@ -18,9 +18,9 @@ event/fsync counts to that file (benchmarks).
 Reading: :func:`read_journal` recovers every valid line. A torn last line (the process died mid-write), undecodable
 or non-JSON lines, and exact duplicates of state events (run/instance started/finished) are reported as *problems*,
 never raised; only a journal with no usable ``run_started`` event (or one that cannot be read at all) raises
-:class:`RunDirError`. :func:`load_run` also trusts a success recorded in ``results.json`` that the journal lost. :func:`replay` folds events into
-``(run_meta, records_by_name)`` where a later record replaces an earlier one for the same instance, except that a
-recorded success is never replaced.
+:class:`RunDirError`. :func:`load_run` also trusts a success recorded in ``results.json`` that the journal lost.
+:func:`replay` folds events into ``(run_meta, records_by_name)`` where a later record replaces an earlier one for
+the same instance, except that a recorded success is never replaced.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Journal:
         self.fsync_seconds = 0.0
 
     @classmethod
-    def open(cls, run_dir: str) -> "Journal":
+    def open(cls, run_dir: str) -> Journal:
         """Open (creating if needed) ``run_dir/journal.jsonl`` for appending."""
         path = journal_path(run_dir)
         try:
@@ -208,7 +208,7 @@ class Journal:
         except OSError:
             pass
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc: object) -> None:

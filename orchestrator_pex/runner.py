@@ -147,7 +147,7 @@ async def execute(
         failure = exc
         records = await _record_failure(scheduler, run_dir, exc, run_meta)
     by_name = {**(prior or {}), **{r["name"]: r for r in records}}
-    ordered = [by_name.get(l.name) or results.not_started(l.name) for l in plan.launches]
+    ordered = [by_name.get(launch.name) or results.not_started(launch.name) for launch in plan.launches]
     status = results.run_status(ordered, interrupted=sig.received is not None, budget_stopped=scheduler.budget_stopped)
     if failure is not None:
         status, exit_status = "failed", errors.EXIT_SOFTWARE

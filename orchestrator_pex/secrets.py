@@ -141,7 +141,7 @@ class Redactor:
     @classmethod
     def from_env(
         cls, environ: Optional[Mapping[str, str]] = None, *env_tables: Optional[Mapping[str, Any]]
-    ) -> "Redactor":
+    ) -> Redactor:
         """A redactor for the secret-named values of ``environ`` (default ``os.environ``) and of ``env_tables``."""
         environ = os.environ if environ is None else environ
         return cls(secret_values(environ, *env_tables, environ=environ))
@@ -195,7 +195,7 @@ class Redactor:
             return type(data)(self.scrub_data(v) for v in data)
         return data
 
-    def stream(self) -> "StreamScrubber":
+    def stream(self) -> StreamScrubber:
         """A scrubber for one byte stream arriving in chunks (a child's stdout, a log file)."""
         return StreamScrubber(self)
 

@@ -102,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
                 # the run was one shard of the batch: resume that shard only (budgets as given in the batch)
                 plan, shard_meta = _shard_plan(plan, (shard["index"], shard["count"]), False)
                 meta.update(shard_meta)
-            names = [l.name for l in plan.launches]
+            names = [launch.name for launch in plan.launches]
         else:
             assert batch_error is not None  # the copy could not be loaded
             names = _names_from_masked_copy(run_dir, state, batch_error)
@@ -190,7 +190,8 @@ def _names_from_masked_copy(run_dir: str, state, error: Exception):
     from orchestrator_pex import config, history
 
     copy = state.run_meta.get("batch_copy")
-    if state.run_meta.get("batch_copy_masked") and isinstance(copy, str) and os.path.isfile(os.path.join(run_dir, copy)):
+    if (state.run_meta.get("batch_copy_masked") and isinstance(copy, str)
+            and os.path.isfile(os.path.join(run_dir, copy))):
         try:
             batch = config.load_batch(os.path.join(run_dir, copy))
         except Exception:  # noqa: BLE001 - the masked copy does not parse: report the original problem
