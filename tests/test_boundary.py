@@ -160,16 +160,8 @@ def guardians_of(parent: int) -> list:
 
 
 def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            raise AssertionError(f"orchestrator exited ({proc.returncode}) while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    """Poll until ``predicate()`` holds; fail if it never does or the orchestrator exits first."""
+    return procs.wait_until(predicate, what, timeout=timeout, proc=proc)
 
 
 # -- one boundary per instance -----------------------------------------------------------------------------------------

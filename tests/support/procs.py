@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from typing import Callable, List, Optional, Sequence, TypeVar
 
@@ -81,14 +82,18 @@ def pids_with_env(name: str, value: str) -> List[int]:
     return [pid for pid in all_pids() if needle in environ(pid) and alive(pid)]
 
 
-def wait_until(predicate: Callable[[], T], what: str, timeout: float = 30.0, interval: float = 0.02) -> T:
+def wait_until(predicate: Callable[[], T], what: str, timeout: float = 30.0, interval: float = 0.02,
+               proc: Optional[subprocess.Popen] = None) -> T:
     """Poll ``predicate`` until it returns something true (returned); AssertionError naming ``what`` after
-    ``timeout`` seconds. The timeout only bounds a hang: nothing asserts how long the wait took."""
+    ``timeout`` seconds, or as soon as ``proc`` (the process expected to bring the condition about) has exited.
+    The timeout only bounds a hang: nothing asserts how long the wait took."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process {proc.pid} exited ({proc.returncode}) while waiting for {what}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
