@@ -37,12 +37,14 @@ import select
 import signal
 import subprocess
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import trio
 
 from orchestrator_pex.accounting import Accounting
-from orchestrator_pex.secrets import Redactor, StreamScrubber
+
+if TYPE_CHECKING:  # annotations only
+    from orchestrator_pex.secrets import Redactor, StreamScrubber
 
 CHUNK = 64 * 1024
 DEFAULT_MAX_LINE = 4 * 1024 * 1024

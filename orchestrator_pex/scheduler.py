@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import attrs
 import trio
@@ -43,7 +43,9 @@ from orchestrator_pex.agents import dialect
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
-from orchestrator_pex.secrets import Redactor
+
+if TYPE_CHECKING:  # annotations only
+    from orchestrator_pex.secrets import Redactor
 
 TRANSIENT_API_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 DEFAULT_CONCURRENCY = 32  # hard cap when neither --concurrency nor the batch sets one (API rate limits)
