@@ -89,7 +89,7 @@ class Accounting:
     def __init__(self) -> None:
         self.input = self.output = self.cache_creation = self.cache_read = 0
         # Usage summed from assistant events once a result has been seen (before that, the figures above are it).
-        self._streamed: Optional[list] = None
+        self._streamed: Optional[List[int]] = None
         self._result_tokens = [0, 0, 0, 0]  # the result's figures (0 where absent or invalid)
         self.tools: Dict[str, int] = {}
         self.model: Optional[str] = None

@@ -247,7 +247,8 @@ def batch_instance_names(run_dir: str, state: journal.RunState, doc: Optional[Di
 
 def shard_names(run_meta: Dict[str, Any], names: List[str],
                 needs: Optional[Dict[str, Any]] = None) -> List[str]:
-    """``names`` restricted to the run's shard when it ran one (``run --shard I/N`` records ``shard`` in the journal)."""
+    """``names`` restricted to the run's shard when it ran one (``run --shard I/N`` records ``shard`` in the
+    journal)."""
     shard = run_meta.get("shard")
     if isinstance(shard, dict) and isinstance(shard.get("index"), int) and isinstance(shard.get("count"), int):
         from orchestrator_pex import shard as shard_mod

@@ -83,7 +83,7 @@ class PauseClock:
         return self.paused
 
 
-_CLOCK: trio.lowlevel.RunVar = trio.lowlevel.RunVar("orchestrator_pex_pause_clock")
+_CLOCK: trio.lowlevel.RunVar[PauseClock] = trio.lowlevel.RunVar("orchestrator_pex_pause_clock")
 
 
 def pause_clock() -> PauseClock:
@@ -200,8 +200,8 @@ async def run_attempt(
                     out.write(out_scrub.flush())
 
 
-async def _watch(attempt: Attempt, stream, timeout: Optional[float], stall_timeout: Optional[float],
-                 pumped: trio.Event, scope: trio.CancelScope) -> None:
+async def _watch(attempt: Attempt, stream: trio.abc.ReceiveStream, timeout: Optional[float],
+                 stall_timeout: Optional[float], pumped: trio.Event, scope: trio.CancelScope) -> None:
     """End ``attempt`` as timed out or stalled by the time rules of the module docstring."""
     with scope:
         clock = pause_clock()
@@ -232,7 +232,7 @@ async def _watch(attempt: Attempt, stream, timeout: Optional[float], stall_timeo
                 return
 
 
-def _readable(stream) -> bool:
+def _readable(stream: Any) -> bool:  # a trio pipe stream (FdStream, which has fileno())
     """True if output (or EOF) is waiting unread in ``stream``'s pipe."""
     try:
         poller = select.poll()

@@ -263,13 +263,13 @@ class Scheduler:
                 state.status = earlier["status"] if earlier else "not-started"
                 state.record = earlier or {**results.not_started(state.launch.name, why), "agent": state.launch.kind}
                 await self._emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
-        records: List[Dict[str, Any]] = []
+        final: List[Dict[str, Any]] = []
         for state in self.states:
             assert state.record is not None  # every state got one above
-            records.append(state.record)
-        return records
+            final.append(state.record)
+        return final
 
-    def _records_of(self, names) -> Dict[str, Dict[str, Any]]:
+    def _records_of(self, names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
         by_name = {s.launch.name: s.record for s in self.states if s.record is not None}
         return {n: by_name.get(n) or self.prior.get(n) or results.not_started(n) for n in names}
 
