@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+
 from tests.deploy.deploylib import REPO
 
 PRINCIPAL = "release@orchestrator-pex"

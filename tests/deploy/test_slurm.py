@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+
 from tests.deploy.deploylib import HOST_PYTHON, REPO
 
 ARRAY = REPO / "deploy" / "slurm" / "array.sbatch"
