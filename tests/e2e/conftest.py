@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from tests.support import mock_anthropic
+from tests.support import mock_anthropic, mock_gemini, mock_openai
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_CLAUDE = ROOT / "scripts" / "install-claude"
@@ -240,17 +240,6 @@ def cli_report(events: List[Dict[str, Any]]) -> Dict[str, Any]:
 INSTALL_NPM_AGENT = ROOT / "scripts" / "install-npm-agent"
 
 
-def _load_support(name: str):
-    spec = importlib.util.spec_from_file_location(f"e2e_{name}", ROOT / "tests" / "support" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mock_openai = _load_support("mock_openai")
-mock_gemini = _load_support("mock_gemini")
 
 
 def _install_npm_agent(agent: str) -> str:
