@@ -110,7 +110,7 @@ def measure(pex: str, path: str, cold_runs: int, warm_runs: int, work: str) -> t
     run_once(pex, root, path)
     warm = [run_once(pex, root, path) for _ in range(warm_runs)]
     shutil.rmtree(root)
-    med = lambda runs, i: statistics.median(r[i] for r in runs)  # noqa: E731
+    med = lambda runs, i: statistics.median(r[i] for r in runs)  # noqa: E731 - a one-line helper local to the table below
     return med(cold, 0), med(cold, 1), med(warm, 0), med(warm, 1)
 
 

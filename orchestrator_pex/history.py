@@ -211,7 +211,7 @@ def document(run_dir: str) -> Dict[str, Any]:
     ``interrupted`` error)."""
     state, doc, problems = load(run_dir)
     if state is None:
-        return doc  # type: ignore[return-value]
+        return doc  # type: ignore[return-value]  # load() returns a doc whenever it returns no state
     if doc is not None and state.finished and not state.in_flight and _agrees(doc, state):
         return doc
     return rebuild_document(run_dir, state, doc)
@@ -364,7 +364,7 @@ def prune(results_dir: str, keep: Optional[int] = None, older_than_days: Optiona
     if keep is not None:
         victims = runs[: max(0, len(runs) - keep)]
     else:
-        cutoff = time.time() - float(older_than_days) * 86400  # type: ignore[arg-type]
+        cutoff = time.time() - float(older_than_days) * 86400  # type: ignore[arg-type]  # set when keep is None
         victims = [r for r in runs if _started_epoch(r) < cutoff]
     removed: List[Dict[str, Any]] = []
     skipped: List[Dict[str, Any]] = []

@@ -242,7 +242,7 @@ async def _write_outputs(doc: Dict[str, Any], run_dir: str, plan: Plan, console:
     if metrics_file:
         try:
             await trio.to_thread.run_sync(metrics.write, metrics_file, doc, time.time())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - metrics are a view; the run's results stand without them
             await console.emit({"event": "warning", "message": f"{metrics_file}: metrics not written: {exc}"})
 
 

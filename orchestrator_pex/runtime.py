@@ -172,7 +172,7 @@ async def run_attempt(
                     assert proc.stdout is not None  # piped above
                     if redactor is not None:
                         out_scrub, err_scrub = redactor.stream(), redactor.stream()
-                        write = lambda chunk: out.write(out_scrub.feed(chunk))  # noqa: E731
+                        write = lambda chunk: out.write(out_scrub.feed(chunk))  # noqa: E731 - rebinds the one writer
                         assert proc.stderr is not None  # piped above when there is a redactor
                         nursery.start_soon(_copy_scrubbed, proc.stderr, err, err_scrub)
                     nursery.start_soon(_pump, proc.stdout, attempt, write, max_line, on_output, pumped)

@@ -230,7 +230,7 @@ class StreamScrubber:
 
     def flush(self) -> bytes:
         rest, self._pending = self._pending, b""
-        return self._redactor.scrub(rest)  # type: ignore[return-value]
+        return self._redactor.scrub(rest)  # type: ignore[return-value]  # bytes in, bytes out
 
 
 def masked_copy(data: bytes, is_json: bool, redactor: Redactor) -> bytes:
@@ -271,7 +271,7 @@ def _parse(data: bytes, is_json: bool) -> Any:
         if sys.version_info >= (3, 11):
             import tomllib
         else:  # pragma: no cover - 3.9/3.10
-            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]  # 3.9/3.10 fallback
         return tomllib.loads(data.decode("utf-8"))
     except (ValueError, RecursionError):
         return None

@@ -162,7 +162,7 @@ def check_documents(base: Path) -> List[str]:
     def validate(kind: str, value: object, where: str) -> None:
         if kind not in validators:
             validators[kind] = _validator(kind)
-        for error in validators[kind].iter_errors(value):  # type: ignore[attr-defined]
+        for error in validators[kind].iter_errors(value):  # type: ignore[attr-defined]  # a jsonschema validator
             path = "/".join(str(p) for p in error.absolute_path)
             problems.append(f"{where}: {path or '(top)'}: {error.message[:300]}")
 

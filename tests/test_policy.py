@@ -269,7 +269,7 @@ def test_policy_is_frozen(tmp_path):
     p = load(tmp_path, 'forbidden_tools = ["Bash"]')
     assert p.forbidden_tools == ("Bash",)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        p.max_concurrency = 3  # type: ignore[misc]
+        p.max_concurrency = 3  # type: ignore[misc]  # the point: assigning to a frozen field
 
 
 def test_run_refuses_a_violating_batch_before_starting_anything(cli, fake_claude, tmp_path):
