@@ -31,7 +31,7 @@ import os
 import re
 import stat
 import sys
-from typing import Any, Dict, List, NewType, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NewType, Optional, Tuple
 
 import attrs
 import cattrs
@@ -94,15 +94,15 @@ class Budget:
 
     max_tokens: Optional[PositiveInt] = None
     max_cost_usd: Optional[Dollars] = None
-    mode: BudgetMode = "block"
+    mode: BudgetMode = BudgetMode("block")
 
 
 @attrs.frozen
 class Retry:
     """Backoff for transient API errors (429, 529, 5xx); the number of retries is per instance (``retries``)."""
 
-    backoff: Seconds = 2.0
-    backoff_max: Seconds = 60.0
+    backoff: Seconds = Seconds(2.0)
+    backoff_max: Seconds = Seconds(60.0)
 
 
 @attrs.frozen
@@ -161,13 +161,13 @@ class Batch:
     instances: Tuple[Instance, ...]
     path: str = ""
     agent: Optional[Agent] = None  # the agent of prompt instances that set none (neither in [defaults]): claude
-    claude: Text = "claude"
+    claude: Text = Text("claude")
     codex: Text = Text("codex")
     gemini: Text = Text("gemini")
     concurrency: Optional[Concurrency] = None
     stagger: Optional[Seconds] = None
     deadline: Optional[Seconds] = None
-    grace_period: Seconds = 10.0
+    grace_period: Seconds = Seconds(10.0)
     start_at: Optional[Text] = None
     results_dir: Optional[Text] = None
     metrics_file: Optional[Text] = None
@@ -381,14 +381,16 @@ def _from_zen(raw: Dict[str, Any], label: str) -> Tuple[Dict[str, Any], Dict[str
         for key, value in inst.items():
             if key not in _ZEN_KEYS:
                 raise ConfigError(label, f"instances[{i}].{key}", _unknown(key, list(_ZEN_KEYS)))
-            if _ZEN_KEYS[key]:
-                ours[_ZEN_KEYS[key]] = value
+            ours_key = _ZEN_KEYS[key]
+            if ours_key:
+                ours[ours_key] = value
         pre = inst.get("pre_commands") or []
         if not isinstance(pre, list) or not all(isinstance(c, str) for c in pre):
             raise ConfigError(label, f"instances[{i}].pre_commands", f"expected a list of strings, got {describe(pre)}")
         for flag in ("clear_history", "compact_history"):
             if flag in inst and not isinstance(inst[flag], bool):
-                raise ConfigError(label, f"instances[{i}].{flag}", f"expected true or false, got {describe(inst[flag])}")
+                raise ConfigError(label, f"instances[{i}].{flag}",
+                                  f"expected true or false, got {describe(inst[flag])}")
         if inst.get("compact_history"):
             pre = ["/compact", *pre]
         if pre and isinstance(ours.get("prompt"), str):
@@ -409,7 +411,8 @@ def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
     seen: Dict[str, int] = {}
     for i, inst in enumerate(batch.instances):
         if inst.name in seen:
-            raise ConfigError(label, f"instances[{i}].name", f'duplicate name "{inst.name}" (also instances[{seen[inst.name]}])')
+            raise ConfigError(label, f"instances[{i}].name",
+                              f'duplicate name "{inst.name}" (also instances[{seen[inst.name]}])')
         seen[inst.name] = i
         if (inst.prompt is None) == (inst.argv is None):
             key = _rename(f"instances[{i}].prompt", renames)
@@ -492,7 +495,7 @@ def _integer(v: Any, minimum: int, maximum: int) -> int:
         raise ValueError(f"expected {kind}, got {describe(v)}")
     if v > maximum:
         raise ValueError(f"expected at most {maximum}, got {describe(v)}")
-    return v
+    return int(v)
 
 
 def _text(v: Any, _: Any = None) -> str:
@@ -524,12 +527,12 @@ def _name(v: Any, _: Any) -> str:
     return v
 
 
-def _choice(choices: Tuple[str, ...]):
+def _choice(choices: Tuple[str, ...]) -> Callable[[Any, Any], str]:
     def hook(v: Any, _: Any) -> str:
         if v not in choices:
             listed = ", ".join(f'"{c}"' for c in choices)
             raise ValueError(f"expected one of {listed}, got {describe(v)}")
-        return v
+        return str(v)
 
     return hook
 
@@ -540,7 +543,7 @@ def _flag(v: Any, _: Any) -> bool:
     return v
 
 
-def _str_list(v: Any, _: Any, check=_prose) -> Tuple[str, ...]:
+def _str_list(v: Any, _: Any, check: Callable[[Any], str] = _prose) -> Tuple[str, ...]:
     if not isinstance(v, list):
         raise ValueError(f"expected a list of strings, got {describe(v)}")
     for i, x in enumerate(v):
@@ -582,13 +585,20 @@ def _instances(v: Any, _: Any) -> Tuple[Instance, ...]:
     for i, x in enumerate(v):
         try:
             out.append(_converter.structure(x, Instance))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any structuring error of element i, re-raised with its index
             raise _AtIndex(i, exc) from None
     return tuple(out)
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-for _type, _hook in {
+
+
+def _is(wanted: Any) -> Callable[[Any], bool]:
+    """A cattrs predicate matching exactly the type ``wanted`` (a NewType or typing alias, not a class)."""
+    return lambda t: bool(t == wanted)
+
+
+_HOOKS: Dict[Any, Callable[[Any, Any], Any]] = {
     Seconds: lambda v, _: _number(v, "seconds", MAX_SECONDS),
     Dollars: lambda v, _: _number(v, "dollars", MAX_DOLLARS),
     PositiveInt: lambda v, _: _integer(v, 1, MAX_COUNT),
@@ -608,14 +618,16 @@ for _type, _hook in {
     StrList: _str_list,
     Dict[str, str]: _env,
     Tuple[Instance, ...]: _instances,
-}.items():
-    _converter.register_structure_hook_func(lambda t, _type=_type: t == _type, _hook)
+}
+for _type, _hook in _HOOKS.items():
+    _converter.register_structure_hook_func(_is(_type), _hook)
 
 
-def _attrs_hook_factory(cls):
-    inner = cattrs.gen.make_dict_structure_fn(cls, _converter, _cattrs_forbid_extra_keys=True)
+def _attrs_hook_factory(cls: type) -> Callable[[Any, Any], Any]:
+    inner: Callable[[Any, Any], Any] = cattrs.gen.make_dict_structure_fn(
+        cls, _converter, _cattrs_forbid_extra_keys=True)
 
-    def hook(v: Any, _: Any):
+    def hook(v: Any, _: Any) -> Any:
         if not isinstance(v, dict):
             raise ValueError(f"expected a table, got {describe(v)}")
         return inner(v, cls)
@@ -632,7 +644,7 @@ def _unknown(key: str, known: List[str]) -> str:
     return f'unknown key; did you mean "{close[0]}"?' if close else f"unknown key; expected one of {', '.join(known)}"
 
 
-def _problems(exc: BaseException, path: str):
+def _problems(exc: BaseException, path: str) -> Iterator[Tuple[str, str]]:
     """Yield ``(key path, message)`` for each leaf problem inside a cattrs validation error, in file order."""
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         with_notes, without = exc.group_exceptions()

@@ -81,7 +81,7 @@ class RunDirError(OrchestratorError):
     exit_status = EXIT_FAILED
 
 
-def find(exc: BaseException) -> "OrchestratorError | None":
+def find(exc: BaseException) -> OrchestratorError | None:
     """The user-facing error inside ``exc``, looking through (nested) exception groups from trio nurseries."""
     if isinstance(exc, OrchestratorError):
         return exc

@@ -67,7 +67,7 @@ class Headroom:
         self._sampled_at = -1e9
         self._proc = os.path.isdir("/proc/self")
 
-    def busy_count(self, now: float, running: Iterable[Tuple[int, bool]]) -> int:
+    def busy_count(self, now: float, running: Iterable[Tuple[Optional[int], bool]]) -> int:
         """``running``: (pid, has_output) of each running attempt; pid None for one not spawned yet."""
         resample = now - self._sampled_at >= SAMPLE_EVERY
         if resample:
@@ -98,7 +98,7 @@ class Headroom:
                     self._busy.pop(pid, None)
         return busy
 
-    def allows(self, now: float, running: Iterable[Tuple[int, bool]], kind: str, progress: int = 0) -> bool:
+    def allows(self, now: float, running: Iterable[Tuple[Optional[int], bool]], kind: str, progress: int = 0) -> bool:
         """May one more instance of ``kind`` start? (``progress`` is for :mod:`orchestrator_pex.pressure`.)"""
         running = list(running)
         if not running:

@@ -127,7 +127,7 @@ def summary(run_dir: str) -> Dict[str, Any]:
     state, doc, problems = load(run_dir)
     meta = dict(state.run_meta) if state else {}
     doc = doc or {}
-    records: Dict[str, Dict[str, Any]] = dict(state.records) if state else {
+    records: Dict[Any, Dict[str, Any]] = dict(state.records) if state else {
         r.get("name"): r for r in doc.get("instances", []) if isinstance(r, dict)
     }
     counts: Dict[str, int] = {}
@@ -211,7 +211,7 @@ def document(run_dir: str) -> Dict[str, Any]:
     ``interrupted`` error)."""
     state, doc, problems = load(run_dir)
     if state is None:
-        return doc  # type: ignore[return-value]
+        return doc  # type: ignore[return-value]  # load() returns a doc whenever it returns no state
     if doc is not None and state.finished and not state.in_flight and _agrees(doc, state):
         return doc
     return rebuild_document(run_dir, state, doc)
@@ -240,7 +240,7 @@ def batch_instance_names(run_dir: str, state: journal.RunState, doc: Optional[Di
             except Exception:  # noqa: BLE001 - fall back to what the run recorded
                 break
     if doc and isinstance(doc.get("instances"), list):
-        names = [r.get("name") for r in doc["instances"] if isinstance(r, dict) and isinstance(r.get("name"), str)]
+        names = [r["name"] for r in doc["instances"] if isinstance(r, dict) and isinstance(r.get("name"), str)]
         if names:
             return names
     seen = list(dict.fromkeys([*state.starts, *state.records]))
@@ -249,7 +249,8 @@ def batch_instance_names(run_dir: str, state: journal.RunState, doc: Optional[Di
 
 def shard_names(run_meta: Dict[str, Any], names: List[str],
                 needs: Optional[Dict[str, Any]] = None) -> List[str]:
-    """``names`` restricted to the run's shard when it ran one (``run --shard I/N`` records ``shard`` in the journal)."""
+    """``names`` restricted to the run's shard when it ran one (``run --shard I/N`` records ``shard`` in the
+    journal)."""
     shard = run_meta.get("shard")
     if isinstance(shard, dict) and isinstance(shard.get("index"), int) and isinstance(shard.get("count"), int):
         from orchestrator_pex import shard as shard_mod
@@ -388,7 +389,7 @@ def prune(results_dir: str, keep: Optional[int] = None, older_than_days: Optiona
     if keep is not None:
         victims = runs[: max(0, len(runs) - keep)]
     else:
-        cutoff = time.time() - float(older_than_days) * 86400  # type: ignore[arg-type]
+        cutoff = time.time() - float(older_than_days) * 86400  # type: ignore[arg-type]  # set when keep is None
         victims = [r for r in runs if _started_epoch(r) < cutoff]
     removed: List[Dict[str, Any]] = []
     skipped: List[Dict[str, Any]] = []

@@ -141,7 +141,7 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
     file_env = envfile.load(env_path) if env_path else {}
     launches = []
     for inst in apply_defaults(batch):
-        cwd = inst.cwd
+        cwd: Optional[str] = inst.cwd
         if cwd is not None:
             cwd = os.path.realpath(os.path.join(batch_dir, cwd))
         env_add = {**file_env, **(inst.env or {})}

@@ -280,12 +280,14 @@ def check(
         if is_claude and policy.allowed_permission_modes is not None:
             mode = inst.permission_mode or "default"
             if mode not in policy.allowed_permission_modes:
-                bad(f"{at}.permission_mode", f'"{mode}" not allowed by {where}: allowed {_listed(policy.allowed_permission_modes)}')
+                bad(f"{at}.permission_mode",
+                    f'"{mode}" not allowed by {where}: allowed {_listed(policy.allowed_permission_modes)}')
         if is_claude and policy.forbidden_tools:
             forbidden = set(policy.forbidden_tools)
             for j, spec in enumerate(inst.allowed_tools or ()):
                 if _tool_base(spec) in forbidden:
-                    bad(f"{at}.allowed_tools[{j}]", f'"{spec}" is forbidden by {where}: forbidden {_listed(policy.forbidden_tools)}')
+                    bad(f"{at}.allowed_tools[{j}]",
+                        f'"{spec}" is forbidden by {where}: forbidden {_listed(policy.forbidden_tools)}')
         if policy.require_timeout and inst.timeout is None:
             bad(f"{at}.timeout", f"not set; {where} requires a timeout for every instance")
         if policy.max_timeout is not None and inst.timeout is not None and inst.timeout > policy.max_timeout:
@@ -297,16 +299,20 @@ def check(
             and inst.max_cost_usd is not None
             and inst.max_cost_usd > policy.max_instance_cost_usd
         ):
-            bad(f"{at}.max_cost_usd", f"{inst.max_cost_usd:g} exceeds the maximum {policy.max_instance_cost_usd:g} dollars of {where}")
-        if is_claude and policy.max_instance_cost_usd is not None and inst.max_cost_usd is None and inst.max_tokens is None:
-            bad(f"{at}.max_cost_usd", f"not set; {where} allows at most {policy.max_instance_cost_usd:g} dollars per instance")
+            bad(f"{at}.max_cost_usd",
+                f"{inst.max_cost_usd:g} exceeds the maximum {policy.max_instance_cost_usd:g} dollars of {where}")
+        if (is_claude and policy.max_instance_cost_usd is not None and inst.max_cost_usd is None
+                and inst.max_tokens is None):
+            bad(f"{at}.max_cost_usd",
+                f"not set; {where} allows at most {policy.max_instance_cost_usd:g} dollars per instance")
         if policy.allowed_cwd_prefixes is not None:
             cwd = launch.cwd if launch is not None and launch.cwd is not None else \
                 os.path.realpath(os.path.join(base_dir, inst.cwd) if inst.cwd else run_dir)
             prefixes = [os.path.realpath(p) for p in policy.allowed_cwd_prefixes]
             if not any(_under(cwd, p) for p in prefixes):
                 shown = f'"{inst.cwd}" ({cwd})' if inst.cwd else f"not set (runs in {cwd})"
-                bad(f"{at}.cwd", f"{shown} not allowed by {where}: allowed under {_listed(policy.allowed_cwd_prefixes)}")
+                bad(f"{at}.cwd",
+                    f"{shown} not allowed by {where}: allowed under {_listed(policy.allowed_cwd_prefixes)}")
         if is_claude and policy.allowed_models is not None:
             if inst.model is None:
                 bad(f"{at}.model", f"not set; {where} requires one of {_listed(policy.allowed_models)}")
@@ -319,7 +325,7 @@ def check(
                 if allowed is not None and not any(_under(where_wt, os.path.realpath(p)) for p in allowed):
                     bad(f"{at}.workspace", f'worktrees in {where_wt} not allowed by {where} ({rule}): allowed under '
                         f"{_listed(allowed)}")
-        if not is_claude and policy.allowed_executables is not None:
+        if inst.argv is not None and policy.allowed_executables is not None:  # not is_claude
             exe = inst.argv[0]
             from orchestrator_pex.graph import placeholders
 

@@ -62,7 +62,8 @@ def price_for(model: str | None) -> Price:
 
 
 def estimate_cost(model: str | None, tokens: Mapping[str, int]) -> float:
-    """Dollar cost of ``tokens`` (keys ``input``, ``output``, ``cache_creation``, ``cache_read``) at ``model``'s price."""
+    """Dollar cost of ``tokens`` (keys ``input``, ``output``, ``cache_creation``, ``cache_read``) at ``model``'s
+    price."""
     p = price_for(model)
     micro = (
         tokens.get("input", 0) * p.input

@@ -150,7 +150,7 @@ def render_table(p: Progress, width: int, height: int, now: float) -> List[str]:
                and (c[0] != "TAGS" or any(r.tags for r in shown))]
     widths = {t: max([len(t)] + [len(c[t]) for c in cells]) for t, *_ in columns}
 
-    def total(cols) -> int:
+    def total(cols: Sequence[Tuple[str, int, int, bool]]) -> int:
         return sum(widths[t] for t, *_ in cols) + 2 * (len(cols) - 1)
 
     while total(columns) > width and len(columns) > 2:

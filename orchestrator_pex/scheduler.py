@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import attrs
 import trio
@@ -47,10 +47,17 @@ from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.pressure import admission
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
 
+if TYPE_CHECKING:  # annotations only
+    from orchestrator_pex.secrets import Redactor
+
 TRANSIENT_API_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 DEFAULT_CONCURRENCY = 32  # hard cap when neither --concurrency nor the batch sets one (API rate limits)
 _POLL = 0.1  # seconds between admission checks when nothing else wakes the launcher
 _DECODE_CHUNK = 1024  # finished records decoded together at the end of a run
+
+#: runs one attempt to its end (the signature of :func:`orchestrator_pex.runtime.run_attempt`, its default); tests
+#: inject a stand-in that needs no process, so launch timing can be checked on trio's MockClock
+AttemptRunner = Callable[..., Awaitable[None]]
 
 
 class InstanceState:
@@ -164,11 +171,12 @@ class Scheduler:
         only: Optional[Set[str]] = None,
         max_line: int = DEFAULT_MAX_LINE,
         headroom: Optional[Headroom] = None,
-        on_spawn=None,
-        on_exit=None,
-        redactor=None,
+        on_spawn: Optional[Callable[[Attempt], None]] = None,
+        on_exit: Optional[Callable[[Attempt], None]] = None,
+        redactor: Optional[Redactor] = None,
         carried: Optional[Dict[str, Dict[str, Any]]] = None,
         prior: Optional[Dict[str, Dict[str, Any]]] = None,
+        attempt_runner: AttemptRunner = run_attempt,
     ) -> None:
         batch = plan.batch
         self.plan = plan
@@ -186,8 +194,9 @@ class Scheduler:
         self._on_exit = on_exit
         self._redactor = redactor if redactor else None  # masks secret values in records and raw stdout logs
         self.carried = carried or {}  # resume: earlier sessions' records of the instances rerun now
+        self._run_attempt = attempt_runner
         self.env_base = dict(os.environ)
-        self.states = [InstanceState(l) for l in plan.launches if only is None or l.name in only]
+        self.states = [InstanceState(launch) for launch in plan.launches if only is None or launch.name in only]
         self.running: Dict[str, InstanceState] = {}
         self.tokens = 0  # the batch ledger: every attempt of every instance, running or done
         self.cost = 0.0
@@ -304,7 +313,7 @@ class Scheduler:
             out.extend(next(decoded) if isinstance(r, bytes) else r for r in chunk)
         return out
 
-    def _records_of(self, names) -> Dict[str, Dict[str, Any]]:
+    def _records_of(self, names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
         names = list(names)
         wanted = set(names)
         by_name = {s.launch.name: s.record for s in self.states if s.launch.name in wanted and s.recorded}
@@ -332,6 +341,7 @@ class Scheduler:
             await self._changed.wait()
 
     async def _deadline_watch(self) -> None:
+        assert self.deadline is not None  # started only when there is one
         await trio.sleep_until(self.started_mono + self.deadline)
         await self._emit({"event": "warning", "message": f"batch deadline of {self.deadline:g}s reached"})
         self._stop_all("deadline", "timed-out")
@@ -350,7 +360,7 @@ class Scheduler:
             with trio.move_on_after(max(wait, 0) if wait > 0 else _POLL):
                 await self._changed.wait()
 
-    def _probe(self):
+    def _probe(self) -> Iterator[Tuple[Optional[int], bool]]:
         """(pid, has output) of each running instance; an instance admitted but not spawned yet is (None, False).
         Instances waiting out a retry back-off use no CPU and are left out."""
         for state in self.running.values():
@@ -361,7 +371,7 @@ class Scheduler:
             elif a.exit_code is None:
                 yield a.pid, a.last_output_mono > a.started_mono
 
-    def _attempts_running(self):
+    def _attempts_running(self) -> Iterator[Attempt]:
         for state in self.running.values():
             a = state.current
             if a is not None and a.pid is not None and a.exit_code is None:
@@ -421,7 +431,7 @@ class Scheduler:
                                   "at": results.iso(time.time()), "stdout_offset": _size(stdout_log),
                                   "agent": launch.kind})
                 try:
-                    await run_attempt(
+                    await self._run_attempt(
                         attempt, launch.argv, env=env, cwd=launch.cwd, stdout_log=stdout_log, stderr_log=stderr_log,
                         timeout=inst.timeout, stall_timeout=inst.stall_timeout, grace=self.grace,
                         max_line=self.max_line, on_output=lambda a, s=state: self._account(s, a),
@@ -448,7 +458,9 @@ class Scheduler:
                         break
                     continue
                 break
-            if status == "api-error" and state.current.acct.api_error_status == 401 and self.stopped is None:
+            last = state.current
+            auth_failed = last is not None and last.acct.api_error_status == 401
+            if status == "api-error" and auth_failed and self.stopped is None:
                 self.stopped = "auth"
                 await self._emit({"event": "warning", "message": f"{name}: authentication failed (401): "
                                   "no further instances will be started"})
@@ -493,7 +505,7 @@ class Scheduler:
 
     def _internal_error(self, name: str, exc: BaseException) -> str:
         """Save ``exc``'s traceback under the run directory; the record's ``error`` (``internal error: ...``)."""
-        scrub = self._redactor.scrub if self._redactor is not None else None
+        scrub = self._redactor.scrub_text if self._redactor is not None else None
         path = internal_errors.save(self.run_dir, results.log_stem(name), exc, scrub)
         where = f"traceback in {os.path.relpath(path, self.run_dir)}" if path else "the traceback could not be saved"
         message = f"{internal_errors.PREFIX} {internal_errors.summary(exc)} ({where})"

@@ -143,7 +143,7 @@ class Redactor:
     def from_env(
         cls, environ: Optional[Mapping[str, str]] = None, *env_tables: Optional[Mapping[str, Any]],
         always: Iterable[str] = (),
-    ) -> "Redactor":
+    ) -> Redactor:
         """A redactor for the secret-named values of ``environ`` (default ``os.environ``) and of ``env_tables``, plus
         ``always``: values that are secret whatever their names (an env file's, see :mod:`orchestrator_pex.envfile`)."""
         environ = os.environ if environ is None else environ
@@ -198,7 +198,7 @@ class Redactor:
             return type(data)(self.scrub_data(v) for v in data)
         return data
 
-    def stream(self) -> "StreamScrubber":
+    def stream(self) -> StreamScrubber:
         """A scrubber for one byte stream arriving in chunks (a child's stdout, a log file)."""
         return StreamScrubber(self)
 
@@ -233,7 +233,7 @@ class StreamScrubber:
 
     def flush(self) -> bytes:
         rest, self._pending = self._pending, b""
-        return self._redactor.scrub(rest)  # type: ignore[return-value]
+        return self._redactor.scrub(rest)  # type: ignore[return-value]  # bytes in, bytes out
 
 
 def masked_copy(data: bytes, is_json: bool, redactor: Redactor) -> bytes:
@@ -274,7 +274,7 @@ def _parse(data: bytes, is_json: bool) -> Any:
         if sys.version_info >= (3, 11):
             import tomllib
         else:  # pragma: no cover - 3.9/3.10
-            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]  # 3.9/3.10 fallback
         return tomllib.loads(data.decode("utf-8"))
     except (ValueError, RecursionError):
         return None

@@ -213,7 +213,7 @@ def test_init_writes_valid_batches_and_never_overwrites(cli, tmp_path):
     assert proc.returncode == 0 and proc.stdout == before
 
 
-# -- atomic write, in process ---------------------------------------------------------------------------------------------
+# -- atomic write, in process ------------------------------------------------------------------------------------------
 
 
 def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):

@@ -22,9 +22,11 @@ FOUR = "".join(f'[[instances]]\nname = "i{i}"\nprompt = "p"\n' for i in range(3)
 # (file name, contents, expected stderr line after "orchestrator-pex: "; None = check only the prefix given)
 MALFORMED = [
     pytest.param("batch.toml", FOUR + '[[instances]]\nname = "i3"\nprompt = "p"\ntimeout = "ten"\n',
-                 'batch.toml: instances[3].timeout: expected a positive number of seconds, got "ten"', id="timeout-text"),
+                 'batch.toml: instances[3].timeout: expected a positive number of seconds, got "ten"',
+                 id="timeout-text"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\ntimeout = -5\n',
-                 "batch.toml: instances[0].timeout: expected a positive number of seconds, got -5", id="timeout-negative"),
+                 "batch.toml: instances[0].timeout: expected a positive number of seconds, got -5",
+                 id="timeout-negative"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\ntimeout = 0\n',
                  "batch.toml: instances[0].timeout: expected a positive number of seconds, got 0", id="timeout-zero"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\ntimeout = nan\n',
@@ -37,7 +39,8 @@ MALFORMED = [
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\nretries = -1\n',
                  "batch.toml: instances[0].retries: expected an integer, 0 or more, got -1", id="retries-negative"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\nallowed_tools = "Bash"\n',
-                 'batch.toml: instances[0].allowed_tools: expected a list of strings, got "Bash"', id="wrong-type-list"),
+                 'batch.toml: instances[0].allowed_tools: expected a list of strings, got "Bash"',
+                 id="wrong-type-list"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = 7\n',
                  "batch.toml: instances[0].prompt: expected a string, got 7", id="wrong-type-str"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\ntimout = 5\n',

@@ -13,6 +13,7 @@ import pytest
 from orchestrator_pex import cli
 from orchestrator_pex.commands import schedule
 from orchestrator_pex.errors import OrchestratorError
+from tests.support.components import missing
 
 WEIRD = "/opt/o p/it's \"x\" 50%$HOME;y.pex"
 BATCH = '[[instances]]\nname = "a"\nargv = ["/bin/true"]\n'
@@ -157,7 +158,7 @@ def test_systemd_units_verify(capsys, tmp_path):
     """systemd's own parser accepts the units, with hostile characters in every path."""
     tool = shutil.which("systemd-analyze")
     if not tool:
-        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+        missing("systemd-analyze is not installed (Debian package systemd)")
     odd = tmp_path / "we ird 50%$X;'\""
     odd.mkdir()
     bindir = tmp_path / "b in 5%$X;"  # systemd refuses quotes and backslashes in the executable itself

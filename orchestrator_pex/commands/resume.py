@@ -111,8 +111,9 @@ def main(args: argparse.Namespace) -> int:
                 selected = set(recorded_names(state.run_meta, [one.name for one in plan.launches]))
                 plan = attrs.evolve(plan, launches=tuple(one for one in plan.launches if one.name in selected))
                 meta["selection"] = state.run_meta["selection"]
-            names = [l.name for l in plan.launches]
+            names = [launch.name for launch in plan.launches]
         else:
+            assert batch_error is not None  # the copy could not be loaded
             names = _names_from_masked_copy(run_dir, state, batch_error)
         rerun = state.to_rerun(names, rerun_failed=args.rerun_failed)
         # ended by the orchestrator's own bug (error "internal error: ..."), not on their own: rerun by default too
@@ -193,12 +194,13 @@ def verify_logs(run_dir: str, state: journal.RunState) -> None:
         _refuse_untrusted(os.path.join(run_dir, "logs", f"{log_stem(name)}.stdout"), "raw stdout log")
 
 
-def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ignore[no-untyped-def]
+def _names_from_masked_copy(run_dir: str, state, error: Exception):
     """Instance names (in batch order, the run's shard only) from a secret-masked batch copy; else raise ``error``."""
     from orchestrator_pex import config, history
 
     copy = state.run_meta.get("batch_copy")
-    if state.run_meta.get("batch_copy_masked") and isinstance(copy, str) and os.path.isfile(os.path.join(run_dir, copy)):
+    if (state.run_meta.get("batch_copy_masked") and isinstance(copy, str)
+            and os.path.isfile(os.path.join(run_dir, copy))):
         try:
             batch = config.load_batch(os.path.join(run_dir, copy))
         except Exception:  # noqa: BLE001 - the masked copy does not parse: report the original problem
@@ -211,7 +213,7 @@ def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ign
     raise error
 
 
-def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-def]
+def load_batch_copy(run_dir: str, run_meta: dict):
     """The run's batch from its verbatim copy, with relative paths resolved against the original batch's folder.
 
     A copy whose secret values were masked (``batch_copy_masked``) cannot be run: then the original batch file is
@@ -256,7 +258,7 @@ def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-de
     raise RunDirError(f"{run_dir}: the run's batch copy (batch.toml or batch.json) is missing; cannot resume")
 
 
-def _nothing_to_do(run_dir: str, state, args) -> int:  # type: ignore[no-untyped-def]
+def _nothing_to_do(run_dir: str, state, args) -> int:
     from orchestrator_pex.errors import plural
     """Nothing to rerun: make sure results.json reflects the journal, report, exit 0."""
     from orchestrator_pex import history, results
@@ -283,7 +285,7 @@ def _nothing_to_do(run_dir: str, state, args) -> int:  # type: ignore[no-untyped
     return 0
 
 
-def _final_status(records) -> str:  # type: ignore[no-untyped-def]
+def _final_status(records) -> str:
     return "succeeded" if all(r["status"] == "succeeded" for r in records) else "failed"
 
 

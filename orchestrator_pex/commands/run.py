@@ -14,13 +14,15 @@ from orchestrator_pex import strictjson
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("batch", help="batch file (TOML, or zen JSON)")
     add_run_options(p)
-    p.add_argument("--dry-run", action="store_true", help="print each instance's argv and environment changes; start nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print each instance's argv and environment changes; start nothing")
     p.add_argument("--start-at", metavar="WHEN", help="wait until WHEN: 2am, 14:30, 30m, or ISO 8601")
     p.add_argument("--shard", metavar="I/N",
                    help="run only shard I of N (stable by instance name); default from JOB_COMPLETION_INDEX + "
                         "ORCHESTRATOR_PEX_SHARD_COUNT (Kubernetes) or SLURM_ARRAY_TASK_ID/_COUNT (Slurm)")
     p.add_argument("--budget-share", choices=("none", "auto"), default="none",
-                   help="auto: divide the batch's overall budgets by the shard count (default: each shard gets them whole)")
+                   help="auto: divide the batch's overall budgets by the shard count "
+                        "(default: each shard gets them whole)")
     from orchestrator_pex.selection import add_arguments as add_selection_arguments
 
     add_selection_arguments(p)
@@ -44,7 +46,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="KEY=VALUE lines added to every instance's environment, all values treated as secrets "
                         "(default: the batch's env_file); must be owned by you and chmod 600")
     p.add_argument("--policy", metavar="FILE",
-                   help="site policy to enforce (default: $ORCHESTRATOR_PEX_POLICY, else /etc/orchestrator-pex/policy.toml if present)")
+                   help="site policy to enforce (default: $ORCHESTRATOR_PEX_POLICY, else "
+                        "/etc/orchestrator-pex/policy.toml if present)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html into the run directory")
     p.add_argument("--metrics-file", metavar="PATH",
                    help="write Prometheus textfile metrics here (default: the batch's metrics_file, else none)")
@@ -143,11 +146,11 @@ def _shard_plan(plan, where, share_budget: bool):
             max_tokens=budget.max_tokens // count if budget.max_tokens else None,
             max_cost_usd=budget.max_cost_usd / count if budget.max_cost_usd else None,
         ))
-    launches = tuple(l for l in plan.launches if l.name in names)
+    launches = tuple(launch for launch in plan.launches if launch.name in names)
     return attrs.evolve(plan, batch=batch, launches=launches), {"shard": {"index": index, "count": count}}
 
 
-def shard_lock_variant(shard) -> "str | None":
+def shard_lock_variant(shard) -> str | None:
     """Shards of one batch on one host lock separately: ``shard-I-of-N`` (None for an unsharded run)."""
     if isinstance(shard, dict) and isinstance(shard.get("index"), int) and isinstance(shard.get("count"), int):
         return f"shard-{shard['index']}-of-{shard['count']}"
@@ -210,10 +213,11 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
     agent_versions = preflight_agents(plan)
     agent_version = version_of(agent_versions)
     results_dir = args.results_dir or _batch_relative(plan.batch, plan.batch.results_dir) or default_results_dir()
-    redactor = Redactor.from_env(None, *(l.env_add for l in plan.launches), always=plan.env_file_values.values())
+    redactor = Redactor.from_env(None, *(launch.env_add for launch in plan.launches),
+                                 always=plan.env_file_values.values())
     run_id, run_dir, facts = runner.prepare_run_dir(results_dir, plan.batch.path, run_id, redactor)
     meta = {**facts, "agent_versions": agent_versions, "pricing_version": PRICING_VERSION, **(meta or {})}
-    console = report.Console(runner.console_mode(args), scrub=redactor.scrub)
+    console = report.Console(runner.console_mode(args), scrub=redactor.scrub_text)
     with guardian.protect(run_dir, held_lock, grace=plan.batch.grace_period) as safe:  # journal + orphan guardian
         doc, status = trio.run(
             lambda: runner.execute(

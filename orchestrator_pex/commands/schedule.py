@@ -174,7 +174,8 @@ def run_command(args: argparse.Namespace) -> Tuple[List[str], List[Tuple[str, st
     if not pex:
         raise UsageError("--pex PATH is required when not running from the PEX file")
     if not os.path.isabs(args.python):
-        raise UsageError(f"--python: expected an absolute path (cron and systemd have a minimal PATH), got {args.python!r}")
+        raise UsageError("--python: expected an absolute path (cron and systemd have a minimal PATH), "
+                         f"got {args.python!r}")
     argv = [_absolute(args.python, "--python"), _absolute(pex, "--pex"), "run",
             "--results-dir", _absolute(args.results_dir, "--results-dir")]
     if args.shard:
@@ -369,7 +370,8 @@ def check_calendar(expr: str) -> str:
             "\"Mon..Fri 06:30\"; check with systemd-analyze calendar)"
         )
     if text.isalpha() and text.lower() not in _CALENDAR_SHORTHANDS:
-        raise UsageError(f"--on-calendar: unknown shorthand {text!r} (use one of {', '.join(sorted(_CALENDAR_SHORTHANDS))})")
+        raise UsageError(f"--on-calendar: unknown shorthand {text!r} "
+                         f"(use one of {', '.join(sorted(_CALENDAR_SHORTHANDS))})")
     return text
 
 

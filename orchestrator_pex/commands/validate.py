@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Dict
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
     total = len(plan.launches)
     plan, chosen = selection.apply(plan, selection.Selection.from_args(args))
     check_policy(plan, args)
-    kinds = {}
+    kinds: Dict[str, int] = {}
     for launch in plan.launches:
         kinds[launch.kind] = kinds.get(launch.kind, 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))

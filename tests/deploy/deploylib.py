@@ -63,7 +63,7 @@ def _python39() -> Optional[str]:
     return None
 
 
-def ensure_built_pex() -> "tuple[Optional[Path], str]":
+def ensure_built_pex() -> tuple[Optional[Path], str]:
     """(PEX, "") or (None, why not). Builds with scripts/pants when dist/ has none or it is stale."""
     pex = find_built_pex()
     if os.environ.get("ORCHESTRATOR_PEX_TEST_PEX"):
@@ -145,7 +145,7 @@ def cron_command(line: str, has_user: bool = True) -> tuple:
     user = None
     if has_user:
         user, rest = rest.split(None, 1)
-    command, stdin, i, current = [], None, 0, []
+    stdin, i, current = None, 0, []
     out = current
     while i < len(rest):
         ch = rest[i]
@@ -179,8 +179,8 @@ def cron_environment(crontab_text: str, home: str) -> Dict[str, str]:
 def run_like_cron(crontab_text: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run the (single) job line of a cron.d file as cron would: ``/bin/sh -c`` under a minimal environment
     (``env -i`` plus cron's variables), no controlling terminal (new session), stdin from the ``%`` text."""
-    jobs = [l for l in crontab_text.splitlines()
-            if l.strip() and not l.lstrip().startswith("#") and not re.match(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=", l)]
+    jobs = [ln for ln in crontab_text.splitlines()
+            if ln.strip() and not ln.lstrip().startswith("#") and not re.match(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=", ln)]
     assert len(jobs) == 1, jobs
     _, _, command, stdin = cron_command(jobs[0])
     env = cron_environment(crontab_text, home=os.environ.get("HOME", "/root"))

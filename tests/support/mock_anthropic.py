@@ -198,7 +198,7 @@ class MockAnthropic:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "MockAnthropic":
+    def __enter__(self) -> MockAnthropic:
         self.start()
         return self
 
