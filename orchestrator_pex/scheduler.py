@@ -35,7 +35,20 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 import attrs
 import trio
@@ -72,7 +85,7 @@ class InstanceState:
         self.launch = launch
         self.status = "pending"  # pending, running, retrying, then a final status from results.STATUSES
         self.attempts: List[Attempt] = []
-        self._record: Any = None  # None, the record (dict), or once finished its compact JSON (bytes)
+        self._record: Union[None, Dict[str, Any], bytes] = None  # the record, compact JSON once finished
         self.backoff_scope: Optional[trio.CancelScope] = None
         self._tokens = 0  # what this instance's attempts have added to the batch ledger so far
         self._cost = 0.0
@@ -81,7 +94,10 @@ class InstanceState:
     @property
     def record(self) -> Optional[Dict[str, Any]]:
         record = self._record
-        return json.loads(record) if isinstance(record, bytes) else record
+        if isinstance(record, bytes):
+            decoded: Dict[str, Any] = json.loads(record)
+            return decoded
+        return record
 
     @record.setter
     def record(self, value: Optional[Dict[str, Any]]) -> None:
@@ -310,7 +326,10 @@ class Scheduler:
             chunk = raw[i:i + _DECODE_CHUNK]
             encoded = [r for r in chunk if isinstance(r, bytes)]
             decoded = iter(json.loads(b"[" + b",".join(encoded) + b"]") if encoded else ())
-            out.extend(next(decoded) if isinstance(r, bytes) else r for r in chunk)
+            for r in chunk:
+                record = next(decoded) if isinstance(r, bytes) else r
+                assert record is not None  # every state got its record in run()
+                out.append(record)
         return out
 
     def _records_of(self, names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
