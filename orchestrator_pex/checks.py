@@ -109,7 +109,7 @@ def policy_problems(plan: Any, policy: Optional[str], concurrency: Optional[int]
 def _policy(plan: Any, label: str, policy: Optional[str], concurrency: Optional[int],
             results_dir: Optional[str]) -> Tuple[Any, List[Problem]]:
     from orchestrator_pex import policy as policy_mod
-    from orchestrator_pex.errors import ConfigError
+    from orchestrator_pex.errors import ConfigError, UsageError
     from orchestrator_pex.plan import forbid_tools
     from orchestrator_pex.results import default_results_dir
 
@@ -122,8 +122,15 @@ def _policy(plan: Any, label: str, policy: Optional[str], concurrency: Optional[
         return plan, [Problem(exc.file, exc.key, exc.message)]
     batch = plan.batch
     where = results_dir or _batch_relative(batch, batch.results_dir) or default_results_dir()
-    found = policy_mod.violations(rules, batch, concurrency=concurrency, results_dir=where, plan=plan)
-    return forbid_tools(plan, rules.forbidden_tools), [Problem(label, key, message) for key, message in found]
+    found = [Problem(label, key, message)
+             for key, message in policy_mod.violations(rules, batch, concurrency=concurrency, results_dir=where,
+                                                       plan=plan)]
+    try:
+        plan = forbid_tools(plan, rules.forbidden_tools)
+    except UsageError as exc:  # an agent that cannot be told to withhold a tool: FILE: KEY: message
+        key, _, message = str(exc).partition(f"{label}: ")[2].partition(": ")
+        found.append(Problem(label, key, message) if message else Problem(label, "", str(exc)))
+    return plan, found
 
 
 def _batch_relative(batch: Any, path: Optional[str]) -> Optional[str]:

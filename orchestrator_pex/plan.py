@@ -23,7 +23,7 @@ import attrs
 from orchestrator_pex.agents import AGENTS, dialect
 from orchestrator_pex.agents.claude import claude_argv
 from orchestrator_pex.config import AGENT_SIM, Batch, Instance, Prose, Text, apply_defaults
-from orchestrator_pex.errors import Problem, Problems
+from orchestrator_pex.errors import Problem, Problems, UsageError
 
 
 @attrs.frozen
