@@ -81,7 +81,8 @@ def examine(
     if batch is None:
         return Findings(plan=None, problems=tuple(problems))
     label = os.path.basename(batch.path)
-    plan = make_plan(batch, claude, **(agents or {}))
+    overrides = agents or {}
+    plan = make_plan(batch, claude, codex=overrides.get("codex"), gemini=overrides.get("gemini"))
     meta: Dict[str, Any] = {}
     if narrow is not None and not problems:
         plan, meta = narrow(plan)
