@@ -137,7 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if found is None:
             return _internal_error(exc)
         text = str(found)
-        text = "\n".join(map(errors.one_line, text.split("\n"))) if found.multiline else errors.one_line(text)
+        if found.each_line:  # every problem found before starting: one prefixed line each
+            text = "\norchestrator-pex: ".join(map(errors.one_line, text.split("\n")))
+        elif found.multiline:
+            text = "\n".join(map(errors.one_line, text.split("\n")))
+        else:
+            text = errors.one_line(text)
         print(f"orchestrator-pex: {text}", file=sys.stderr)
         return found.exit_status
     except KeyboardInterrupt:

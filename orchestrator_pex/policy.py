@@ -214,15 +214,25 @@ def check(
     policy: Policy,
     batch: Any,
     batch_file: str,
+    **options: Any,
+) -> List[str]:
+    """Every violation (:func:`violations`) as one line ``batch_file: KEY: message``."""
+    return [f"{batch_file}: {key}: {message}" for key, message in violations(policy, batch, **options)]
+
+
+def violations(
+    policy: Policy,
+    batch: Any,
     *,
     concurrency: Optional[int] = None,
     default_cwd: Optional[str] = None,
     results_dir: Optional[str] = None,
     plan: Any = None,
-) -> List[str]:
-    """Every violation of ``policy`` by ``batch`` (a :class:`orchestrator_pex.config.Batch`), in file order.
+) -> List[Tuple[str, str]]:
+    """``(key, message)`` of every violation of ``policy`` by ``batch`` (a :class:`orchestrator_pex.config.Batch`),
+    in file order.
 
-    Instances are checked with defaults applied. ``batch_file`` is how the batch is named in messages.
+    Instances are checked with defaults applied.
     ``concurrency`` is a command-line override of the batch's own value. ``default_cwd`` is where an instance
     without ``cwd`` runs (default: the current directory); a relative ``cwd`` resolves against the batch file's
     folder. ``results_dir`` is where the run directory will be made (worktrees go in ``RUN_DIR/worktrees``;
@@ -234,10 +244,10 @@ def check(
     from orchestrator_pex.config import AGENT_SIM, apply_defaults
 
     where = f"policy {policy.path}"
-    out: List[str] = []
+    out: List[Tuple[str, str]] = []
 
     def bad(key: str, message: str) -> None:
-        out.append(f"{batch_file}: {key}: {message}")
+        out.append((key, message))
 
     effective = concurrency if concurrency is not None else batch.concurrency
     if policy.max_concurrency is not None:

@@ -17,6 +17,8 @@ import pytest
 from orchestrator_pex.config import BUILTIN, apply_defaults, load_batch, parse_batch
 from orchestrator_pex.errors import ConfigError
 
+FAKE_CLAUDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support", "fake_claude")
+
 FOUR = "".join(f'[[instances]]\nname = "i{i}"\nprompt = "p"\n' for i in range(3))
 
 # (file name, contents, expected stderr line after "orchestrator-pex: "; None = check only the prefix given)
@@ -121,7 +123,9 @@ def validated(tmp_path_factory, make_cli_env):
         folder.mkdir()
         (folder / name).write_bytes(text if isinstance(text, bytes) else text.encode())
         procs[param.id] = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator_pex", "validate", str(folder / name)], cwd=folder, env=make_cli_env(),
+            # --claude: an agent that is found and answers --version, so the batch's problem is the only one
+            [sys.executable, "-m", "orchestrator_pex", "validate", str(folder / name), "--claude", str(FAKE_CLAUDE)],
+            cwd=folder, env=make_cli_env(),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
     done = {}
@@ -143,7 +147,8 @@ def test_run_rejects_malformed_batch_before_creating_anything(cli, tmp_path, nam
     path = tmp_path / name
     path.write_bytes(text.encode())
     runs = tmp_path / "runs"  # checked: not even the results directory is created
-    _check_one_line_error(cli("run", str(path), "--json", "--results-dir", str(runs)), expected)
+    _check_one_line_error(cli("run", str(path), "--json", "--results-dir", str(runs), "--claude", str(FAKE_CLAUDE)),
+                          expected)
     assert not runs.exists()
 
 

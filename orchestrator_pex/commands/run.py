@@ -90,9 +90,7 @@ def _seconds(text: str) -> float:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orchestrator_pex import selection
-    from orchestrator_pex.config import load_batch
-    from orchestrator_pex.plan import make_plan
+    from orchestrator_pex import checks, selection
 
     if args.start_at is not None:  # refuse a bad --start-at before reading anything else
         import datetime
@@ -100,19 +98,21 @@ def main(args: argparse.Namespace) -> int:
         from orchestrator_pex.start_at import parse_start_at
 
         parse_start_at(args.start_at, datetime.datetime.now().astimezone())
-    batch = load_batch(args.batch)
-    plan = make_plan(batch, args.claude, env_file=args.env_file, **agent_overrides(args))
-    plan, chosen = selection.apply(plan, selection.Selection.from_args(args))
-    meta = {"selection": chosen} if chosen else {}
     shard = _shard(args)
-    if shard is not None:
-        plan, shard_meta = _shard_plan(plan, shard, args.budget_share == "auto")
-        meta.update(shard_meta)
-    plan = check_policy(plan, args)
+    narrow = (lambda plan: _shard_plan(plan, shard, args.budget_share == "auto")) if shard is not None else None
+    # The same checks as `validate` (orchestrator_pex.checks), every problem at once; --dry-run skips preflight.
+    findings = checks.examine(args.batch, claude=args.claude, agents=agent_overrides(args), policy=args.policy,
+                              concurrency=args.concurrency, results_dir=args.results_dir, narrow=narrow,
+                              preflight=not args.dry_run, env_file=args.env_file,
+                              selection=selection.Selection.from_args(args))
+    findings.warn()
+    findings.refuse()
+    plan = findings.plan
     if args.dry_run:
         print_dry_run(plan, sys.stdout)
         return 0
-    return launch(plan, args, start_at=args.start_at or batch.start_at, meta=meta)
+    return launch(plan, args, start_at=args.start_at or plan.batch.start_at, meta=findings.meta,
+                  agent_versions=findings.agent_versions)
 
 
 def _shard(args):
@@ -158,36 +158,29 @@ def shard_lock_variant(shard) -> str | None:
 
 
 def check_policy(plan, args):
-    """Refuse a batch that violates the site policy in force (if any), listing every violation; exit 2.
-    Returns the plan to run: with the policy's ``forbidden_tools`` passed to Claude as ``--disallowedTools``."""
-    from orchestrator_pex import policy
-    from orchestrator_pex.errors import UsageError
-    from orchestrator_pex.plan import forbid_tools
+    """Refuse a batch that violates the site policy in force (if any), listing every violation, one line each;
+    exit 2. Returns the plan to run: with the policy's ``forbidden_tools`` passed to Claude as ``--disallowedTools``.
+    (``run`` itself checks the policy through :func:`orchestrator_pex.checks.examine`; ``resume`` uses this.)"""
+    from orchestrator_pex import checks
+    from orchestrator_pex.errors import Problems
 
-    path = policy.policy_path(getattr(args, "policy", None))
-    if path is None:
-        return plan
-    from orchestrator_pex.results import default_results_dir
-
-    results_dir = getattr(args, "results_dir", None) or _batch_relative(plan.batch, plan.batch.results_dir) \
-        or default_results_dir()
-    rules = policy.load_policy(path)
-    violations = policy.check(rules, plan.batch, os.path.basename(plan.batch.path),
-                              concurrency=getattr(args, "concurrency", None), results_dir=results_dir, plan=plan)
-    if violations:
-        error = UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
-        error.multiline = True  # one violation per line
-        raise error
-    return forbid_tools(plan, rules.forbidden_tools)
+    plan, problems = checks.policy_problems(plan, getattr(args, "policy", None),
+                                            concurrency=getattr(args, "concurrency", None),
+                                            results_dir=getattr(args, "results_dir", None))
+    if problems:
+        raise Problems(problems)
+    return plan
 
 
 def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, extra_sinks=(), held_lock=None,
-           meta=None, spent=(0, 0.0), carried=None) -> int:
-    """Take the batch lock (unless the caller holds it: ``held_lock``), then :func:`_launch_locked`."""
+           meta=None, spent=(0, 0.0), carried=None, agent_versions=None) -> int:
+    """Take the batch lock (unless the caller holds it: ``held_lock``), then :func:`_launch_locked`.
+    ``agent_versions``: preflight already passed (:func:`orchestrator_pex.checks.examine`) and found these; None:
+    preflight runs under the lock."""
     from orchestrator_pex import lock
 
     options = dict(start_at=start_at, run_id=run_id, only=only, prior=prior, extra_sinks=extra_sinks, meta=meta,
-                   spent=spent, carried=carried)
+                   spent=spent, carried=carried, agent_versions=agent_versions)
     if held_lock is not None:
         return _launch_locked(plan, args, held_lock=held_lock, **options)
     lock_path = lock.lock_for_args(args, plan.batch.path, variant=shard_lock_variant((meta or {}).get("shard")))
@@ -196,7 +189,7 @@ def launch(plan, args, *, start_at=None, run_id=None, only=None, prior=None, ext
 
 
 def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, held_lock, meta, spent,
-                   carried) -> int:
+                   carried, agent_versions) -> int:
     """Preflight, then run ``plan`` under trio, journaled and guarded; print the results document with ``--json``."""
     import datetime
 
@@ -210,7 +203,8 @@ def _launch_locked(plan, args, *, start_at, run_id, only, prior, extra_sinks, he
     from orchestrator_pex.start_at import parse_start_at
 
     when = parse_start_at(start_at, datetime.datetime.now().astimezone()) if start_at else None
-    agent_versions = preflight_agents(plan)
+    if agent_versions is None:
+        agent_versions = preflight_agents(plan)
     agent_version = version_of(agent_versions)
     results_dir = args.results_dir or _batch_relative(plan.batch, plan.batch.results_dir) or default_results_dir()
     redactor = Redactor.from_env(None, *(launch.env_add for launch in plan.launches),

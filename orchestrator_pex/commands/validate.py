@@ -1,4 +1,14 @@
-"""``orchestrator-pex validate BATCH``: load and plan a batch (and check a site policy) without running anything."""
+"""``orchestrator-pex validate BATCH``: everything ``run`` checks before it starts anything, without running it.
+
+The checks are :func:`orchestrator_pex.checks.examine` (the same function ``run`` refuses on): the batch's
+structure and values, its dependency graph, the site policy, and preflight (programs and the agent found on the
+PATH each instance will use, the agent's ``--version``, working directories, ``bypassPermissions`` as root,
+worktree repository and base). Every problem is one line ``FILE: KEY: message`` on stderr, in file order (at most
+:data:`~orchestrator_pex.errors.MAX_PROBLEM_LINES`, then ``... and N more problems``), exit 2. Warnings (an unknown
+model name) are lines ``FILE: KEY: warning: ...`` and do not change the exit status. Nothing is started but the
+agent's ``--version``, and nothing is written. ``--no-preflight`` leaves out the checks of this machine (for a batch
+installed by another user than the one that runs it, as the Ansible role does).
+"""
 
 from __future__ import annotations
 
@@ -15,27 +25,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="site policy to check against (default: $ORCHESTRATOR_PEX_POLICY, else "
                         "/etc/orchestrator-pex/policy.toml if present)")
     p.add_argument("--env-file", metavar="PATH", help="check this env file too (default: the batch's env_file)")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="check the batch and the site policy only, not this machine: programs and the agent on the "
+                        "PATH, working directories, bypassPermissions as root, worktrees (for a batch checked by "
+                        "another user or on another host than the one that runs it)")
     from orchestrator_pex.selection import add_arguments as add_selection_arguments
 
     add_selection_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
-    from orchestrator_pex import selection
-    from orchestrator_pex.commands.run import agent_overrides, check_policy
-    from orchestrator_pex.config import load_batch
+    from orchestrator_pex import checks, selection
+    from orchestrator_pex.commands.run import agent_overrides
     from orchestrator_pex.errors import plural
-    from orchestrator_pex.plan import make_plan
 
-    batch = load_batch(args.batch)
-    plan = make_plan(batch, args.claude, env_file=args.env_file, **agent_overrides(args))
-    total = len(plan.launches)
-    plan, chosen = selection.apply(plan, selection.Selection.from_args(args))
-    check_policy(plan, args)
+    findings = checks.examine(args.batch, claude=args.claude, agents=agent_overrides(args), policy=args.policy,
+                              preflight=not args.no_preflight, env_file=args.env_file,
+                              selection=selection.Selection.from_args(args))
+    findings.warn()
+    findings.refuse()
+    plan = findings.plan
+    chosen = findings.meta.get("selection")
     kinds: Dict[str, int] = {}
     for launch in plan.launches:
         kinds[launch.kind] = kinds.get(launch.kind, 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-    selected = f" selected of {total}" if chosen else ""
+    selected = f" selected of {len(plan.batch.instances)}" if chosen else ""
     print(f"{args.batch}: ok, {plural(len(plan.launches), 'instance')}{selected} ({detail})")
     return 0
