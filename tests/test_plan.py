@@ -208,7 +208,8 @@ cwd = "missing-dir"
     _one_line_exit_2(proc, "orchestrator-pex: batch.toml: instances[0].argv: program not found or not executable: "
                      "/nonexistent/prog", f"instances[1].cwd: no such directory: {tmp_path}/missing-dir")
     assert len(proc.stderr.decode().splitlines()) == 2  # one line each, every line FILE: KEY: message
-    assert all(line.startswith("orchestrator-pex: batch.toml: instances[") for line in proc.stderr.decode().splitlines())
+    lines = proc.stderr.decode().splitlines()
+    assert all(line.startswith("orchestrator-pex: batch.toml: instances[") for line in lines)
     assert not (tmp_path / "runs").exists()
 
 
