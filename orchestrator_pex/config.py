@@ -480,7 +480,7 @@ def _check_nesting(data: bytes, label: str, is_json: bool) -> None:
             depth = max(0, depth - 1)
 
 
-def _string_problems(raw: Any):
+def _string_problems(raw: Any) -> Iterator[Tuple[str, str]]:
     """Walk the parsed document (iteratively) and yield ``(key, message)`` for each key or string value holding a
     forbidden character (none but tab/newline/carriage return in any string value; single-line fields are checked
     again by their hook) and for nesting deeper than :data:`MAX_DEPTH`."""
