@@ -51,7 +51,8 @@ class Measured:
         self.wall, self.peak_rss_mb, self.cpu_s, self.returncode = wall, peak_rss_mb, cpu_s, returncode
 
 
-def measure(argv: Sequence[str], *, env=None, cwd=None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) -> Measured:
+def measure(argv: Sequence[str], *, env=None, cwd=None, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL) -> Measured:
     """Run argv; wall time, and the process's own peak RSS (VmHWM) and CPU time, sampled until it exits."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=stdout, stderr=stderr)

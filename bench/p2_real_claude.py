@@ -231,7 +231,10 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="run every xargs level, even those that cannot win")
     a = ap.parse_args()
     try:
-        import attrs, cattrs, tomli_w, trio  # noqa: F401  (the orchestrator runs on this interpreter)
+        import attrs  # noqa: F401  (the orchestrator runs on this interpreter)
+        import cattrs  # noqa: F401  (likewise)
+        import tomli_w  # noqa: F401  (likewise)
+        import trio  # noqa: F401  (likewise)
     except ImportError as exc:
         sys.exit(f"p2: {exc}; run this with a Python that has the runtime dependencies (e.g. the scripts/test venv)")
     try:

@@ -1,7 +1,9 @@
 """P4: 2,000 instances of a 3-line no-op agent, with logs, results and the run journal on.
 
-Baseline beside it: ``xargs -P64`` running the same agent 2,000 times with output to a file. Prints the wall-time
-ratio orchestrator / xargs (goal <= 1.0) and the orchestrator's own CPU per instance (goal <= 2 ms).
+Beside it in the same round: ``xargs -P64`` running the same agent 2,000 times with output to a file, and the
+orchestrator with the previous admission rule (``ORCHESTRATOR_PEX_ADMISSION=busy``). The orchestrator runs with
+``--concurrency 64`` (as xargs). Prints the wall-time ratio orchestrator / xargs (goal <= 1.0), the orchestrator's
+own CPU per instance (goal <= 2 ms) and peak RSS (VmHWM of the orchestrator process), and the machine's load.
 
     python bench/p4_many_noop.py [--instances 2000] [--rounds 1]
 """
@@ -34,8 +36,10 @@ def orchestrator(n: int, tmp: str, extra):
     with open(batch, "w") as f:
         for i in range(n):
             f.write(f'[[instances]]\nname = "noop-{i}"\nargv = ["{PY}", "{NOOP}"]\n')
-    return measure([*ORCH, "run", batch, "--results-dir", os.path.join(tmp, "runs"), *extra],
-                   env=env_with_repo(), cwd=REPO)
+    env = env_with_repo({"ORCHESTRATOR_PEX_ADMISSION": "busy"} if "busy" in extra else {})
+    extra = [x for x in extra if x != "busy"]
+    return measure([*ORCH, "run", batch, "--results-dir", os.path.join(tmp, "runs"), "--progress", "none", *extra],
+                   env=env, cwd=REPO)
 
 
 def main() -> None:
@@ -43,26 +47,37 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=1)
     a = ap.parse_args()
-    walls, cpus, base, capped = [], [], [], []
+    walls, cpus, rss, base, busy = [], [], [], [], []
+    loads = [_load()]
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(a.rounds):
             base.append(xargs(a.instances, tmp))
-            m = orchestrator(a.instances, tmp, [])
+            m = orchestrator(a.instances, tmp, ["--concurrency", "64"])
             assert m.returncode == 0, m.returncode
             walls.append(m.wall)
             cpus.append(m.cpu_s)
-            m64 = orchestrator(a.instances, tmp, ["--concurrency", "64"])
-            capped.append(m64.wall)
+            rss.append(m.peak_rss_mb)
+            old = orchestrator(a.instances, tmp, ["--concurrency", "64", "busy"])
+            assert old.returncode == 0, old.returncode
+            busy.append(old.wall)
+            loads.append(_load())
     n = a.instances
-    print(f"P4: {n} no-op instances, {a.rounds} round(s), medians")
+    print(f"P4: {n} no-op instances, cap 64, {a.rounds} round(s), medians")
     print(table([
-        ["", "wall s", "orchestrator CPU ms/instance"],
-        ["xargs -P64 (output to a file)", f"{median(base):.2f}", "-"],
-        ["orchestrator-pex run (default)", f"{median(walls):.2f}", f"{1000 * median(cpus) / n:.2f}"],
-        ["orchestrator-pex run --concurrency 64", f"{median(capped):.2f}", "-"],
+        ["", "wall s", "orchestrator CPU ms/instance", "peak RSS MB"],
+        ["xargs -P64 (output to a file)", f"{median(base):.2f}", "-", "-"],
+        ["orchestrator-pex run (admission by pressure)", f"{median(walls):.2f}", f"{1000 * median(cpus) / n:.2f}",
+         f"{max(rss):.1f}"],
+        ["orchestrator-pex run (busy rule)", f"{median(busy):.2f}", "-", "-"],
     ]))
-    print(f"ratio orchestrator/xargs = {median(walls) / median(base):.2f} (goal <= 1.0); "
-          f"CPU {1000 * median(cpus) / n:.2f} ms/instance (goal <= 2)")
+    print(f"ratio orchestrator/xargs = {median(walls) / median(base):.2f} (goal <= 1.0); busy rule / xargs = "
+          f"{median(busy) / median(base):.2f}; CPU {1000 * median(cpus) / n:.2f} ms/instance (goal <= 2)")
+    print(f"load average (1, 5, 15 min) before and after each round: {' | '.join(loads)}")
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 if __name__ == "__main__":

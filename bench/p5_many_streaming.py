@@ -121,7 +121,7 @@ def main() -> None:
     ]))
     print()
     print(table([
-        ["journal replay (same events, c=%d)" % a.concurrency, "fsyncs", "fsyncs/instance", "fsync ms/instance",
+        [f"journal replay (same events, c={a.concurrency})", "fsyncs", "fsyncs/instance", "fsync ms/instance",
          "wall s"],
         ["the run itself (live)", str(live["fsyncs"]), f"{live['fsyncs'] / n:.2f}",
          f"{1000 * live['fsync_seconds'] / n:.2f}", "-"],

@@ -93,7 +93,7 @@ def run_once(pex: str, pex_root: str, path: str) -> tuple:
     """(wall seconds, CPU seconds incl. every process it waited for) of one `pex --version`."""
     env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "PEX_ROOT": pex_root}
     cpu0, start = cpu_children(), time.perf_counter()
-    proc = subprocess.run([pex, "--version"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run([pex, "--version"], env=env, capture_output=True)
     elapsed, cpu = time.perf_counter() - start, cpu_children() - cpu0
     if proc.returncode != 0 or not proc.stdout.startswith(b"orchestrator-pex "):
         raise SystemExit(f"{pex} --version failed: {proc.stderr.decode()[-2000:]}")
@@ -102,7 +102,7 @@ def run_once(pex: str, pex_root: str, path: str) -> tuple:
 
 def measure(pex: str, path: str, cold_runs: int, warm_runs: int, work: str) -> tuple:
     cold = []
-    for i in range(cold_runs):
+    for _ in range(cold_runs):
         root = tempfile.mkdtemp(prefix="cold.", dir=work)
         cold.append(run_once(pex, root, path))
         shutil.rmtree(root)
@@ -110,7 +110,7 @@ def measure(pex: str, path: str, cold_runs: int, warm_runs: int, work: str) -> t
     run_once(pex, root, path)
     warm = [run_once(pex, root, path) for _ in range(warm_runs)]
     shutil.rmtree(root)
-    med = lambda runs, i: statistics.median(r[i] for r in runs)  # noqa: E731
+    med = lambda runs, i: statistics.median(r[i] for r in runs)  # noqa: E731 - a one-line helper local to the table below
     return med(cold, 0), med(cold, 1), med(warm, 0), med(warm, 1)
 
 
@@ -137,7 +137,8 @@ def main() -> int:
         print(f"\nCPython {py_version} ({args.python}); `python -c pass` = {bare * 1000:.0f} ms")
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times suffer under load; "
               "CPU = user+sys of the process tree)")
-        print(f"| {'mode':<14} | {'size':>7} | {'cold wall':>9} | {'cold CPU':>8} | {'warm wall':>9} | {'warm CPU':>8} |")
+        print(f"| {'mode':<14} | {'size':>7} | {'cold wall':>9} | {'cold CPU':>8} "
+              f"| {'warm wall':>9} | {'warm CPU':>8} |")
         print(f"|{'-' * 16}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 11}|{'-' * 10}|")
         for name, pex in pexes.items():
             cw, cc, ww, wc = (v * 1000 for v in measure(pex, path, args.cold_runs, args.warm_runs, work))

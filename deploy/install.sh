@@ -1,7 +1,7 @@
 #!/bin/sh
 # install.sh -- install, upgrade or roll back orchestrator-pex from a signed release bundle, offline.
 #
-#   sh install.sh --prefix DIR --trust ALLOWED_SIGNERS [--bundle DIR] [--platform TAG]
+#   sh install.sh --prefix DIR --trust ALLOWED_SIGNERS [--bundle DIR] [--platform TAG] [--agent-prefix NPM_PREFIX]
 #   sh install.sh --prefix DIR --rollback [--trust ALLOWED_SIGNERS]
 #
 # Install/upgrade: verifies the bundle's SHA256SUMS.sig (OpenSSH signature, namespace "orchestrator-pex") against
@@ -15,6 +15,11 @@
 # Anything that does not verify is refused with a message on stderr, exit status 1, and nothing under DIR changed.
 # The last line on stdout is always "changed=true" or "changed=false" (re-installing the installed version changes
 # nothing), so configuration management can rely on it. Exit 2: bad usage or a missing tool.
+# Agent CLI (--agent-prefix NPM_PREFIX): the agent packages of a bundle built with `scripts/release --agent-packages`
+# (listed in AGENT-PACKAGES.txt; verified like every other file) are installed offline with
+# `npm install --offline --global --prefix NPM_PREFIX TARBALL...` (the agent is then NPM_PREFIX/bin/claude); a
+# stamp file NPM_PREFIX/.orchestrator-pex-agent-packages makes a repeated install a no-op. Refused (exit 1) when
+# the bundle has no agent packages; exit 2 without npm.
 # Needs: POSIX sh, ssh-keygen (OpenSSH >= 8.1), sha256sum or shasum, python3 (which runs the PEX anyway).
 
 set -eu
@@ -26,6 +31,8 @@ trust=
 bundle=
 platform=
 rollback=0
+agent_prefix=
+agent_changed=false
 work=
 lockdir=
 
@@ -47,7 +54,7 @@ refuse() {
 }
 usage() {
     warn "$*"
-    warn "usage: install.sh --prefix DIR --trust ALLOWED_SIGNERS [--bundle DIR] [--platform TAG] | --prefix DIR --rollback"
+    warn "usage: install.sh --prefix DIR --trust ALLOWED_SIGNERS [--bundle DIR] [--platform TAG] [--agent-prefix DIR] | --prefix DIR --rollback"
     say "changed=false"
     exit 2
 }
@@ -63,11 +70,17 @@ while [ $# -gt 0 ]; do
         --platform) [ $# -ge 2 ] || usage "--platform needs a value"; platform=$2; shift 2 ;;
         --platform=*) platform=${1#*=}; shift ;;
         --rollback) rollback=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --agent-prefix) [ $# -ge 2 ] || usage "--agent-prefix needs a value"; agent_prefix=$2; shift 2 ;;
+        --agent-prefix=*) agent_prefix=${1#*=}; shift ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) usage "unknown argument: $1" ;;
     esac
 done
 [ -n "$prefix" ] || usage "--prefix DIR is required"
+if [ -n "$agent_prefix" ]; then
+    command -v npm >/dev/null 2>&1 || { warn "--agent-prefix needs npm (Node.js) on this host"; say "changed=false"; exit 2; }
+    case "$agent_prefix" in /*) ;; *) agent_prefix=$(pwd)/$agent_prefix ;; esac
+fi
 case "$prefix" in /*) ;; *) prefix=$(pwd)/$prefix ;; esac
 prefix=${prefix%/}
 
@@ -145,6 +158,40 @@ lock_prefix() {
     lockdir="$prefix/.install.lock"
 }
 
+# install_agent_packages: the verified agent tarballs of $work/b into $agent_prefix, offline (see the header).
+install_agent_packages() {
+    [ -f "$work/b/AGENT-PACKAGES.txt" ] \
+        || refuse "--agent-prefix: this bundle has no agent packages (build it with scripts/release --agent-packages)"
+    set --
+    stamp=
+    while IFS= read -r line || [ -n "$line" ]; do
+        [ -n "$line" ] || continue
+        file=$(printf '%s\n' "$line" | cut -d' ' -f2)
+        case "$file" in ""|*/*|.*|-*) refuse "AGENT-PACKAGES.txt: bad file name \"$file\"" ;; esac
+        [ -f "$work/b/$file" ] || refuse "$bundle/$file (listed in AGENT-PACKAGES.txt) is missing"
+        [ -n "$(expected_sum "$work/b/SHA256SUMS" "$file")" ] || refuse "$file is not covered by SHA256SUMS"
+        set -- "$@" "$work/b/$file"
+        stamp="$stamp$(sha256 "$work/b/$file")  $file
+"
+    done < "$work/b/AGENT-PACKAGES.txt"
+    [ $# -gt 0 ] || refuse "AGENT-PACKAGES.txt lists no package"
+    if [ -f "$agent_prefix/.orchestrator-pex-agent-packages" ] \
+        && [ "$(cat "$agent_prefix/.orchestrator-pex-agent-packages")" = "$(printf '%s' "$stamp")" ]; then
+        say "agent packages already installed in $agent_prefix"
+        return 0
+    fi
+    mkdir -p "$agent_prefix"
+    mkdir "$work/npm-cache"
+    if ! NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false NPM_CONFIG_AUDIT=false \
+        npm install --offline --global --prefix "$agent_prefix" --cache "$work/npm-cache" --no-audit --no-fund \
+        "$@" >&2; then
+        refuse "npm install --offline of the agent packages into $agent_prefix failed"
+    fi
+    printf '%s' "$stamp" > "$agent_prefix/.orchestrator-pex-agent-packages"
+    say "installed agent packages into $agent_prefix: $(cut -d' ' -f1 "$work/b/AGENT-PACKAGES.txt" | tr '\n' ' ')"
+    agent_changed=true
+}
+
 current_version() { if [ -L "$prefix/current" ]; then basename "$(readlink "$prefix/current")"; fi; }
 previous_version() { if [ -L "$prefix/previous" ]; then basename "$(readlink "$prefix/previous")"; fi; }
 
@@ -217,6 +264,7 @@ chmod 0755 "$work/b/$pex"
 if ! out=$(python3 "$work/b/$pex" --version 2>&1) || [ "$out" = "${out#*"$version"}" ]; then
     refuse "$pex does not start with this host's python3 ($(python3 -V 2>&1)): $out"
 fi
+if [ -n "$agent_prefix" ]; then install_agent_packages; fi
 
 target=$prefix/$version
 cur=$(current_version)
@@ -224,7 +272,7 @@ if [ -d "$target" ] && [ -f "$target/$pex" ] && [ "$(sha256 "$target/$pex")" = "
     && cmp -s "$target/SHA256SUMS" "$work/b/SHA256SUMS"; then
     if [ "$cur" = "$version" ]; then
         say "orchestrator-pex $version is already installed and current in $prefix"
-        say "changed=false"
+        say "changed=$agent_changed"
         exit 0
     fi
     lock_prefix

@@ -89,7 +89,7 @@ class Accounting:
     def __init__(self) -> None:
         self.input = self.output = self.cache_creation = self.cache_read = 0
         # Usage summed from assistant events once a result has been seen (before that, the figures above are it).
-        self._streamed: Optional[list] = None
+        self._streamed: Optional[List[int]] = None
         self._result_tokens = [0, 0, 0, 0]  # the result's figures (0 where absent or invalid)
         self.tools: Dict[str, int] = {}
         self.model: Optional[str] = None
@@ -103,7 +103,7 @@ class Accounting:
         self.bad_lines = 0
         self.api_retries = 0
         self.messages = 0
-        self._recent: list = []
+        self._recent: List[Any] = []
         self._model_raw = b""  # the model bytes last decoded (decode once per change, not per line)
         self._names: Dict[bytes, str] = {}  # tool names decoded once (at most MAX_TOOL_NAMES of them)
         self.agent_version: Optional[str] = None

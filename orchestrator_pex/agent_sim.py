@@ -144,7 +144,9 @@ class Options:
 
 def split_tools(value: str) -> list[str]:
     """Split an allowedTools value on commas/whitespace, keeping ``Bash(git log:*)`` patterns whole."""
-    out, cur, depth = [], [], 0
+    out: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in value:
         if ch == "(":
             depth += 1
@@ -244,7 +246,7 @@ def _api_id(prefix: str) -> str:
 
 def _timestamp() -> str:
     t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -627,7 +629,7 @@ def _flood(sim: Sim) -> int:
         chunk: list[str] = []
         size = 0
         for i in range(n):
-            num = "%012d" % i
+            num = f"{i:012d}"
             line = head + num + mid1 + num + mid2 + pad + tail1 + num + tail2
             chunk.append(line)
             size += len(line)
@@ -841,7 +843,7 @@ def main(argv: list[str]) -> int:
             pass
         return 1
     override = os.environ.get("AGENT_SIM_EXIT")
-    if override not in (None, ""):
+    if override:  # set and not empty
         try:
             return int(override)
         except ValueError:

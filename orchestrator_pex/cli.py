@@ -14,7 +14,7 @@ import importlib
 import os
 import re
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from orchestrator_pex import errors
 from orchestrator_pex.version import version
@@ -51,7 +51,7 @@ class Parser(argparse.ArgumentParser):
         self.known_options: List[str] = []  # filled by build_parser: the chosen command's options
         self.help_prog = self.prog  # filled by build_parser: whose --help to point at
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(errors.EXIT_USAGE, f"{self.prog}: {errors.one_line(_with_suggestion(message, self.known_options))} "
                                      f"(see {self.help_prog} --help)\n")
 
@@ -87,7 +87,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"orchestrator-pex {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (module_name, help_text) in COMMANDS.items():
-        kwargs = {"help": help_text} if help_text else {}
+        kwargs: Dict[str, Any] = {"help": help_text} if help_text else {}
         if name == "agent-sim":
             # The demo agent takes Claude Code's own argv; it parses it itself.
             p = sub.add_parser(name, add_help=False, **kwargs)
@@ -136,7 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if found is None:
             return _internal_error(exc)
         text = str(found)
-        text = "\n".join(map(errors.one_line, text.split("\n"))) if found.multiline else errors.one_line(text)
+        if found.each_line:  # every problem found before starting: one prefixed line each
+            text = "\norchestrator-pex: ".join(map(errors.one_line, text.split("\n")))
+        elif found.multiline:
+            text = "\n".join(map(errors.one_line, text.split("\n")))
+        else:
+            text = errors.one_line(text)
         print(f"orchestrator-pex: {text}", file=sys.stderr)
         return found.exit_status
     except KeyboardInterrupt:

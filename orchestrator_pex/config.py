@@ -5,7 +5,12 @@ check each value and say what was expected; every problem becomes a :class:`~orc
 naming the file and the key path, e.g. ``batch.toml: instances[3].timeout: expected a positive number of seconds,
 got "ten"``. Unknown keys are errors, with a "did you mean" where one is close. Past this module nothing re-validates.
 
-Input is checked completely before anything starts (every check below is one line, exit 2):
+:func:`examine_batch_file` collects every problem, in file order (the stages and when they stop:
+:func:`examine_batch`); :func:`load_batch` raises them (one: a :class:`~orchestrator_pex.errors.ConfigError`;
+several: :class:`~orchestrator_pex.errors.Problems`, one line each). :mod:`orchestrator_pex.checks` adds the policy
+and preflight for ``validate`` and ``run``.
+
+Input is checked completely before anything starts (every problem below is one line, exit 2):
 
 * **The file.** Only a regular file is read (a FIFO, a device such as ``/dev/zero`` or a directory is refused before
   a byte is read), and at most :data:`MAX_BATCH_BYTES`. Nesting deeper than :data:`MAX_DEPTH` arrays/tables (TOML)
@@ -30,14 +35,14 @@ import os
 import re
 import stat
 import sys
-from typing import Any, Dict, NewType, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NewType, Optional, Sequence, Tuple
 
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from orchestrator_pex import agents
-from orchestrator_pex.errors import ConfigError, describe, unknown_key
+from orchestrator_pex.errors import ConfigError, Problem, Problems, describe, unknown_key
 from orchestrator_pex.limits import (
     MAX_BATCH_BYTES,
     MAX_CONCURRENCY,
@@ -68,7 +73,7 @@ WorkspaceMode = NewType("WorkspaceMode", str)
 KeepMode = NewType("KeepMode", str)
 WhenMode = NewType("WhenMode", str)
 Flag = NewType("Flag", bool)
-StrList = Tuple[str, ...]  # elements: multi-line text allowed here; tool names and tags re-checked in _check_batch
+StrList = Tuple[str, ...]  # elements: multi-line text allowed here; tool names and tags re-checked in _batch_problems
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 BUDGET_MODES = ("block", "warn")
@@ -93,15 +98,15 @@ class Budget:
 
     max_tokens: Optional[PositiveInt] = None
     max_cost_usd: Optional[Dollars] = None
-    mode: BudgetMode = "block"
+    mode: BudgetMode = BudgetMode("block")
 
 
 @attrs.frozen
 class Retry:
     """Backoff for transient API errors (429, 529, 5xx); the number of retries is per instance (``retries``)."""
 
-    backoff: Seconds = 2.0
-    backoff_max: Seconds = 60.0
+    backoff: Seconds = Seconds(2.0)
+    backoff_max: Seconds = Seconds(60.0)
 
 
 @attrs.frozen
@@ -160,16 +165,17 @@ class Batch:
     instances: Tuple[Instance, ...]
     path: str = ""
     agent: Optional[Agent] = None  # the agent of prompt instances that set none (neither in [defaults]): claude
-    claude: Text = "claude"
+    claude: Text = Text("claude")
     codex: Text = Text("codex")
     gemini: Text = Text("gemini")
     concurrency: Optional[Concurrency] = None
     stagger: Optional[Seconds] = None
     deadline: Optional[Seconds] = None
-    grace_period: Seconds = 10.0
+    grace_period: Seconds = Seconds(10.0)
     start_at: Optional[Text] = None
     results_dir: Optional[Text] = None
     metrics_file: Optional[Text] = None
+    env_file: Optional[Text] = None
     budget: Budget = Budget()
     retry: Retry = Retry()
     defaults: Defaults = Defaults()
@@ -213,11 +219,59 @@ def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
 # -- loading ---------------------------------------------------------------------------------------------------------
 
 
+@attrs.frozen
+class Examined:
+    """What :func:`examine_batch_file` found: the batch (None when no plan can be made from it), every problem in
+    file order, and the file order itself (:meth:`position` of any key path, for sorting later problems with these)."""
+
+    batch: Optional[Batch]
+    problems: Tuple[ConfigError, ...]
+    positions: Dict[str, int] = attrs.field(factory=dict, repr=False)
+
+    def position(self, key: str) -> int:
+        """Where ``key`` (``instances[2].model``) appears in the file: its own position, else its closest
+        enclosing key's (a key that is not written there, e.g. inherited from ``[defaults]``); -1 if none."""
+        while key:
+            if key in self.positions:
+                return self.positions[key]
+            key = _parent_key(key)
+        return -1
+
+
 def load_batch(path: str) -> Batch:
-    """Read and validate a batch file; raise :class:`ConfigError` on the first problem found.
+    """Read and validate a batch file; raise :class:`ConfigError` if anything is wrong (:class:`Problems`, a
+    subclass, when there is more than one problem: every one, in file order).
 
     Only a regular file is read, and at most :data:`MAX_BATCH_BYTES` of it (see the module docstring).
     """
+    return _only_batch(examine_batch_file(path))
+
+
+def parse_batch(data: bytes, path: str) -> Batch:
+    """:func:`load_batch` of ``data`` read from ``path``."""
+    return _only_batch(examine_batch(data, path))
+
+
+def _only_batch(found: "Examined") -> Batch:
+    if len(found.problems) == 1:
+        raise found.problems[0]
+    if found.problems:
+        raise Problems(Problem(p.file, p.key, p.message) for p in found.problems)
+    assert found.batch is not None
+    return found.batch
+
+
+def examine_batch_file(path: str) -> Examined:
+    """Read ``path`` and :func:`examine_batch` it; a file that cannot be read is one problem. Never raises
+    :class:`ConfigError`."""
+    try:
+        data = _read_file(path)
+    except ConfigError as exc:
+        return Examined(batch=None, problems=(exc,))
+    return examine_batch(data, path)
+
+
+def _read_file(path: str) -> bytes:
     label = path
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below like any non-regular file
@@ -245,11 +299,58 @@ def load_batch(path: str) -> Batch:
         raise ConfigError(label, "", f"cannot read batch file: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-    return parse_batch(b"".join(chunks), path)
+    return b"".join(chunks)
 
 
-def parse_batch(data: bytes, path: str) -> Batch:
+def examine_batch(data: bytes, path: str) -> Examined:
+    """Check ``data`` (read from ``path``) completely and return every problem, in file order.
+
+    The checks come in stages; a stage runs only if the one before it left something to check:
+
+    1. the file as a whole (size, nesting, TOML/JSON syntax, zen layout): the first problem ends the examination;
+    2. characters of every string and key: all are reported, then the examination ends;
+    3. structure and values (cattrs: unknown keys, wrong types, out-of-range values, bad choices): every leaf
+       problem of every instance is reported. The offending keys are then left out (as if unset) and structuring
+       is repeated, so the batch can still be checked further, unless an instance cannot be identified (not a
+       table, or no valid ``name``) or ``instances`` itself is wrong: then the examination ends (``batch`` None);
+    4. the checks across keys (duplicate names, exactly one of prompt/argv, tool entries, ``start_at``) and the
+       dependency graph (:func:`orchestrator_pex.graph.problems`): all reported, except one that follows from a
+       problem already reported for the same key (or a key containing it). An empty ``argv`` leaves no program to
+       plan with: ``batch`` is then None.
+
+    ``batch`` is returned whenever stage 3 could build one (a plan can be made from it; callers check the rest —
+    policy and preflight — on it, see :mod:`orchestrator_pex.checks`) even if problems were found.
+    """
     label = os.path.basename(path) or path
+    try:
+        raw, renames = _parse(data, path, label)
+    except ConfigError as exc:
+        return Examined(batch=None, problems=(exc,))
+    positions = _positions(raw)
+    problems = [ConfigError(label, k, m) for k, m in _string_problems(raw)]
+    if problems:
+        return Examined(batch=None, problems=_in_file_order(problems, positions), positions=positions)
+    batch, found, complete = _structure(raw, path)
+    problems += [ConfigError(label, _rename(k, renames), m) for k, m in found]
+    if batch is not None:
+        reported = [k for k, _ in found]
+        for key, message in _batch_problems(batch, renames, reported):
+            if not any(_within(key, r) for r in reported):  # not a consequence of a problem already reported
+                problems.append(ConfigError(label, key, message))
+                reported.append(key)
+        if any(inst.argv is not None and not inst.argv for inst in batch.instances):
+            complete = False  # an empty argv: no program to plan with
+    return Examined(batch=batch if complete else None, problems=_in_file_order(problems, positions),
+                    positions=positions)
+
+
+def _within(key: str, outer: str) -> bool:
+    """Is ``key`` the key path ``outer`` or inside it (``instances[0].env`` is within ``instances[0]``)?"""
+    return key == outer or key.startswith(outer + ".") or key.startswith(outer + "[")
+
+
+def _parse(data: bytes, path: str, label: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The raw document of ``data`` (zen JSON converted) and the key renames for messages."""
     renames: Dict[str, str] = {}
     if len(data) > MAX_BATCH_BYTES:
         raise ConfigError(label, "", f"too large: {len(data)} bytes (at most {MAX_BATCH_BYTES})")
@@ -258,7 +359,9 @@ def parse_batch(data: bytes, path: str) -> Batch:
     try:
         if is_json:
             raw = _read_json(data, label)
-            _check_strings(raw, label)
+            first = next(iter(_string_problems(raw)), None)
+            if first:  # before the zen conversion looks at the values
+                raise ConfigError(label, *first)
             raw, renames = _from_zen(raw, label)
         else:
             try:
@@ -269,20 +372,90 @@ def parse_batch(data: bytes, path: str) -> Batch:
                 raise ConfigError(label, "", f"not valid TOML: {exc}") from None
             except ValueError as exc:  # e.g. an integer of more than 4300 digits
                 raise ConfigError(label, "", f"not valid TOML: {str(exc)[:120]}") from None
-            _check_strings(raw, label)
     except RecursionError:  # the nesting scan should have caught it; never a traceback
         raise ConfigError(label, "", f"nested too deeply (at most {MAX_DEPTH} levels)") from None
     if "path" in raw:
         raise ConfigError(label, "path", "unknown key")
     if "instances" not in raw:
         raise ConfigError(label, "instances", "required: a list of instances ([[instances]] tables)")
-    try:
-        batch = _converter.structure({**raw, "path": os.path.abspath(path)}, Batch)
-    except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError, _AtIndex) as exc:
-        key, message = next(_problems(exc, ""))
-        raise ConfigError(label, _rename(key, renames), message) from None
-    _check_batch(batch, label, renames)
-    return batch
+    return raw, renames
+
+
+#: Structuring is repeated at most this many times, each time without the keys found wrong the time before.
+_MAX_STRUCTURE_ROUNDS = 4
+
+
+def _structure(raw: Dict[str, Any], path: str) -> Tuple[Optional[Batch], List[Tuple[str, str]], bool]:
+    """Structure ``raw`` into a :class:`Batch`, collecting every leaf problem; ``(batch, problems, complete)``.
+
+    After a round with problems, each offending key is removed from (a copy of) the document and structuring is
+    repeated. ``complete`` is False (and ``batch`` None) when a problem cannot be removed that way."""
+    import copy
+
+    doc = copy.deepcopy(raw)
+    problems: List[Tuple[str, str]] = []
+    for _ in range(_MAX_STRUCTURE_ROUNDS):
+        try:
+            return _converter.structure({**doc, "path": os.path.abspath(path)}, Batch), problems, True
+        except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError, _AtIndex, _AtIndexes) as exc:
+            found = [p for p in _problems(exc, "") if p not in problems]
+            problems += found
+            if not found or not all(_remove(doc, key) for key, _ in found):
+                return None, problems, False
+    return None, problems, False
+
+
+_KEY_PART = re.compile(r"\.?([^.\[]+)|\[(\d+)\]")
+
+
+def _split_key(key: str) -> List[Any]:
+    """``instances[2].env.A`` -> ``["instances", 2, "env", "A"]``."""
+    return [int(m.group(2)) if m.group(2) is not None else m.group(1) for m in _KEY_PART.finditer(key)]
+
+
+def _parent_key(key: str) -> str:
+    m = re.search(r"(\.[^.\[]+|\[\d+\])$", key)
+    return key[: m.start()] if m else ""
+
+
+def _remove(doc: Dict[str, Any], key: str) -> bool:
+    """Remove the key at path ``key`` from ``doc`` so structuring can go on without it (as if it were unset).
+
+    False when that cannot leave a usable batch: the key is ``instances`` itself, a list element (an instance that
+    is not a table), an instance's ``name``, or not found."""
+    parts = _split_key(key)
+    if not parts or parts[0] == "instances" and (len(parts) <= 2 or parts[2:] == ["name"]):
+        return False
+    node: Any = doc
+    for part in parts[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if not isinstance(node, dict) or parts[-1] not in node:
+        return False
+    del node[parts[-1]]
+    return True
+
+
+def _positions(raw: Any) -> Dict[str, int]:
+    """Every key path of the raw document (as problems name them) -> its rank in document order."""
+    out: Dict[str, int] = {}
+    stack = [(raw, "")]
+    while stack:
+        value, path = stack.pop()
+        if path:
+            out.setdefault(path, len(out))
+        if isinstance(value, dict):
+            stack.extend(reversed([(sub, f"{path}.{key}".lstrip(".")) for key, sub in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(sub, f"{path}[{i}]") for i, sub in enumerate(value)]))
+    return out
+
+
+def _in_file_order(problems: List[ConfigError], positions: Dict[str, int]) -> Tuple[ConfigError, ...]:
+    found = Examined(batch=None, problems=(), positions=positions)
+    return tuple(sorted(problems, key=lambda p: found.position(p.key)))  # stable: ties keep the order found
 
 
 _JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
@@ -306,26 +479,31 @@ def _check_nesting(data: bytes, label: str, is_json: bool) -> None:
             depth = max(0, depth - 1)
 
 
-def _check_strings(raw: Any, label: str) -> None:
-    """Walk the parsed document (iteratively): depth within :data:`MAX_DEPTH`, no forbidden character in any key,
-    none but tab/newline/carriage return in any string value (single-line fields are checked again by their hook)."""
+def _string_problems(raw: Any) -> Iterator[Tuple[str, str]]:
+    """Walk the parsed document (iteratively) and yield ``(key, message)`` for each key or string value holding a
+    forbidden character (none but tab/newline/carriage return in any string value; single-line fields are checked
+    again by their hook) and for nesting deeper than :data:`MAX_DEPTH`."""
     stack = [(raw, "", 0)]
     while stack:
         value, path, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise ConfigError(label, path, f"nested too deeply (at most {MAX_DEPTH} levels of arrays and tables)")
+            yield path, f"nested too deeply (at most {MAX_DEPTH} levels of arrays and tables)"
+            continue
         if isinstance(value, dict):
+            subs = []
             for key, sub in value.items():
                 sub_path = f"{path}.{key}".lstrip(".")
                 if not isinstance(key, str) or _BAD_LINE.search(key):
-                    raise ConfigError(label, sub_path, "a key may not contain control characters or lone surrogates")
-                stack.append((sub, sub_path, depth + 1))
+                    yield sub_path, "a key may not contain control characters or lone surrogates"
+                    continue
+                subs.append((sub, sub_path, depth + 1))
+            stack.extend(reversed(subs))
         elif isinstance(value, list):
-            stack.extend((sub, f"{path}[{i}]", depth + 1) for i, sub in enumerate(value))
+            stack.extend(reversed([(sub, f"{path}[{i}]", depth + 1) for i, sub in enumerate(value)]))
         elif isinstance(value, str):
             bad = _BAD_PROSE.search(value)
             if bad:
-                raise ConfigError(label, path, _bad_char_message(bad.group(), value))
+                yield path, _bad_char_message(bad.group(), value)
 
 
 def _bad_char_message(char: str, value: str) -> str:
@@ -379,14 +557,16 @@ def _from_zen(raw: Dict[str, Any], label: str) -> Tuple[Dict[str, Any], Dict[str
         for key, value in inst.items():
             if key not in _ZEN_KEYS:
                 raise ConfigError(label, f"instances[{i}].{key}", unknown_key(key, _ZEN_KEYS))
-            if _ZEN_KEYS[key]:
-                ours[_ZEN_KEYS[key]] = value
+            ours_key = _ZEN_KEYS[key]
+            if ours_key:
+                ours[ours_key] = value
         pre = inst.get("pre_commands") or []
         if not isinstance(pre, list) or not all(isinstance(c, str) for c in pre):
             raise ConfigError(label, f"instances[{i}].pre_commands", f"expected a list of strings, got {describe(pre)}")
         for flag in ("clear_history", "compact_history"):
             if flag in inst and not isinstance(inst[flag], bool):
-                raise ConfigError(label, f"instances[{i}].{flag}", f"expected true or false, got {describe(inst[flag])}")
+                raise ConfigError(label, f"instances[{i}].{flag}",
+                                  f"expected true or false, got {describe(inst[flag])}")
         if inst.get("compact_history"):
             pre = ["/compact", *pre]
         if pre and isinstance(ours.get("prompt"), str):
@@ -401,21 +581,25 @@ def _rename(key: str, renames: Dict[str, str]) -> str:
     return f"{head}.{renames[last]}" if head and last in renames else key
 
 
-def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
+def _batch_problems(batch: Batch, renames: Dict[str, str], removed: Sequence[str] = ()) -> List[Tuple[str, str]]:
+    """``(key, message)`` of every problem across keys of a structured batch, then of its dependency graph.
+    ``removed``: keys left out because their value was wrong (a missing prompt or argv is then not reported)."""
+    out: List[Tuple[str, str]] = []
     if not batch.instances:
-        raise ConfigError(label, "instances", "expected at least one instance")
+        out.append(("instances", "expected at least one instance"))
     seen: Dict[str, int] = {}
     for i, inst in enumerate(batch.instances):
         if inst.name in seen:
-            raise ConfigError(label, f"instances[{i}].name", f'duplicate name "{inst.name}" (also instances[{seen[inst.name]}])')
-        seen[inst.name] = i
-        if (inst.prompt is None) == (inst.argv is None):
-            key = _rename(f"instances[{i}].prompt", renames)
-            raise ConfigError(label, key, "expected exactly one of prompt or argv")
+            out.append((f"instances[{i}].name", f'duplicate name "{inst.name}" (also instances[{seen[inst.name]}])'))
+        else:
+            seen[inst.name] = i
+        left_out = {f"instances[{i}].prompt", f"instances[{i}].argv"} & set(removed)
+        if (inst.prompt is None) == (inst.argv is None) and not left_out:
+            out.append((_rename(f"instances[{i}].prompt", renames), "expected exactly one of prompt or argv"))
         if inst.argv is not None and not inst.argv:
-            raise ConfigError(label, f"instances[{i}].argv", "expected a non-empty list of strings")
+            out.append((f"instances[{i}].argv", "expected a non-empty list of strings"))
         if inst.session_id and inst.resume:
-            raise ConfigError(label, f"instances[{i}].resume", "set either session_id or resume, not both")
+            out.append((f"instances[{i}].resume", "set either session_id or resume, not both"))
     one_line_lists = ("allowed_tools", "disallowed_tools", "tags")  # names: never more than one line
     for where, obj in [("defaults", batch.defaults), *((f"instances[{i}]", x) for i, x in enumerate(batch.instances))]:
         for field in one_line_lists:
@@ -423,54 +607,59 @@ def _check_batch(batch: Batch, label: str, renames: Dict[str, str]) -> None:
                 try:
                     _text(item)
                 except ValueError as exc:
-                    raise ConfigError(label, f"{where}.{field}[{j}]", str(exc)) from None
+                    out.append((f"{where}.{field}[{j}]", str(exc)))
     for i, inst in enumerate(batch.instances):
-        _check_tools(inst, f"instances[{i}]", label)
+        out += _tool_problems(inst, f"instances[{i}]")
         if inst.argv is not None and inst.agent is not None:
-            raise ConfigError(label, f"instances[{i}].agent", "an argv instance runs its own program; agent applies "
-                              "only to prompt instances")
-    _check_tools(batch.defaults, "defaults", label)
+            out.append((f"instances[{i}].agent", "an argv instance runs its own program; agent applies only to "
+                        "prompt instances"))
+    out += _tool_problems(batch.defaults, "defaults")
     if batch.start_at is not None:
         from orchestrator_pex.start_at import start_moment
 
         try:
             start_moment(batch.start_at, datetime.datetime.now().astimezone())
         except ValueError as exc:
-            raise ConfigError(label, "start_at", str(exc)) from None
+            out.append(("start_at", str(exc)))
     from orchestrator_pex import graph
 
-    graph.validate(batch.instances, label, batch.defaults.env)
+    out += graph.problems(batch.instances, batch.defaults.env)
     for i, (own, inst) in enumerate(zip(batch.instances, apply_defaults(batch))):
         if inst.argv is None:
-            _check_agent(own, inst, i, label)
+            out += _agent_problems(own, inst, i)
+    return out
 
 
-def _check_agent(own: Instance, inst: Instance, i: int, label: str) -> None:
+def _agent_problems(own: Instance, inst: Instance, i: int) -> List[Tuple[str, str]]:
     """A field the instance's agent cannot honour is an error (never silently dropped)."""
     agent = inst.agent or agents.DEFAULT_AGENT
+    out: List[Tuple[str, str]] = []
 
     def where(field: str) -> str:
         return f"instances[{i}].{field}" if getattr(own, field) is not None else f"defaults.{field}"
 
     for field in agents.UNSUPPORTED[agent]:
         if getattr(inst, field):
-            raise ConfigError(label, where(field), f'agent "{agent}" has no counterpart for {field} '
-                              f'(instances[{i}] "{inst.name}"; see README "Agents")')
+            out.append((where(field), f'agent "{agent}" has no counterpart for {field} '
+                        f'(instances[{i}] "{inst.name}"; see README "Agents")'))
     if inst.permission_mode and inst.permission_mode not in agents.PERMISSION_MODES[agent]:
         allowed = ", ".join(f'"{m}"' for m in agents.PERMISSION_MODES[agent])
-        raise ConfigError(label, where("permission_mode"), f'agent "{agent}" supports {allowed}, got '
-                          f'{describe(inst.permission_mode)} (instances[{i}] "{inst.name}")')
+        out.append((where("permission_mode"), f'agent "{agent}" supports {allowed}, got '
+                    f'{describe(inst.permission_mode)} (instances[{i}] "{inst.name}")'))
+    return out
 
 
-def _check_tools(values: Defaults, at: str, label: str) -> None:
+def _tool_problems(values: Defaults, at: str) -> List[Tuple[str, str]]:
     """Every allowed/disallowed tools entry is one tool as Claude Code splits them (:mod:`orchestrator_pex.tools`)."""
     from orchestrator_pex import tools
 
+    out = []
     for key in ("allowed_tools", "disallowed_tools"):
         for j, spec in enumerate(getattr(values, key) or ()):
             why = tools.problem(spec)
             if why:
-                raise ConfigError(label, f"{at}.{key}[{j}]", f"{why}; got {describe(spec)}")
+                out.append((f"{at}.{key}[{j}]", f"{why}; got {describe(spec)}"))
+    return out
 
 
 # -- the converter ---------------------------------------------------------------------------------------------------
@@ -490,7 +679,7 @@ def _integer(v: Any, minimum: int, maximum: int) -> int:
         raise ValueError(f"expected {kind}, got {describe(v)}")
     if v > maximum:
         raise ValueError(f"expected at most {maximum}, got {describe(v)}")
-    return v
+    return int(v)
 
 
 def _text(v: Any, _: Any = None) -> str:
@@ -522,12 +711,12 @@ def _name(v: Any, _: Any) -> str:
     return v
 
 
-def _choice(choices: Tuple[str, ...]):
+def _choice(choices: Tuple[str, ...]) -> Callable[[Any, Any], str]:
     def hook(v: Any, _: Any) -> str:
         if v not in choices:
             listed = ", ".join(f'"{c}"' for c in choices)
             raise ValueError(f"expected one of {listed}, got {describe(v)}")
-        return v
+        return str(v)
 
     return hook
 
@@ -538,7 +727,7 @@ def _flag(v: Any, _: Any) -> bool:
     return v
 
 
-def _str_list(v: Any, _: Any, check=_prose) -> Tuple[str, ...]:
+def _str_list(v: Any, _: Any, check: Callable[[Any], str] = _prose) -> Tuple[str, ...]:
     if not isinstance(v, list):
         raise ValueError(f"expected a list of strings, got {describe(v)}")
     for i, x in enumerate(v):
@@ -573,20 +762,38 @@ class _AtIndex(Exception):
         self.index, self.exc = index, exc
 
 
+class _AtIndexes(Exception):
+    """Problems inside several list elements (each an :class:`_AtIndex`), in list order."""
+
+    def __init__(self, problems: List[_AtIndex]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+
 def _instances(v: Any, _: Any) -> Tuple[Instance, ...]:
+    """Every instance structured; the problems of every instance that cannot be, together (:class:`_AtIndexes`)."""
     if not isinstance(v, list):
         raise ValueError(f"expected a list of instances ([[instances]] tables), got {describe(v)}")
-    out = []
+    out, problems = [], []
     for i, x in enumerate(v):
         try:
             out.append(_converter.structure(x, Instance))
-        except Exception as exc:
-            raise _AtIndex(i, exc) from None
+        except Exception as exc:  # noqa: BLE001 - any structuring error of element i, kept with its index
+            problems.append(_AtIndex(i, exc))
+    if problems:
+        raise _AtIndexes(problems)
     return tuple(out)
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-for _type, _hook in {
+
+
+def _is(wanted: Any) -> Callable[[Any], bool]:
+    """A cattrs predicate matching exactly the type ``wanted`` (a NewType or typing alias, not a class)."""
+    return lambda t: bool(t == wanted)
+
+
+_HOOKS: Dict[Any, Callable[[Any, Any], Any]] = {
     Seconds: lambda v, _: _number(v, "seconds", MAX_SECONDS),
     Dollars: lambda v, _: _number(v, "dollars", MAX_DOLLARS),
     PositiveInt: lambda v, _: _integer(v, 1, MAX_COUNT),
@@ -606,14 +813,16 @@ for _type, _hook in {
     StrList: _str_list,
     Dict[str, str]: _env,
     Tuple[Instance, ...]: _instances,
-}.items():
-    _converter.register_structure_hook_func(lambda t, _type=_type: t == _type, _hook)
+}
+for _type, _hook in _HOOKS.items():
+    _converter.register_structure_hook_func(_is(_type), _hook)
 
 
-def _attrs_hook_factory(cls):
-    inner = cattrs.gen.make_dict_structure_fn(cls, _converter, _cattrs_forbid_extra_keys=True)
+def _attrs_hook_factory(cls: type) -> Callable[[Any, Any], Any]:
+    inner: Callable[[Any, Any], Any] = cattrs.gen.make_dict_structure_fn(
+        cls, _converter, _cattrs_forbid_extra_keys=True)
 
-    def hook(v: Any, _: Any):
+    def hook(v: Any, _: Any) -> Any:
         if not isinstance(v, dict):
             raise ValueError(f"expected a table, got {describe(v)}")
         return inner(v, cls)
@@ -625,7 +834,7 @@ for _cls in (Budget, Retry, Defaults, Instance, Batch):
     _converter.register_structure_hook(_cls, _attrs_hook_factory(_cls))
 
 
-def _problems(exc: BaseException, path: str):
+def _problems(exc: BaseException, path: str) -> Iterator[Tuple[str, str]]:
     """Yield ``(key path, message)`` for each leaf problem inside a cattrs validation error, in file order."""
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         with_notes, without = exc.group_exceptions()
@@ -638,6 +847,9 @@ def _problems(exc: BaseException, path: str):
             yield from _problems(sub, path)
     elif isinstance(exc, _AtIndex):
         yield from _problems(exc.exc, f"{path}[{exc.index}]")
+    elif isinstance(exc, _AtIndexes):
+        for sub in exc.problems:
+            yield from _problems(sub, path)
     elif isinstance(exc, ForbiddenExtraKeysError):
         known = [f.name for f in attrs.fields(exc.cl) if f.name != "path"]
         for key in sorted(exc.extra_fields):

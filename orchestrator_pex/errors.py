@@ -6,7 +6,7 @@ Every error a user can cause is built here, so messages keep one shape: ``FILE: 
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Optional
+from typing import Iterable, List, NamedTuple, Optional
 
 EXIT_OK = 0  #: every instance succeeded
 EXIT_FAILED = 1  #: at least one instance did not succeed
@@ -57,6 +57,7 @@ class OrchestratorError(Exception):
 
     exit_status = EXIT_USAGE
     multiline = False
+    each_line = False  #: several lines, each printed with the command line's prefix (:class:`Problems`)
 
 
 class UsageError(OrchestratorError):
@@ -95,6 +96,48 @@ def unknown_key(key: str, known: Iterable[str]) -> str:
     return f'unknown key; did you mean "{close}"?' if close else f"unknown key; expected one of {', '.join(known)}"
 
 
+class Problem(NamedTuple):
+    """One problem (or, with ``warning``, one warning) found before anything starts: ``FILE: KEY: message``."""
+
+    file: str
+    key: str
+    message: str
+    warning: bool = False
+
+    def line(self) -> str:
+        """The one printable line: ``FILE: KEY: message`` (``FILE: KEY: warning: message`` for a warning)."""
+        message = f"warning: {self.message}" if self.warning else self.message
+        return one_line(f"{self.file}: {self.key}: {message}" if self.key else f"{self.file}: {message}")
+
+
+#: At most this many problem lines are printed; then one line ``... and N more problems``.
+MAX_PROBLEM_LINES = 50
+
+
+def problem_lines(problems: Iterable[Problem], limit: int = MAX_PROBLEM_LINES) -> List[str]:
+    """One line per problem, at most ``limit`` of them, then ``... and N more problems`` if there were more."""
+    lines = [p.line() for p in problems]
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {plural(len(lines) - limit, 'more problem')}"]
+    return lines
+
+
+class Problems(ConfigError, UsageError):
+    """Every problem found before anything started (exit 2): one line each, ``FILE: KEY: message``, in file order.
+
+    The command line prints each line with its usual ``orchestrator-pex:`` prefix (``each_line``). ``file``,
+    ``key`` and ``message`` are those of the first problem.
+    """
+
+    each_line = True
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        first = self.problems[0]
+        self.file, self.key, self.message = first.file, first.key, first.message
+        OrchestratorError.__init__(self, "\n".join(problem_lines(self.problems)))
+
+
 class LockHeld(OrchestratorError):
     """Another run holds the batch's lock (exit 75)."""
 
@@ -107,7 +150,7 @@ class RunDirError(OrchestratorError):
     exit_status = EXIT_FAILED
 
 
-def find(exc: BaseException) -> "OrchestratorError | None":
+def find(exc: BaseException) -> OrchestratorError | None:
     """The user-facing error inside ``exc``, looking through (nested) exception groups from trio nurseries."""
     if isinstance(exc, OrchestratorError):
         return exc

@@ -49,12 +49,14 @@ Every key of an instance may also be set once under [defaults].
             ("agent", "claude", 'agent of prompt instances that set none: "claude", "codex" or "gemini"'),
             ("claude", "claude", "Claude Code executable: a name on PATH or a path (relative to this file)"),
             ("gemini", "gemini", "Gemini CLI executable (codex = ... likewise for Codex CLI)"),
-            ("concurrency", 8, "hard cap on instances running at once; below it, launches follow measured CPU and memory headroom"),
+            ("concurrency", 8,
+             "hard cap on instances running at once; below it, launches follow measured CPU and memory headroom"),
             ("grace_period", 10, "seconds between SIGTERM and SIGKILL when an instance must stop"),
         ],
         [
             ("[budget]", [
-                ("max_cost_usd", 5.0, "whole batch: dollars (Claude Code's own total_cost_usd, estimated while running)"),
+                ("max_cost_usd", 5.0,
+                 "whole batch: dollars (Claude Code's own total_cost_usd, estimated while running)"),
                 ("max_tokens", 5_000_000, "whole batch: tokens (input + output + cache creation + cache read)"),
                 ("mode", "block", '"block" stops launching and stops running instances; "warn" only logs'),
             ]),
@@ -64,7 +66,8 @@ Every key of an instance may also be set once under [defaults].
             ]),
             ("[defaults]", [
                 ("model", "claude-sonnet-4-5", "passed as --model"),
-                ("permission_mode", "acceptEdits", "default, acceptEdits, plan, dontAsk (bypassPermissions is refused as root)"),
+                ("permission_mode", "acceptEdits",
+                 "default, acceptEdits, plan, dontAsk (bypassPermissions is refused as root)"),
                 ("allowed_tools", ["Read", "Grep", "Glob", "Edit", "Bash(git diff:*)"], "--allowedTools"),
                 ("timeout", 1800, "seconds one attempt may run (each retry gets its own)"),
                 ("stall_timeout", 600, "seconds an instance may print nothing before it is stopped as stalled"),
@@ -74,9 +77,11 @@ Every key of an instance may also be set once under [defaults].
             ("[[instances]]", [
                 ("name", "fix-tests", "any printable text (log file names are derived from it safely)"),
                 ("description", "Run the unit tests and fix what fails", ""),
-                ("prompt", "Run the test suite with `pytest -q` and fix any failing test.", "a prompt or a slash command"),
+                ("prompt", "Run the test suite with `pytest -q` and fix any failing test.",
+                 "a prompt or a slash command"),
                 ("cwd", ".", "working directory, relative to this file"),
-                ("env", {"PYTHONDONTWRITEBYTECODE": "1"}, "added to the environment (secret-looking values never reach logs)"),
+                ("env", {"PYTHONDONTWRITEBYTECODE": "1"},
+                 "added to the environment (secret-looking values never reach logs)"),
                 ("tags", ["tests"], ""),
             ]),
             ("[[instances]]", [

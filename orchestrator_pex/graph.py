@@ -2,10 +2,11 @@
 
 Guarantees:
 
-* :func:`validate` refuses (one :class:`~orchestrator_pex.errors.ConfigError` line naming the file and key) a
-  ``needs`` entry that names no instance of the batch, an instance that needs itself, a ``when`` without ``needs``,
-  a placeholder naming an instance that is not in the instance's ``needs``, and any cycle; a cycle is shown in one
-  line as ``a -> b -> c -> a``.
+* :func:`problems` lists every one (:func:`validate` raises the first as a one-line
+  :class:`~orchestrator_pex.errors.ConfigError` naming the file and key): a ``needs`` entry that names no instance
+  of the batch, an instance that needs itself, a ``when`` without ``needs``, a placeholder naming an instance that
+  is not in the instance's ``needs``, and a cycle (the first found); a cycle is shown in one line as
+  ``a -> b -> c -> a``.
 * A *placeholder* is ``{{NAME.FIELD}}`` with FIELD one of :data:`FIELDS` (no spaces). Any other ``{{...}}`` text
   is not a placeholder and is left as it is. :func:`fill` replaces every placeholder in one pass: the inserted
   values are data and are never scanned again (a result that itself contains ``{{a.result}}``, quotes, newlines or
@@ -56,19 +57,29 @@ def instance_texts(inst: Any) -> List[Tuple[str, str]]:
 
 def validate(instances: Sequence[Any], label: str, defaults_env: Optional[Mapping[str, str]] = None) -> None:
     """Check ``needs``, ``when`` and placeholders of ``instances`` (objects with ``name``, ``needs``, ``when`` and
-    the placeholder fields); raise :class:`ConfigError` on the first problem, in file order, then cycles."""
-    index = {inst.name: i for i, inst in enumerate(instances)}
+    the placeholder fields); raise :class:`ConfigError` on the first problem :func:`problems` finds."""
+    for key, message in problems(instances, defaults_env):
+        raise ConfigError(label, key, message)
+
+
+def problems(instances: Sequence[Any], defaults_env: Optional[Mapping[str, str]] = None) -> List[Tuple[str, str]]:
+    """``(key, message)`` of every problem of ``needs``, ``when`` and placeholders, in file order, then a cycle (the
+    first found, once)."""
+    out: List[Tuple[str, str]] = []
+    index: Dict[str, int] = {}
+    for i, inst in enumerate(instances):
+        index.setdefault(inst.name, i)
     for i, inst in enumerate(instances):
         needs = tuple(getattr(inst, "needs", None) or ())
         for j, need in enumerate(needs):
             if need == inst.name:
-                raise ConfigError(label, f"instances[{i}].needs[{j}]", f'"{need}" is the instance itself')
-            if need not in index:
-                raise ConfigError(label, f"instances[{i}].needs[{j}]", f'no instance is named "{need}"')
-            if need in needs[:j]:
-                raise ConfigError(label, f"instances[{i}].needs[{j}]", f'"{need}" is listed twice')
+                out.append((f"instances[{i}].needs[{j}]", f'"{need}" is the instance itself'))
+            elif need not in index:
+                out.append((f"instances[{i}].needs[{j}]", f'no instance is named "{need}"'))
+            elif need in needs[:j]:
+                out.append((f"instances[{i}].needs[{j}]", f'"{need}" is listed twice'))
         if getattr(inst, "when", None) is not None and not needs:
-            raise ConfigError(label, f"instances[{i}].when", "only means something with needs")
+            out.append((f"instances[{i}].when", "only means something with needs"))
         texts = instance_texts(inst)
         texts += [(f"env.{k} (from [defaults])", v) for k, v in (defaults_env or {}).items()
                   if k not in (getattr(inst, "env", None) or {})]
@@ -76,13 +87,16 @@ def validate(instances: Sequence[Any], label: str, defaults_env: Optional[Mappin
             for name, field in placeholders(text):
                 if name not in needs:
                     listed = ", ".join(needs) if needs else "nothing"
-                    raise ConfigError(label, f"instances[{i}].{key}",
-                                      f"{{{{{name}.{field}}}}} refers to \"{name}\", which is not in needs "
-                                      f"(needs {listed})")
-    cycle = find_cycle({inst.name: tuple(getattr(inst, "needs", None) or ()) for inst in instances})
+                    out.append((f"instances[{i}].{key}",
+                                f"{{{{{name}.{field}}}}} refers to \"{name}\", which is not in needs "
+                                f"(needs {listed})"))
+                    break
+    # an instance needing itself is reported above, not again as the cycle a -> a
+    cycle = find_cycle({inst.name: tuple(n for n in getattr(inst, "needs", None) or () if n != inst.name)
+                        for inst in instances})
     if cycle:
-        at = index[cycle[0]]
-        raise ConfigError(label, f"instances[{at}].needs", "dependency cycle: " + " -> ".join(cycle))
+        out.append((f"instances[{index[cycle[0]]}].needs", "dependency cycle: " + " -> ".join(cycle)))
+    return out
 
 
 def find_cycle(needs: Mapping[str, Sequence[str]]) -> Optional[List[str]]:

@@ -303,7 +303,7 @@ class Guardian:
         if os.environ.get(MARKER_ENV) == self.marker.split("=", 1)[1]:
             del os.environ[MARKER_ENV]
 
-    def __enter__(self) -> "Guardian":
+    def __enter__(self) -> Guardian:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -344,17 +344,17 @@ def start(grace: float = DEFAULT_GRACE, keep_fds: Sequence[int] = (), subreaper:
 class Protection:
     """What a protected run hands the scheduler: journal sink and guardian hooks (see :func:`protect`)."""
 
-    def __init__(self, journal, guard: Guardian) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, journal, guard: Guardian) -> None:
         self.journal = journal
         self.guardian = guard
         self.sinks = [journal]
 
-    def on_spawn(self, attempt) -> None:  # type: ignore[no-untyped-def]
+    def on_spawn(self, attempt) -> None:
         """Scheduler hook: an attempt's process (leader of its own group) exists."""
         if attempt.pid:
             self.guardian.register(attempt.pid)
 
-    def on_exit(self, attempt) -> None:  # type: ignore[no-untyped-def]
+    def on_exit(self, attempt) -> None:
         """Scheduler hook: the attempt's process group has been ended and its leader reaped."""
         if attempt.pid:
             self.guardian.unregister(attempt.pid)
@@ -386,7 +386,7 @@ class Protection:
         return {"on_spawn": self.on_spawn, "on_exit": self.on_exit, "env_add": self.env_add}
 
 
-def protect(run_dir: str, lock_handle=None, grace: float = DEFAULT_GRACE):  # type: ignore[no-untyped-def]
+def protect(run_dir: str, lock_handle=None, grace: float = DEFAULT_GRACE):
     """Context manager for one session of a run (``run`` or ``resume``), entered *before* the scheduler is built:
 
     opens ``run_dir/journal.jsonl`` (the durable sink), starts the guardian (which keeps ``lock_handle``'s descriptor
@@ -399,7 +399,7 @@ def protect(run_dir: str, lock_handle=None, grace: float = DEFAULT_GRACE):  # ty
     from orchestrator_pex import journal as journal_mod
 
     @contextlib.contextmanager
-    def manager():  # type: ignore[no-untyped-def]
+    def manager():
         jr = journal_mod.Journal.open(run_dir)
         try:
             guard = start(grace=grace, keep_fds=(lock_handle.fd,) if lock_handle is not None else ())

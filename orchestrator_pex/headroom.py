@@ -1,4 +1,7 @@
-"""Headroom: may one more instance start now? Measured from the machine, bounded by the concurrency cap.
+"""Headroom: the busy rule — may one more instance start now? Bounded by the concurrency cap.
+
+Used where the machine does not report CPU pressure (macOS; Linux without ``/proc/pressure/cpu``) or with
+``$ORCHESTRATOR_PEX_ADMISSION=busy``; elsewhere :mod:`orchestrator_pex.pressure` decides.
 
 Policy (Linux): start the next instance while fewer instances are *busy* than there are CPUs and memory stays
 above a safety margin. An instance is busy while it is starting (no output yet) or while it used at least a
@@ -62,7 +65,7 @@ class Headroom:
         self._sampled_at = -1e9
         self._proc = os.path.isdir("/proc/self")
 
-    def busy_count(self, now: float, running: Iterable[Tuple[int, bool]]) -> int:
+    def busy_count(self, now: float, running: Iterable[Tuple[Optional[int], bool]]) -> int:
         """``running``: (pid, has_output) of each running attempt; pid None for one not spawned yet."""
         resample = now - self._sampled_at >= SAMPLE_EVERY
         if resample:
@@ -93,7 +96,8 @@ class Headroom:
                     self._busy.pop(pid, None)
         return busy
 
-    def allows(self, now: float, running: Iterable[Tuple[int, bool]], kind: str) -> bool:
+    def allows(self, now: float, running: Iterable[Tuple[Optional[int], bool]], kind: str, progress: int = 0) -> bool:
+        """May one more instance of ``kind`` start? (``progress`` is for :mod:`orchestrator_pex.pressure`.)"""
         running = list(running)
         if not running:
             return True

@@ -116,7 +116,7 @@ def summary(run_dir: str) -> Dict[str, Any]:
     state, doc, problems = load(run_dir)
     meta = dict(state.run_meta) if state else {}
     doc = doc or {}
-    records: Dict[str, Dict[str, Any]] = dict(state.records) if state else {
+    records: Dict[Any, Dict[str, Any]] = dict(state.records) if state else {
         r.get("name"): r for r in doc.get("instances", []) if isinstance(r, dict)
     }
     counts: Dict[str, int] = {}
@@ -200,7 +200,7 @@ def document(run_dir: str) -> Dict[str, Any]:
     ``interrupted`` error)."""
     state, doc, problems = load(run_dir)
     if state is None:
-        return doc  # type: ignore[return-value]
+        return doc  # type: ignore[return-value]  # load() returns a doc whenever it returns no state
     if doc is not None and state.finished and not state.in_flight and agrees_with_journal(doc, state):
         return doc
     return rebuild_document(run_dir, state, doc)
@@ -221,14 +221,16 @@ def batch_instance_names(run_dir: str, state: journal.RunState, doc: Optional[Di
         if os.path.isfile(path):
             try:
                 from orchestrator_pex import config
+                from orchestrator_pex.selection import recorded_names
 
                 instances = config.load_batch(path).instances
-                return shard_names(state.run_meta, [inst.name for inst in instances],
-                                   {inst.name: inst.needs or () for inst in instances})
+                in_batch: List[str] = [str(inst.name) for inst in instances]
+                return recorded_names(state.run_meta, shard_names(state.run_meta, in_batch,
+                                                                  {inst.name: inst.needs or () for inst in instances}))
             except Exception:  # noqa: BLE001 - fall back to what the run recorded
                 break
     if doc and isinstance(doc.get("instances"), list):
-        names = [r.get("name") for r in doc["instances"] if isinstance(r, dict) and isinstance(r.get("name"), str)]
+        names = [r["name"] for r in doc["instances"] if isinstance(r, dict) and isinstance(r.get("name"), str)]
         if names:
             return names
     seen = list(dict.fromkeys([*state.starts, *state.records]))
@@ -309,6 +311,29 @@ def all_records(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, A
             else results.not_started(name, "not started: the run ended before it"))
         out.append(_complete(record))
     out.extend(_complete(r) for r in records.values())  # recorded but no longer in the batch copy
+    return _with_batch_labels(run_dir, state, out)
+
+
+def _with_batch_labels(run_dir: str, state: journal.RunState, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Records the journal did not write (running, pending, interrupted) get ``tags`` and ``description`` from the
+    run's batch copy; a record that carries its own keeps them."""
+    if all(r.get("tags") or r.get("description") is not None for r in records):
+        return records
+    copy = state.run_meta.get("batch_copy")
+    path = os.path.join(run_dir, copy) if isinstance(copy, str) and copy and "/" not in copy else ""
+    try:
+        from orchestrator_pex import config
+
+        labels = {i.name: (list(i.tags or ()), i.description)
+                  for i in config.apply_defaults(config.load_batch(path))} if os.path.isfile(path) else {}
+    except Exception:  # noqa: BLE001 - an unreadable copy only costs the labels
+        labels = {}
+    out = []
+    for record in records:
+        tags, description = labels.get(record.get("name"), ([], None))  # type: ignore[arg-type]
+        if not record.get("tags") and record.get("description") is None and (tags or description is not None):
+            record = {**record, "tags": tags, "description": description}
+        out.append(record)
     return out
 
 
@@ -355,7 +380,7 @@ def prune(results_dir: str, keep: Optional[int] = None, older_than_days: Optiona
     if keep is not None:
         victims = runs[: max(0, len(runs) - keep)]
     else:
-        cutoff = time.time() - float(older_than_days) * 86400  # type: ignore[arg-type]
+        cutoff = time.time() - float(older_than_days) * 86400  # type: ignore[arg-type]  # set when keep is None
         victims = [r for r in runs if _started_epoch(r) < cutoff]
     removed: List[Dict[str, Any]] = []
     skipped: List[Dict[str, Any]] = []

@@ -33,7 +33,7 @@ MAX_SUMMARY = 300
 def leaf(exc: BaseException) -> BaseException:
     """The first non-group exception inside ``exc`` (nested exception groups from trio nurseries)."""
     while getattr(exc, "exceptions", None):
-        exc = exc.exceptions[0]  # type: ignore[attr-defined]
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]  # an ExceptionGroup (checked by getattr above)
     return exc
 
 
@@ -86,5 +86,5 @@ def save_anywhere(exc: BaseException) -> Optional[str]:
         with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             f.write(format_traceback(exc))
         return path
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - last resort: saving the traceback must never raise
         return None

@@ -18,9 +18,9 @@ event/fsync counts to that file (benchmarks).
 Reading: :func:`read_journal` recovers every valid line. A torn last line (the process died mid-write), undecodable
 or non-JSON lines, and exact duplicates of state events (run/instance started/finished) are reported as *problems*,
 never raised; only a journal with no usable ``run_started`` event (or one that cannot be read at all) raises
-:class:`RunDirError`. :func:`load_run` also trusts a success recorded in ``results.json`` that the journal lost. :func:`replay` folds events into
-``(run_meta, records_by_name)`` where a later record replaces an earlier one for the same instance, except that a
-recorded success is never replaced.
+:class:`RunDirError`. :func:`load_run` also trusts a success recorded in ``results.json`` that the journal lost.
+:func:`replay` folds events into ``(run_meta, records_by_name)`` where a later record replaces an earlier one for
+the same instance, except that a recorded success is never replaced.
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from orchestrator_pex import strictjson
 from orchestrator_pex.errors import RunDirError
 from orchestrator_pex.vocabulary import FAILED_STATUSES, SCHEMA_VERSION, InstanceStatus
+
+if TYPE_CHECKING:  # trio is imported where it is used: reading a journal needs no event loop
+    import trio
 
 JOURNAL_NAME = "journal.jsonl"
 
@@ -78,7 +81,7 @@ class Journal:
         self._next_seq = 1  # sequence number of the next event emitted
         self._durable_seq = 0  # every event with seq <= this is on disk
         self._flushing = False
-        self._flush_done = None  # trio.Event, created lazily inside trio
+        self._flush_done: Optional[trio.Event] = None  # created lazily inside trio
         self._failure: Optional[BaseException] = None
         #: added to every run_started event written (keys the event already has win): lets ``runs list`` tell a
         #: live run from an interrupted one
@@ -89,7 +92,7 @@ class Journal:
         self.fsync_seconds = 0.0
 
     @classmethod
-    def open(cls, run_dir: str) -> "Journal":
+    def open(cls, run_dir: str) -> Journal:
         """Open (creating if needed) ``run_dir/journal.jsonl`` for appending."""
         path = journal_path(run_dir)
         try:
@@ -199,7 +202,7 @@ class Journal:
         except OSError:
             pass
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc: object) -> None:

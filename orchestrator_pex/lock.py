@@ -72,7 +72,7 @@ def holder_description(path: str) -> str:
     """What is known of the process holding ``path``: the pid it wrote, else the pid /proc/locks shows."""
     info = ""
     try:
-        with open(path, "r", encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             info = f.read(4096).strip()
     except OSError:
         pass
@@ -89,7 +89,7 @@ def holder_description(path: str) -> str:
 def _pid_from_proc_locks(path: str) -> Optional[str]:
     try:
         st = os.stat(path)
-        with open("/proc/locks", "r") as f:
+        with open("/proc/locks") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
@@ -218,9 +218,10 @@ def wait_seconds(text: str) -> float:
     return convert(text)
 
 
-def add_lock_arguments(parser) -> None:  # type: ignore[no-untyped-def]
+def add_lock_arguments(parser) -> None:
     """``--lock PATH`` and ``--wait-lock SECONDS`` for commands that run a batch."""
-    parser.add_argument("--lock", metavar="PATH", help="lock file to use instead of the one derived from the batch path")
+    parser.add_argument("--lock", metavar="PATH",
+                        help="lock file to use instead of the one derived from the batch path")
     parser.add_argument(
         "--wait-lock",
         metavar="SECONDS",

@@ -3,9 +3,10 @@
 Nothing here starts a process. :func:`make_plan` resolves each agent's executable (``claude``, ``codex``,
 ``gemini``), each generic instance's ``argv[0]`` (against the PATH the instance will run with) and each working
 directory, and applies ``[defaults]``; each prompt instance's argv comes from its agent's dialect
-(:mod:`orchestrator_pex.agents`). :func:`preflight_agents` checks, before anything starts, that every agent the batch
-uses answers ``--version`` and that no instance asks for what cannot work (``bypassPermissions`` as root for Claude
-Code, a ``CODEX_HOME`` that is not an existing writable directory for Codex).
+(:mod:`orchestrator_pex.agents`). :func:`preflight_problems` lists, before anything starts, every reason the run
+cannot start (an agent the batch uses missing or not answering ``--version``, a program or working directory
+missing, ``bypassPermissions`` as root for Claude Code, a ``CODEX_HOME`` that is not an existing writable directory
+for Codex, an unusable worktree repository or base); :func:`preflight_agents` raises them all at once.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import os
 import subprocess
 import sys
 import uuid
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import attrs
 
 from orchestrator_pex.agents import AGENTS, dialect
 from orchestrator_pex.agents.claude import claude_argv
 from orchestrator_pex.config import AGENT_SIM, Batch, Instance, Prose, Text, apply_defaults
-from orchestrator_pex.errors import UsageError
+from orchestrator_pex.errors import Problem, Problems, UsageError
 
 
 @attrs.frozen
@@ -48,6 +49,8 @@ class Plan:
     forbidden_tools: Tuple[str, ...] = ()  # the site policy's, in every Claude instance's --disallowedTools
     agents: Dict[str, Tuple[str, ...]] = attrs.field(factory=dict)  # every agent's argv prefix, by agent name
     specs: Dict[str, str] = attrs.field(factory=dict)  # every agent's executable as given (``@agent-sim`` ...)
+    env_file: Optional[str] = None  # the env file in force (orchestrator_pex.envfile), absolute
+    env_file_values: Dict[str, str] = attrs.field(factory=dict, repr=False)  # its values: all secret
 
 
 def self_argv() -> Tuple[str, ...]:
@@ -116,7 +119,8 @@ def resolve_agent(spec: str, batch_dir: str, agent: str = "claude") -> Tuple[str
 
 
 def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Sequence[str] = (), *,
-              codex: Optional[str] = None, gemini: Optional[str] = None) -> Plan:
+              codex: Optional[str] = None, gemini: Optional[str] = None,
+              env_file: Optional[str] = None) -> Plan:
     """Resolve every instance of ``batch``; ``claude``/``codex``/``gemini`` (from the command line) override the
     batch's executables of those agents.
 
@@ -125,19 +129,26 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
     the instance's own environment and from its working directory), so the policy check, preflight and the exec
     all use that one path; a program that cannot be found stays as written (preflight refuses it).
     ``forbidden_tools`` are passed to every Claude instance as ``--disallowedTools`` (see :func:`claude_argv`).
+    ``env_file`` (``--env-file``) replaces the batch's ``env_file`` (:mod:`orchestrator_pex.envfile`); the file's
+    values come first in each instance's ``env_add`` (``[defaults].env`` and the instance's ``env`` override them).
     """
+    from orchestrator_pex import envfile
+
     batch_dir = os.path.dirname(batch.path) or os.getcwd()
     given = {"claude": claude, "codex": codex, "gemini": gemini}
     specs = {name: given[name] or getattr(batch, name) for name in AGENTS}
     prefixes = {name: resolve_agent(specs[name], os.getcwd() if given[name] else batch_dir, name) for name in AGENTS}
+    env_path = envfile.resolve(env_file, batch.env_file, batch.path)
+    file_env = envfile.load(env_path) if env_path else {}
     launches = []
     for inst in apply_defaults(batch):
-        cwd = inst.cwd
+        cwd: Optional[str] = inst.cwd
         if cwd is not None:
             cwd = os.path.realpath(os.path.join(batch_dir, cwd))
-        env_add = dict(inst.env or {})
-        if inst.argv is not None:
-            found = find_program(inst.argv[0], instance_path(inst), cwd)
+        env_add = {**file_env, **(inst.env or {})}
+        if inst.argv is not None:  # the PATH the child gets: the env file's counts too
+            path = env_add["PATH"] if "PATH" in env_add else instance_path(inst)
+            found = find_program(inst.argv[0], path, cwd)
             kind, argv = "generic", ((found, *inst.argv[1:]) if found else inst.argv)
         elif (inst.agent or "claude") == "claude":
             kind, argv = "claude", _unfilled(lambda x: claude_argv(prefixes["claude"], x, forbidden_tools), inst)
@@ -148,7 +159,7 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
             env_add = {**agent_dialect.headless_env(inst), **env_add}
         launches.append(Launch(instance=inst, kind=kind, argv=tuple(argv), env_add=env_add, cwd=cwd))
     return Plan(batch=batch, agent=prefixes["claude"], launches=tuple(launches), agents=prefixes, specs=specs,
-                forbidden_tools=tuple(forbidden_tools))
+                forbidden_tools=tuple(forbidden_tools), env_file=env_path, env_file_values=file_env)
 
 
 def forbid_tools(plan: Plan, forbidden: Sequence[str]) -> Plan:
@@ -225,10 +236,10 @@ def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> La
         elif argv:
             found = find_program(argv[0], instance_path(inst), launch.cwd)
             argv = (found, *argv[1:]) if found else argv
-        env_add = dict(inst.env or {})
+        env_add = {**plan.env_file_values, **(inst.env or {})}  # the env file's values stay, as in make_plan
     elif launch.kind == "claude":
         argv = claude_argv(plan.agents.get("claude") or plan.agent, inst, plan.forbidden_tools)
-        env_add = dict(inst.env or {})
+        env_add = {**plan.env_file_values, **(inst.env or {})}
     else:
         if inst.resume is not None and inst.resume != launch.instance.resume and inst.resume.startswith("-"):
             # Codex and Gemini take resume verbatim (no UUID mapping): a filled value must not become an option
@@ -236,7 +247,8 @@ def filled(plan: Plan, launch: Launch, records: Dict[str, Dict[str, Any]]) -> La
                             "read it as an option)")
         agent_dialect = dialect(launch.kind)
         argv = agent_dialect.argv(plan.agents[launch.kind], inst)
-        env_add = {**agent_dialect.headless_env(inst), **(inst.env or {})}
+        # the env file's values stay under the instance's env (filled), as in make_plan
+        env_add = {**agent_dialect.headless_env(inst), **plan.env_file_values, **(inst.env or {})}
     return attrs.evolve(launch, instance=inst, argv=tuple(argv), env_add=env_add)
 
 
@@ -255,62 +267,81 @@ def version_of(versions: Dict[str, str]) -> Optional[str]:
 def preflight_agents(plan: Plan, timeout: float = 30.0) -> Dict[str, str]:
     """Check the run can start; return each used agent's ``--version`` line, by agent name, in batch order.
 
-    Raises :class:`UsageError` (exit 2, nothing started) if an agent is missing or does not answer, if a working
-    directory is missing, if an instance asks for ``bypassPermissions`` while running as root (Claude Code
-    refuses that itself, after start-up: better to say so before anything runs), or if a Codex instance's
-    ``CODEX_HOME`` is not an existing writable directory.
+    Raises :class:`~orchestrator_pex.errors.Problems` (exit 2, nothing started; every problem of
+    :func:`preflight_problems`, one line each) if anything is wrong.
     """
-    problems = []
+    problems, versions = preflight_problems(plan, timeout)
+    if problems:
+        raise Problems(problems)
+    return versions
+
+
+def preflight_problems(plan: Plan, timeout: float = 30.0) -> Tuple[List[Problem], Dict[str, str]]:
+    """Every reason the run cannot start, in batch order, and each used agent's ``--version`` line by agent name
+    (those that answered).
+
+    Checked for each instance: ``bypassPermissions`` while running as root (Claude Code refuses that itself, after
+    start-up: better to say so before anything runs), a working directory that is missing, a generic instance's
+    program not found on the PATH it will run with (or not executable), a Codex instance's ``CODEX_HOME`` that is
+    not an existing writable directory, a worktree instance's repository or base that cannot be used; then each
+    agent the batch uses (key ``claude``, ``codex`` or ``gemini``): its executable is found and answers
+    ``--version`` (exit 0, some output) within ``timeout`` seconds. Starts nothing but ``AGENT --version``.
+    """
+    problems: List[Problem] = []
     label = os.path.basename(plan.batch.path)
+    index: Dict[str, int] = {}
     for i, launch in enumerate(plan.launches):
+        index.setdefault(launch.name, i)
         inst = launch.instance
         if launch.kind == "claude" and inst.permission_mode == "bypassPermissions" and _is_root():
-            problems.append(
-                f"{label}: instances[{i}].permission_mode: bypassPermissions cannot be used as root "
-                "(Claude Code refuses it); use acceptEdits with allowed_tools, or run as another user"
-            )
+            problems.append(Problem(
+                label, f"instances[{i}].permission_mode", "bypassPermissions cannot be used as root "
+                "(Claude Code refuses it); use acceptEdits with allowed_tools, or run as another user"))
         if launch.cwd is not None and not os.path.isdir(launch.cwd):
-            problems.append(f"{label}: instances[{i}].cwd: no such directory: {launch.cwd}")
+            problems.append(Problem(label, f"instances[{i}].cwd", f"no such directory: {launch.cwd}"))
         if launch.kind == "generic" and not _executable(launch.argv[0]):
-            problems.append(f"{label}: instances[{i}].argv: program not found or not executable: {launch.argv[0]}")
+            problems.append(Problem(label, f"instances[{i}].argv",
+                                    f"program not found or not executable: {launch.argv[0]}"))
         if launch.kind == "codex":
             problem = _codex_home_problem(launch.env_add)
             if problem:
-                problems.append(f"{label}: instances[{i}].env.CODEX_HOME: {problem}")
+                problems.append(Problem(label, f"instances[{i}].env.CODEX_HOME", problem))
     if any(launch.instance.workspace == "worktree" for launch in plan.launches):
         from orchestrator_pex import workspace
 
         batch_dir = os.path.dirname(plan.batch.path) or os.getcwd()
-        problems += [f"{label}: {p}" for p in workspace.preflight(plan.launches, batch_dir)]
-    if problems:
-        raise UsageError("; ".join(problems) if len(problems) == 1 else "\n  ".join(["preflight failed:", *problems]))
+        for name, message in workspace.preflight_problems(plan.launches, batch_dir):
+            problems.append(Problem(label, f"instances[{index[name]}].workspace", message))
     versions: Dict[str, str] = {}
     for launch in plan.launches:
         if launch.kind != "generic" and launch.kind not in versions:
-            versions[launch.kind] = _probe(plan, launch.kind, timeout)
-    return versions
+            version, problem = _probe(plan, launch.kind, timeout)
+            versions[launch.kind] = version or ""
+            if problem:
+                problems.append(Problem(label, launch.kind, problem))
+    return problems, {agent: v for agent, v in versions.items() if v}
 
 
-def _probe(plan: Plan, agent: str, timeout: float) -> str:
-    """``agent --version``'s first line; UsageError if it is missing or does not answer."""
+def _probe(plan: Plan, agent: str, timeout: float) -> Tuple[Optional[str], Optional[str]]:
+    """``(agent --version's first line, None)``, or ``(None, why)`` if it is missing or does not answer."""
     prefix = plan.agents.get(agent) or plan.agent
     if plan.specs.get(agent, plan.batch.claude if agent == "claude" else None) == AGENT_SIM \
             and "agent-sim" in prefix:  # built in: nothing to probe
         from orchestrator_pex.agent_sim import version_line
 
-        return version_line(agent)
+        return version_line(agent), None
     if not _executable(prefix[0]):
-        raise UsageError(f"agent executable not found: {prefix[0]} ({dialect(agent).install_hint} in the batch file)")
+        return None, f"agent executable not found: {prefix[0]} ({dialect(agent).install_hint} in the batch file)"
     try:
         done = subprocess.run([*prefix, "--version"], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise UsageError(f"agent did not answer --version within {timeout:g}s: {prefix[0]}") from None
+        return None, f"agent did not answer --version within {timeout:g}s: {prefix[0]}"
     except OSError as exc:
-        raise UsageError(f"agent cannot be started: {prefix[0]}: {exc.strerror}") from None
+        return None, f"agent cannot be started: {prefix[0]}: {exc.strerror}"
     text = done.stdout.decode("utf-8", "replace").strip()
     if done.returncode != 0 or not text:
-        raise UsageError(f"agent failed `--version` (exit status {done.returncode}): {prefix[0]}")
-    return text.splitlines()[0]
+        return None, f"agent failed `--version` (exit status {done.returncode}): {prefix[0]}"
+    return text.splitlines()[0], None
 
 
 def _codex_home_problem(env_add: Dict[str, str]) -> Optional[str]:

@@ -62,7 +62,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-from orchestrator_pex.errors import ConfigError, UsageError, describe, located, unknown_key
+from orchestrator_pex.errors import ConfigError, describe, located, unknown_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -211,15 +211,25 @@ def check(
     policy: Policy,
     batch: Any,
     batch_file: str,
+    **options: Any,
+) -> List[str]:
+    """Every violation (:func:`violations`) as one line ``batch_file: KEY: message``."""
+    return [located(batch_file, key, message) for key, message in violations(policy, batch, **options)]
+
+
+def violations(
+    policy: Policy,
+    batch: Any,
     *,
     concurrency: Optional[int] = None,
     default_cwd: Optional[str] = None,
     results_dir: Optional[str] = None,
     plan: Any = None,
-) -> List[str]:
-    """Every violation of ``policy`` by ``batch`` (a :class:`orchestrator_pex.config.Batch`), in file order.
+) -> List[Tuple[str, str]]:
+    """``(key, message)`` of every violation of ``policy`` by ``batch`` (a :class:`orchestrator_pex.config.Batch`),
+    in file order.
 
-    Instances are checked with defaults applied. ``batch_file`` is how the batch is named in messages.
+    Instances are checked with defaults applied.
     ``concurrency`` is a command-line override of the batch's own value. ``default_cwd`` is where an instance
     without ``cwd`` runs (default: the current directory); a relative ``cwd`` resolves against the batch file's
     folder. ``results_dir`` is where the run directory will be made (worktrees go in ``RUN_DIR/worktrees``;
@@ -231,10 +241,10 @@ def check(
     from orchestrator_pex.config import AGENT_SIM, apply_defaults
 
     where = f"policy {policy.path}"
-    out: List[str] = []
+    out: List[Tuple[str, str]] = []
 
     def bad(key: str, message: str) -> None:
-        out.append(located(batch_file, key, message))
+        out.append((key, message))
 
     effective = concurrency if concurrency is not None else batch.concurrency
     if policy.max_concurrency is not None:
@@ -277,12 +287,14 @@ def check(
         if is_claude and policy.allowed_permission_modes is not None:
             mode = inst.permission_mode or "default"
             if mode not in policy.allowed_permission_modes:
-                bad(f"{at}.permission_mode", f'"{mode}" not allowed by {where}: allowed {_listed(policy.allowed_permission_modes)}')
+                bad(f"{at}.permission_mode",
+                    f'"{mode}" not allowed by {where}: allowed {_listed(policy.allowed_permission_modes)}')
         if is_claude and policy.forbidden_tools:
             forbidden = set(policy.forbidden_tools)
             for j, spec in enumerate(inst.allowed_tools or ()):
                 if _tool_base(spec) in forbidden:
-                    bad(f"{at}.allowed_tools[{j}]", f'"{spec}" is forbidden by {where}: forbidden {_listed(policy.forbidden_tools)}')
+                    bad(f"{at}.allowed_tools[{j}]",
+                        f'"{spec}" is forbidden by {where}: forbidden {_listed(policy.forbidden_tools)}')
         if policy.require_timeout and inst.timeout is None:
             bad(f"{at}.timeout", f"not set; {where} requires a timeout for every instance")
         if policy.max_timeout is not None and inst.timeout is not None and inst.timeout > policy.max_timeout:
@@ -294,16 +306,20 @@ def check(
             and inst.max_cost_usd is not None
             and inst.max_cost_usd > policy.max_instance_cost_usd
         ):
-            bad(f"{at}.max_cost_usd", f"{inst.max_cost_usd:g} exceeds the maximum {policy.max_instance_cost_usd:g} dollars of {where}")
-        if is_claude and policy.max_instance_cost_usd is not None and inst.max_cost_usd is None and inst.max_tokens is None:
-            bad(f"{at}.max_cost_usd", f"not set; {where} allows at most {policy.max_instance_cost_usd:g} dollars per instance")
+            bad(f"{at}.max_cost_usd",
+                f"{inst.max_cost_usd:g} exceeds the maximum {policy.max_instance_cost_usd:g} dollars of {where}")
+        if (is_claude and policy.max_instance_cost_usd is not None and inst.max_cost_usd is None
+                and inst.max_tokens is None):
+            bad(f"{at}.max_cost_usd",
+                f"not set; {where} allows at most {policy.max_instance_cost_usd:g} dollars per instance")
         if policy.allowed_cwd_prefixes is not None:
             cwd = launch.cwd if launch is not None and launch.cwd is not None else \
                 os.path.realpath(os.path.join(base_dir, inst.cwd) if inst.cwd else run_dir)
             prefixes = [os.path.realpath(p) for p in policy.allowed_cwd_prefixes]
             if not any(_under(cwd, p) for p in prefixes):
                 shown = f'"{inst.cwd}" ({cwd})' if inst.cwd else f"not set (runs in {cwd})"
-                bad(f"{at}.cwd", f"{shown} not allowed by {where}: allowed under {_listed(policy.allowed_cwd_prefixes)}")
+                bad(f"{at}.cwd",
+                    f"{shown} not allowed by {where}: allowed under {_listed(policy.allowed_cwd_prefixes)}")
         if is_claude and policy.allowed_models is not None:
             if inst.model is None:
                 bad(f"{at}.model", f"not set; {where} requires one of {_listed(policy.allowed_models)}")
@@ -316,7 +332,7 @@ def check(
                 if allowed is not None and not any(_under(where_wt, os.path.realpath(p)) for p in allowed):
                     bad(f"{at}.workspace", f'worktrees in {where_wt} not allowed by {where} ({rule}): allowed under '
                         f"{_listed(allowed)}")
-        if not is_claude and policy.allowed_executables is not None:
+        if inst.argv is not None and policy.allowed_executables is not None:  # not is_claude
             exe = inst.argv[0]
             from orchestrator_pex.graph import placeholders
 
@@ -341,19 +357,15 @@ def check(
 def enforce(plan: Any, policy_flag: Optional[str] = None, concurrency: Optional[int] = None,
             results_dir: Optional[str] = None) -> Any:
     """Refuse a plan that violates the site policy in force (``policy_flag``: ``--policy FILE``; see
-    :func:`policy_path`), listing every violation (:class:`UsageError`, one per line, exit 2). Returns the plan to
-    run: with the policy's ``forbidden_tools`` passed to Claude as ``--disallowedTools``. ``concurrency`` is the
-    ``--concurrency`` given, if any; ``results_dir`` where the run directory goes (worktrees are made there)."""
-    from orchestrator_pex.plan import forbid_tools
+    :func:`policy_path`), listing every violation, one line each (:class:`~orchestrator_pex.errors.Problems`,
+    exit 2). Returns the plan to run: with the policy's ``forbidden_tools`` passed to Claude as
+    ``--disallowedTools``. ``concurrency`` is the ``--concurrency`` given, if any; ``results_dir`` where the run
+    directory goes (worktrees are made there). ``run`` and ``validate`` check the policy through
+    :func:`orchestrator_pex.checks.examine`, which shares these checks; ``resume`` uses this."""
+    from orchestrator_pex import checks
+    from orchestrator_pex.errors import Problems
 
-    path = policy_path(policy_flag)
-    if path is None:
-        return plan
-    rules = load_policy(path)
-    violations = check(rules, plan.batch, os.path.basename(plan.batch.path), concurrency=concurrency,
-                       results_dir=results_dir, plan=plan)
-    if violations:
-        error = UsageError("\n  ".join([f"the batch violates the site policy {path}:", *violations]))
-        error.multiline = True  # one violation per line
-        raise error
-    return forbid_tools(plan, rules.forbidden_tools)
+    plan, problems = checks.policy_problems(plan, policy_flag, concurrency=concurrency, results_dir=results_dir)
+    if problems:
+        raise Problems(problems)
+    return plan

@@ -62,7 +62,8 @@ def price_for(model: str | None) -> Price:
 
 
 def estimate_cost(model: str | None, tokens: Mapping[str, int]) -> float:
-    """Dollar cost of ``tokens`` (keys ``input``, ``output``, ``cache_creation``, ``cache_read``) at ``model``'s price."""
+    """Dollar cost of ``tokens`` (keys ``input``, ``output``, ``cache_creation``, ``cache_read``) at ``model``'s
+    price."""
     p = price_for(model)
     micro = (
         tokens.get("input", 0) * p.input
@@ -71,3 +72,12 @@ def estimate_cost(model: str | None, tokens: Mapping[str, int]) -> float:
         + tokens.get("cache_read", 0) * p.cache_read
     )
     return round(micro / 1_000_000, 6)
+
+
+#: Model aliases the agent CLIs resolve themselves (Claude Code: ``--model sonnet``); known without a price entry.
+ALIASES = ("default", "sonnet", "opus", "haiku", "opusplan", "sonnet[1m]", "opus[1m]")
+
+
+def is_known(model: str) -> bool:
+    """Is ``model`` in the price table (by prefix) or an alias? ``validate`` and ``run`` warn about other names."""
+    return model in ALIASES or any(model.startswith(prefix) for prefix, _ in _PRICES)

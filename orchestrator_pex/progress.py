@@ -168,7 +168,9 @@ def from_journal(events: Iterable[Mapping[str, Any]], names: Sequence[str], *,
         elif kind == "instance_retry" and isinstance(name, str) and name in rows:
             rows[name] = attrs.evolve(rows[name], state=InstanceStatus.RETRYING)
         elif kind == "instance_finished" and isinstance(name, str) and isinstance(e.get("record"), dict):
-            rows[name] = row_from_record(e["record"])
+            tags = e["record"].get("tags")
+            tags = [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else ()
+            rows[name] = row_from_record(e["record"], tags)
     ordered = tuple(rows.values())
     return Progress(
         rows=ordered, started_at=started_at or time.time(), tokens=sum(r.tokens for r in ordered),

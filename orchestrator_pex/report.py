@@ -7,7 +7,7 @@ Forms (``--progress``), all on stderr (stdout is reserved for ``--json`` and ``-
   terminal size at every redraw and never draws a line as wide as the terminal nor more lines than it is tall:
   running instances come first, then failed, then succeeded, then pending ones, each group in batch order; what does
   not fit is folded into one count line; columns are dropped by priority (NAME, STATE, TIME, TOKENS, COST first;
-  BUDGET, MODEL, CACHE, TOOLS, ATT later). Event lines scroll above it; when the run ends the view is erased, so the
+  BUDGET, MODEL, CACHE, TOOLS, ATT, TAGS later). Event lines scroll above it; when the run ends the view is erased, so
   scrollback keeps the event lines and the final summary table once, never redrawn copies.
 * ``lines`` — plain timestamped lines (no escape codes) per event, and a one-line summary every ``summary_every``
   seconds: for cron, Ansible, systemd;
@@ -36,8 +36,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 from orchestrator_pex import strictjson
 from orchestrator_pex.errors import plural
 from orchestrator_pex.progress import ACTIVE, Progress, Row
-from orchestrator_pex.results import SCHEMA_VERSION, iso
-from orchestrator_pex.vocabulary import InstanceStatus
+from orchestrator_pex.results import iso
+from orchestrator_pex.vocabulary import SCHEMA_VERSION, InstanceStatus
 
 PROGRESS_MODES = ("auto", "table", "lines", "json", "none")
 _CLEAR_LINE = "\x1b[2K"
@@ -85,7 +85,7 @@ def choose_mode(progress: str, stream: TextIO = sys.stderr) -> str:
 _COLUMNS: Tuple[Tuple[str, int, int, bool], ...] = (
     ("NAME", 0, 8, False), ("STATE", 0, 9, False), ("TIME", 1, 5, True), ("TOKENS", 1, 6, True),
     ("COST", 2, 7, True), ("BUDGET", 3, 6, False), ("MODEL", 4, 5, False), ("CACHE", 5, 5, True),
-    ("TOOLS", 6, 5, True), ("ATT", 7, 3, True),
+    ("TOOLS", 6, 5, True), ("ATT", 7, 3, True), ("TAGS", 8, 4, False),
 )
 
 
@@ -96,6 +96,7 @@ def _cells(row: Row, now: float) -> Dict[str, str]:
         "TOKENS": "-" if waiting else fmt_tokens(row.tokens), "COST": "-" if waiting else f"${row.cost_usd:.4f}",
         "BUDGET": row.budget or "-", "MODEL": row.model or "-", "CACHE": "-" if waiting else fmt_tokens(row.cache),
         "TOOLS": "-" if waiting else str(row.tools), "ATT": str(row.attempts) if row.attempts else "-",
+        "TAGS": ",".join(row.tags)[:24] or "-",
     }
 
 
@@ -147,10 +148,11 @@ def render_table(p: Progress, width: int, height: int, now: float) -> List[str]:
     shown = ordered if len(ordered) <= room else ordered[: max(0, room - 1)]
     folded = ordered[len(shown):]
     cells = [_cells(r, now) for r in shown]
-    columns = [c for c in _COLUMNS if c[0] != "BUDGET" or any(r.budget for r in shown)]
+    columns = [c for c in _COLUMNS if (c[0] != "BUDGET" or any(r.budget for r in shown))
+               and (c[0] != "TAGS" or any(r.tags for r in shown))]
     widths = {t: max([len(t)] + [len(c[t]) for c in cells]) for t, *_ in columns}
 
-    def total(cols) -> int:
+    def total(cols: Sequence[Tuple[str, int, int, bool]]) -> int:
         return sum(widths[t] for t, *_ in cols) + 2 * (len(cols) - 1)
 
     while total(columns) > width and len(columns) > 2:

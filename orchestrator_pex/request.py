@@ -30,6 +30,8 @@ class RunOptions:
     metrics_file: Optional[str] = None  #: Prometheus textfile metrics (None: the batch's ``metrics_file``)
     lock: Optional[str] = None  #: lock file instead of the one derived from the batch path
     wait_lock: Optional[float] = None  #: seconds to wait for a held lock
+    env_file: Optional[str] = None  #: ``--env-file`` (None: the batch's ``env_file``, if any)
+    selection: Any = None  #: :class:`orchestrator_pex.selection.Selection` (``--only``/``--tags``/``--exclude``)
 
     @classmethod
     def from_args(cls, args: Any) -> RunOptions:
@@ -52,4 +54,15 @@ class RunOptions:
             metrics_file=get("metrics_file"),
             lock=get("lock"),
             wait_lock=get("wait_lock"),
+            env_file=get("env_file"),
+            selection=_selection(args),
         )
+
+
+def _selection(args: Any) -> Any:
+    """The ``--only``/``--tags``/``--exclude`` selection of ``args`` (None: the command takes none)."""
+    if not any(hasattr(args, name) for name in ("only", "tags", "exclude")):
+        return None
+    from orchestrator_pex.selection import Selection
+
+    return Selection.from_args(args)

@@ -82,8 +82,11 @@ def new_run_id(batch_path: str, now: float) -> str:
     return f"{stamp}-{stem}-{secrets.token_hex(2)}"
 
 
-def not_started(name: str, error: Optional[str] = None) -> Dict[str, Any]:
-    return instance_record(name, InstanceStatus.NOT_STARTED, [], stdout_log=None, stderr_log=None, error=error)
+def not_started(name: str, error: Optional[str] = None, *, tags: Sequence[str] = (),
+                description: Optional[str] = None) -> Dict[str, Any]:
+    return instance_record(name, InstanceStatus.NOT_STARTED, [], stdout_log=None, stderr_log=None, error=error,
+                           tags=tags,
+                           description=description)
 
 
 def skipped(name: str, error: str) -> Dict[str, Any]:
@@ -102,6 +105,8 @@ def instance_record(
     workspace: Optional[Dict[str, Any]] = None,
     agent: Optional[str] = None,
     session_name: Optional[str] = None,
+    tags: Sequence[str] = (),
+    description: Optional[str] = None,
 ) -> Dict[str, Any]:
     """One entry of ``instances``: every attempt's tokens and cost are summed (retries are never free).
 
@@ -160,6 +165,8 @@ def instance_record(
         "stdout_log": stdout_log,
         "stderr_log": stderr_log,
         "workspace": workspace,
+        "tags": list(tags),
+        "description": description,
     }
 
 

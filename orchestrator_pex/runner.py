@@ -146,7 +146,9 @@ async def execute(
         failure = exc
         records = await _record_failure(scheduler, run_dir, exc, run_meta)
     by_name = {**(prior or {}), **{r["name"]: r for r in records}}
-    ordered = [by_name.get(l.name) or results.not_started(l.name) for l in plan.launches]
+    ordered = [by_name.get(launch.name) or results.not_started(launch.name, tags=launch.instance.tags or (),
+                                                                description=launch.instance.description)
+               for launch in plan.launches]
     status = vocabulary.run_status(ordered, interrupted=sig.received is not None,
                                    budget_stopped=scheduler.budget_stopped)
     if failure is not None:
@@ -179,10 +181,10 @@ async def _record_failure(
     """The run boundary's bookkeeping: save the traceback, describe it in ``run_meta["internal_error"]``, and
     return every instance's record (instances never launched: ``not-started``, journaled best-effort)."""
     redactor = scheduler._redactor
-    path = internal_errors.save(run_dir, internal_errors.RUN_LABEL, exc, redactor.scrub if redactor else None)
+    path = internal_errors.save(run_dir, internal_errors.RUN_LABEL, exc, redactor.scrub_text if redactor else None)
     message = f"{internal_errors.PREFIX} {internal_errors.summary(exc)}"
     if redactor is not None:
-        message = redactor.scrub(message)
+        message = redactor.scrub_text(message)
     run_meta["internal_error"] = {"error": message, "traceback": path}
     unrecorded = {s.launch.name for s in scheduler.states if s.record is None}
     records = scheduler.records_so_far("not started: the orchestrator failed (see internal_error)")
@@ -207,6 +209,8 @@ async def _watch_signals(scheduler: Scheduler, sig: _Signals, wait_scope: trio.C
                 scheduler.interrupt()
             else:  # asked twice: no more grace
                 for attempt in scheduler.attempts_running():
+                    if attempt.pid is None:  # never: running attempts have a pid (and killpg(0) is our own group)
+                        continue
                     try:
                         os.killpg(attempt.pid, signal.SIGKILL)
                     except OSError:
@@ -233,7 +237,7 @@ async def _write_outputs(doc: Dict[str, Any], run_dir: str, plan: Plan, console:
     if metrics_file:
         try:
             await trio.to_thread.run_sync(metrics.write, metrics_file, doc, time.time())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - metrics are a view; the run's results stand without them
             await console.emit({"event": "warning", "message": f"{metrics_file}: metrics not written: {exc}"})
 
 

@@ -30,18 +30,22 @@ Time rules (one watcher task per attempt decides both; nothing else ends an atte
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import select
 import signal
 import subprocess
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import trio
 
 from orchestrator_pex.accounting import Accounting
 from orchestrator_pex.vocabulary import InstanceStatus
+
+if TYPE_CHECKING:  # annotations only
+    from orchestrator_pex.secrets import Redactor, StreamScrubber
 
 CHUNK = 64 * 1024
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
@@ -80,7 +84,7 @@ class PauseClock:
         return self.paused
 
 
-_CLOCK: trio.lowlevel.RunVar = trio.lowlevel.RunVar("orchestrator_pex_pause_clock")
+_CLOCK: trio.lowlevel.RunVar[PauseClock] = trio.lowlevel.RunVar("orchestrator_pex_pause_clock")
 
 
 def pause_clock() -> PauseClock:
@@ -138,7 +142,7 @@ async def run_attempt(
     max_line: int = DEFAULT_MAX_LINE,
     on_output: Callable[[Attempt], None] = lambda a: None,
     on_spawn: Callable[[Attempt], None] = lambda a: None,
-    redactor=None,
+    redactor: Optional[Redactor] = None,
 ) -> None:
     """Run ``argv`` to the end; fill in ``attempt``. Raises ``OSError`` (not started) if the program cannot start.
 
@@ -165,10 +169,12 @@ async def run_attempt(
                     attempt.scope.cancel()
                 pumped = trio.Event()
                 async with trio.open_nursery() as nursery:
-                    write = out.write
+                    write: Callable[[bytes], object] = out.write
+                    assert proc.stdout is not None  # piped above
                     if redactor is not None:
                         out_scrub, err_scrub = redactor.stream(), redactor.stream()
-                        write = lambda chunk: out.write(out_scrub.feed(chunk))  # noqa: E731
+                        write = lambda chunk: out.write(out_scrub.feed(chunk))  # noqa: E731 - rebinds the one writer
+                        assert proc.stderr is not None  # piped above when there is a redactor
                         nursery.start_soon(_copy_scrubbed, proc.stderr, err, err_scrub)
                     nursery.start_soon(_pump, proc.stdout, attempt, write, max_line, on_output, pumped)
                     watch_scope = trio.CancelScope()  # entered by _watch
@@ -195,8 +201,8 @@ async def run_attempt(
                     out.write(out_scrub.flush())
 
 
-async def _watch(attempt: Attempt, stream, timeout: Optional[float], stall_timeout: Optional[float],
-                 pumped: trio.Event, scope: trio.CancelScope) -> None:
+async def _watch(attempt: Attempt, stream: trio.abc.ReceiveStream, timeout: Optional[float],
+                 stall_timeout: Optional[float], pumped: trio.Event, scope: trio.CancelScope) -> None:
     """End ``attempt`` as timed out or stalled by the time rules of the module docstring."""
     with scope:
         clock = pause_clock()
@@ -227,7 +233,7 @@ async def _watch(attempt: Attempt, stream, timeout: Optional[float], stall_timeo
                 return
 
 
-def _readable(stream) -> bool:
+def _readable(stream: Any) -> bool:  # a trio pipe stream (FdStream, which has fileno())
     """True if output (or EOF) is waiting unread in ``stream``'s pipe."""
     try:
         poller = select.poll()
@@ -237,10 +243,11 @@ def _readable(stream) -> bool:
         return False
 
 
-async def _pump(stream, attempt: Attempt, write, max_line, on_output, pumped: trio.Event) -> None:
+async def _pump(stream: trio.abc.ReceiveStream, attempt: Attempt, write: Callable[[bytes], object], max_line: int,
+                on_output: Callable[[Attempt], None], pumped: trio.Event) -> None:
     """Copy stdout to the raw log (``write``) and feed complete lines to accounting until EOF; then set ``pumped``."""
     feed = attempt.acct.feed
-    pending: list = []
+    pending: List[bytes] = []
     pending_len = 0
     skipping = False  # inside an over-long line: drop bytes until the next newline
     try:
@@ -296,7 +303,7 @@ async def _pump(stream, attempt: Attempt, write, max_line, on_output, pumped: tr
         pumped.set()
 
 
-async def _copy_scrubbed(stream, f, scrubber) -> None:
+async def _copy_scrubbed(stream: trio.abc.ReceiveStream, f: io.FileIO, scrubber: StreamScrubber) -> None:
     try:
         while True:
             chunk = await stream.receive_some(CHUNK)

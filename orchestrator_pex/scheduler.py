@@ -2,8 +2,9 @@
 
 Structure: :meth:`Scheduler.run` owns the *batch nursery*; each started instance is one task in it, which runs its
 attempts one after another (:func:`orchestrator_pex.runtime.run_attempt`). Launching is sequential, in batch order:
-the next instance starts when the concurrency cap, the measured headroom (:mod:`orchestrator_pex.headroom`) and the
-stagger allow, and only while launching has not been stopped.
+the next instance starts when the concurrency cap, the admission by measured pressure
+(:mod:`orchestrator_pex.pressure`; the busy rule of :mod:`orchestrator_pex.headroom` where pressure cannot be read)
+and the stagger allow, and only while launching has not been stopped.
 
 Launching stops — the rest are reported ``not-started`` — when a blocking budget is crossed, when an attempt fails
 authentication (401), when the batch deadline passes, or on :meth:`Scheduler.interrupt`. Budget, deadline and
@@ -31,9 +32,23 @@ reruns by default.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 import attrs
 import trio
@@ -42,8 +57,12 @@ from orchestrator_pex import errors, graph, internal_errors, results
 from orchestrator_pex.agents import dialect
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
+from orchestrator_pex.pressure import admission
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
 from orchestrator_pex.vocabulary import InstanceStatus
+
+if TYPE_CHECKING:  # annotations only
+    from orchestrator_pex.secrets import Redactor
 
 TRANSIENT_API_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 DEFAULT_CONCURRENCY = 32  # hard cap when neither --concurrency nor the batch sets one (API rate limits)
@@ -51,22 +70,57 @@ DEFAULT_CONCURRENCY = 32  # hard cap when neither --concurrency nor the batch se
 STATUS_WHEN_STOPPED = {"interrupted": InstanceStatus.CANCELLED, "deadline": InstanceStatus.TIMED_OUT,
                        "budget": InstanceStatus.BUDGET_STOPPED}
 _POLL = 0.1  # seconds between admission checks when nothing else wakes the launcher
+_DECODE_CHUNK = 1024  # finished records decoded together at the end of a run
+
+#: runs one attempt to its end (the signature of :func:`orchestrator_pex.runtime.run_attempt`, its default); tests
+#: inject a stand-in that needs no process, so launch timing can be checked on trio's MockClock
+AttemptRunner = Callable[..., Awaitable[None]]
 
 
 class InstanceState:
-    """An instance's progress through the batch, read by reports."""
+    """An instance's progress through the batch, read by reports.
 
-    __slots__ = ("launch", "status", "attempts", "record", "backoff_scope", "_tokens", "_cost", "warned")
+    Memory: once an instance is finished (:meth:`finish`) it keeps only its record, as compact JSON bytes (about a
+    third of the dict's size); :attr:`record` decodes a fresh dict on each read. Its attempts are dropped."""
+
+    __slots__ = ("launch", "status", "attempts", "_record", "backoff_scope", "_tokens", "_cost", "warned")
 
     def __init__(self, launch: Launch) -> None:
         self.launch = launch
         self.status: str = InstanceStatus.PENDING  # then running, retrying, then one of vocabulary.FINAL_STATUSES
         self.attempts: List[Attempt] = []
-        self.record: Optional[Dict[str, Any]] = None
+        self._record: Union[None, Dict[str, Any], bytes] = None  # the record, compact JSON once finished
         self.backoff_scope: Optional[trio.CancelScope] = None
         self._tokens = 0  # what this instance's attempts have added to the batch ledger so far
         self._cost = 0.0
         self.warned: Set[str] = set()
+
+    @property
+    def record(self) -> Optional[Dict[str, Any]]:
+        record = self._record
+        if isinstance(record, bytes):
+            decoded: Dict[str, Any] = json.loads(record)
+            return decoded
+        return record
+
+    @record.setter
+    def record(self, value: Optional[Dict[str, Any]]) -> None:
+        self._record = value
+
+    @property
+    def recorded(self) -> bool:
+        """The instance has its record (cheap: :attr:`record` decodes it)."""
+        return self._record is not None
+
+    def finish(self) -> None:
+        """The instance is over and its record final: keep that record compactly, drop the attempts."""
+        if isinstance(self._record, dict):
+            try:
+                self._record = json.dumps(self._record, separators=(",", ":"), allow_nan=False).encode()
+            except (TypeError, ValueError):
+                pass  # not plain JSON (never expected): keep the dict itself
+        self.attempts = []
+        self.backoff_scope = None
 
     @property
     def current(self) -> Optional[Attempt]:
@@ -137,12 +191,13 @@ class Scheduler:
         only: Optional[Set[str]] = None,
         max_line: int = DEFAULT_MAX_LINE,
         headroom: Optional[Headroom] = None,
-        on_spawn=None,
-        on_exit=None,
-        redactor=None,
+        on_spawn: Optional[Callable[[Attempt], None]] = None,
+        on_exit: Optional[Callable[[Attempt], None]] = None,
+        redactor: Optional[Redactor] = None,
         carried: Optional[Dict[str, Dict[str, Any]]] = None,
         prior: Optional[Dict[str, Dict[str, Any]]] = None,
         env_add: Optional[Dict[str, str]] = None,
+        attempt_runner: AttemptRunner = run_attempt,
     ) -> None:
         batch = plan.batch
         self.plan = plan
@@ -155,14 +210,15 @@ class Scheduler:
         self.budget = batch.budget
         self.retry = batch.retry
         self.max_line = max_line
-        self.headroom = headroom or Headroom()
+        self.headroom = headroom or admission(self.cap, {one.kind for one in plan.launches})
         self._on_spawn = on_spawn
         self._on_exit = on_exit
         self._redactor = redactor if redactor else None  # masks secret values in records and raw stdout logs
         self.carried = carried or {}  # resume: earlier sessions' records of the instances rerun now
+        self._run_attempt = attempt_runner
         #: every instance's environment before its own ``env``: ours, plus ``env_add`` (the guardian's marker)
         self.env_base = {**os.environ, **(env_add or {})}
-        self.states = [InstanceState(l) for l in plan.launches if only is None or l.name in only]
+        self.states = [InstanceState(launch) for launch in plan.launches if only is None or launch.name in only]
         self.running: Dict[str, InstanceState] = {}
         self.tokens = 0  # the batch ledger: every attempt of every instance, running or done
         self.cost = 0.0
@@ -185,6 +241,7 @@ class Scheduler:
                 events = []
             self.workspaces = workspace.Manager(run_dir, os.path.basename(run_dir),
                                                 os.path.dirname(batch.path) or os.getcwd(), events)
+        self.progress = 0  # stdout chunks read + instances finished: the throughput admission watches
 
     # -- control ---------------------------------------------------------------------------------------------------
 
@@ -252,24 +309,45 @@ class Scheduler:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.workspaces.prune)
         for state in self.states:
-            if state.record is None:
+            if not state.recorded:
                 why = {"budget": "not started: the batch budget was reached",
                        "auth": "not started: an earlier instance failed authentication (401)",
                        "deadline": "not started: the batch deadline passed",
                        "interrupted": "not started: the run was interrupted"}.get(self.stopped or "")
                 earlier = self.carried.get(state.launch.name)  # resumed, but not started again: nothing changed
                 state.status = earlier["status"] if earlier else InstanceStatus.NOT_STARTED
-                state.record = earlier or {**results.not_started(state.launch.name, why), "agent": state.launch.kind}
+                inst = state.launch.instance
+                state.record = earlier or {**results.not_started(state.launch.name, why, tags=inst.tags or (),
+                                                                 description=inst.description),
+                                           "agent": state.launch.kind}
                 await self.emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
-        return [s.record for s in self.states]
+                state.finish()
+        return self._final_records()
 
-    def _records_of(self, names) -> Dict[str, Dict[str, Any]]:
-        by_name = {s.launch.name: s.record for s in self.states if s.record is not None}
+    def _final_records(self) -> List[Dict[str, Any]]:
+        """Every state's record, decoded :data:`_DECODE_CHUNK` at a time: one ``json.loads`` per chunk shares the
+        key strings among its records (half the memory of decoding each record on its own)."""
+        raw = [s._record for s in self.states]
+        out: List[Dict[str, Any]] = []
+        for i in range(0, len(raw), _DECODE_CHUNK):
+            chunk = raw[i:i + _DECODE_CHUNK]
+            encoded = [r for r in chunk if isinstance(r, bytes)]
+            decoded = iter(json.loads(b"[" + b",".join(encoded) + b"]") if encoded else ())
+            for r in chunk:
+                record = next(decoded) if isinstance(r, bytes) else r
+                assert record is not None  # every state got its record in run()
+                out.append(record)
+        return out
+
+    def _records_of(self, names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+        names = list(names)
+        wanted = set(names)
+        by_name = {s.launch.name: s.record for s in self.states if s.launch.name in wanted and s.recorded}
         return {n: by_name.get(n) or self.prior.get(n) or results.not_started(n) for n in names}
 
     def _next_ready(self, pending: List[InstanceState]) -> Optional[InstanceState]:
         """The first pending instance (batch order) whose needs have all finished."""
-        waiting = {s.launch.name for s in self.states if s.record is None}  # a name not run now counts as done
+        waiting = {s.launch.name for s in self.states if not s.recorded}  # a name not run now counts as done
         for state in pending:
             if not any(n in waiting for n in state.launch.instance.needs or ()):
                 return state
@@ -289,6 +367,7 @@ class Scheduler:
             await self._changed.wait()
 
     async def _deadline_watch(self) -> None:
+        assert self.deadline is not None  # started only when there is one
         await trio.sleep_until(self.started_mono + self.deadline)
         await self.emit({"event": "warning", "message": f"batch deadline of {self.deadline:g}s reached"})
         self._stop_all("deadline", InstanceStatus.TIMED_OUT)
@@ -301,12 +380,13 @@ class Scheduler:
                 return False
             now = trio.current_time()
             wait = self._last_launch + self.stagger - now
-            if wait <= 0 and len(self.running) < self.cap and self.headroom.allows(now, self._probe(), kind):
+            if wait <= 0 and len(self.running) < self.cap and self.headroom.allows(now, self._probe(), kind,
+                                                                                             self.progress):
                 return True
             with trio.move_on_after(max(wait, 0) if wait > 0 else _POLL):
                 await self._changed.wait()
 
-    def _probe(self):
+    def _probe(self) -> Iterator[Tuple[Optional[int], bool]]:
         """(pid, has output) of each running instance; an instance admitted but not spawned yet is (None, False).
         Instances waiting out a retry back-off use no CPU and are left out."""
         for state in self.running.values():
@@ -317,7 +397,7 @@ class Scheduler:
             elif a.exit_code is None:
                 yield a.pid, a.last_output_mono > a.started_mono
 
-    def attempts_running(self):
+    def attempts_running(self) -> Iterator[Attempt]:
         """The attempts whose process is running now (pid known, not exited)."""
         for state in self.running.values():
             a = state.current
@@ -377,7 +457,7 @@ class Scheduler:
                                   "at": results.iso(time.time()), "stdout_offset": _size(stdout_log),
                                   "agent": launch.kind})
                 try:
-                    await run_attempt(
+                    await self._run_attempt(
                         attempt, launch.argv, env=env, cwd=launch.cwd, stdout_log=stdout_log, stderr_log=stderr_log,
                         timeout=inst.timeout, stall_timeout=inst.stall_timeout, grace=self.grace,
                         max_line=self.max_line, on_output=lambda a, s=state: self._account(s, a),
@@ -404,8 +484,9 @@ class Scheduler:
                         break
                     continue
                 break
-            if status == InstanceStatus.API_ERROR and state.current.acct.api_error_status == 401 \
-                    and self.stopped is None:
+            last = state.current
+            auth_failed = last is not None and last.acct.api_error_status == 401
+            if status == InstanceStatus.API_ERROR and auth_failed and self.stopped is None:
                 self.stopped = "auth"
                 await self.emit({"event": "warning", "message": f"{name}: authentication failed (401): "
                                   "no further instances will be started"})
@@ -435,6 +516,7 @@ class Scheduler:
                 name, status, state.attempts, stdout_log=stdout_log if state.attempts else None,
                 stderr_log=stderr_log if state.attempts else None, error=error, workspace=ws_record,
                 agent=launch.kind, session_name=_session_name(launch),
+                tags=inst.tags or (), description=inst.description,
             )
             if name in self.carried:
                 state.record = results.carry(state.record, self.carried[name])
@@ -443,11 +525,13 @@ class Scheduler:
             with trio.CancelScope(shield=True):
                 await self.emit({"event": "instance_finished", "name": name, "record": state.record})
             del self.running[name]
+            state.finish()
+            self.progress += 1
             self._wake()
 
     def _internal_error(self, name: str, exc: BaseException) -> str:
         """Save ``exc``'s traceback under the run directory; the record's ``error`` (``internal error: ...``)."""
-        scrub = self._redactor.scrub if self._redactor is not None else None
+        scrub = self._redactor.scrub_text if self._redactor is not None else None
         path = internal_errors.save(self.run_dir, results.log_stem(name), exc, scrub)
         where = f"traceback in {os.path.relpath(path, self.run_dir)}" if path else "the traceback could not be saved"
         message = f"{internal_errors.PREFIX} {internal_errors.summary(exc)} ({where})"
@@ -482,6 +566,7 @@ class Scheduler:
 
     def _account(self, state: InstanceState, attempt: Attempt) -> None:
         """Fold an attempt's latest numbers into the ledger; enforce the instance's and the batch's budgets."""
+        self.progress += 1
         tokens, cost = state.tokens(), state.cost()
         self.tokens += tokens - state._tokens
         self.cost += cost - state._cost

@@ -9,7 +9,8 @@ Semantics:
   ``ORCHESTRATOR_PEX_SECRET_NAMES`` (that variable itself is not secret).
 * :func:`redact_env` returns a copy of a mapping with every secret-named value replaced by ``"***"`` (for dry-run
   output and results).
-* :class:`Redactor` knows secret *values* (taken from the process environment and the batch's ``env`` tables) and
+* :class:`Redactor` knows secret *values* (taken from the process environment and the batch's ``env`` tables, plus
+  every value of the run's env file whatever its name) and
   replaces every occurrence of any of them -- raw, JSON-escaped or URL-quoted -- with ``"***"`` in ``str`` or
   ``bytes``. Values shorter than :data:`MIN_SECRET_LEN` characters are not scrubbed: they would match everywhere
   and destroy the text while protecting nothing worth protecting. :meth:`Redactor.stream` scrubs a byte stream
@@ -140,11 +141,13 @@ class Redactor:
 
     @classmethod
     def from_env(
-        cls, environ: Optional[Mapping[str, str]] = None, *env_tables: Optional[Mapping[str, Any]]
-    ) -> "Redactor":
-        """A redactor for the secret-named values of ``environ`` (default ``os.environ``) and of ``env_tables``."""
+        cls, environ: Optional[Mapping[str, str]] = None, *env_tables: Optional[Mapping[str, Any]],
+        always: Iterable[str] = (),
+    ) -> Redactor:
+        """A redactor for the secret-named values of ``environ`` (default ``os.environ``) and of ``env_tables``, plus
+        ``always``: values that are secret whatever their names (an env file's, see :mod:`orchestrator_pex.envfile`)."""
         environ = os.environ if environ is None else environ
-        return cls(secret_values(environ, *env_tables, environ=environ))
+        return cls(secret_values(environ, *env_tables, environ=environ) | {v for v in always if v})
 
     def __bool__(self) -> bool:
         return self._str_re is not None
@@ -195,7 +198,7 @@ class Redactor:
             return type(data)(self.scrub_data(v) for v in data)
         return data
 
-    def stream(self) -> "StreamScrubber":
+    def stream(self) -> StreamScrubber:
         """A scrubber for one byte stream arriving in chunks (a child's stdout, a log file)."""
         return StreamScrubber(self)
 
@@ -230,7 +233,7 @@ class StreamScrubber:
 
     def flush(self) -> bytes:
         rest, self._pending = self._pending, b""
-        return self._redactor.scrub(rest)  # type: ignore[return-value]
+        return self._redactor.scrub(rest)  # type: ignore[return-value]  # bytes in, bytes out
 
 
 def masked_copy(data: bytes, is_json: bool, redactor: Redactor) -> bytes:
@@ -271,7 +274,7 @@ def _parse(data: bytes, is_json: bool) -> Any:
         if sys.version_info >= (3, 11):
             import tomllib
         else:  # pragma: no cover - 3.9/3.10
-            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]  # 3.9/3.10 fallback
         return tomllib.loads(data.decode("utf-8"))
     except (ValueError, RecursionError):
         return None

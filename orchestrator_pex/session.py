@@ -6,8 +6,8 @@
 1. the batch lock (``shard-I-of-N`` variant for a shard; ``--lock`` replaces the derived path) is taken unless the
    caller already holds it (``resume`` decides what to rerun under it); a held lock is exit 75
    (:class:`~orchestrator_pex.errors.LockHeld`), or a wait of ``wait_lock`` seconds;
-2. preflight (:func:`plan.preflight`), then the run directory is created (or reused: ``run_id``) with the masked
-   batch copy;
+2. preflight (:func:`plan.preflight`) unless the caller's checks already ran it, then the run directory is
+   created (or reused: ``run_id``) with the masked batch copy;
 3. :func:`guardian.protect` opens the journal and starts the orphan guardian, whose hooks and marker are handed to
    the scheduler explicitly;
 4. :func:`runner.execute` runs the batch under trio and writes ``results.json`` (and report/metrics);
@@ -27,12 +27,14 @@ from orchestrator_pex.request import RunOptions
 
 def launch(plan: Any, options: RunOptions, *, start_at: Optional[str] = None, run_id: Optional[str] = None,
            only: Any = None, prior: Any = None, extra_sinks: Any = (), held_lock: Any = None,
-           meta: Optional[Dict[str, Any]] = None, spent: Any = (0, 0.0), carried: Any = None) -> int:
-    """Run ``plan`` as one session (see the module doc); returns its exit status."""
+           meta: Optional[Dict[str, Any]] = None, spent: Any = (0, 0.0), carried: Any = None,
+           agent_versions: Optional[Dict[str, str]] = None) -> int:
+    """Run ``plan`` as one session (see the module doc); returns its exit status. ``agent_versions``: preflight
+    already passed (:func:`orchestrator_pex.checks.examine`) and found these; None: preflight runs under the lock."""
     from orchestrator_pex import lock, shard
 
     session = dict(start_at=start_at, run_id=run_id, only=only, prior=prior, extra_sinks=extra_sinks, meta=meta,
-                   spent=spent, carried=carried)
+                   spent=spent, carried=carried, agent_versions=agent_versions)
     if held_lock is not None:
         return _launch_locked(plan, options, held_lock=held_lock, **session)
     variant = shard.lock_variant(shard.recorded((meta or {}).get("shard")))
@@ -41,7 +43,8 @@ def launch(plan: Any, options: RunOptions, *, start_at: Optional[str] = None, ru
 
 
 def _launch_locked(plan: Any, options: RunOptions, *, start_at: Any, run_id: Any, only: Any, prior: Any,
-                   extra_sinks: Any, held_lock: Any, meta: Any, spent: Any, carried: Any) -> int:
+                   extra_sinks: Any, held_lock: Any, meta: Any, spent: Any, carried: Any,
+                   agent_versions: Optional[Dict[str, str]]) -> int:
     import datetime
 
     import trio
@@ -53,10 +56,12 @@ def _launch_locked(plan: Any, options: RunOptions, *, start_at: Any, run_id: Any
     from orchestrator_pex.start_at import parse_start_at
 
     when = parse_start_at(start_at, datetime.datetime.now().astimezone()) if start_at else None
-    agent_versions = preflight_agents(plan)
+    if agent_versions is None:
+        agent_versions = preflight_agents(plan)
     agent_version = version_of(agent_versions)
     results_dir = results_dir_for(plan, options.results_dir)
-    redactor = Redactor.from_env(None, *(launch.env_add for launch in plan.launches))
+    redactor = Redactor.from_env(None, *(launch.env_add for launch in plan.launches),
+                                 always=plan.env_file_values.values())
     run_id, run_dir, facts = runner.prepare_run_dir(results_dir, plan.batch.path, run_id, redactor)
     meta = {**facts, "agent_versions": agent_versions, "pricing_version": PRICING_VERSION, **(meta or {})}
     console = report.Console(runner.console_mode(options.progress), scrub=redactor.scrub_text)

@@ -48,7 +48,7 @@ ENV_COUNT = "ORCHESTRATOR_PEX_SHARD_COUNT"
 
 
 def _weight(name: str, index: int) -> bytes:
-    return hashlib.sha256(f"orchestrator-pex-shard\0{index}\0{name}".encode("utf-8")).digest()
+    return hashlib.sha256(f"orchestrator-pex-shard\0{index}\0{name}".encode()).digest()
 
 
 def shard_of(name: str, count: int) -> int:
@@ -120,7 +120,8 @@ def shard_from_env(environ: Mapping[str, str]) -> Optional[Tuple[int, int]]:
                 f"JOB_COMPLETION_INDEX is set (Kubernetes Indexed Job) but {ENV_COUNT} is not: set it in the pod "
                 "template to the Job's .spec.completions"
             )
-        return _checked(_int(k8s_index, "JOB_COMPLETION_INDEX"), _int(count_override, ENV_COUNT), "JOB_COMPLETION_INDEX")
+        return _checked(_int(k8s_index, "JOB_COMPLETION_INDEX"), _int(count_override, ENV_COUNT),
+                        "JOB_COMPLETION_INDEX")
     task_id = environ.get("SLURM_ARRAY_TASK_ID", "").strip()
     if task_id:
         tid = _int(task_id, "SLURM_ARRAY_TASK_ID")

@@ -13,7 +13,7 @@ import re
 _VERSION_RE = re.compile(r'^version\s*=\s*"([^"]+)"', re.MULTILINE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def version() -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     try:

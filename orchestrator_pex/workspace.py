@@ -169,6 +169,11 @@ def spec_for(inst: Any, cwd: Optional[str], batch_dir: str) -> Spec:
 
 def preflight(launches: Any, batch_dir: str) -> List[str]:
     """One problem line per worktree instance whose repository or base cannot be used (nothing is created)."""
+    return [f"{name}: workspace: {message}" for name, message in preflight_problems(launches, batch_dir)]
+
+
+def preflight_problems(launches: Any, batch_dir: str) -> List[Tuple[str, str]]:
+    """``(instance name, message)`` for each worktree instance whose repository or base cannot be used."""
     problems = []
     for launch in launches:
         if launch.instance.workspace != "worktree":
@@ -177,7 +182,7 @@ def preflight(launches: Any, batch_dir: str) -> List[str]:
             spec = spec_for(launch.instance, launch.cwd, batch_dir)
             resolve(spec.repo, spec.base)
         except WorkspaceError as exc:
-            problems.append(f"{launch.name}: workspace: {exc}")
+            problems.append((launch.name, str(exc)))
     return problems
 
 

@@ -12,9 +12,11 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import pytest
+
+from tests.support.procs import is_zombie_or_gone, kill_pids, pids_with_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_CLAUDE = ROOT / "tests" / "support" / "fake_claude"
@@ -72,7 +74,7 @@ def write_batch(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def run_batch(cli, tmp_path: Path) -> Callable[..., "RunResult"]:
+def run_batch(cli, tmp_path: Path) -> Callable[..., RunResult]:
     """``run_batch(batch_path, *extra_args)``: ``run BATCH --json --results-dir tmp/runs``; parse the document."""
 
     def run(batch: Path, *extra: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> RunResult:
@@ -131,44 +133,6 @@ def pid_gone() -> Callable[[int], bool]:
     return is_zombie_or_gone
 
 
-def pids_with_env(name: str, value: str) -> List[int]:
-    """Live (non-zombie) processes whose environment contains ``name=value``."""
-    needle = f"{name}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-            if needle in environ and not is_zombie_or_gone(int(entry)):
-                found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
-def is_zombie_or_gone(pid: int) -> bool:
-    """True if ``pid`` does not exist or is a zombie (dead, only waiting to be reaped by its parent)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[0]
-    except OSError:
-        return True
-    return state in (b"Z", b"X")
-
-
-def kill_pids(pids: Sequence[int]) -> None:
-    """Clean-up after a failed test: SIGKILL processes a test found still alive (by pid, one by one)."""
-    import signal
-
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
 # -- every document a test produces is strict JSON and matches its schema ------------------------------------------
 
 SCHEMAS = ROOT / "schemas"
@@ -198,7 +162,7 @@ def check_documents(base: Path) -> List[str]:
     def validate(kind: str, value: object, where: str) -> None:
         if kind not in validators:
             validators[kind] = _validator(kind)
-        for error in validators[kind].iter_errors(value):  # type: ignore[attr-defined]
+        for error in validators[kind].iter_errors(value):  # type: ignore[attr-defined]  # a jsonschema validator
             path = "/".join(str(p) for p in error.absolute_path)
             problems.append(f"{where}: {path or '(top)'}: {error.message[:300]}")
 

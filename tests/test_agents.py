@@ -304,7 +304,9 @@ def test_fields_an_agent_cannot_honour_are_one_line_errors(text, message):
 
 
 def test_unsupported_field_is_exit_2_with_one_line_on_the_command_line(cli, write_batch):
-    path = write_batch('[[instances]]\nname = "a"\nprompt = "p"\nagent = "codex"\nmax_turns = 3\n')
+    # codex = "@agent-sim": validate checks the agent too; the unsupported field stays the only problem
+    path = write_batch('codex = "@agent-sim"\n[[instances]]\nname = "a"\nprompt = "p"\nagent = "codex"\n'
+                       'max_turns = 3\n')
     proc = cli("validate", str(path))
     assert proc.returncode == 2
     lines = proc.stderr.decode().strip().splitlines()

@@ -24,13 +24,15 @@ from orchestrator_pex.config import parse_batch
 from orchestrator_pex.plan import make_plan
 from orchestrator_pex.scheduler import Scheduler
 from orchestrator_pex.secrets import Redactor
+from tests.support import procs
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = json.dumps(sys.executable)
 GONE_TIMEOUT = 30.0
 SECRET = "hunter2-not-for-logs-5b1e"
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="process scans need Linux /proc")
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc") and os.environ.get("CI") != "true",
+                                reason="process scans need Linux /proc")
 
 # Runs the real command line with one fault injected (INJECT=instance | run | none).
 WRAPPER = r'''
@@ -127,21 +129,7 @@ class Env:
 
     def pids(self) -> list:
         """Live processes carrying this test's marker (the orchestrator, its guardian and the instances)."""
-        needle = f"BOUNDARY_MARK={self.marker}".encode()
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    env = f.read().split(b"\0")
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    state = f.read().rsplit(b")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if needle in env and state not in (b"Z", b"X"):
-                found.append(int(entry))
-        return found
+        return procs.pids_with_env("BOUNDARY_MARK", self.marker)
 
     def instance_pids(self) -> list:
         return [p for p in self.pids() if not is_guardian(p) and b"orchestrator_pex" not in cmdline(p)
@@ -160,12 +148,7 @@ class Env:
         assert left == [], f"processes of the batch outlived the run: {[cmdline(p)[:80] for p in left]}"
 
 
-def cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ")
-    except OSError:
-        return b""
+cmdline = procs.cmdline
 
 
 def is_guardian(pid: int) -> bool:
@@ -173,31 +156,12 @@ def is_guardian(pid: int) -> bool:
 
 
 def guardians_of(parent: int) -> list:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == parent and fields[0] not in (b"Z", b"X") and is_guardian(int(entry)):
-            found.append(int(entry))
-    return found
+    return [pid for pid in procs.all_pids() if procs.parent(pid) == parent and procs.alive(pid) and is_guardian(pid)]
 
 
 def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            raise AssertionError(f"orchestrator exited ({proc.returncode}) while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    """Poll until ``predicate()`` holds; fail if it never does or the orchestrator exits first."""
+    return procs.wait_until(predicate, what, timeout=timeout, proc=proc)
 
 
 # -- one boundary per instance -----------------------------------------------------------------------------------------

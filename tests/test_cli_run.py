@@ -198,10 +198,11 @@ def test_version_and_no_command(cli):
     assert proc.returncode == 2 and b"Traceback" not in proc.stderr
 
 
-def test_init_writes_valid_batches_and_never_overwrites(cli, tmp_path):
+def test_init_writes_valid_batches_and_never_overwrites(cli, tmp_path, fake_claude):
     proc = cli("init", str(tmp_path / "b.toml"))
     assert proc.returncode == 0, proc.stderr
-    assert cli("validate", str(tmp_path / "b.toml")).returncode == 0
+    assert cli("validate", str(tmp_path / "b.toml"), "--claude", fake_claude, "--codex", fake_claude,
+               "--gemini", fake_claude).returncode == 0  # validate checks each agent too: one that answers --version
     before = (tmp_path / "b.toml").read_bytes()
     proc = cli("init", str(tmp_path / "b.toml"), "--demo")
     assert proc.returncode == 2 and b"already exists" in proc.stderr
@@ -213,7 +214,7 @@ def test_init_writes_valid_batches_and_never_overwrites(cli, tmp_path):
     assert proc.returncode == 0 and proc.stdout == before
 
 
-# -- atomic write, in process ---------------------------------------------------------------------------------------------
+# -- atomic write, in process ------------------------------------------------------------------------------------------
 
 
 def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):

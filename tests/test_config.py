@@ -17,14 +17,18 @@ import pytest
 from orchestrator_pex.config import BUILTIN, apply_defaults, load_batch, parse_batch
 from orchestrator_pex.errors import ConfigError
 
+FAKE_CLAUDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support", "fake_claude")
+
 FOUR = "".join(f'[[instances]]\nname = "i{i}"\nprompt = "p"\n' for i in range(3))
 
 # (file name, contents, expected stderr line after "orchestrator-pex: "; None = check only the prefix given)
 MALFORMED = [
     pytest.param("batch.toml", FOUR + '[[instances]]\nname = "i3"\nprompt = "p"\ntimeout = "ten"\n',
-                 'batch.toml: instances[3].timeout: expected a positive number of seconds, got "ten"', id="timeout-text"),
+                 'batch.toml: instances[3].timeout: expected a positive number of seconds, got "ten"',
+                 id="timeout-text"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\ntimeout = -5\n',
-                 "batch.toml: instances[0].timeout: expected a positive number of seconds, got -5", id="timeout-negative"),
+                 "batch.toml: instances[0].timeout: expected a positive number of seconds, got -5",
+                 id="timeout-negative"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\ntimeout = 0\n',
                  "batch.toml: instances[0].timeout: expected a positive number of seconds, got 0", id="timeout-zero"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\ntimeout = nan\n',
@@ -37,7 +41,8 @@ MALFORMED = [
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\nretries = -1\n',
                  "batch.toml: instances[0].retries: expected an integer, 0 or more, got -1", id="retries-negative"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\nallowed_tools = "Bash"\n',
-                 'batch.toml: instances[0].allowed_tools: expected a list of strings, got "Bash"', id="wrong-type-list"),
+                 'batch.toml: instances[0].allowed_tools: expected a list of strings, got "Bash"',
+                 id="wrong-type-list"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = 7\n',
                  "batch.toml: instances[0].prompt: expected a string, got 7", id="wrong-type-str"),
     pytest.param("batch.toml", '[[instances]]\nname = "a"\nprompt = "p"\ntimout = 5\n',
@@ -118,7 +123,9 @@ def validated(tmp_path_factory, make_cli_env):
         folder.mkdir()
         (folder / name).write_bytes(text if isinstance(text, bytes) else text.encode())
         procs[param.id] = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator_pex", "validate", str(folder / name)], cwd=folder, env=make_cli_env(),
+            # --claude: an agent that is found and answers --version, so the batch's problem is the only one
+            [sys.executable, "-m", "orchestrator_pex", "validate", str(folder / name), "--claude", str(FAKE_CLAUDE)],
+            cwd=folder, env=make_cli_env(),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
     done = {}
@@ -140,7 +147,8 @@ def test_run_rejects_malformed_batch_before_creating_anything(cli, tmp_path, nam
     path = tmp_path / name
     path.write_bytes(text.encode())
     runs = tmp_path / "runs"  # checked: not even the results directory is created
-    _check_one_line_error(cli("run", str(path), "--json", "--results-dir", str(runs)), expected)
+    _check_one_line_error(cli("run", str(path), "--json", "--results-dir", str(runs), "--claude", str(FAKE_CLAUDE)),
+                          expected)
     assert not runs.exists()
 
 

@@ -256,7 +256,8 @@ def test_init_example_fanout_runs_on_worktrees(tmp_path, make_cli_env, fake_clau
         subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
     proc = run(make_cli_env, repo, "init", "--example", "fanout", str(tmp_path / "fanout.toml"))
     assert proc.returncode == 0, proc.stderr.decode()
-    assert run(make_cli_env, repo, "validate", str(tmp_path / "fanout.toml")).returncode == 0
+    # validate checks the agent too: the one this run uses
+    assert run(make_cli_env, repo, "validate", str(tmp_path / "fanout.toml"), "--claude", fake_claude).returncode == 0
     proc = run(make_cli_env, repo, "run", str(tmp_path / "fanout.toml"), "--claude", fake_claude, "--json",
                "--results-dir", str(tmp_path / "runs"))
     assert proc.returncode == 0, proc.stderr.decode()

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator_pex import config, plan
-from orchestrator_pex.errors import ConfigError, one_line
+from orchestrator_pex.errors import MAX_PROBLEM_LINES, ConfigError, one_line
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=200,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -125,13 +125,16 @@ def _zen(doc) -> dict:
 
 
 def check(data: bytes, name: str) -> None:
-    """The invariant: a batch whose every value is within its checks, or one ConfigError line naming the file."""
+    """The invariant: a batch whose every value is within its checks, or a ConfigError of one line per problem
+    (every problem at once, at most MAX_PROBLEM_LINES and a count), each naming the file."""
     try:
         batch = config.parse_batch(data, name)
     except ConfigError as exc:
-        text = str(exc)
-        assert "\n" not in text and "\r" not in text and one_line(text) == text, text
-        assert text.startswith(f"{name}: "), text
+        lines = str(exc).split("\n")
+        assert 1 <= len(lines) <= MAX_PROBLEM_LINES + 1, lines
+        for text in lines:
+            assert "\r" not in text and one_line(text) == text, text
+            assert text.startswith(f"{name}: ") or text.startswith("... and "), text
         return
     _assert_valid(batch)
     plan.make_plan(batch)
@@ -217,7 +220,9 @@ def test_hostile_files_through_the_real_command_line(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.run([sys.executable, "-m", "orchestrator_pex", "validate", str(path)], capture_output=True,
+    fake_claude = str(Path(__file__).resolve().parent / "support" / "fake_claude")  # validate checks the agent too
+    proc = subprocess.run([sys.executable, "-m", "orchestrator_pex", "validate", str(path), "--claude", fake_claude],
+                          capture_output=True,
                           text=True, timeout=60, env=env)
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == "" and "Traceback" not in proc.stderr

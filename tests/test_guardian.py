@@ -6,16 +6,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 
 from orchestrator_pex import guardian
+from tests.support import procs
 
 REPO = os.path.dirname(os.path.dirname(guardian.__file__))
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="process scan needs /proc")
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc") and os.environ.get("CI") != "true",
+                                reason="process scan needs /proc")
 
 # A stand-in orchestrator: starts the guardian, spawns instance groups (each with a grandchild, one of which escapes
 # its group with setsid), registers them, reports pids, then waits to be killed (or closes cleanly on "close").
@@ -39,29 +40,15 @@ if sys.stdin.readline().strip() == "close":
 
 
 def marked_pids(marker):
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in env and state != b"Z":
-            found.append(int(entry))
-    return found
+    """Live processes carrying ``marker`` (``TEST_GUARD_MARK=<hex>``) in their environment."""
+    return procs.pids_with_env(*marker.split("=", 1))
 
 
 def wait_until_gone(marker, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = marked_pids(marker)
-        if not left:
-            return []
-        time.sleep(0.05)
+    try:
+        procs.wait_until(lambda: not marked_pids(marker), f"the processes marked {marker} to end", timeout=timeout)
+    except AssertionError:
+        pass  # the caller asserts on what is left, and names it
     return marked_pids(marker)
 
 
@@ -73,10 +60,8 @@ def start_orchestrator():
     line = proc.stdout.readline().split()
     assert line and line[0] == "ready", line
     # 1 orchestrator + 3 instances * 3 processes each carry the test marker (guardian too: it inherits env)
-    deadline = time.monotonic() + 20
-    while len(marked_pids(marker)) < 11 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(marked_pids(marker)) >= 11
+    procs.wait_until(lambda: len(marked_pids(marker)) >= 11, "the orchestrator, its guardian and 9 instance processes",
+                     timeout=20)
     return proc, marker, int(line[1])
 
 
@@ -161,20 +146,9 @@ def test_guardian_keeps_the_batch_locked_until_stragglers_are_dead(tmp_path):
     proc.wait(timeout=30)
     # the orchestrator is dead but its straggler ignores SIGTERM: the guardian still holds the lock
     assert lock.try_acquire(path) is None
-    deadline = time.monotonic() + 20
-    while True:
-        handle = lock.try_acquire(path)
-        if handle is not None:
-            break
-        assert time.monotonic() < deadline, "lock never released"
-        time.sleep(0.05)
+    handle = procs.wait_until(lambda: lock.try_acquire(path), "the guardian to release the lock", timeout=20)
     handle.release()
-    try:
-        os.kill(straggler, 0)
-        with open(f"/proc/{straggler}/stat", "rb") as f:
-            assert f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (ProcessLookupError, FileNotFoundError):
-        pass  # gone: the lock was released only after it died
+    assert procs.is_zombie_or_gone(straggler)  # the lock was released only after the straggler died
 
 
 def test_subreaper_reaps_orphaned_zombies_only():
@@ -191,7 +165,10 @@ assert leader.stdout.readline() == b"x\n"
 g.register(leader.pid)
 leader.wait()
 g.unregister(leader.pid)
-time.sleep(0.8)
+deadline = time.monotonic() + 30  # poll until the orphaned grandchild (0.3 s) has exited: it is then our zombie
+while not [p for p in procfs.children() if getattr(procfs.stat(p), "state", "?") == "Z"]:
+    assert time.monotonic() < deadline, "the orphaned grandchild never became our zombie"
+    time.sleep(0.02)
 zombies = [p for p in procfs.children() if getattr(procfs.stat(p), "state", "?") == "Z"]
 reaped = g.reap_orphans()
 left = [p for p in procfs.children() if getattr(procfs.stat(p), "state", "?") == "Z"]

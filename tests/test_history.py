@@ -11,7 +11,6 @@ import time
 import pytest
 
 from orchestrator_pex import history, journal
-from orchestrator_pex.commands import runs as runs_cmd
 from orchestrator_pex.errors import UsageError
 
 REPO = os.path.dirname(os.path.dirname(history.__file__))

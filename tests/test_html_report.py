@@ -8,7 +8,6 @@ screenshots stay in the test's tmp dir. Every Chromium is started in its own ses
 from __future__ import annotations
 
 import html.parser
-import importlib.util
 import json
 import os
 import shutil
@@ -21,12 +20,9 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from orchestrator_pex import html_report
+from tests.support import report_data
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("report_data", ROOT / "tests" / "support" / "report_data.py")
-assert _spec and _spec.loader
-report_data = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(report_data)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

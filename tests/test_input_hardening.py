@@ -18,6 +18,9 @@ import pytest
 
 from orchestrator_pex import cli, config, errors, secrets
 
+#: An agent that is found and answers --version: `validate` checks the agent too, so a batch's problem stays the
+#: only line.
+FAKE_CLAUDE = str(Path(__file__).resolve().parent / "support" / "fake_claude")
 OK_INSTANCE = '[[instances]]\nname = "a"\nargv = ["/bin/true"]\n'
 
 
@@ -73,7 +76,7 @@ BAD_STRINGS = [
 @pytest.mark.parametrize("text,key", BAD_STRINGS)
 def test_control_characters_are_refused_with_one_line(tmp_path, capsys, text, key):
     path = write(tmp_path, text)
-    code, out, err = run_main(capsys, "validate", str(path))
+    code, out, err = run_main(capsys, "validate", str(path), "--claude", FAKE_CLAUDE)
     assert_one_line(code, err, errors.EXIT_USAGE, f"orchestrator-pex: batch.toml: {key}")
     assert out == ""
 
@@ -81,7 +84,7 @@ def test_control_characters_are_refused_with_one_line(tmp_path, capsys, text, ke
 def test_lone_surrogate_in_zen_command_is_refused(tmp_path, capsys):
     path = tmp_path / "batch.json"
     path.write_bytes(b'{"instances": [{"name": "a", "command": "x\\ud800"}]}')
-    code, out, err = run_main(capsys, "validate", str(path))
+    code, out, err = run_main(capsys, "validate", str(path), "--claude", FAKE_CLAUDE)
     line = assert_one_line(code, err, errors.EXIT_USAGE, "orchestrator-pex: batch.json: instances[0].command:")
     assert "lone surrogate" in line and "\\ud800" in line
 
@@ -124,7 +127,7 @@ BAD_NUMBERS = [
 @pytest.mark.parametrize("line,key", BAD_NUMBERS)
 def test_instance_numbers_are_finite_and_bounded(tmp_path, capsys, line, key):
     path = write(tmp_path, f'[[instances]]\nname = "a"\nprompt = "p"\n{line}\n')
-    code, _, err = run_main(capsys, "validate", str(path))
+    code, _, err = run_main(capsys, "validate", str(path), "--claude", FAKE_CLAUDE)
     assert_one_line(code, err, 2, f"orchestrator-pex: batch.toml: {key}: expected")
 
 
@@ -141,13 +144,13 @@ def test_instance_numbers_are_finite_and_bounded(tmp_path, capsys, line, key):
 ])
 def test_batch_numbers_and_times_are_bounded(tmp_path, capsys, line, key):
     path = write(tmp_path, line + "\n" + OK_INSTANCE if not line.startswith("[") else OK_INSTANCE + line + "\n")
-    code, _, err = run_main(capsys, "validate", str(path))
+    code, _, err = run_main(capsys, "validate", str(path), "--claude", FAKE_CLAUDE)
     assert_one_line(code, err, 2, f"orchestrator-pex: batch.toml: {key}: ")
 
 
 def test_integer_too_long_to_convert_is_one_line(tmp_path, capsys):
     path = write(tmp_path, OK_INSTANCE + "max_tokens = " + "9" * 5000 + "\n")
-    code, _, err = run_main(capsys, "validate", str(path))
+    code, _, err = run_main(capsys, "validate", str(path), "--claude", FAKE_CLAUDE)
     assert_one_line(code, err, 2, "orchestrator-pex: batch.toml: not valid TOML")
 
 
@@ -215,7 +218,7 @@ def test_non_regular_batch_files_are_refused_unread(tmp_path, capsys, kind):
 def test_oversized_batch_file_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(config, "MAX_BATCH_BYTES", 1000)
     path = write(tmp_path, OK_INSTANCE + "#" * 2000 + "\n")
-    code, _, err = run_main(capsys, "validate", str(path))
+    code, _, err = run_main(capsys, "validate", str(path), "--claude", FAKE_CLAUDE)
     assert_one_line(code, err, 2, f"orchestrator-pex: {path}: too large")
 
 

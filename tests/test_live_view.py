@@ -13,13 +13,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from orchestrator_pex.progress import Progress, Row, from_journal
 from orchestrator_pex.report import header_lines, progress_event, render_table
+from tests.support import procs
+from tests.support.components import missing
 
 NOW = 1_800_000_000.0
 STATES = ["succeeded", "running", "pending", "failed", "retrying", "timed-out"]
@@ -126,7 +127,7 @@ def _tmux() -> str:
     if path is None:
         if os.environ.get("CI") == "true":
             pytest.fail("tmux is not installed (.ci/run installs Debian's tmux)")
-        pytest.skip("tmux is not installed (apt-get install tmux)")
+        missing("tmux is not installed (apt-get install tmux)")
     return path
 
 
@@ -151,11 +152,13 @@ def test_live_view_in_real_tmux_leaves_one_final_table_in_scrollback(tmp_path, w
     server = int(subprocess.run([*base, "display-message", "-p", "#{pid}"], capture_output=True, text=True,
                                 check=True).stdout)
     try:
-        deadline = time.monotonic() + 120
-        while not done.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert done.exists(), "the run inside tmux did not finish"
-        time.sleep(0.3)  # let tmux take the last bytes
+        def finished() -> bool:
+            # pane_dead: the command exited and tmux has read its output to the end (remain-on-exit keeps the pane)
+            dead = subprocess.run([*base, "display-message", "-p", "#{pane_dead}"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+            return done.exists() and dead == "1"
+
+        procs.wait_until(finished, "the run inside tmux to finish and tmux to read all of its output", timeout=120)
         screen = subprocess.run([*base, "capture-pane", "-p", "-J", "-S", "-", "-E", "-"], capture_output=True,
                                 text=True, check=True).stdout
     finally:

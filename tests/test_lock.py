@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator_pex import lock
 from orchestrator_pex.errors import EXIT_LOCKED, LockHeld
+from tests.support.components import missing
 
 HOLD_SCRIPT = r"""
 import sys, time
@@ -63,7 +64,7 @@ def test_second_acquire_in_other_process_fails_fast_with_holder_pid(tmp_path, lo
 def test_lock_is_visible_to_flock_binary(tmp_path, lock_dir):
     flock_bin = shutil.which("flock")
     if not flock_bin:
-        pytest.skip("flock(1) not installed")
+        missing("flock(1) not installed")
     path = lock.lock_path_for(str(tmp_path / "batch.toml"))
     with lock.acquire(path):
         held = subprocess.run([flock_bin, "-n", path, "true"], timeout=30)
@@ -71,7 +72,8 @@ def test_lock_is_visible_to_flock_binary(tmp_path, lock_dir):
     free = subprocess.run([flock_bin, "-n", path, "true"], timeout=30)
     assert free.returncode == 0
     # and the other way round: flock(1) holding it makes us fail with LockHeld
-    proc = subprocess.Popen([flock_bin, "-n", path, sys.executable, "-c", "import sys; print('x', flush=True); sys.stdin.read()"],
+    proc = subprocess.Popen([flock_bin, "-n", path, sys.executable, "-c",
+                             "import sys; print('x', flush=True); sys.stdin.read()"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"x\n"

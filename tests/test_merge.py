@@ -115,7 +115,8 @@ def test_run_directory_is_accepted(tmp_path, capsys):
         ([document(0, 2), document(1, 3)], "different shard counts"),
         ([document(0, 3), document(1, 3)], "missing"),
         ([document(0, 1), {**document(0, 1), "shard": None}], "no \"shard\""),
-        ([{**document(0, 1), "shard": None, "run_id": "a"}, {**document(0, 1), "shard": None}], "overlapping instances"),
+        ([{**document(0, 1), "shard": None, "run_id": "a"}, {**document(0, 1), "shard": None}],
+         "overlapping instances"),
         ([document(0, 2), {**document(1, 2), "instances": document(0, 2)["instances"][:1]}], "overlapping instances"),
         ([document(0, 2), {**document(1, 2), "instances": [instance("zz-not-here-" + n) for n in NAMES
                                                            if shard.shard_of("zz-not-here-" + n, 2) == 0][:1]}],

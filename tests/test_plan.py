@@ -17,6 +17,7 @@ import pytest
 from orchestrator_pex.config import parse_batch
 from orchestrator_pex.errors import UsageError
 from orchestrator_pex.plan import claude_argv, make_plan, preflight, resolve_agent
+from tests.support.components import require
 
 AGENT = "/opt/claude/bin/claude"
 
@@ -115,7 +116,7 @@ cwd = "/var/tmp"
 name = "none"
 argv = ["/bin/true"]
 """, path="/srv/jobs/batch.toml")
-    assert [l.cwd for l in plan.launches] == ["/srv/jobs/work/sub", "/srv/other", "/var/tmp", None]
+    assert [launch.cwd for launch in plan.launches] == ["/srv/jobs/work/sub", "/srv/other", "/var/tmp", None]
 
 
 def test_defaults_cwd_also_resolves_against_batch_folder():
@@ -187,7 +188,8 @@ def test_agent_failing_version_exit_2(cli, write_batch, tmp_path):
 
 def test_agent_not_answering_version_in_time(tmp_path):
     _script(tmp_path / "slow", "import time\ntime.sleep(30)\n")
-    plan = plan_of(f'claude = "{tmp_path}/slow"\n[[instances]]\nname = "a"\nprompt = "p"\n', path=str(tmp_path / "b.toml"))
+    plan = plan_of(f'claude = "{tmp_path}/slow"\n[[instances]]\nname = "a"\nprompt = "p"\n',
+                   path=str(tmp_path / "b.toml"))
     with pytest.raises(UsageError, match="did not answer --version within 0.5s"):
         preflight(plan, timeout=0.5)
 
@@ -203,8 +205,11 @@ argv = ["/bin/true"]
 cwd = "missing-dir"
 """)
     proc = cli("run", str(path), "--results-dir", str(tmp_path / "runs"))
-    _one_line_exit_2(proc, "preflight failed:", "instances[0].argv: program not found or not executable: "
+    _one_line_exit_2(proc, "orchestrator-pex: batch.toml: instances[0].argv: program not found or not executable: "
                      "/nonexistent/prog", f"instances[1].cwd: no such directory: {tmp_path}/missing-dir")
+    assert len(proc.stderr.decode().splitlines()) == 2  # one line each, every line FILE: KEY: message
+    lines = proc.stderr.decode().splitlines()
+    assert all(line.startswith("orchestrator-pex: batch.toml: instances[") for line in lines)
     assert not (tmp_path / "runs").exists()
 
 
@@ -217,7 +222,8 @@ def test_only_generic_instances_need_no_agent(run_batch, write_batch):
 
 
 def test_agent_version_recorded_in_results(run_batch, write_batch):
-    path = write_batch('claude = {claude}\n[[instances]]\nname = "a"\nprompt = "p"\nenv = { AGENT_SIM_SCENARIO = "ok" }\n')
+    path = write_batch('claude = {claude}\n[[instances]]\nname = "a"\nprompt = "p"\n'
+                       'env = { AGENT_SIM_SCENARIO = "ok" }\n')
     res = run_batch(path)
     assert res.code == 0, res.stderr
     assert res.doc["agent_version"] == "2.1.330 (agent-sim, orchestrator-pex demo agent)"
@@ -241,8 +247,8 @@ def test_dash_prompt_reaches_the_agent(run_batch, write_batch):
     assert res.inst("a")["result"] == "Done: -v --not-an-option"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_bypass_permissions_as_root_refused(cli, write_batch, tmp_path):
+    require(os.geteuid() == 0, "the refusal applies to root: this test must run as root")
     path = write_batch('claude = {claude}\n[[instances]]\nname = "ok"\nprompt = "p"\n'
                        '[[instances]]\nname = "yolo"\nprompt = "p"\npermission_mode = "bypassPermissions"\n')
     proc = cli("run", str(path), "--json", "--results-dir", str(tmp_path / "runs"))

@@ -1,4 +1,5 @@
-"""Site policy: loading (errors name file and key), each rule violated and satisfied, all violations reported together."""
+"""Site policy: loading (errors name file and key), each rule violated and satisfied, all violations reported
+together."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import textwrap
 
+import attrs
 import pytest
 
 from orchestrator_pex import policy as pol
@@ -99,7 +101,8 @@ BOTH = {"instances[0].timeout", "instances[0].max_cost_usd", "instances[0].cwd"}
 @pytest.mark.parametrize(
     "change, key, fragment",
     [
-        ('permission_mode = "acceptEdits"', "instances[0].permission_mode", '"bypassPermissions" not allowed by policy'),
+        ('permission_mode = "acceptEdits"', "instances[0].permission_mode",
+         '"bypassPermissions" not allowed by policy'),
         ('timeout = 600', "instances[0].timeout", "1200 seconds exceeds the maximum 900"),
         ('max_cost_usd = 1.0', "instances[0].max_cost_usd", "3 exceeds the maximum 2 dollars"),
         ('model = "claude-sonnet-4-5"', "instances[0].model", '"claude-opus-4-1" not allowed by policy'),
@@ -144,7 +147,8 @@ def test_forbidden_tool_matches_base_name(tmp_path):
 
 def test_missing_settings_are_violations(tmp_path):
     p = permissive_tools(tmp_path)
-    b = batch(tmp_path, '[[instances]]\nname = "x"\nprompt = "p"\n[[instances]]\nname = "y"\nargv = ["/usr/bin/python3"]\n')
+    b = batch(tmp_path, '[[instances]]\nname = "x"\nprompt = "p"\n'
+                        '[[instances]]\nname = "y"\nargv = ["/usr/bin/python3"]\n')
     keys = [v.split(": ")[1] for v in pol.check(p, b, "b.toml", default_cwd=str(tmp_path / "work"))]
     assert keys == [
         "concurrency",
@@ -202,7 +206,8 @@ def test_command_line_concurrency_override_is_checked(tmp_path):
     p = load(tmp_path, "max_concurrency = 4")
     b = batch(tmp_path, 'concurrency = 2\n[[instances]]\nname = "x"\nprompt = "p"\n')
     assert pol.check(p, b, "b.toml") == []
-    assert pol.check(p, b, "b.toml", concurrency=5) == [f"b.toml: concurrency: 5 exceeds the maximum 4 of policy {p.path}"]
+    assert pol.check(p, b, "b.toml", concurrency=5) == [
+        f"b.toml: concurrency: 5 exceeds the maximum 4 of policy {p.path}"]
 
 
 def test_cwd_prefix_is_component_wise_and_resolves_dotdot(tmp_path):
@@ -263,8 +268,8 @@ def test_policy_path_precedence(tmp_path, monkeypatch):
 def test_policy_is_frozen(tmp_path):
     p = load(tmp_path, 'forbidden_tools = ["Bash"]')
     assert p.forbidden_tools == ("Bash",)
-    with pytest.raises(Exception):
-        p.max_concurrency = 3  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        p.max_concurrency = 3  # type: ignore[misc]  # the point: assigning to a frozen field
 
 
 def test_run_refuses_a_violating_batch_before_starting_anything(cli, fake_claude, tmp_path):

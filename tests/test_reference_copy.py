@@ -1,15 +1,33 @@
-"""tests/data/reference must be an exact copy of ../shared/reference (the real CLI transcripts the suite compares against)."""
+"""tests/data/reference must be an exact copy of ../shared/reference (the real CLI transcripts the suite compares
+against)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 COPY = ROOT / "tests" / "data" / "reference"
-SHARED = ROOT.parent / "shared" / "reference"
+
+
+def _shared() -> Path:
+    """``../shared/reference`` beside the repository (as CI lays it), or beside the main checkout when this is a
+    ``git worktree`` elsewhere (its common git directory is the main checkout's ``.git``)."""
+    candidates = [ROOT.parent / "shared" / "reference"]
+    try:
+        common = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=30).stdout.strip()
+    except OSError:
+        common = ""
+    if common:
+        candidates.append(Path(common).parent.parent / "shared" / "reference")
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED = _shared()
 
 
 def _files(base: Path) -> dict:

@@ -128,7 +128,7 @@ def test_tty_with_dumb_terminal_falls_back_to_lines(tmp_path, write_batch, make_
     assert re.search(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z run ", tty)
 
 
-# -- in process ------------------------------------------------------------------------------------------------------------
+# -- in process --------------------------------------------------------------------------------------------------------
 
 
 def _record(name="a", status="succeeded", **over):

@@ -16,15 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import procs
+from tests.support.batches import sim
+
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "support" / "fake_claude"
 HUGE = 6_000_000  # over the 4 MiB line cap, small enough to stay quick
 WRITE_FILE = "import sys; sys.stdout.buffer.write(open(sys.argv[1], 'rb').read()); sys.stdout.flush()"
-
-
-def _sim(name: str, scenario: str, extra: str = "", **env: str) -> str:
-    pairs = ", ".join(f"{k} = {json.dumps(v)}" for k, v in {"AGENT_SIM_SCENARIO": scenario, **env}.items())
-    return f'[[instances]]\nname = "{name}"\nprompt = "task {name}"\nenv = {{ {pairs} }}\n{extra}\n'
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +42,20 @@ backoff = 0.05
 timeout = 20
 env = {{ ORCH_TEST_MARKER = "{marker}" }}
 """ + "".join([
-        _sim("ok", "tool-use"),
-        _sim("crash", "crash"),
-        _sim("quiet", "quiet-exit"),
-        _sim("maxturns", "tool-use", "max_turns = 1\nallowed_tools = [\"Bash\"]"),
-        _sim("hang", "hang", "timeout = 1"),
-        _sim("silent", "silent", "stall_timeout = 0.7"),
+        sim("ok", "tool-use"),
+        sim("crash", "crash"),
+        sim("quiet", "quiet-exit"),
+        sim("maxturns", "tool-use", "max_turns = 1\nallowed_tools = [\"Bash\"]"),
+        sim("hang", "hang", "timeout = 1"),
+        sim("silent", "silent", "stall_timeout = 0.7"),
         # these must get as far as ignoring SIGTERM / spawning before their timeout, even on a loaded machine
-        _sim("stubborn", "hang-ignore-term", "timeout = 2"),
-        _sim("child", "spawn-child", "timeout = 2"),
-        _sim("child-stubborn", "spawn-child", "timeout = 2", AGENT_SIM_CHILD_IGNORE_TERM="1"),
-        _sim("garbage", "garbage"),
-        _sim("truncated", "truncated"),
-        _sim("huge", "huge-line", AGENT_SIM_HUGE_BYTES=str(HUGE)),
-        _sim("exit-override", "tool-use", AGENT_SIM_EXIT="7"),
+        sim("stubborn", "hang-ignore-term", "timeout = 2"),
+        sim("child", "spawn-child", "timeout = 2"),
+        sim("child-stubborn", "spawn-child", "timeout = 2", AGENT_SIM_CHILD_IGNORE_TERM="1"),
+        sim("garbage", "garbage"),
+        sim("truncated", "truncated"),
+        sim("huge", "huge-line", AGENT_SIM_HUGE_BYTES=str(HUGE)),
+        sim("exit-override", "tool-use", AGENT_SIM_EXIT="7"),
     ]) + f"""
 [[instances]]
 name = "generic-ok"
@@ -77,15 +75,7 @@ argv = [{json.dumps(sys.executable)}, "-c", "import sys; print('about to fail', 
         [sys.executable, "-m", "orchestrator_pex", "run", str(path), "--json", "--results-dir", str(base / "runs")],
         cwd=base, env=make_cli_env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=120,
     )
-    left = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if f"ORCH_TEST_MARKER={marker}".encode() in f.read().split(b"\0"):
-                        left.append(int(entry))
-            except OSError:
-                pass
+    left = procs.pids_with_env("ORCH_TEST_MARKER", marker)
     doc = json.loads(proc.stdout)
     return {"proc": proc, "doc": doc, "by_name": {r["name"]: r for r in doc["instances"]}, "left": left,
             "payload": payload, "base": base}
@@ -252,7 +242,7 @@ def test_unwritable_log_stops_only_that_instance(tmp_path, fake_claude, make_cli
     path = tmp_path / "batch.toml"
     path.write_text(f'claude = {json.dumps(fake_claude)}\ngrace_period = 0.5\n'
                     f'[defaults]\nenv = {{ ORCH_TEST_MARKER = "{marker}" }}\n'
-                    + _sim("huge", "huge-line", AGENT_SIM_HUGE_BYTES="3000000") + _sim("ok", "tool-use"))
+                    + sim("huge", "huge-line", AGENT_SIM_HUGE_BYTES="3000000") + sim("ok", "tool-use"))
 
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))

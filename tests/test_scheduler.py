@@ -19,6 +19,7 @@ from orchestrator_pex.config import parse_batch
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import make_plan
 from orchestrator_pex.scheduler import Scheduler
+from tests.support.batches import sim
 
 PY = json.dumps(sys.executable)
 
@@ -57,11 +58,6 @@ raise SystemExit(1)
 '''
 
 
-def _sim(name: str, scenario: str, extra: str = "", **env: str) -> str:
-    pairs = ", ".join(f"{k} = {json.dumps(v)}" for k, v in {"AGENT_SIM_SCENARIO": scenario, **env}.items())
-    return f'[[instances]]\nname = "{name}"\nprompt = "task {name}"\nenv = {{ {pairs} }}\n{extra}\n'
-
-
 def head(top: str = "") -> str:
     """Top-level keys (``top`` goes before the first table), then a fast [retry]."""
     return "claude = {claude}\ngrace_period = 0.5\n" + top + "[retry]\nbackoff = 0.05\nbackoff_max = 0.1\n"
@@ -77,8 +73,8 @@ def _events(stderr: bytes) -> list:
 def test_transient_api_errors_are_retried_and_attempts_summed(run_batch, write_batch, tmp_path):
     (tmp_path / "spend529.py").write_text(SPEND_THEN_529)
     path = write_batch(head("concurrency = 3\n")
-                       + _sim("overloaded", "api-529", "retries = 2")
-                       + _sim("flaky", "flaky", "retries = 2", AGENT_SIM_FAIL_TIMES="1",
+                       + sim("overloaded", "api-529", "retries = 2")
+                       + sim("flaky", "flaky", "retries = 2", AGENT_SIM_FAIL_TIMES="1",
                               AGENT_SIM_STATE_FILE=str(tmp_path / "flaky.state"))
                        + f'[[instances]]\nname = "spender"\nargv = [{PY}, "{tmp_path}/spend529.py"]\nretries = 2\n')
     res = run_batch(path, "--json-logs")
@@ -102,8 +98,8 @@ def test_transient_api_errors_are_retried_and_attempts_summed(run_batch, write_b
 
 
 def test_401_stops_further_launches(run_batch, write_batch):
-    path = write_batch(head("concurrency = 1\n") + _sim("first", "ok") + _sim("auth", "api-401", "retries = 3")
-                       + _sim("later1", "ok") + _sim("later2", "ok"))
+    path = write_batch(head("concurrency = 1\n") + sim("first", "ok") + sim("auth", "api-401", "retries = 3")
+                       + sim("later1", "ok") + sim("later2", "ok"))
     res = run_batch(path)
     assert res.code == 1, res.stderr
     assert res.statuses() == {"first": "succeeded", "auth": "api-error", "later1": "not-started",
@@ -116,7 +112,7 @@ def test_401_stops_further_launches(run_batch, write_batch):
     assert not os.path.exists(os.path.join(res.doc["run_dir"], "logs", "later1.stdout"))
 
 
-# -- budgets -------------------------------------------------------------------------------------------------------------
+# -- budgets -----------------------------------------------------------------------------------------------------------
 
 EXPENSIVE = dict(AGENT_SIM_TURNS="4", AGENT_SIM_DELAY="0.05")  # 4 x (100000 input + 500 output) tokens
 FULL = 4 * 100_500
@@ -124,7 +120,7 @@ FULL = 4 * 100_500
 
 def test_batch_budget_block_stops_everything_exit_3(run_batch, write_batch):
     path = write_batch(head("concurrency = 1\n") + "[budget]\nmax_tokens = 250000\nmode = \"block\"\n"
-                       + _sim("big", "expensive", **EXPENSIVE) + _sim("after", "ok"))
+                       + sim("big", "expensive", **EXPENSIVE) + sim("after", "ok"))
     res = run_batch(path)
     assert res.code == 3, res.stderr
     assert res.doc["status"] == "budget-stopped"
@@ -137,7 +133,7 @@ def test_batch_budget_block_stops_everything_exit_3(run_batch, write_batch):
 
 def test_batch_budget_warn_continues_and_warns_once(run_batch, write_batch):
     path = write_batch(head("concurrency = 1\n") + "[budget]\nmax_tokens = 250000\nmode = \"warn\"\n"
-                       + _sim("big", "expensive", **EXPENSIVE) + _sim("after1", "ok") + _sim("after2", "ok"))
+                       + sim("big", "expensive", **EXPENSIVE) + sim("after1", "ok") + sim("after2", "ok"))
     res = run_batch(path)
     assert res.code == 0, res.stderr
     assert res.statuses() == {"big": "succeeded", "after1": "succeeded", "after2": "succeeded"}
@@ -149,9 +145,9 @@ def test_batch_budget_warn_continues_and_warns_once(run_batch, write_batch):
 
 def test_instance_budgets_stop_only_that_instance(run_batch, write_batch):
     path = write_batch(head("concurrency = 3\n")
-                       + _sim("tokens", "expensive", "max_tokens = 150000", **EXPENSIVE)
-                       + _sim("dollars", "expensive", "max_cost_usd = 0.5", **EXPENSIVE)
-                       + _sim("small", "tool-use", "max_tokens = 1000000"))
+                       + sim("tokens", "expensive", "max_tokens = 150000", **EXPENSIVE)
+                       + sim("dollars", "expensive", "max_cost_usd = 0.5", **EXPENSIVE)
+                       + sim("small", "tool-use", "max_tokens = 1000000"))
     res = run_batch(path)
     assert res.statuses() == {"tokens": "budget-stopped", "dollars": "budget-stopped", "small": "succeeded"}
     assert res.code == 1  # the batch itself was not budget-stopped: an instance did not succeed
@@ -165,7 +161,7 @@ def test_instance_budgets_stop_only_that_instance(run_batch, write_batch):
 
 
 def test_batch_deadline(run_batch, write_batch):
-    path = write_batch(head("concurrency = 2\n") + "".join(_sim(f"h{i}", "hang") for i in range(4)))
+    path = write_batch(head("concurrency = 2\n") + "".join(sim(f"h{i}", "hang") for i in range(4)))
     res = run_batch(path, "--deadline", "1")
     assert res.code == 1, res.stderr
     assert res.statuses() == {"h0": "timed-out", "h1": "timed-out", "h2": "not-started", "h3": "not-started"}
@@ -174,7 +170,7 @@ def test_batch_deadline(run_batch, write_batch):
 
 def test_deadline_during_retry_backoff(run_batch, write_batch):
     path = write_batch('claude = {claude}\ngrace_period = 0.5\n[retry]\nbackoff = 600\n'
-                       + _sim("o", "api-529", "retries = 3"))
+                       + sim("o", "api-529", "retries = 3"))
     res = run_batch(path, "--deadline", "1")
     assert res.code == 1, res.stderr
     r = res.inst("o")
@@ -210,14 +206,94 @@ def test_concurrency_one_is_sequential_in_batch_order(run_batch, tmp_path):
 
 
 def test_stagger_spaces_launches(run_batch, tmp_path):
-    path = _counter_batch(tmp_path, 3, 0.0, "grace_period = 0.5\nstagger = 0.4\n")
+    """Through the command line: launches happen one by one, in batch order (the spacing itself is checked on the
+    mock clock below, where it is exact instead of subject to process start-up jitter)."""
+    path = _counter_batch(tmp_path, 3, 0.0, "grace_period = 0.5\nstagger = 0.2\n")
     res = run_batch(path)
     assert res.code == 0, res.stderr
     _, _, log = json.loads((tmp_path / "count.json").read_text())
-    starts = [(name, at) for name, delta, at in log if delta == 1]
-    assert [name for name, _ in starts] == ["c0", "c1", "c2"]
-    # a lower bound the scheduler guarantees (launch i+1 waits >= stagger after launch i), minus process start jitter
-    assert all(b - a >= 0.3 for (_, a), (_, b) in zip(starts, starts[1:]))
+    assert [name for name, delta, _ in log if delta == 1] == ["c0", "c1", "c2"]
+
+
+# -- launch timing, on trio's MockClock (no processes: an injected attempt runner) -----------------------------------
+
+
+class AlwaysRoom(Headroom):
+    """Headroom that never holds a launch back (the tests below check the cap, the stagger and the deadline)."""
+
+    def allows(self, now, running, kind) -> bool:
+        return True
+
+
+class FakeRunner:
+    """Stands in for ``runtime.run_attempt``: each attempt "runs" for ``hold[name]`` seconds of trio time (default
+    ``default``), or until the scheduler stops it, and exits 0. Records launch times and the peak overlap."""
+
+    def __init__(self, default: float = 1.0, **hold: float) -> None:
+        self.default = default
+        self.hold = hold
+        self.starts: list = []  # (argv[-1], trio time)
+        self.running = 0
+        self.peak = 0
+        self._pids = iter(range(10_000_000, 20_000_000))  # never signalled: the fake has no process
+
+    async def __call__(self, attempt, argv, *, on_spawn, on_output, **_: object) -> None:
+        name = argv[-1]
+        attempt.pid = next(self._pids)
+        attempt.started_mono = attempt.last_output_mono = trio.current_time()
+        on_spawn(attempt)
+        self.starts.append((name, trio.current_time()))
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            with trio.CancelScope() as scope:
+                attempt.scope = scope
+                await trio.sleep(self.hold.get(name, self.default))
+        finally:
+            self.running -= 1
+        attempt.exit_code = -15 if scope.cancelled_caught else 0
+
+
+def _fake_plan(tmp_path, n: int, head: str = ""):
+    text = "grace_period = 0.5\n" + head + "".join(
+        f'[[instances]]\nname = "f{i}"\nargv = ["/bin/true", "f{i}"]\n' for i in range(n))
+    (tmp_path / "run" / "logs").mkdir(parents=True)
+    return make_plan(parse_batch(text.encode(), str(tmp_path / "b.toml")))
+
+
+async def test_stagger_spaces_launches_exactly(tmp_path, autojump_clock):
+    runner = FakeRunner(default=0.0)
+    sched = Scheduler(_fake_plan(tmp_path, 4, "stagger = 0.4\n"), str(tmp_path / "run"), headroom=AlwaysRoom(),
+                      attempt_runner=runner)
+    records = await sched.run()
+    assert [r["status"] for r in records] == ["succeeded"] * 4
+    assert [name for name, _ in runner.starts] == ["f0", "f1", "f2", "f3"]
+    gaps = [b - a for (_, a), (_, b) in zip(runner.starts, runner.starts[1:])]
+    assert all(gap >= 0.4 for gap in gaps), gaps  # launch i+1 waits at least the stagger after launch i
+    assert all(gap < 0.4 + 0.1 + 1e-9 for gap in gaps), gaps  # ... and no longer than one admission poll more
+
+
+async def test_concurrency_cap_is_reached_and_never_exceeded(tmp_path, autojump_clock):
+    runner = FakeRunner(default=5.0)
+    sched = Scheduler(_fake_plan(tmp_path, 7), str(tmp_path / "run"), headroom=AlwaysRoom(), concurrency=3,
+                      attempt_runner=runner)
+    records = await sched.run()
+    assert [r["status"] for r in records] == ["succeeded"] * 7
+    assert runner.peak == 3
+    # three waves: 0-2 at once, 3-5 when those end (5 s later), 6 after that
+    starts = dict(runner.starts)
+    assert [starts[f"f{i}"] // 5 for i in range(7)] == [0, 0, 0, 1, 1, 1, 2]
+
+
+async def test_deadline_stops_running_and_leaves_the_rest_not_started(tmp_path, autojump_clock):
+    runner = FakeRunner(default=3600.0)
+    sched = Scheduler(_fake_plan(tmp_path, 4), str(tmp_path / "run"), headroom=AlwaysRoom(), concurrency=2,
+                      deadline=10.0, attempt_runner=runner)
+    records = await sched.run()
+    assert [r["status"] for r in records] == ["timed-out", "timed-out", "not-started", "not-started"]
+    assert "deadline" in records[2]["error"]
+    assert trio.current_time() - sched.started_mono == pytest.approx(10.0, abs=0.5)  # mock time: exact, not slow
+    assert runner.running == 0
 
 
 # -- admission, in process ---------------------------------------------------------------------------------------------

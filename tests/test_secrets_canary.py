@@ -4,9 +4,7 @@ or any file the run writes (results, logs, journal, batch copy), while the outpu
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -55,7 +53,8 @@ argv = [{json.dumps(sys.executable)}, "-c", {json.dumps(PRINTER)}]
 
 @pytest.fixture
 def canary_env():
-    return {"ANTHROPIC_API_KEY": CANARY_ENV, "ORCHESTRATOR_PEX_SECRET_NAMES": "ACME_LICENSE", "AGENT_SIM_SCENARIO": "tool-use"}
+    return {"ANTHROPIC_API_KEY": CANARY_ENV, "ORCHESTRATOR_PEX_SECRET_NAMES": "ACME_LICENSE",
+            "AGENT_SIM_SCENARIO": "tool-use"}
 
 
 def test_canaries_reach_no_output_and_no_file(cli, fake_claude, tmp_path, canary_env):

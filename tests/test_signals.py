@@ -12,10 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.support import procs
 
 # Generic instance that reports SIGTERM in a file and otherwise ignores it; says "ready" on stdout and in a file.
 STUBBORN = r'''
@@ -31,16 +32,9 @@ while True:
 '''
 
 
-def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """Poll until ``predicate()``; fail (and stop the orchestrator) if it never holds or the orchestrator exits."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"orchestrator exited ({proc.returncode}) before: {what}")
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for: {what}")
+def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 30.0):
+    """Poll until ``predicate()`` holds; fail if it never does or the orchestrator exits first."""
+    return procs.wait_until(predicate, what, timeout=timeout, proc=proc)
 
 
 def log_has(results_dir: Path, name: str, needle: bytes) -> bool:

@@ -75,7 +75,7 @@ def test_bad_input_is_a_usage_error(text):
     assert "--start-at" in str(info.value)
 
 
-# -- through the command line ---------------------------------------------------------------------------------------------
+# -- through the command line ------------------------------------------------------------------------------------------
 
 
 def test_bad_start_at_on_the_command_line(cli, write_batch, tmp_path):

@@ -79,9 +79,9 @@ def dialect(name: str) -> Dialect:
     if name == "claude":
         from orchestrator_pex.agents import claude as mod
     elif name == "codex":
-        from orchestrator_pex.agents import codex as mod  # type: ignore[no-redef]
+        from orchestrator_pex.agents import codex as mod  # type: ignore[no-redef]  # one name, three modules
     elif name == "gemini":
-        from orchestrator_pex.agents import gemini as mod  # type: ignore[no-redef]
+        from orchestrator_pex.agents import gemini as mod  # type: ignore[no-redef]  # one name, three modules
     else:
         raise KeyError(name)
     return mod.DIALECT

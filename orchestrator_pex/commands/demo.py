@@ -36,5 +36,6 @@ def main(args: argparse.Namespace) -> int:
     for name in os.listdir(demo_dir):  # the flaky instance counts its attempts here
         if name.endswith(".state"):
             os.unlink(os.path.join(demo_dir, name))
-    plan = make_plan(parse_batch(text.encode(), path), options.claude, codex=options.codex, gemini=options.gemini)
+    plan = make_plan(parse_batch(text.encode(), path), options.claude, codex=options.codex, gemini=options.gemini,
+                     env_file=options.env_file)
     return launch(plan, attrs.evolve(options, results_dir=results_dir))

@@ -222,8 +222,8 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
     merged["batch"] = copy.deepcopy(first["batch"])
     if key == "batch_sha256":
         merged["batch_sha256"] = first["batch_sha256"]
-    starts = [d.get("started_at") for _, d in ordered if isinstance(d.get("started_at"), str)]
-    ends = [d.get("finished_at") for _, d in ordered if isinstance(d.get("finished_at"), str)]
+    starts = [d["started_at"] for _, d in ordered if isinstance(d.get("started_at"), str)]
+    ends = [d["finished_at"] for _, d in ordered if isinstance(d.get("finished_at"), str)]
     merged["started_at"] = min(starts, key=_sort_key) if starts else None
     merged["finished_at"] = max(ends, key=_sort_key) if ends else None
     merged["status"] = vocabulary.combined_run_status([d.get("status") for _, d in ordered], instances)

@@ -106,13 +106,22 @@ def main(args: argparse.Namespace) -> int:
                 or state.run_meta.get("started_at")}
         plan = None
         if batch is not None:
-            plan = make_plan(batch, options.claude, codex=options.codex, gemini=options.gemini)
+            plan = make_plan(batch, options.claude, codex=options.codex, gemini=options.gemini,
+                             env_file=options.env_file)
             if where is not None:
                 # the run was one shard of the batch: resume that shard only (budgets as given in the batch)
                 plan, shard_meta = shard.restrict(plan, where, False)
                 meta.update(shard_meta)
-            names = [l.name for l in plan.launches]
+            if isinstance(state.run_meta.get("selection"), dict):
+                # the run covered a selection (--only/--tags/--exclude): resume that selection only
+                from orchestrator_pex.selection import recorded_names
+
+                selected = set(recorded_names(state.run_meta, [one.name for one in plan.launches]))
+                plan = attrs.evolve(plan, launches=tuple(one for one in plan.launches if one.name in selected))
+                meta["selection"] = state.run_meta["selection"]
+            names = [launch.name for launch in plan.launches]
         else:
+            assert batch_error is not None  # the copy could not be loaded
             names = _names_from_masked_copy(run_dir, state, batch_error)
         rerun = state.to_rerun(names, rerun_failed=args.rerun_failed)
         # ended by the orchestrator's own bug (error "internal error: ..."), not on their own: rerun by default too
@@ -193,22 +202,26 @@ def verify_logs(run_dir: str, state: journal.RunState) -> None:
         _refuse_untrusted(os.path.join(run_dir, "logs", f"{log_stem(name)}.stdout"), "raw stdout log")
 
 
-def _names_from_masked_copy(run_dir: str, state, error: Exception):  # type: ignore[no-untyped-def]
+def _names_from_masked_copy(run_dir: str, state, error: Exception):
     """Instance names (in batch order, the run's shard only) from a secret-masked batch copy; else raise ``error``."""
     from orchestrator_pex import config, history
 
     copy = state.run_meta.get("batch_copy")
-    if state.run_meta.get("batch_copy_masked") and isinstance(copy, str) and os.path.isfile(os.path.join(run_dir, copy)):
+    if (state.run_meta.get("batch_copy_masked") and isinstance(copy, str)
+            and os.path.isfile(os.path.join(run_dir, copy))):
         try:
             batch = config.load_batch(os.path.join(run_dir, copy))
         except Exception:  # noqa: BLE001 - the masked copy does not parse: report the original problem
             raise error from None
-        return history.shard_names(state.run_meta, [inst.name for inst in batch.instances],
-                                   {inst.name: inst.needs or () for inst in batch.instances})
+        from orchestrator_pex.selection import recorded_names
+
+        names = history.shard_names(state.run_meta, [inst.name for inst in batch.instances],
+                                    {inst.name: inst.needs or () for inst in batch.instances})
+        return recorded_names(state.run_meta, names)
     raise error
 
 
-def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-def]
+def load_batch_copy(run_dir: str, run_meta: dict):
     """The run's batch from its verbatim copy, with relative paths resolved against the original batch's folder.
 
     A copy whose secret values were masked (``batch_copy_masked``) cannot be run: then the original batch file is
@@ -253,7 +266,7 @@ def load_batch_copy(run_dir: str, run_meta: dict):  # type: ignore[no-untyped-de
     raise RunDirError(f"{run_dir}: the run's batch copy (batch.toml or batch.json) is missing; cannot resume")
 
 
-def _nothing_to_do(run_dir: str, state, args) -> int:  # type: ignore[no-untyped-def]
+def _nothing_to_do(run_dir: str, state, args) -> int:
     from orchestrator_pex.errors import plural
     """Nothing to rerun: make sure results.json reflects the journal, report, exit 0."""
     from orchestrator_pex import history, results

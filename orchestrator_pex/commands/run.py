@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+from typing import Any, Dict, Tuple
 
 from orchestrator_pex import limits
 
@@ -14,13 +15,18 @@ from orchestrator_pex import limits
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("batch", help="batch file (TOML, or zen JSON)")
     add_run_options(p)
-    p.add_argument("--dry-run", action="store_true", help="print each instance's argv and environment changes; start nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print each instance's argv and environment changes; start nothing")
     p.add_argument("--start-at", metavar="WHEN", help="wait until WHEN: 2am, 14:30, 30m, or ISO 8601")
     p.add_argument("--shard", metavar="I/N",
                    help="run only shard I of N (stable by instance name); default from JOB_COMPLETION_INDEX + "
                         "ORCHESTRATOR_PEX_SHARD_COUNT (Kubernetes) or SLURM_ARRAY_TASK_ID/_COUNT (Slurm)")
     p.add_argument("--budget-share", choices=("none", "auto"), default="none",
-                   help="auto: divide the batch's overall budgets by the shard count (default: each shard gets them whole)")
+                   help="auto: divide the batch's overall budgets by the shard count "
+                        "(default: each shard gets them whole)")
+    from orchestrator_pex.selection import add_arguments as add_selection_arguments
+
+    add_selection_arguments(p)
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -37,8 +43,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="hard cap on instances running at once (default: batch, else 32; headroom decides below it)")
     p.add_argument("--stagger", type=_seconds, metavar="SECONDS", help="minimum time between two launches")
     p.add_argument("--deadline", type=_seconds, metavar="SECONDS", help="stop the whole batch after SECONDS")
+    p.add_argument("--env-file", metavar="PATH",
+                   help="KEY=VALUE lines added to every instance's environment, all values treated as secrets "
+                        "(default: the batch's env_file); must be owned by you and chmod 600")
     p.add_argument("--policy", metavar="FILE",
-                   help="site policy to enforce (default: $ORCHESTRATOR_PEX_POLICY, else /etc/orchestrator-pex/policy.toml if present)")
+                   help="site policy to enforce (default: $ORCHESTRATOR_PEX_POLICY, else "
+                        "/etc/orchestrator-pex/policy.toml if present)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html into the run directory")
     p.add_argument("--metrics-file", metavar="PATH",
                    help="write Prometheus textfile metrics here (default: the batch's metrics_file, else none)")
@@ -63,11 +73,9 @@ _seconds = limits.float_argument(0.0, limits.MAX_SECONDS, f"a positive number of
 
 
 def main(args: argparse.Namespace) -> int:
-    from orchestrator_pex.config import load_batch
-    from orchestrator_pex.plan import make_plan
-    from orchestrator_pex.policy import enforce
+    from orchestrator_pex import checks
     from orchestrator_pex.request import RunOptions
-    from orchestrator_pex.session import launch, results_dir_for
+    from orchestrator_pex.session import launch
 
     if args.start_at is not None:  # refuse a bad --start-at before reading anything else
         import datetime
@@ -75,20 +83,28 @@ def main(args: argparse.Namespace) -> int:
         from orchestrator_pex.start_at import parse_start_at
 
         parse_start_at(args.start_at, datetime.datetime.now().astimezone())
-    batch = load_batch(args.batch)
     options = RunOptions.from_args(args)
-    plan = make_plan(batch, options.claude, codex=options.codex, gemini=options.gemini)
-    meta: dict = {}
     shard = _shard(args)
+    narrow = None
     if shard is not None:
         from orchestrator_pex.shard import restrict
 
-        plan, meta = restrict(plan, shard, args.budget_share == "auto")
-    plan = enforce(plan, options.policy, options.concurrency, results_dir=results_dir_for(plan, options.results_dir))
+        def narrow(plan: Any) -> Tuple[Any, Dict[str, Any]]:
+            return restrict(plan, shard, args.budget_share == "auto")
+
+    # The same checks as `validate` (orchestrator_pex.checks), every problem at once; --dry-run skips preflight.
+    findings = checks.examine(args.batch, claude=options.claude,
+                              agents={"codex": options.codex, "gemini": options.gemini}, policy=options.policy,
+                              concurrency=options.concurrency, results_dir=options.results_dir, narrow=narrow,
+                              preflight=not args.dry_run, env_file=options.env_file, selection=options.selection)
+    findings.warn()
+    findings.refuse()
+    plan = findings.plan
     if args.dry_run:
         print_dry_run(plan, sys.stdout)
         return 0
-    return launch(plan, options, start_at=args.start_at or batch.start_at, meta=meta)
+    return launch(plan, options, start_at=args.start_at or plan.batch.start_at, meta=findings.meta,
+                  agent_versions=findings.agent_versions)
 
 
 def _shard(args):
@@ -104,13 +120,16 @@ def print_dry_run(plan, out) -> None:
     from orchestrator_pex.errors import plural
     from orchestrator_pex.secrets import Redactor, redact_env
 
-    scrub = Redactor.from_env(None, *(l.env_add for l in plan.launches)).scrub_text
+    secret = plan.env_file_values
+    scrub = Redactor.from_env(None, *(one.env_add for one in plan.launches), always=secret.values()).scrub_text
 
     from orchestrator_pex import graph
     from orchestrator_pex.results import log_stem
     from orchestrator_pex.workspace import branch_name
 
     print(f"# {plan.batch.path}: {plural(len(plan.launches), 'instance')}; nothing is started", file=out)
+    if plan.env_file:
+        print(f"# env file: {plan.env_file} ({plural(len(secret), 'variable')}, values masked)", file=out)
     needs = {launch.name: tuple(launch.instance.needs or ()) for launch in plan.launches}
     if any(needs.values()):
         depth = graph.levels(needs)
@@ -119,6 +138,10 @@ def print_dry_run(plan, out) -> None:
     for launch in plan.launches:
         inst = launch.instance
         print(f"\n[{launch.name}] ({launch.kind})", file=out)
+        if inst.description:
+            print(f"  description: {scrub(inst.description)}", file=out)
+        if inst.tags:
+            print(f"  tags: {scrub(', '.join(inst.tags))}", file=out)
         if inst.needs:
             print(f"  needs: {', '.join(inst.needs)} (when {inst.when or 'success'}; level {depth[launch.name]})",
                   file=out)
@@ -139,6 +162,8 @@ def print_dry_run(plan, out) -> None:
         if launch.cwd:
             print(f"  cwd:  {scrub(launch.cwd)}", file=out)
         for key, value in sorted(redact_env(launch.env_add).items()):  # by name, then by value
+            if key in secret and value == secret[key]:
+                value = "***"
             print(f"  env:  {key}={scrub(value)}", file=out)
         limits = [f"{k}={getattr(inst, k):g}" for k in ("timeout", "stall_timeout", "max_cost_usd")
                   if getattr(inst, k) is not None]

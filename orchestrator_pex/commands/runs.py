@@ -145,7 +145,8 @@ def _print_list(runs: list, results_dir: str) -> None:
         ok = _num(counts.get(InstanceStatus.SUCCEEDED)) or 0
         cost = _num(run.get("cost_usd"))
         print(f"{_s(run.get('run_id')):<32} {_s(run.get('status')):<12} {_s(run.get('started_at')):<21} "
-              f"{int(_num(run.get('instances')) or 0):>5} {int(ok):>5} {f'{cost:.4f}' if cost is not None else '-':>9}  "
+              f"{int(_num(run.get('instances')) or 0):>5} {int(ok):>5} "
+              f"{f'{cost:.4f}' if cost is not None else '-':>9}  "
               f"{_s(run.get('batch'))}")
         for problem in run.get("problems") or []:
             print(f"    ! {_s(problem)}", file=sys.stderr)

@@ -6,18 +6,35 @@ unit (``--output-dir DIR`` writes them there instead and prints their paths).
 
 Every scheduled command is::
 
-    PYTHON PEX run --results-dir RESULTS_DIR [--shard I/N] [--metrics-file PATH] [RUN_ARG...] BATCH
+    PYTHON PEX run --results-dir RESULTS_DIR [--shard I/N] [--metrics-file PATH] [RUN_ARG...] [--env-file PATH] BATCH
 
 with absolute paths, ``PEX_ROOT`` set to a writable cache directory (default ``/var/cache/orchestrator-pex``;
 the PEX unpacks itself there, the invoking user's home may not be writable), ``NO_COLOR=1`` and standard input
 from ``/dev/null``, so nothing waits for a terminal and logs are plain lines (mailed by cron, or in the journal).
 ``run`` takes the batch lock by default: an overlapping run exits 75 instead of running twice.
 
+With ``--env-file PATH`` the run gets ``--env-file PATH`` (see :mod:`orchestrator_pex.envfile`: secrets such as
+``ANTHROPIC_API_KEY`` for unattended runs, a file owned by the user the run runs as, mode 0600); the systemd
+service also names it in ``EnvironmentFile=``.
+
+Checks before anything is printed (each problem one line, exit 2): the batch file must load (the same checks as
+``validate``); the cron expression is checked field by field (minute 0-59, hour 0-23, day of month 1-31, month 1-12
+or jan-dec, day of week 0-7 or sun-sat; ``*``, ranges ``a-b`` with a <= b, steps ``/n`` with n >= 1, lists) or is a
+nickname. A warning (stderr; the line is still printed) names each executable the run would start -- the agent of a
+Claude Code instance, ``argv[0]`` of another -- that is an absolute path to nothing executable, or a bare name not
+found on the scheduler's ``PATH`` (cron: ``/usr/bin:/bin``; systemd: ``/usr/local/sbin:/usr/local/bin:/usr/sbin:
+/usr/bin``), and an env file the run would refuse (missing, not a regular file, accessible to group or others, not
+owned by the user the run runs as).
+
+The systemd service always has ``User=`` (``--user``, default: the user running ``schedule``) and asks systemd for
+the directories it writes, owned by that user: ``CacheDirectory=`` for a PEX_ROOT under ``/var/cache/`` and
+``StateDirectory=`` for a results directory under ``/var/lib/`` (other locations: create them yourself, owned by
+that user).
+
 Quoting: cron hands the command to ``/bin/sh``, so every argument is shell-quoted and every ``%`` (a newline to cron)
 escaped as ``\\%``. systemd splits ``ExecStart=`` itself: arguments are double-quoted when needed, ``%`` doubled
-(specifiers) and ``$`` doubled (variable expansion). The schedule expressions are checked minimally: five cron
-fields (or an ``@daily``-style nickname); an ``OnCalendar=`` value of the characters systemd accepts; run
-``systemd-analyze calendar EXPR`` on the target for a full check.
+(specifiers) and ``$`` doubled (variable expansion). An ``OnCalendar=`` value is checked minimally (the characters
+systemd accepts); run ``systemd-analyze calendar EXPR`` on the target for a full check.
 """
 
 from __future__ import annotations
@@ -34,12 +51,16 @@ from orchestrator_pex.errors import EXIT_OK, UsageError
 DEFAULT_PYTHON = "/usr/bin/python3"
 DEFAULT_PEX_ROOT = "/var/cache/orchestrator-pex"
 DEFAULT_RESULTS_DIR = "/var/lib/orchestrator-pex/results"
+CRON_PATH = "/usr/bin:/bin"
+SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+#: (field name, lowest, highest, names allowed) for the five cron fields
+_CRON_RANGES = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 31, ()),
+                ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+                ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
 
 _CRON_NICKNAMES = {"@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 _CRON_ITEM = r"(?:\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/[0-9]+)?"
 _CRON_FIELD = re.compile(f"{_CRON_ITEM}(?:,{_CRON_ITEM})*")  # always fullmatch
-_CRON_NAMES = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-               "sun", "mon", "tue", "wed", "thu", "fri", "sat"}
 _CALENDAR_SHORTHANDS = {"minutely", "hourly", "daily", "monthly", "weekly", "yearly", "annually", "quarterly",
                         "semiannually"}
 _CALENDAR_CHARS = re.compile(r"[A-Za-z0-9*,./:~ +_-]+")  # always fullmatch
@@ -57,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "systemd", help="print a service and a timer unit", description="Print systemd units running BATCH."
     )
     systemd.add_argument("--on-calendar", required=True, metavar="EXPR", help='OnCalendar= value, e.g. "*-*-* 02:00"')
-    systemd.add_argument("--user", help="User= of the service (default: root)")
+    systemd.add_argument("--user", help="User= of the service (default: the user running this command)")
     systemd.add_argument("--unit-name", help="unit name without suffix (default: orchestrator-pex-BATCHSTEM)")
     systemd.add_argument("--output-dir", metavar="DIR", help="write NAME.service and NAME.timer here")
     for p in (cron, systemd):
@@ -70,6 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--shard", metavar="I/N", help="run only shard I of N of the batch")
         p.add_argument("--metrics-file", metavar="PATH", help="Prometheus textfile metrics of each run (`run "
                        "--metrics-file`), e.g. in node_exporter's --collector.textfile.directory")
+        p.add_argument("--env-file", metavar="PATH",
+                       help="env file (KEY=VALUE, mode 0600, owned by the user the run runs as) the run reads its "
+                            "secrets from: passed as run --env-file (and EnvironmentFile= for systemd)")
         p.add_argument(
             "--run-arg", action="append", default=[], metavar="ARG",
             help="extra argument for `run` (repeat; use --run-arg=--flag for flags)",
@@ -92,11 +116,17 @@ def main(args: argparse.Namespace) -> int:
     _check_control_characters(args)
     command, environment = run_command(args)
     if args.scheduler == "cron":
-        sys.stdout.write(cron_line(args.at, command, environment, user=args.user, log=args.log) + "\n")
+        line = cron_line(args.at, command, environment, user=args.user, log=args.log)
+        _warn_unreachable(command[-1], CRON_PATH, "cron")  # loads the batch: ConfigError (exit 2) if it cannot
+        _warn_env_file(_env_file(args), args.user or _current_user())
+        sys.stdout.write(line + "\n")
         return EXIT_OK
     name = args.unit_name or default_unit_name(command[-1])
     _check_unit_name(name)
-    service, timer = systemd_units(name, args.on_calendar, command, environment, user=args.user)
+    service, timer = systemd_units(name, args.on_calendar, command, environment, user=args.user or _current_user(),
+                                   env_file=_env_file(args))
+    _warn_unreachable(command[-1], SYSTEMD_PATH, "systemd")  # loads the batch: ConfigError (exit 2) if it cannot
+    _warn_env_file(_env_file(args), args.user or _current_user())
     if args.output_dir:
         out = os.path.abspath(args.output_dir)
         try:
@@ -144,7 +174,8 @@ def run_command(args: argparse.Namespace) -> Tuple[List[str], List[Tuple[str, st
     if not pex:
         raise UsageError("--pex PATH is required when not running from the PEX file")
     if not os.path.isabs(args.python):
-        raise UsageError(f"--python: expected an absolute path (cron and systemd have a minimal PATH), got {args.python!r}")
+        raise UsageError("--python: expected an absolute path (cron and systemd have a minimal PATH), "
+                         f"got {args.python!r}")
     argv = [_absolute(args.python, "--python"), _absolute(pex, "--pex"), "run",
             "--results-dir", _absolute(args.results_dir, "--results-dir")]
     if args.shard:
@@ -158,9 +189,90 @@ def run_command(args: argparse.Namespace) -> Tuple[List[str], List[Tuple[str, st
         if "\n" in extra or "\0" in extra:
             raise UsageError(f"--run-arg: a scheduled argument cannot contain a newline, got {extra!r}")
     argv += list(args.run_arg)
+    env_file = _env_file(args)
+    if env_file:
+        argv += ["--env-file", env_file]
     argv.append(_absolute(args.batch, "BATCH"))
     env = [("PEX_ROOT", _absolute(args.pex_root, "--pex-root")), ("NO_COLOR", "1")]
     return argv, env
+
+
+def _env_file(args: argparse.Namespace) -> Optional[str]:
+    value = getattr(args, "env_file", None)
+    return _absolute(value, "--env-file") if value else None
+
+
+def _current_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def unreachable_executables(batch_path: str, path: str) -> List[str]:
+    """One message per executable of the batch's instances that is neither absolute nor found on ``path``."""
+    import shutil
+
+    from orchestrator_pex.config import AGENT_SIM, apply_defaults, load_batch
+
+    batch = load_batch(batch_path)
+    label = os.path.basename(batch_path)
+    found = []
+    for i, inst in enumerate(apply_defaults(batch)):
+        if inst.argv is not None:
+            program, key = inst.argv[0], f"instances[{i}].argv"
+        elif batch.claude != AGENT_SIM:
+            program, key = batch.claude, "claude"
+        else:
+            continue
+        if os.sep in program:  # a path: absolute, or relative to the batch's folder (the agent)
+            if key == "claude" and not os.path.isabs(program):
+                program = os.path.join(os.path.dirname(batch_path), program)
+            if not os.path.isabs(program) or (os.path.isfile(program) and os.access(program, os.X_OK)):
+                continue  # a relative argv[0] resolves against the instance's cwd when it runs
+            message = f"{label}: {key}: {program!r} does not exist or is not executable"
+        else:
+            search = (inst.env or {}).get("PATH", path)
+            if shutil.which(program, path=search) is not None:
+                continue
+            message = f"{label}: {key}: {program!r} is not on the scheduler's PATH ({search}); give its absolute path"
+        if message not in found:
+            found.append(message)
+    return found
+
+
+def env_file_problem(path: Optional[str], user: str) -> Optional[str]:
+    """Why the scheduled run would refuse the env file at ``path`` (run as ``user``), as far as can be seen now."""
+    import pwd
+    import stat
+
+    if not path:
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return f"{path}: the env file does not exist (yet); the run refuses to start without it"
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        return f"{path}: the env file is not a regular file; the run will refuse it"
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        return f"{path}: the env file is accessible to group or others; the run will refuse it (chmod 600)"
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+    if st.st_uid != uid:
+        return f"{path}: the env file is not owned by {user}, who runs it; the run will refuse it (chown {user})"
+    return None
+
+
+def _warn_env_file(path: Optional[str], user: str) -> None:
+    problem = env_file_problem(path, user)
+    if problem:
+        print(f"orchestrator-pex: warning: {problem}", file=sys.stderr)
+
+
+def _warn_unreachable(batch_path: str, path: str, scheduler: str) -> None:
+    for message in unreachable_executables(batch_path, path):
+        print(f"orchestrator-pex: warning: {message} (a {scheduler} run would fail to start it)", file=sys.stderr)
 
 
 # -- cron ---------------------------------------------------------------------------------------------------------
@@ -181,11 +293,35 @@ def check_cron_expression(expr: str) -> str:
             f"--at: a cron schedule has 5 fields (minute hour day-of-month month day-of-week), got {len(fields)} "
             f"in {expr!r}"
         )
-    for field in fields:
-        names = re.findall(r"[A-Za-z]+", field)
-        if not _CRON_FIELD.fullmatch(field) or any(n.lower() not in _CRON_NAMES for n in names):
+    for field, (what, low, high, names) in zip(fields, _CRON_RANGES):
+        if not _CRON_FIELD.fullmatch(field):
             raise UsageError(f"--at: {field!r} is not a cron field (numbers, *, ranges a-b, steps /n, lists a,b)")
+        for item in field.split(","):
+            _check_cron_item(item, what, low, high, names)
     return text
+
+
+def _check_cron_item(item: str, what: str, low: int, high: int, names: Tuple[str, ...]) -> None:
+    """One element of a cron list: ``*``, ``a`` or ``a-b``, optionally ``/step``; values within ``low..high``."""
+    spec, _, step = item.partition("/")
+    if step and int(step) < 1:
+        raise UsageError(f"--at: {what} {item!r}: a step must be 1 or more")
+    if spec == "*":
+        return
+    values = []
+    for word in spec.split("-"):
+        if word.isdigit():
+            value = int(word)
+        elif word.lower() in names:
+            value = names.index(word.lower()) + low
+        else:
+            allowed = f" or {names[0]}-{names[-1]}" if names else ""
+            raise UsageError(f"--at: {what} {item!r}: {word!r} is not a {what} ({low}-{high}{allowed})")
+        if not low <= value <= high:
+            raise UsageError(f"--at: {what} {item!r}: {value} is out of range ({low}-{high})")
+        values.append(value)
+    if len(values) == 2 and values[0] > values[1]:
+        raise UsageError(f"--at: {what} {item!r}: a range must go from low to high")
 
 
 def cron_quote(arg: str) -> str:
@@ -213,6 +349,18 @@ def cron_line(at: str, argv: List[str], env: List[Tuple[str, str]], user: Option
 # -- systemd ------------------------------------------------------------------------------------------------------
 
 
+def _state_directories(argv: List[str], env: dict) -> str:
+    """``CacheDirectory=`` for a PEX_ROOT under /var/cache, ``StateDirectory=`` for a results dir under /var/lib."""
+    lines = ""
+    results = argv[argv.index("--results-dir") + 1] if "--results-dir" in argv else ""
+    for key, value, base in (("CacheDirectory", env.get("PEX_ROOT", ""), "/var/cache/"),
+                             ("StateDirectory", results, "/var/lib/")):
+        rel = os.path.normpath(value)[len(base):] if os.path.normpath(value).startswith(base) else ""
+        if rel and re.match(r"^[A-Za-z0-9_.@/-]+$", rel) and ".." not in rel.split("/"):
+            lines += f"{key}={rel}\n"
+    return lines
+
+
 def check_calendar(expr: str) -> str:
     """A minimal OnCalendar= check: one line of the characters systemd's calendar syntax uses."""
     text = " ".join(str(expr).split())
@@ -222,7 +370,8 @@ def check_calendar(expr: str) -> str:
             "\"Mon..Fri 06:30\"; check with systemd-analyze calendar)"
         )
     if text.isalpha() and text.lower() not in _CALENDAR_SHORTHANDS:
-        raise UsageError(f"--on-calendar: unknown shorthand {text!r} (use one of {', '.join(sorted(_CALENDAR_SHORTHANDS))})")
+        raise UsageError(f"--on-calendar: unknown shorthand {text!r} "
+                         f"(use one of {', '.join(sorted(_CALENDAR_SHORTHANDS))})")
     return text
 
 
@@ -250,7 +399,7 @@ def systemd_quote(arg: str, executable: bool = False) -> str:
 
 
 def systemd_units(name: str, on_calendar: str, argv: List[str], env: List[Tuple[str, str]],
-                  user: Optional[str] = None) -> Tuple[str, str]:
+                  user: Optional[str] = None, env_file: Optional[str] = None) -> Tuple[str, str]:
     """The service and timer unit texts."""
     calendar = check_calendar(on_calendar)
     if any(c in argv[0] for c in "'\"\\"):
@@ -264,6 +413,9 @@ def systemd_units(name: str, on_calendar: str, argv: List[str], env: List[Tuple[
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", user):
             raise UsageError(f"--user: not a user name: {user!r}")
         user_line = f"User={user}\n"
+    if env_file:
+        user_line += f"EnvironmentFile={systemd_quote(env_file)}\n"
+    user_line += _state_directories(argv, dict(env))
     description = f"orchestrator-pex batch {os.path.basename(batch)}".replace("%", "%%")
     service = (
         "[Unit]\n"

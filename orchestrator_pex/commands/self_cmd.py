@@ -81,7 +81,7 @@ def verify_signature(sums_path: str, sig_path: str, allowed_signers: str) -> str
         data = f.read()
     for principal in principals(allowed_signers):
         argv = [keygen, "-Y", "verify", "-f", allowed_signers, "-I", principal, "-n", NAMESPACE, "-s", sig_path]
-        proc = subprocess.run(argv, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.run(argv, input=data, capture_output=True)
         if proc.returncode == 0:
             return principal
     raise VerifyError(f"{sig_path} is not a valid signature of {sums_path} by a key in {allowed_signers}")

@@ -26,7 +26,8 @@ from orchestrator_pex import strictjson
 
 BUILD_INFO_RESOURCE = "_build_info.json"
 PLATFORM_TAGS = ("linux_x86_64", "linux_aarch64", "macos_arm64", "macos_x86_64")
-_PEX_NAME_RE = re.compile(r"orchestrator-pex-(?P<version>.+)-(?P<tag>linux_x86_64|linux_aarch64|macos_arm64|macos_x86_64)\.pex")  # always fullmatch
+_PEX_NAME_RE = re.compile(  # always fullmatch
+    r"orchestrator-pex-(?P<version>.+)-(?P<tag>linux_x86_64|linux_aarch64|macos_arm64|macos_x86_64)\.pex")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

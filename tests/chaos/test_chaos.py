@@ -25,12 +25,14 @@ import uuid
 
 import pytest
 
+from orchestrator_pex import journal
+from tests.support import procs
+from tests.support.components import missing
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
 
-from orchestrator_pex import journal  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc") or os.name != "posix", reason="needs Linux /proc")
+pytestmark = pytest.mark.skipif((not os.path.isdir("/proc") or os.name != "posix") and os.environ.get("CI") != "true",
+                                reason="needs Linux /proc")
 
 TRIALS = int(os.environ.get("CHAOS_TRIALS", "20"))
 INSTANCES = 200
@@ -60,7 +62,8 @@ class Batch:
         lines = [f'claude = "{agent}"', f"concurrency = {concurrency}", "grace_period = 2", "[defaults]",
                  'model = "claude-sonnet-4-5"', "retries = 0"]
         for name in self.names:
-            lines += ["[[instances]]", f'name = "{name}"', f'prompt = "task {name}"', f'env = {{ CHAOS_NAME = "{name}" }}']
+            lines += ["[[instances]]", f'name = "{name}"', f'prompt = "task {name}"',
+                      f'env = {{ CHAOS_NAME = "{name}" }}']
         self.path = os.path.join(self.tmp, "batch.toml")
         with open(self.path, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -90,21 +93,7 @@ class Batch:
 
     def marked_pids(self):
         """Live processes (not zombies) whose environment carries this test's marker."""
-        needle = f"CHAOS_MARK={self.marker}".encode()
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    env = f.read().split(b"\0")
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    state = f.read().rsplit(b")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if needle in env and state not in (b"Z", b"X"):
-                found.append(int(entry))
-        return found
+        return procs.pids_with_env("CHAOS_MARK", self.marker)
 
     def assert_no_processes(self, timeout=GONE_TIMEOUT):
         deadline = time.monotonic() + timeout
@@ -112,14 +101,7 @@ class Batch:
         while left and time.monotonic() < deadline:
             time.sleep(0.05)
             left = self.marked_pids()
-        details = []
-        for pid in left:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read().replace(b"\0", b" ")[:120]
-                details.append(f"{pid}: {cmdline!r}")
-            except OSError:
-                pass
+        details = [f"{pid}: {procs.cmdline(pid)[:120]!r}" for pid in left]
         assert not left, "processes of the batch survived: " + "; ".join(details)
 
     # -- state -------------------------------------------------------------------------------------------------
@@ -328,9 +310,9 @@ def test_disk_full_under_run_dir_then_resume(tmp_path):
         mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
                                  capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"cannot mount a tmpfs: {exc}")
+        missing(f"cannot mount a tmpfs: {exc}")
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (need root): {mounted.stderr.strip()}")
+        missing(f"cannot mount a tmpfs (need root): {mounted.stderr.strip()}")
     try:
         b = Batch(tmp_path, n=60, concurrency=8, delay="0.01", results=str(mnt / "runs"))
         # leave ~150 KB: the run starts, then the logs and journal fill the disk mid-batch
@@ -429,7 +411,7 @@ def test_success_only_in_results_json_is_not_rerun(finished_run, tmp_path):
     with open(path, "rb") as f:
         lines = f.read().split(b"\n")
     # a bit flip inside one success line: the journal loses it, results.json still has it
-    victim = next(i for i, l in enumerate(lines) if b'"status":"succeeded"' in l and b"instance_finished" in l)
+    victim = next(i for i, ln in enumerate(lines) if b'"status":"succeeded"' in ln and b"instance_finished" in ln)
     lines[victim] = lines[victim][:30] + b"\xff" + lines[victim][31:]
     with open(path, "wb") as f:
         f.write(b"\n".join(lines))

@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from test_chaos import Batch  # noqa: E402
-
-from orchestrator_pex import journal, shard  # noqa: E402
+from orchestrator_pex import journal, shard
+from tests.chaos.test_chaos import Batch
 
 
 def set_env(b, overrides):

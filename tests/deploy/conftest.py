@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from deploylib import REPO, ensure_built_pex
+from tests.deploy.deploylib import REPO, ensure_built_pex
+from tests.support.components import missing
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "deploy: slow deploy test (real ansible-playbook, PEX runs); -m 'not deploy' skips")
+    config.addinivalue_line("markers",
+                            "deploy: slow deploy test (real ansible-playbook, PEX runs); -m 'not deploy' skips")
 
 
 @pytest.fixture(scope="session")
@@ -28,10 +30,10 @@ def ansible_bin() -> Path:
     script = REPO / "scripts" / "install-ansible"
     proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        pytest.skip(f"scripts/install-ansible failed (no package index?): {proc.stderr.strip()[-300:]}")
+        missing(f"scripts/install-ansible failed (no package index?): {proc.stderr.strip()[-300:]}")
     bindir = Path(proc.stdout.strip().splitlines()[-1])
     if not (bindir / "ansible-playbook").exists():
-        pytest.skip(f"scripts/install-ansible printed {bindir}, which has no ansible-playbook")
+        missing(f"scripts/install-ansible printed {bindir}, which has no ansible-playbook")
     return bindir
 
 
@@ -40,7 +42,7 @@ def built_pex(tmp_path_factory) -> Path:
     """A private copy of the built PEX (a rebuild of dist/ during the session cannot swap it underneath)."""
     pex, why = ensure_built_pex()
     if pex is None:
-        pytest.skip(why)
+        missing(why)
     copy = tmp_path_factory.mktemp("built-pex") / pex.name
     shutil.copyfile(pex, copy)
     copy.chmod(0o755)

@@ -63,7 +63,7 @@ def _python39() -> Optional[str]:
     return None
 
 
-def ensure_built_pex() -> "tuple[Optional[Path], str]":
+def ensure_built_pex() -> tuple[Optional[Path], str]:
     """(PEX, "") or (None, why not). Builds with scripts/pants when dist/ has none or it is stale."""
     pex = find_built_pex()
     if os.environ.get("ORCHESTRATOR_PEX_TEST_PEX"):
@@ -145,7 +145,7 @@ def cron_command(line: str, has_user: bool = True) -> tuple:
     user = None
     if has_user:
         user, rest = rest.split(None, 1)
-    command, stdin, i, current = [], None, 0, []
+    stdin, i, current = None, 0, []
     out = current
     while i < len(rest):
         ch = rest[i]
@@ -179,11 +179,104 @@ def cron_environment(crontab_text: str, home: str) -> Dict[str, str]:
 def run_like_cron(crontab_text: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run the (single) job line of a cron.d file as cron would: ``/bin/sh -c`` under a minimal environment
     (``env -i`` plus cron's variables), no controlling terminal (new session), stdin from the ``%`` text."""
-    jobs = [l for l in crontab_text.splitlines()
-            if l.strip() and not l.lstrip().startswith("#") and not re.match(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=", l)]
+    jobs = [ln for ln in crontab_text.splitlines()
+            if ln.strip() and not ln.lstrip().startswith("#") and not re.match(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=", ln)]
     assert len(jobs) == 1, jobs
     _, _, command, stdin = cron_command(jobs[0])
     env = cron_environment(crontab_text, home=os.environ.get("HOME", "/root"))
     argv: List[str] = ["/usr/bin/env", "-i", *[f"{k}={v}" for k, v in env.items()], "/bin/sh", "-c", command]
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, cwd=env["HOME"],
                           start_new_session=True)
+
+
+# -- a real cron daemon ------------------------------------------------------------------------------------------
+
+class CronDaemon:
+    """Debian's ``cron -f`` reading only ``cron_dir`` as its ``/etc/cron.d``, started and stopped by PID.
+
+    It runs in a private mount namespace (``unshare --mount``): ``cron_dir`` is bind-mounted over ``/etc/cron.d``,
+    an empty file over ``/etc/crontab``, an empty directory over ``/var/spool/cron/crontabs`` and a tmpfs over
+    ``/run`` (its pid file), so it sees no system schedule, leaves no system crontab entry behind and cannot clash
+    with another cron daemon. Its jobs run in that namespace too. Needs root (mount namespaces).
+    """
+
+    def __init__(self, cron_dir: Path, scratch: Path) -> None:
+        self.cron_dir, self.scratch = cron_dir, scratch
+        self.proc: Optional[subprocess.Popen] = None
+
+    @staticmethod
+    def unavailable() -> Optional[str]:
+        """Why a daemon cannot be started here (None if it can)."""
+        for tool in ("cron", "unshare", "mount"):
+            if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
+                return f"{tool} is not installed (Debian package cron / util-linux)"
+        if os.geteuid() != 0:
+            return "a private cron daemon needs root (mount namespace, /etc/cron.d owned by root)"
+        return None
+
+    def start(self) -> CronDaemon:
+        crontab = self.scratch / "empty-crontab"
+        crontab.write_text("")
+        spool = self.scratch / "empty-spool"
+        spool.mkdir(exist_ok=True)
+        cron = shutil.which("cron") or "/usr/sbin/cron"
+        script = ('mount --bind "$1" /etc/cron.d && mount --bind "$2" /etc/crontab && '
+                  '{ [ ! -d /var/spool/cron/crontabs ] || mount --bind "$3" /var/spool/cron/crontabs; } && '
+                  'mount -t tmpfs tmpfs /run && exec "$4" -f -L 15')
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script, "sh", str(self.cron_dir),
+             str(crontab), str(spool), cron],
+            stdin=subprocess.DEVNULL, stdout=open(self.scratch / "cron.out", "wb"), stderr=subprocess.STDOUT)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM the daemon by its PID (``unshare`` and ``sh`` exec into it), SIGKILL if it lingers."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def __enter__(self) -> CronDaemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def fake_pex(tmp: Path) -> Path:
+    """A zipapp standing in for the PEX (``python FILE ARGS`` runs orchestrator-pex from this checkout), for tests
+    that need the scheduled command line but not the build. Run it with an interpreter that has the runtime
+    dependencies (the test venv's)."""
+    src = tmp / "fake-pex-src"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "__main__.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO)!r})\nfrom orchestrator_pex.cli import main\nsys.exit(main())\n")
+    out = tmp / "orchestrator-pex.pyz"
+    import zipapp
+
+    zipapp.create_archive(str(src), str(out))
+    out.chmod(0o755)
+    return out
+
+
+def pids_with_env(name: str, value: str) -> List[int]:
+    """PIDs of processes whose environment has ``name=value`` (Linux /proc)."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from deploylib import HOST_PYTHON, REPO as REPO_ROOT, run_like_cron, run_playbook
 from orchestrator_pex import shard
+from tests.deploy.deploylib import HOST_PYTHON, run_like_cron, run_playbook
+from tests.deploy.deploylib import REPO as REPO_ROOT
+from tests.support.components import missing
 
 pytestmark = pytest.mark.deploy
 
@@ -65,7 +67,10 @@ def files_under(root: Path) -> dict:
     for p in sorted(root.rglob("*")):
         if "pex-root" in p.parts:
             continue
-        out[str(p.relative_to(root))] = p.read_bytes() if p.is_file() and not p.is_symlink() else os.readlink(p) if p.is_symlink() else "dir"
+        if p.is_symlink():
+            out[str(p.relative_to(root))] = os.readlink(p)
+        else:
+            out[str(p.relative_to(root))] = p.read_bytes() if p.is_file() else "dir"
     return out
 
 
@@ -103,7 +108,7 @@ def test_cron_install_is_idempotent_check_mode_is_inert_and_the_cron_line_runs(a
     cron_file = root / "cron.d" / "orchestrator-pex-demo"
     text = cron_file.read_text()
     assert oct(cron_file.stat().st_mode & 0o777) == "0o644"
-    job = [l for l in text.splitlines() if l.startswith("30 1 * * * root ")]
+    job = [ln for ln in text.splitlines() if ln.startswith("30 1 * * * root ")]
     assert len(job) == 1, text
 
     # The role writes exactly the line `orchestrator-pex schedule cron --user` prints (plus the policy variable).
@@ -188,7 +193,7 @@ def test_systemd_units_verify_are_idempotent_and_run_now_reports_exit_statuses(a
 
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        pytest.skip("systemd-analyze not installed: unit files written but not verified")
+        missing("systemd-analyze not installed: unit files written but not verified")
     proc = subprocess.run([tool, "verify", str(service), str(timer)], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
 
@@ -246,7 +251,7 @@ def make_bundle(pex: Path, tmp: Path, name: str = "bundle", version: str = "") -
     """A release bundle like scripts/release makes, signed with a throwaway key: (bundle dir, allowed_signers)."""
     keygen = shutil.which("ssh-keygen")
     if keygen is None:
-        pytest.skip("ssh-keygen not installed: cannot sign a test bundle")
+        missing("ssh-keygen not installed: cannot sign a test bundle")
     key = tmp / "release-key"
     if not key.exists():
         subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "release@test", "-f", str(key)], check=True)
@@ -270,8 +275,7 @@ def make_bundle(pex: Path, tmp: Path, name: str = "bundle", version: str = "") -
 
 
 def test_signed_bundle_is_installed_with_its_install_sh(ansible_bin, built_pex, tmp_path):
-    if not (REPO_ROOT / "deploy" / "install.sh").exists():
-        pytest.skip("deploy/install.sh not written yet")
+    assert (REPO_ROOT / "deploy" / "install.sh").exists()
     bundle, signers, version, pex_name = make_bundle(built_pex, tmp_path)
     root = tmp_path / "host-b"
     hv = host_vars(root, built_pex, orchestrator_pex_pex_src="", orchestrator_pex_bundle=str(bundle),

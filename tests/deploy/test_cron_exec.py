@@ -11,8 +11,8 @@ import json
 import os
 import sys
 
-from deploylib import run_like_cron
 from orchestrator_pex.commands import schedule
+from tests.deploy.deploylib import run_like_cron
 
 HOSTILE = "we ird 50% $HOME `id` ;|&<>*?'\"\\"
 

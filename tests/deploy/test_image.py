@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from deploylib import REPO
+
+from tests.deploy.deploylib import REPO
 
 PRINCIPAL = "release@orchestrator-pex"
 TOOLS = ("mmdebstrap", "dpkg-deb", "podman", "runc", "ssh-keygen", "git")

@@ -7,15 +7,14 @@ Slurm sets, on a batch of the simulated agent; the shards' results merge into on
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from deploylib import HOST_PYTHON, REPO
 from orchestrator_pex import shard
+from tests.deploy.deploylib import HOST_PYTHON, REPO
 
 K8S = REPO / "deploy" / "k8s" / "indexed-job.yaml"
 SLURM = REPO / "deploy" / "slurm" / "array.sbatch"

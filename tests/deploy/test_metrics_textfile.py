@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-from deploylib import REPO, run_playbook
+from tests.deploy.deploylib import REPO, run_playbook
 
 ROLE = REPO / "deploy" / "ansible" / "roles" / "orchestrator_pex"
 

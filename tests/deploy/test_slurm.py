@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from deploylib import HOST_PYTHON, REPO
+
+from tests.deploy.deploylib import HOST_PYTHON, REPO
 
 ARRAY = REPO / "deploy" / "slurm" / "array.sbatch"
 MERGE = REPO / "deploy" / "slurm" / "merge.sbatch"

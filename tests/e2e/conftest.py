@@ -16,7 +16,6 @@ config never reach the mock or the logs. The orchestrator process itself also ge
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -29,24 +28,16 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+from tests.support import mock_anthropic, mock_gemini, mock_openai
+
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_CLAUDE = ROOT / "scripts" / "install-claude"
 MOCK_PATH = ROOT / "tests" / "support" / "mock_anthropic.py"
 CLAUDE_VERSION = "2.1.330"
 
 
-def _load_mock_module():
-    spec = importlib.util.spec_from_file_location("e2e_mock_anthropic", MOCK_PATH)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mock_anthropic = _load_mock_module()
 MockAnthropic = mock_anthropic.MockAnthropic
-_THIS_MODULE = sys.modules[__name__]
+_THIS_MODULE = sys.modules[__name__]  # tests.e2e.conftest (the test folders are packages: no name clash)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,9 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def e2e():
-    """This module (helpers: write_batch, cli_base_env, read_events, cli_report, ...), whatever the import mode.
-
-    Captured while the module is imported: later, ``sys.modules["conftest"]`` is another folder's conftest."""
+    """This module (helpers: write_batch, cli_base_env, read_events, cli_report, ...), as a fixture."""
     return _THIS_MODULE
 
 
@@ -251,17 +240,6 @@ def cli_report(events: List[Dict[str, Any]]) -> Dict[str, Any]:
 INSTALL_NPM_AGENT = ROOT / "scripts" / "install-npm-agent"
 
 
-def _load_support(name: str):
-    spec = importlib.util.spec_from_file_location(f"e2e_{name}", ROOT / "tests" / "support" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mock_openai = _load_support("mock_openai")
-mock_gemini = _load_support("mock_gemini")
 
 
 def _install_npm_agent(agent: str) -> str:

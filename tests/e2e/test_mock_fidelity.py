@@ -1,6 +1,6 @@
 """The mock API itself: its wire format (no CLI needed), and -- with the real CLI -- that the CLI's transcripts have
-the shape of the reference transcripts of Claude Code 2.1.330 (tests/data/reference/claude-code-2.1.330, a copy of ../shared/reference), whose
-essentials are written out here so the test does not depend on that directory."""
+the shape of the reference transcripts of Claude Code 2.1.330 (tests/data/reference/claude-code-2.1.330, a copy of
+../shared/reference), whose essentials are written out here so the test does not depend on that directory."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def _sse(text):
 def _conv(text, tool_results=0):
     msgs = [{"role": "user", "content": [{"type": "text", "text": text}]}]
     for i in range(tool_results):
-        msgs.append({"role": "assistant", "content": [{"type": "tool_use", "id": f"t{i}", "name": "Bash", "input": {}}]})
+        msgs.append({"role": "assistant",
+                     "content": [{"type": "tool_use", "id": f"t{i}", "name": "Bash", "input": {}}]})
         msgs.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"t{i}", "content": "x"}]})
     return {"model": "claude-sonnet-4-5", "stream": True, "max_tokens": 100, "messages": msgs}
 
@@ -123,7 +124,7 @@ def _safe(fn):
     try:
         fn()
         return "answered"
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to answer is the outcome being classified
         return "error"
 
 

@@ -3,12 +3,11 @@
 The oracle for accounting is the CLI itself: every record's tokens, cost, turns, session, model and tools must equal
 what the CLI printed in its own stream (``result`` events, summed over attempts; ``system/init`` model; tool_use
 blocks by id) in the instance's stdout log. Absolute values pin the mock + CLI behaviour from the reference
-transcripts (tests/data/reference/claude-code-2.1.330, a copy of ../shared/reference), so a changed CLI or mock shows up as a failure too.
+transcripts (tests/data/reference/claude-code-2.1.330, a copy of ../shared/reference), so a changed CLI or mock shows
+up as a failure too.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 

@@ -15,7 +15,8 @@ from typing import Dict, List
 
 import pytest
 
-from pexlib import ROOT, dist_paths, find_python
+from tests.pex.pexlib import ROOT, dist_paths, find_python
+from tests.support.components import missing
 
 BUILD_INPUTS = [
     "orchestrator_pex",
@@ -50,7 +51,7 @@ def _stale(paths: List[Path]) -> bool:
 def python39() -> str:
     py = find_python("3.9")
     if py is None:
-        pytest.skip("CPython 3.9 is absent: Pants 2.17.1 (scripts/pants) needs it to build the PEX files "
+        missing("CPython 3.9 is absent: Pants 2.17.1 (scripts/pants) needs it to build the PEX files "
                     "(e.g. `pyenv install 3.9.18`, or PANTS_PYTHON=/path/to/python3.9)")
     return py
 

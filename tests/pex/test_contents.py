@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-from pathlib import Path
 
 import pytest
 
-from pexlib import PLATFORMS, ROOT
+from tests.pex.pexlib import PLATFORMS, ROOT
 
 pytestmark = pytest.mark.pex
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from pexlib import PYTHONS, ROOT, find_python
+from tests.pex.pexlib import PYTHONS, ROOT, find_python
 
 HEADER_RE = re.compile(r"^// ?")
 

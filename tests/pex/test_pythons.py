@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from pexlib import PYTHONS, find_python, project_version
+from tests.pex.pexlib import PYTHONS, find_python, project_version
+from tests.support.components import missing
 
 pytestmark = pytest.mark.pex
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.pex
 def interpreter(version: str) -> str:
     py = find_python(version)
     if py is None:
-        pytest.skip(f"CPython {version} is not installed on this machine")
+        missing(f"CPython {version} is not installed on this machine")
     return py
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from pexlib import ROOT
+from tests.pex.pexlib import ROOT
 
 pytestmark = pytest.mark.pex
 

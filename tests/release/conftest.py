@@ -18,6 +18,8 @@ from typing import Dict, Tuple
 
 import pytest
 
+from tests.support.components import missing
+
 ROOT = Path(__file__).resolve().parents[2]
 PRINCIPAL = "release@orchestrator-pex"
 V2 = "99.0.0"
@@ -48,7 +50,7 @@ def make_key(folder: Path, name: str) -> Tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory) -> Dict[str, Path]:
     if shutil.which("ssh-keygen") is None:
-        pytest.skip("ssh-keygen (OpenSSH) is not installed")
+        missing("ssh-keygen (OpenSSH) is not installed")
     folder = tmp_path_factory.mktemp("keys")
     key, allowed = make_key(folder, "release")
     other, other_allowed = make_key(folder, "intruder")
@@ -58,7 +60,7 @@ def keys(tmp_path_factory) -> Dict[str, Path]:
 def clone(dest: Path, source: Path = ROOT) -> Path:
     """A fresh clone of ``source``'s HEAD (the repository under test by default)."""
     if not (source / ".git").exists():
-        pytest.skip("release tests need a git checkout of the repository")
+        missing("release tests need a git checkout of the repository")
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(source), str(dest)], check=True)
     return dest
 

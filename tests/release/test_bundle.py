@@ -29,7 +29,7 @@ def load_sbom_module():
 def run_pex(pex: Path, *args: str, env_extra=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PEX", "PYTHONPATH")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, str(pex), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.run([sys.executable, str(pex), *args], capture_output=True, text=True, env=env)
 
 
 def test_bundle_layout_and_checksums(bundle_v1, repo_v1):
@@ -55,7 +55,7 @@ def test_signature_verifies_by_hand_and_not_with_another_key(bundle_v1, keys):
             return subprocess.run(
                 ["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I", PRINCIPAL, "-n", "orchestrator-pex",
                  "-s", str(bundle_v1 / "SHA256SUMS.sig")],
-                stdin=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                stdin=data, capture_output=True,
             ).returncode
 
     assert verify(keys["allowed"]) == 0
@@ -64,8 +64,10 @@ def test_signature_verifies_by_hand_and_not_with_another_key(bundle_v1, keys):
 
 def test_version_json_reports_embedded_build_metadata(bundle_v1, repo_v1):
     version = project_version(repo_v1)
-    commit = subprocess.run(["git", "-C", str(repo_v1), "rev-parse", "HEAD"], stdout=subprocess.PIPE, text=True).stdout.strip()
-    epoch = int(subprocess.run(["git", "-C", str(repo_v1), "show", "-s", "--format=%ct"], stdout=subprocess.PIPE, text=True).stdout)
+    commit = subprocess.run(["git", "-C", str(repo_v1), "rev-parse", "HEAD"], stdout=subprocess.PIPE,
+                            text=True).stdout.strip()
+    epoch = int(subprocess.run(["git", "-C", str(repo_v1), "show", "-s", "--format=%ct"], stdout=subprocess.PIPE,
+                               text=True).stdout)
     tag = host_tag()
     pex = bundle_v1 / f"orchestrator-pex-{version}-{tag}.pex"
     proc = run_pex(pex, "version", "--json")
@@ -119,7 +121,8 @@ def test_sbom_lists_exactly_the_bundled_distributions(bundle_v1, repo_v1, plat):
     assert listed == in_pex and len(sbom["components"]) == len(wheels)
     assert {"trio", "attrs", "cattrs", "tomli-w"} <= {n for n, _ in listed}
     lock = load_sbom_module().read_lockfile(str(repo_v1 / "lockfiles" / "python-default.lock"))
-    by_wheel = {p["value"]: c for c in sbom["components"] for p in c["properties"] if p["name"] == "orchestrator-pex:wheel"}
+    by_wheel = {p["value"]: c for c in sbom["components"] for p in c["properties"]
+                if p["name"] == "orchestrator-pex:wheel"}
     assert sorted(by_wheel) == wheels
     for wheel, comp in by_wheel.items():
         assert comp["hashes"] == [{"alg": "SHA-256", "content": lock[wheel]["sha256"]}]
@@ -164,7 +167,7 @@ def test_release_refuses_key_inside_repo_and_dirty_tree(repo_v1, keys):
     inside = repo_v1 / "release-key"
     inside.write_bytes(keys["key"].read_bytes())
     proc = subprocess.run([str(repo_v1 / "scripts" / "release"), "--key", str(inside)], cwd=repo_v1,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          capture_output=True, text=True)
     inside.unlink()
     assert proc.returncode == 2 and "inside the repository" in proc.stderr
     readme = repo_v1 / "pyproject.toml"
@@ -172,12 +175,12 @@ def test_release_refuses_key_inside_repo_and_dirty_tree(repo_v1, keys):
     readme.write_bytes(original + b"\n")
     try:
         proc = subprocess.run([str(repo_v1 / "scripts" / "release"), "--key", str(keys["key"])], cwd=repo_v1,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              capture_output=True, text=True)
     finally:
         readme.write_bytes(original)
     assert proc.returncode == 2 and "uncommitted changes" in proc.stderr
-    proc = subprocess.run([str(repo_v1 / "scripts" / "release")], cwd=repo_v1, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, env={k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_PEX_SIGNING_KEY"})
+    proc = subprocess.run([str(repo_v1 / "scripts" / "release")], cwd=repo_v1, capture_output=True,
+                          text=True, env={k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_PEX_SIGNING_KEY"})
     assert proc.returncode == 2 and "no signing key" in proc.stderr
 
 
@@ -191,14 +194,16 @@ def test_self_verify_catches_a_resigned_bundle_with_another_sbom(bundle_v1, repo
     (copy / pex_name).write_bytes((bundle_v1 / pex_name).read_bytes())
     (copy / sbom_name).write_bytes((bundle_v1 / sbom_name).read_bytes() + b"\n")
     (copy / "SHA256SUMS").write_text("".join(f"{sha256(copy / n)}  {n}\n" for n in sorted((pex_name, sbom_name))))
-    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex", str(copy / "SHA256SUMS")],
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex",
+                    str(copy / "SHA256SUMS")],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = run_pex(copy / pex_name, "self", "verify", "--trust", str(keys["allowed"]))
     assert proc.returncode == 1 and "is not the SBOM" in proc.stderr, proc.stderr
     (copy / sbom_name).write_bytes((bundle_v1 / sbom_name).read_bytes())
     (copy / "SHA256SUMS").write_text("".join(f"{sha256(copy / n)}  {n}\n" for n in sorted((pex_name, sbom_name))))
     (copy / "SHA256SUMS.sig").unlink()
-    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex", str(copy / "SHA256SUMS")],
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex",
+                    str(copy / "SHA256SUMS")],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = run_pex(copy / pex_name, "self", "verify", "--trust", str(keys["allowed"]))
     assert proc.returncode == 0, proc.stderr

@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, Tuple
 
 import pytest
 
-from .conftest import V2, host_tag, project_version, sha256
+from .conftest import V2, host_tag, sha256
 
 
 def install(bundle: Path, prefix: Path, *args: str, trust=None) -> subprocess.CompletedProcess:
@@ -20,7 +19,7 @@ def install(bundle: Path, prefix: Path, *args: str, trust=None) -> subprocess.Co
     if trust is not None:
         argv += ["--trust", str(trust)]
     env = {k: v for k, v in os.environ.items() if k not in ("PEX", "PYTHONPATH")}
-    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.run(argv, capture_output=True, text=True, env=env)
 
 
 def changed(proc: subprocess.CompletedProcess) -> str:
@@ -46,7 +45,7 @@ def snapshot(prefix: Path) -> Dict[str, Tuple[str, str]]:
 def run_current(prefix: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PEX", "PYTHONPATH", "ORCHESTRATOR_PEX_RESULTS_DIR")}
     return subprocess.run([str(prefix / "current" / "orchestrator-pex"), *args], cwd=prefix.parent,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                          capture_output=True, text=True, env=env)
 
 
 def assert_current(prefix: Path, version: str, demo: bool = False) -> None:
@@ -69,7 +68,8 @@ def test_install_reinstall_upgrade_rollback(bundle_v1, bundle_v2, keys, tmp_path
     assert not (prefix / "previous").exists()
     installed = prefix / v1
     assert {p.name for p in installed.iterdir()} >= {
-        f"orchestrator-pex-{v1}-{host_tag()}.pex", "orchestrator-pex", "SHA256SUMS", "SHA256SUMS.sig", "allowed_signers",
+        f"orchestrator-pex-{v1}-{host_tag()}.pex", "orchestrator-pex", "SHA256SUMS", "SHA256SUMS.sig",
+        "allowed_signers",
         f"orchestrator-pex-{v1}-{host_tag()}.cdx.json",
     }
     verify = run_current(prefix, "self", "verify")
@@ -165,7 +165,8 @@ def swap_in_other_version(b: Path, ctx) -> None:
 
 def resign_with_unknown_key(b: Path, ctx) -> None:
     (b / "SHA256SUMS.sig").unlink()
-    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(ctx["other_key"]), "-n", "orchestrator-pex", str(b / "SHA256SUMS")],
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(ctx["other_key"]), "-n", "orchestrator-pex",
+                    str(b / "SHA256SUMS")],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -260,5 +261,5 @@ def test_fresh_prefix_is_not_created_when_refused(bundle_v2, keys, tmp_path):
 def test_usage_errors(bundle_v1, tmp_path):
     proc = install(bundle_v1, tmp_path / "p")
     assert proc.returncode == 2 and "--trust" in proc.stderr
-    proc = subprocess.run(["sh", str(bundle_v1 / "install.sh"), "--bogus"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(["sh", str(bundle_v1 / "install.sh"), "--bogus"], capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown argument" in proc.stderr

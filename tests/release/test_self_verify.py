@@ -18,8 +18,8 @@ def cli(*args: str, env_extra=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PEX"}
     env["PYTHONPATH"] = str(ROOT)
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "orchestrator_pex", *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "orchestrator_pex", *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT)
 
 
 @pytest.fixture
@@ -32,7 +32,8 @@ def bundle(tmp_path, keys) -> Path:
     other.write_text("hello\n")
     lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}" for p in sorted((pex, other))]
     (b / "SHA256SUMS").write_text("\n".join(lines) + "\n")
-    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex", str(b / "SHA256SUMS")],
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["key"]), "-n", "orchestrator-pex",
+                    str(b / "SHA256SUMS")],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return b
 

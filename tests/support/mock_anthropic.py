@@ -32,6 +32,11 @@ server serves a mixed batch: ``[mock:text]``, ``[mock:tool]``, ``[mock:tools=3]`
 (several may be combined, e.g. ``[mock:text] [mock:delay=0.5]``). Markers persist through the conversation
 because the CLI resends the whole conversation on each request.
 
+Required key: ``MockAnthropic(api_key=KEY)`` (script: ``--api-key-file F``, the key read from a file so it is in no
+argv) answers every ``POST`` with 401 ``authentication_error`` (and ``x-should-retry: false``) unless the request's
+``x-api-key`` header, or ``authorization: Bearer ...``, equals KEY; records then carry ``key_ok`` and
+:attr:`MockAnthropic.counts` ``rejected_key``. Without it any key (or none) is accepted.
+
 Other endpoints: ``POST /v1/messages/count_tokens`` -> ``{"input_tokens": 1200}``; ``GET /v1/models`` -> an
 empty model list; any other GET/HEAD -> 200 ``{}``; other POSTs -> 404 ``not_found_error``. Non-streaming
 ``/v1/messages`` requests (``"stream"`` absent/false) get the same answer as one JSON message.
@@ -162,9 +167,10 @@ class MockAnthropic:
     """The mock server. ``start()`` returns ``base_url``; ``stop()`` wakes sleeping handlers and shuts down."""
 
     def __init__(self, mode: str = "tool", delay: float = 0.0, tools: int = 1, noretry: bool = False,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, api_key: Optional[str] = None) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        self.api_key = api_key
         self.default = Behaviour(mode, float(delay), int(tools), bool(noretry))
         self._host, self._port = host, port
         self._lock = threading.Lock()
@@ -192,7 +198,7 @@ class MockAnthropic:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "MockAnthropic":
+    def __enter__(self) -> MockAnthropic:
         self.start()
         return self
 
@@ -296,6 +302,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.mock.record("other", method="POST", path=self.path, status=400)
             self._send_json(400, _error_body("invalid_request_error", f"mock: bad JSON: {exc}"))
             return
+        if not self._key_ok():
+            self.mock.record("rejected_key", method="POST", path=self.path, status=401, key_ok=False)
+            self._send_json(401, _error_body("authentication_error", "mock: invalid x-api-key"),
+                            {"x-should-retry": "false"})
+            return
         if path == "/v1/messages/count_tokens":
             self.mock.record("count_tokens", method="POST", path=self.path, status=200)
             self._send_json(200, {"input_tokens": USAGE_INPUT})
@@ -304,6 +315,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.mock.record("other", method="POST", path=self.path, status=404)
             self._send_json(404, _error_body("not_found_error", f"mock: no route {path}"))
+
+    def _key_ok(self) -> bool:
+        want = self.mock.api_key
+        if not want:
+            return True
+        auth = self.headers.get("authorization") or ""
+        return self.headers.get("x-api-key") == want or auth == f"Bearer {want}"
 
     # -- /v1/messages ----------------------------------------------------------------------------------------
     def _messages(self, body: Dict[str, Any]) -> None:
@@ -314,7 +332,8 @@ class _Handler(BaseHTTPRequestHandler):
         status = int(b.mode) if b.mode.isdigit() else 200
         self.mock.record("messages", method="POST", path=self.path, status=status, mode=b.mode, model=model,
                          stream=stream, delay=b.delay, tool_rounds=rounds,
-                         has_api_key=bool(self.headers.get("x-api-key") or self.headers.get("authorization")))
+                         has_api_key=bool(self.headers.get("x-api-key") or self.headers.get("authorization")),
+                         key_ok=self._key_ok())
         if not self.mock.sleep(b.delay):
             return
         if b.mode == "hang":
@@ -401,9 +420,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--mode", default="tool", choices=MODES, help="default behaviour (markers override)")
     ap.add_argument("--tools", type=int, default=1, help="tool rounds per conversation in tool mode")
     ap.add_argument("--noretry", action="store_true", help="send x-should-retry: false with error answers")
+    ap.add_argument("--api-key-file", help="401 unless x-api-key equals the key in this file (first line)")
     args = ap.parse_args(argv)
+    api_key = None
+    if args.api_key_file:
+        with open(args.api_key_file, encoding="utf-8") as fh:
+            api_key = fh.readline().strip() or None
     mock = MockAnthropic(mode=args.mode, delay=args.delay, tools=args.tools, noretry=args.noretry,
-                         port=args.port)
+                         port=args.port, api_key=api_key)
     mock.start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,67 @@
+"""What a finished instance leaves in memory: its record only, compactly, decoded to the same record on read."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+from orchestrator_pex.config import parse_batch
+from orchestrator_pex.plan import make_plan
+from orchestrator_pex.runtime import Attempt
+from orchestrator_pex.scheduler import InstanceState, Scheduler
+
+
+def _plan(tmp_path, n: int):
+    text = "".join(f'[[instances]]\nname = "i{i}"\nargv = ["/bin/true"]\n' for i in range(n))
+    return make_plan(parse_batch(text.encode(), str(tmp_path / "b.toml")))
+
+
+def _record(name: str) -> dict:
+    return {"name": name, "status": "succeeded", "tokens": {"input": 1, "total": 1}, "tools": {"Bash": 2},
+            "cost_usd": 0.25, "result": "ünïcode ✓", "error": None}
+
+
+def test_finish_keeps_the_same_record_and_drops_attempts(tmp_path):
+    state = InstanceState(_plan(tmp_path, 1).launches[0])
+    state.attempts.append(Attempt(1))
+    state.record = _record("i0")
+    state.finish()
+    assert state.attempts == []
+    assert isinstance(state._record, bytes)
+    assert state.record == _record("i0")
+    assert state.record is not state.record  # a fresh dict on each read: nobody can change the kept record
+
+
+def test_finish_keeps_a_record_that_is_not_plain_json_as_it_is(tmp_path):
+    state = InstanceState(_plan(tmp_path, 1).launches[0])
+    odd = {"name": "i0", "value": float("nan")}
+    state.record = odd
+    state.finish()
+    assert state.record is odd
+
+
+def test_final_records_in_batch_order_mixed_and_over_chunks(tmp_path, monkeypatch):
+    from orchestrator_pex import scheduler as sched_mod
+
+    monkeypatch.setattr(sched_mod, "_DECODE_CHUNK", 3)
+    sched = Scheduler(_plan(tmp_path, 7), str(tmp_path / "run"))
+    for i, state in enumerate(sched.states):
+        state.record = _record(f"i{i}")
+        if i != 4:  # one record stays a dict (as one that is not plain JSON would)
+            state.finish()
+    assert sched._final_records() == [_record(f"i{i}") for i in range(7)]
+
+
+def test_a_finished_instance_holds_far_less_than_its_record_dict(tmp_path):
+    states = [InstanceState(launch) for launch in _plan(tmp_path, 200).launches]
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i, state in enumerate(states):
+            state.record = {**_record(f"i{i}"), "stdout_log": f"/runs/x/logs/i{i}.stdout", "at": f"2026-{i}"}
+        as_dicts = tracemalloc.get_traced_memory()[0] - base
+        for state in states:
+            state.finish()
+        compact = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert compact < as_dicts / 2
