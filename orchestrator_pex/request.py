@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 import attrs
 
+from orchestrator_pex.selection import Selection
+
 
 @attrs.frozen
 class RunOptions:
@@ -31,7 +33,8 @@ class RunOptions:
     lock: Optional[str] = None  #: lock file instead of the one derived from the batch path
     wait_lock: Optional[float] = None  #: seconds to wait for a held lock
     env_file: Optional[str] = None  #: ``--env-file`` (None: the batch's ``env_file``, if any)
-    selection: Any = None  #: :class:`orchestrator_pex.selection.Selection` (``--only``/``--tags``/``--exclude``)
+    #: ``--only``/``--tags``/``--exclude`` (``run``, ``validate``; empty: every instance)
+    selection: Selection = attrs.field(factory=Selection)
 
     @classmethod
     def from_args(cls, args: Any) -> RunOptions:
@@ -55,14 +58,5 @@ class RunOptions:
             lock=get("lock"),
             wait_lock=get("wait_lock"),
             env_file=get("env_file"),
-            selection=_selection(args),
+            selection=Selection.of(get("only"), get("tags"), get("exclude")),
         )
-
-
-def _selection(args: Any) -> Any:
-    """The ``--only``/``--tags``/``--exclude`` selection of ``args`` (None: the command takes none)."""
-    if not any(hasattr(args, name) for name in ("only", "tags", "exclude")):
-        return None
-    from orchestrator_pex.selection import Selection
-
-    return Selection.from_args(args)

@@ -39,9 +39,11 @@ class Selection:
     exclude: Tuple[str, ...] = ()
 
     @classmethod
-    def from_args(cls, args: Any) -> Selection:
-        return cls(only=split_words(getattr(args, "only", None)), tags=split_words(getattr(args, "tags", None)),
-                   exclude=split_words(getattr(args, "exclude", None)))
+    def of(cls, only: Optional[Iterable[str]] = None, tags: Optional[Iterable[str]] = None,
+           exclude: Optional[Iterable[str]] = None) -> Selection:
+        """The selection of the ``--only``/``--tags``/``--exclude`` values as given (each repeatable, words split on
+        commas; see :func:`split_words`). Commands read them through :class:`orchestrator_pex.request.RunOptions`."""
+        return cls(only=split_words(only), tags=split_words(tags), exclude=split_words(exclude))
 
     def __bool__(self) -> bool:
         return bool(self.only or self.tags or self.exclude)

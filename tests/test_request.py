@@ -32,6 +32,19 @@ def test_run_options_from_parsed_arguments():
     assert RunOptions.from_args(argparse.Namespace()) == RunOptions()  # a command without some options
 
 
+def test_run_options_carry_env_file_and_selection():
+    """--env-file and --only/--tags/--exclude (merged from ops) are read once too; validate takes the same."""
+    from orchestrator_pex.selection import Selection
+
+    argv = ["b.toml", "--env-file", "s.env", "--only", "a,b", "--only", "c", "--tags", "x", "--exclude", "b"]
+    for command in ("run", "validate"):
+        options = RunOptions.from_args(cli.build_parser(command).parse_args([command, *argv]))
+        assert options.env_file == "s.env"
+        assert options.selection == Selection(only=("a", "b", "c"), tags=("x",), exclude=("b",))
+    demo = RunOptions.from_args(cli.build_parser("demo").parse_args(["demo", "--env-file", "s.env"]))
+    assert demo.env_file == "s.env" and not demo.selection
+
+
 def test_no_namespace_reaches_library_modules():
     """Outside commands/ and cli.py, no function takes or reads an argparse Namespace (``args``)."""
     package = os.path.join(ROOT, "orchestrator_pex")
