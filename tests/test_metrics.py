@@ -241,7 +241,9 @@ def test_batch_metrics_file_key(tmp_path: Path, cli) -> None:
 
 
 def test_schedule_passes_an_absolute_metrics_file(tmp_path: Path, cli) -> None:
+    batch = tmp_path / "nightly.toml"  # schedule refuses a batch that does not load
+    batch.write_text('[[instances]]\nname = "a"\nargv = ["/bin/true"]\n')
     proc = cli("schedule", "cron", "--at", "@daily", "--pex", "/opt/o/current/orchestrator-pex",
-               "--metrics-file", "textfile/nightly.prom", "/etc/b/nightly.toml")
+               "--metrics-file", "textfile/nightly.prom", str(batch))
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    assert f" --metrics-file {tmp_path}/textfile/nightly.prom /etc/b/nightly.toml ".encode() in proc.stdout
+    assert f" --metrics-file {tmp_path}/textfile/nightly.prom {batch} ".encode() in proc.stdout

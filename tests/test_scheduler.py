@@ -221,7 +221,7 @@ def test_stagger_spaces_launches(run_batch, tmp_path):
 class AlwaysRoom(Headroom):
     """Headroom that never holds a launch back (the tests below check the cap, the stagger and the deadline)."""
 
-    def allows(self, now, running, kind) -> bool:
+    def allows(self, now, running, kind, progress=0) -> bool:
         return True
 
 

@@ -110,7 +110,7 @@ def test_runs_show_of_a_killed_run_labels_instances_from_the_batch_copy(write_ba
     import sys
     import time
 
-    from conftest import cli_env
+    from tests.conftest import cli_env
 
     batch = write_batch(BATCH.replace("[defaults]", "concurrency = 1\n[defaults]"))
     runs = tmp_path / "runs"

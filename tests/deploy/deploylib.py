@@ -266,17 +266,3 @@ def fake_pex(tmp: Path) -> Path:
     out.chmod(0o755)
     return out
 
-
-def pids_with_env(name: str, value: str) -> List[int]:
-    """PIDs of processes whose environment has ``name=value`` (Linux /proc)."""
-    needle = f"{name}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if needle in f.read().split(b"\0"):
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found

@@ -20,7 +20,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from deploylib import REPO, CronDaemon, fake_pex, pids_with_env
+
+from tests.deploy.deploylib import REPO, CronDaemon, fake_pex
+from tests.support.procs import pids_with_env
 
 pytestmark = pytest.mark.deploy
 

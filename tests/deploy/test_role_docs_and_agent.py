@@ -11,7 +11,8 @@ import shutil
 import subprocess
 
 import pytest
-from deploylib import ANSIBLE_DIR, REPO, run_playbook
+
+from tests.deploy.deploylib import ANSIBLE_DIR, REPO, run_playbook
 
 ROLE = ANSIBLE_DIR / "roles" / "orchestrator_pex"
 
