@@ -16,9 +16,16 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import tomli_w
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - CPython 3.9/3.10
+    import tomli as tomllib
 
 from orchestrator_pex import shard
 from tests.deploy.deploylib import HOST_PYTHON, run_like_cron, run_playbook
@@ -32,11 +39,21 @@ POLICY = {"allowed_permission_modes": ["default", "acceptEdits", "plan"], "forbi
 
 
 def demo_batch(pex: Path, tmp: Path) -> str:
-    """The product's own demo batch (simulated agent, no Claude account), as `init --demo` writes it."""
+    """The product's own demo batch (simulated agent, no Claude account), as `init --demo` writes it, kept literal for
+    Ansible with :func:`literal`: its dependency placeholders (``{{plan.session_id}}``) are Jinja's braces too.
+    Its Codex and Gemini instances are left out: POLICY forbids WebFetch, which those CLIs cannot be told to withhold
+    (the policy refuses them, as documented)."""
     path = tmp / "demo-init.toml"
     env = dict(os.environ, PEX_ROOT=str(tmp / "pex-root-init"))
     subprocess.run([HOST_PYTHON, str(pex), "init", "--demo", str(path)], check=True, capture_output=True, env=env)
-    return path.read_text()
+    batch = tomllib.loads(path.read_text())
+    batch["instances"] = [i for i in batch["instances"] if i.get("agent", "claude") == "claude"]
+    return tomli_w.dumps(batch)
+
+
+def literal(text: str) -> str:
+    """``text`` as a role variable Ansible will not template (the demo's placeholders are Jinja's braces too)."""
+    return "{% raw %}" + text + "{% endraw %}"
 
 
 def host_vars(root: Path, pex: Path, **extra) -> dict:
@@ -80,7 +97,7 @@ def test_cron_install_is_idempotent_check_mode_is_inert_and_the_cron_line_runs(a
     inv = write_inventory(tmp_path, {"orch-a": host_vars(
         root, built_pex,
         orchestrator_pex_policy=POLICY,
-        orchestrator_pex_batches=[{"name": "demo", "content": batch}],
+        orchestrator_pex_batches=[{"name": "demo", "content": literal(batch)}],
         orchestrator_pex_schedules=[{"batch": "demo", "at": "30 1 * * *"}],
     )})
 
@@ -134,8 +151,8 @@ def test_cron_install_is_idempotent_check_mode_is_inert_and_the_cron_line_runs(a
     # A bad batch never replaces a good one: `orchestrator-pex validate` (with the policy) fails the play.
     # Both items fail in one play: a malformed batch and a batch that violates the site policy (validate applies
     # it). Neither replaces nor creates a batch file.
-    broken = [{"name": "demo", "content": batch.replace("[[instances]]", "[[instance]]")},
-              {"name": "strict", "content": batch.replace('"acceptEdits"', '"bypassPermissions"')}]
+    broken = [{"name": "demo", "content": literal(batch.replace("[[instances]]", "[[instance]]"))},
+              {"name": "strict", "content": literal(batch.replace('"acceptEdits"', '"bypassPermissions"'))}]
     bad = write_inventory(tmp_path, {"orch-a": host_vars(
         root, built_pex, orchestrator_pex_policy=POLICY, orchestrator_pex_batches=broken,
         orchestrator_pex_schedules=[{"batch": "demo", "at": "30 1 * * *"}],
@@ -148,7 +165,7 @@ def test_cron_install_is_idempotent_check_mode_is_inert_and_the_cron_line_runs(a
 
     # state: absent removes the schedule.
     gone = write_inventory(tmp_path, {"orch-a": host_vars(
-        root, built_pex, orchestrator_pex_batches=[{"name": "demo", "content": batch}],
+        root, built_pex, orchestrator_pex_batches=[{"name": "demo", "content": literal(batch)}],
         orchestrator_pex_schedules=[{"batch": "demo", "at": "30 1 * * *", "state": "absent"}],
     )})
     removed = run_playbook(ansible_bin, "site.yml", gone, tmp_path)
@@ -161,7 +178,7 @@ def test_systemd_units_verify_are_idempotent_and_run_now_reports_exit_statuses(a
     inv = write_inventory(tmp_path, {"orch-s": host_vars(
         root, built_pex,
         orchestrator_pex_scheduler="systemd",
-        orchestrator_pex_batches=[{"name": "demo", "content": demo_batch(built_pex, tmp_path)}],
+        orchestrator_pex_batches=[{"name": "demo", "content": literal(demo_batch(built_pex, tmp_path))}],
         orchestrator_pex_schedules=[{"batch": "demo", "on_calendar": "Mon..Fri 06:30", "shard": "0/1"}],
     )})
     first = run_playbook(ansible_bin, "site.yml", inv, tmp_path)

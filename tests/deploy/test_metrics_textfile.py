@@ -30,15 +30,20 @@ def test_textfile_dir_adds_the_metrics_file_to_scheduled_runs(ansible_bin, tmp_p
     inventory = tmp_path / "inventory.ini"
     inventory.write_text("localhost ansible_connection=local\n")
     # as an extra var: the role's defaults file is loaded here as vars_files, which outranks play vars
+    # the batch must exist and load: `schedule` refuses one that does not
+    batch_dir = tmp_path / "etc" / "batches"
+    batch_dir.mkdir(parents=True)
+    (batch_dir / "nightly.toml").write_text('[[instances]]\nname = "a"\nargv = ["/bin/true"]\n')
     run = run_playbook(ansible_bin, str(playbook), inventory, tmp_path, "-e",
-                       json.dumps({"orchestrator_pex_textfile_dir": textfile}))
+                       json.dumps({"orchestrator_pex_textfile_dir": textfile,
+                                   "orchestrator_pex_batch_dir": str(batch_dir)}))
     assert run.rc == 0, run
     (job,) = [line for line in out.read_text().splitlines() if line.startswith("0 2 * * * root ")]
     printed = subprocess.run(
         [sys.executable, "-m", "orchestrator_pex", "schedule", "cron", "--user", "root", "--at", "0 2 * * *",
          "--pex", "/opt/orchestrator-pex/current/orchestrator-pex",
          "--results-dir", "/var/lib/orchestrator-pex/results",
-         "--metrics-file", f"{textfile}/orchestrator-pex-nightly.prom", "/etc/orchestrator-pex/batches/nightly.toml"],
+         "--metrics-file", f"{textfile}/orchestrator-pex-nightly.prom", str(batch_dir / "nightly.toml")],
         capture_output=True, text=True, check=True, cwd=str(REPO),
     ).stdout.strip()
     assert job == printed
