@@ -159,7 +159,7 @@ def test_schedule_cron_line_fires_under_a_real_cron_daemon_and_authenticates_fro
 
 def test_the_cron_file_the_ansible_role_installs_fires_and_authenticates_from_the_role_env_file(
         tmp_path, claude_bin, cron_available, ansible_bin):
-    from deploylib import run_playbook
+    from tests.deploy.deploylib import run_playbook
 
     key = f"sk-ant-role-{uuid.uuid4().hex}"
     root = tmp_path / "host"
