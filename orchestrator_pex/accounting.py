@@ -186,12 +186,8 @@ class Accounting:
         return True
 
     def _slow(self, line: bytes) -> bool:
-        try:
-            event = json.loads(line)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            self.bad_lines += 1
-            return False
-        if not isinstance(event, dict):
+        event = untrusted.json_object(line)
+        if event is None:
             self.bad_lines += 1
             return False
         self.handle(event)

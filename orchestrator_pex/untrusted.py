@@ -22,14 +22,25 @@ event) and low enough that sums of them stay exact in a float and finite in JSON
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 MAX_COUNT = 10**12  #: largest token count accepted from one field of one event
 MAX_DOLLARS = 1e6  #: largest cost in dollars accepted from one event
 MAX_NAME = 200  #: tool and model names are cut to this many characters
 MAX_TEXT = 64 * 1024  #: default cap for free text kept in a record (final result, error)
 MAX_NUMBER = 1e15  #: largest magnitude of a number read back from a document and summed
+
+
+def json_object(line: bytes) -> Optional[Dict[str, Any]]:
+    """One line of an agent's output parsed as a JSON object, or ``None`` when it is not one: not JSON, not UTF-8,
+    nested too deeply for the parser, or JSON but not an object. Never raises for any of those."""
+    try:
+        event = json.loads(line)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return event if isinstance(event, dict) else None
 
 
 def count(value: Any) -> Optional[int]:

@@ -9,7 +9,6 @@ model when the agent reports a per-model breakdown (``by_model``), else at ``mod
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List, Optional
 
 from orchestrator_pex import untrusted
@@ -45,12 +44,8 @@ class Reader:
         """Account one line (without its newline). Return False if the line was not usable JSON (it is skipped)."""
         if not line.strip():
             return True
-        try:
-            event = json.loads(line)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            self.bad_lines += 1
-            return False
-        if not isinstance(event, dict):
+        event = untrusted.json_object(line)
+        if event is None:
             self.bad_lines += 1
             return False
         self.handle(event)
