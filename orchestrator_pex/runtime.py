@@ -114,13 +114,13 @@ class Attempt:
         self.started_at = self.finished_at = 0.0  # wall clock (time.time())
         self.started_mono = self.last_output_mono = 0.0
         self.exit_code: Optional[int] = None
-        #: why the orchestrator ended it: "timed-out", "stalled", "budget-stopped" or "cancelled"
-        self.stop_reason: Optional[str] = None
+        #: why the orchestrator ended it: timed-out, stalled, budget-stopped or cancelled (the record's status)
+        self.stop_reason: Optional[InstanceStatus] = None
         self.error: Optional[str] = None
         self.skipped_lines = 0
         self.scope: Optional[trio.CancelScope] = None
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: InstanceStatus) -> None:
         """End this attempt (its process group is terminated); the first reason given is the one reported."""
         if self.stop_reason is None:
             self.stop_reason = reason

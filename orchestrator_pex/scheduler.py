@@ -59,16 +59,13 @@ from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.pressure import admission
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
-from orchestrator_pex.vocabulary import InstanceStatus
+from orchestrator_pex.vocabulary import InstanceStatus, StopReason
 
 if TYPE_CHECKING:  # annotations only
     from orchestrator_pex.secrets import Redactor
 
 TRANSIENT_API_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 DEFAULT_CONCURRENCY = 32  # hard cap when neither --concurrency nor the batch sets one (API rate limits)
-#: why launching stopped (``Scheduler.stopped``) -> the status of an instance that stopped running because of it
-STATUS_WHEN_STOPPED = {"interrupted": InstanceStatus.CANCELLED, "deadline": InstanceStatus.TIMED_OUT,
-                       "budget": InstanceStatus.BUDGET_STOPPED}
 _POLL = 0.1  # seconds between admission checks when nothing else wakes the launcher
 _DECODE_CHUNK = 1024  # finished records decoded together at the end of a run
 
@@ -222,7 +219,7 @@ class Scheduler:
         self.running: Dict[str, InstanceState] = {}
         self.tokens = 0  # the batch ledger: every attempt of every instance, running or done
         self.cost = 0.0
-        self.stopped: Optional[str] = None  # why launching stopped: budget, auth, deadline, interrupted
+        self.stopped: Optional[StopReason] = None  # why launching stopped
         self.budget_stopped = False
         self._batch_warned = False
         self.interrupted = False
@@ -248,11 +245,14 @@ class Scheduler:
     def interrupt(self) -> None:
         """Stop launching; stop every running instance (``cancelled``); cut retry back-offs short."""
         self.interrupted = True
-        self._stop_all("interrupted", InstanceStatus.CANCELLED)
+        self._stop_all(StopReason.INTERRUPTED)
 
-    def _stop_all(self, why: str, status: str) -> None:
+    def _stop_all(self, why: StopReason) -> None:
+        """Stop launching for ``why``; end every running attempt with the status ``why`` gives it."""
         if self.stopped is None:
             self.stopped = why
+        status = why.instance_status
+        assert status is not None  # only the stops that end running attempts come here
         for state in list(self.running.values()):
             if state.current is not None:
                 state.current.stop(status)
@@ -310,10 +310,7 @@ class Scheduler:
                 await trio.to_thread.run_sync(self.workspaces.prune)
         for state in self.states:
             if not state.recorded:
-                why = {"budget": "not started: the batch budget was reached",
-                       "auth": "not started: an earlier instance failed authentication (401)",
-                       "deadline": "not started: the batch deadline passed",
-                       "interrupted": "not started: the run was interrupted"}.get(self.stopped or "")
+                why = self.stopped.not_started if self.stopped is not None else None
                 earlier = self.carried.get(state.launch.name)  # resumed, but not started again: nothing changed
                 state.status = earlier["status"] if earlier else InstanceStatus.NOT_STARTED
                 inst = state.launch.instance
@@ -370,7 +367,7 @@ class Scheduler:
         assert self.deadline is not None  # started only when there is one
         await trio.sleep_until(self.started_mono + self.deadline)
         await self.emit({"event": "warning", "message": f"batch deadline of {self.deadline:g}s reached"})
-        self._stop_all("deadline", InstanceStatus.TIMED_OUT)
+        self._stop_all(StopReason.DEADLINE)
 
     async def _admit(self, state: InstanceState) -> bool:
         """Wait until ``state`` may start; False if launching has stopped."""
@@ -445,8 +442,8 @@ class Scheduler:
                                   "branch": ws.branch, "base": ws.base})
                 self.workspaces.created[name] = {"base": ws.base}
                 launch = attrs.evolve(launch, cwd=ws.cwd)
-                if self.stopped in STATUS_WHEN_STOPPED:  # stopped while the worktree was made
-                    status = STATUS_WHEN_STOPPED[self.stopped]
+                if self.stopped is not None and self.stopped.instance_status is not None:
+                    status = self.stopped.instance_status  # stopped while the worktree was made
                     return
             for number in range(1, (inst.retries or 0) + 2):
                 attempt = Attempt(number, reader(inst.model) if reader is not None else None)
@@ -480,14 +477,15 @@ class Scheduler:
                         and number <= (inst.retries or 0):
                     if not await self._backoff(state, number, api):
                         # the batch stopped during the wait: the instance ends the way its running peers did
-                        status = STATUS_WHEN_STOPPED.get(self.stopped or "", status)
+                        if self.stopped is not None and self.stopped.instance_status is not None:
+                            status = self.stopped.instance_status
                         break
                     continue
                 break
             last = state.current
             auth_failed = last is not None and last.acct.api_error_status == 401
             if status == InstanceStatus.API_ERROR and auth_failed and self.stopped is None:
-                self.stopped = "auth"
+                self.stopped = StopReason.AUTH
                 await self.emit({"event": "warning", "message": f"{name}: authentication failed (401): "
                                   "no further instances will be started"})
         except BaseException as exc:  # noqa: BLE001 - the instance's error boundary
@@ -602,7 +600,7 @@ class Scheduler:
                     if s.current is not None and s.current.exit_code is None:
                         s.current.error = over
                 self.warn(f"{over}: stopping the batch")
-                self._stop_all("budget", InstanceStatus.BUDGET_STOPPED)
+                self._stop_all(StopReason.BUDGET)
             else:
                 self._batch_warned = True
                 self.warn(f"{over} (mode warn: continuing)")

@@ -1,5 +1,6 @@
-"""The words of the machine interfaces, defined once: instance and run statuses, token keys, the schema version,
-and the two functions that turn instance outcomes into a run status and a run status into an exit status.
+"""The words of the machine interfaces, defined once: instance and run statuses, the scheduler's stop reasons, token
+keys, the schema version, and the two functions that turn instance outcomes into a run status and a run status into
+an exit status.
 
 Guarantees:
 
@@ -7,6 +8,9 @@ Guarantees:
   ``InstanceStatus.SUCCEEDED == "succeeded"``, they hash, format, ``str()`` and JSON-encode as the plain string
   on every supported Python (3.9–3.13), so a document written with them is byte-for-byte the one written with
   bare strings, and a status read back from JSON compares equal to the member.
+* :class:`StopReason` names why the scheduler stopped launching (``Scheduler.stopped``); each reason knows the
+  status of an instance it stopped while running (:attr:`StopReason.instance_status`) and the ``error`` text of one it
+  never started (:attr:`StopReason.not_started`), so those strings are written in one place.
 * :data:`FINAL_STATUSES` is the ordered list of statuses an instance record can have (``totals.by_status`` lists
   them zero-filled in this order); :data:`LIVE_STATUSES` are the ones a live view shows before that.
 * :func:`run_status` and :func:`exit_status` are the only derivations of a run's status and exit status; ``run``,
@@ -69,6 +73,38 @@ class RunStatus(_Word):
     FAILED = "failed"
     BUDGET_STOPPED = "budget-stopped"
     INTERRUPTED = "interrupted"
+
+
+class StopReason(_Word):
+    """Why the scheduler stopped launching: a blocking budget, a failed authentication (401), the batch deadline, or
+    an interrupt (SIGINT/SIGTERM)."""
+
+    BUDGET = "budget"
+    AUTH = "auth"
+    DEADLINE = "deadline"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def instance_status(self) -> Optional[InstanceStatus]:
+        """The status of an instance whose attempt this stop ended (None: ``auth`` ends no running attempt)."""
+        return _STATUS_WHEN_STOPPED.get(self)
+
+    @property
+    def not_started(self) -> str:
+        """The ``error`` of an instance this stop kept from starting."""
+        return _NOT_STARTED_WHY[self]
+
+
+_STATUS_WHEN_STOPPED = {
+    StopReason.INTERRUPTED: InstanceStatus.CANCELLED, StopReason.DEADLINE: InstanceStatus.TIMED_OUT,
+    StopReason.BUDGET: InstanceStatus.BUDGET_STOPPED,
+}
+_NOT_STARTED_WHY = {
+    StopReason.BUDGET: "not started: the batch budget was reached",
+    StopReason.AUTH: "not started: an earlier instance failed authentication (401)",
+    StopReason.DEADLINE: "not started: the batch deadline passed",
+    StopReason.INTERRUPTED: "not started: the run was interrupted",
+}
 
 
 #: every status an instance record (results.json, instance_finished) can have, in ``totals.by_status`` order.

@@ -44,6 +44,26 @@ def test_one_list_of_statuses_and_token_keys():
     assert metrics.RUN_STATUSES == tuple(RunStatus)
 
 
+def test_stop_reasons_are_one_enum_with_their_statuses_and_texts():
+    """The scheduler's stop reasons: strings on the outside, each with the status of the instances it ends and the
+    error text of the ones it never starts; the scheduler writes no bare reason string of its own."""
+    from orchestrator_pex.vocabulary import StopReason
+
+    assert [str(r) for r in StopReason] == ["budget", "auth", "deadline", "interrupted"]
+    assert StopReason("deadline") is StopReason.DEADLINE and json.dumps(StopReason.AUTH) == '"auth"'
+    assert {r: r.instance_status for r in StopReason} == {
+        StopReason.BUDGET: InstanceStatus.BUDGET_STOPPED, StopReason.AUTH: None,
+        StopReason.DEADLINE: InstanceStatus.TIMED_OUT, StopReason.INTERRUPTED: InstanceStatus.CANCELLED}
+    assert StopReason.AUTH.not_started == "not started: an earlier instance failed authentication (401)"
+    assert StopReason.BUDGET.not_started == "not started: the batch budget was reached"
+    assert all(r.not_started.startswith("not started: ") for r in StopReason)
+    scheduler_py = os.path.join(os.path.dirname(vocabulary.__file__), "scheduler.py")
+    with open(scheduler_py, encoding="utf-8") as f:
+        source = f.read()
+    for reason in StopReason:
+        assert f'"{reason.value}"' not in source and reason.not_started not in source, reason
+
+
 def test_schema_agrees_with_the_vocabulary():
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "schemas", "results.schema.json")
     with open(path, encoding="utf-8") as f:
