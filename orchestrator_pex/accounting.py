@@ -72,27 +72,23 @@ OTHER_TOOLS = "(other tools)"  #: the key further tool names are folded into
 TOKEN_KEYS = vocabulary.TOKEN_KEYS
 
 
-class Accounting:
-    """The accounting of one attempt of one instance, fed one stdout line at a time.
-
-    Attributes are read directly by the runtime and the report (this is the hot path; no properties).
-    ``input``, ``output``, ``cache_creation`` and ``cache_read`` are the reported figures: per kind, the larger of the
-    usage streamed so far and the ``result``'s figure.
-    """
+class Ledger:
+    """What every agent's reader reports about one attempt (:class:`Accounting` for Claude Code,
+    :class:`orchestrator_pex.agents.reading.Reader` for the others), read directly by the runtime and the report,
+    and what follows from the four token figures and the model alone: the total, the figures by :data:`TOKEN_KEYS`,
+    and the cost estimated from them at the model's price (a reader's cost unless it knows better: ``cost_usd`` and
+    ``cost_source`` default to that estimate)."""
 
     __slots__ = (
         "input", "output", "cache_creation", "cache_read", "tools", "model", "session_id", "num_turns",
         "result_text", "is_error", "api_error_status", "result_seen", "result_cost", "bad_lines", "api_retries",
-        "messages", "_recent", "agent_version", "_model_raw", "_names", "_streamed", "_result_tokens",
+        "messages", "agent_version",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, model: Optional[str] = None) -> None:
         self.input = self.output = self.cache_creation = self.cache_read = 0
-        # Usage summed from assistant events once a result has been seen (before that, the figures above are it).
-        self._streamed: Optional[List[int]] = None
-        self._result_tokens = [0, 0, 0, 0]  # the result's figures (0 where absent or invalid)
         self.tools: Dict[str, int] = {}
-        self.model: Optional[str] = None
+        self.model: Optional[str] = model
         self.session_id: Optional[str] = None
         self.num_turns: Optional[int] = None
         self.result_text: Optional[str] = None
@@ -103,10 +99,61 @@ class Accounting:
         self.bad_lines = 0
         self.api_retries = 0
         self.messages = 0
+        self.agent_version: Optional[str] = None
+
+    def handle(self, event: Dict[str, Any]) -> None:  # pragma: no cover - abstract
+        """Account one parsed event (each reader knows its agent's events)."""
+        raise NotImplementedError
+
+    def handle_json(self, line: bytes) -> bool:
+        """Account one line parsed whole as a JSON object; False (and counted in ``bad_lines``) if it is not one."""
+        event = untrusted.json_object(line)
+        if event is None:
+            self.bad_lines += 1
+            return False
+        self.handle(event)
+        return True
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input + self.output + self.cache_creation + self.cache_read
+
+    def tokens(self) -> Dict[str, int]:
+        """The four figures by :data:`TOKEN_KEYS` (input, output, cache_creation, cache_read)."""
+        return dict(zip(TOKEN_KEYS, (self.input, self.output, self.cache_creation, self.cache_read)))
+
+    def estimate(self) -> float:
+        """The cost of the four figures at ``model``'s price (:func:`orchestrator_pex.pricing.estimate_cost`)."""
+        return estimate_cost(self.model, self.tokens())
+
+    @property
+    def cost_source(self) -> str:
+        """``"estimate"``: the cost is estimated from the reported tokens (see :attr:`cost_usd`)."""
+        return "estimate"
+
+    @property
+    def cost_usd(self) -> float:
+        return self.estimate()
+
+
+class Accounting(Ledger):
+    """The accounting of one attempt of one instance, fed one stdout line at a time.
+
+    Attributes are read directly by the runtime and the report (this is the hot path; no properties).
+    ``input``, ``output``, ``cache_creation`` and ``cache_read`` are the reported figures: per kind, the larger of the
+    usage streamed so far and the ``result``'s figure.
+    """
+
+    __slots__ = ("_recent", "_model_raw", "_names", "_streamed", "_result_tokens")
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Usage summed from assistant events once a result has been seen (before that, the figures above are it).
+        self._streamed: Optional[List[int]] = None
+        self._result_tokens = [0, 0, 0, 0]  # the result's figures (0 where absent or invalid)
         self._recent: List[Any] = []
         self._model_raw = b""  # the model bytes last decoded (decode once per change, not per line)
         self._names: Dict[bytes, str] = {}  # tool names decoded once (at most MAX_TOOL_NAMES of them)
-        self.agent_version: Optional[str] = None
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
@@ -185,13 +232,7 @@ class Accounting:
                 self._count_tool(name)
         return True
 
-    def _slow(self, line: bytes) -> bool:
-        event = untrusted.json_object(line)
-        if event is None:
-            self.bad_lines += 1
-            return False
-        self.handle(event)
-        return True
+    _slow = Ledger.handle_json  # the general path: any layout, parsed whole
 
     def _count_tool(self, name: str) -> None:
         tools = self.tools
@@ -291,14 +332,6 @@ class Accounting:
 
     # -- totals ----------------------------------------------------------------------------------------------------
 
-    @property
-    def total_tokens(self) -> int:
-        return self.input + self.output + self.cache_creation + self.cache_read
-
-    def tokens(self) -> Dict[str, int]:
-        return {"input": self.input, "output": self.output, "cache_creation": self.cache_creation,
-                "cache_read": self.cache_read}
-
     def streamed(self) -> List[int]:
         """Usage summed from assistant events: input, output, cache_creation, cache_read."""
         if self._streamed is None:
@@ -333,7 +366,7 @@ class Accounting:
     @property
     def cost_usd(self) -> float:
         if self.result_cost is None:
-            return estimate_cost(self.model, self.tokens())
+            return self.estimate()
         if self.result_cost_trusted():
             return self.result_cost
         return max(self.result_cost, self.streamed_estimate())
