@@ -296,6 +296,26 @@ def gemini_instance(home: Path, mock_url: str, name: str, prompt: str, **kw: Any
     return {"name": name, "agent": "gemini", "prompt": prompt, "env": env, **kw}
 
 
+def run_agent_batch(run_orchestrator: Any, mock: Any, make_instance: Any, work: Path, agent: str, binary: str,
+                    defaults: Dict[str, Any], instances: List[Any]) -> E2ERun:
+    """Run one batch of ``agent`` instances against ``mock`` and return the run, ``mock_records`` attached.
+
+    ``instances`` are ``(name, prompt, options)``; each becomes ``make_instance(work/homes/NAME, mock URL, name,
+    prompt, **options)`` (:func:`codex_instance`, :func:`gemini_instance`). One instance at a time (a 401, placed
+    last, must not stop a retried one by racing it) and a short ``[retry]`` back-off. The run must have written its
+    results document."""
+    url = mock.base_url
+    batch = write_batch(work / f"{agent}.toml", {agent: binary, "agent": agent, "concurrency": 1}, defaults,
+                        [make_instance(work / "homes" / name, url, name, prompt, **options)
+                         for name, prompt, options in instances])
+    with open(batch, "a", encoding="utf-8") as f:
+        f.write("[retry]\nbackoff = 0.2\nbackoff_max = 1\n")
+    run = run_orchestrator(batch)
+    assert run.doc is not None, run.explain()
+    run.mock_records = mock.records
+    return run
+
+
 def codex_report(events: List[Dict[str, Any]]) -> Dict[str, Any]:
     """What Codex itself reported: its last ``turn.completed`` usage (a running total), thread, tools, failure."""
     done = [e for e in events if e.get("type") == "turn.completed"]

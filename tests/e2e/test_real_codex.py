@@ -17,30 +17,16 @@ TEXT = {"input": 800, "output": 40, "cache_creation": 100, "cache_read": 300, "t
 
 @pytest.fixture(scope="module")
 def codex_run(e2e, codex_bin, mock_openai_api, run_orchestrator, tmp_path_factory):
-    c = e2e
-    work = tmp_path_factory.mktemp("codex")
-    url = mock_openai_api.base_url
-
-    def inst(name, prompt, **kw):
-        return c.codex_instance(work / "homes" / name, url, name, prompt, **kw)
-
-    batch = c.write_batch(
-        # one at a time: the 401 (last) must not stop the 429's retry by racing it
-        work / "codex.toml", {"codex": codex_bin, "agent": "codex", "concurrency": 1},
+    return e2e.run_agent_batch(
+        run_orchestrator, mock_openai_api, e2e.codex_instance, tmp_path_factory.mktemp("codex"), "codex", codex_bin,
         {"timeout": 120, "model": "gpt-5-codex"},
         [
-            inst("tool", "Run the shell command `echo tool-ran` and tell me what it printed."),
-            inst("text", "say hello [mock:text]"),
-            inst("rate-limited", "anything [mock:429]", retries=1),
-            inst("unauthorized", "anything [mock:401]", retries=1),  # last: a 401 stops further launches
+            ("tool", "Run the shell command `echo tool-ran` and tell me what it printed.", {}),
+            ("text", "say hello [mock:text]", {}),
+            ("rate-limited", "anything [mock:429]", {"retries": 1}),
+            ("unauthorized", "anything [mock:401]", {"retries": 1}),  # last: a 401 stops further launches
         ],
     )
-    with open(batch, "a", encoding="utf-8") as f:
-        f.write("[retry]\nbackoff = 0.2\nbackoff_max = 1\n")
-    run = run_orchestrator(batch)
-    assert run.doc is not None, run.explain()
-    run.mock_records = mock_openai_api.records
-    return run
 
 
 def test_codex_numbers_equal_what_codex_reported(e2e, codex_run):

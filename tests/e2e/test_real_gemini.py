@@ -19,30 +19,18 @@ PROMPT = "Run the shell command `echo tool-ran` and tell me what it printed."
 
 @pytest.fixture(scope="module")
 def gemini_run(e2e, gemini_bin, mock_gemini_api, run_orchestrator, tmp_path_factory):
-    c = e2e
-    work = tmp_path_factory.mktemp("gemini")
-    url = mock_gemini_api.base_url
-
-    def inst(name, prompt, **kw):
-        return c.gemini_instance(work / "homes" / name, url, name, prompt, **kw)
-
-    batch = c.write_batch(
-        # one at a time: the 401 (last) must not stop the 500's retry by racing it
-        work / "gemini.toml", {"gemini": gemini_bin, "agent": "gemini", "concurrency": 1}, {"timeout": 120},
+    flash = {"model": "gemini-2.5-flash"}
+    return e2e.run_agent_batch(
+        run_orchestrator, mock_gemini_api, e2e.gemini_instance, tmp_path_factory.mktemp("gemini"), "gemini",
+        gemini_bin, {"timeout": 120},
         [
-            inst("routed-tool", PROMPT),
-            inst("pinned-text", "say hello [mock:text]", model="gemini-2.5-flash"),
-            inst("yolo-shell", PROMPT, model="gemini-2.5-flash", permission_mode="bypassPermissions"),
-            inst("server-error", "anything [mock:500]", model="gemini-2.5-flash", retries=1),
-            inst("unauthorized", "anything [mock:401]", model="gemini-2.5-flash"),  # last: 401 stops launching
+            ("routed-tool", PROMPT, {}),
+            ("pinned-text", "say hello [mock:text]", flash),
+            ("yolo-shell", PROMPT, {**flash, "permission_mode": "bypassPermissions"}),
+            ("server-error", "anything [mock:500]", {**flash, "retries": 1}),
+            ("unauthorized", "anything [mock:401]", flash),  # last: a 401 stops further launches
         ],
     )
-    with open(batch, "a", encoding="utf-8") as f:
-        f.write("[retry]\nbackoff = 0.2\nbackoff_max = 1\n")
-    run = run_orchestrator(batch)
-    assert run.doc is not None, run.explain()
-    run.mock_records = mock_gemini_api.records
-    return run
 
 
 def test_gemini_numbers_equal_what_gemini_reported(e2e, gemini_run):

@@ -29,9 +29,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
+
+from tests.support.mock_http import JsonHandler, MockServer
 
 MODES = ("text", "tool", "401", "429", "500", "503")
 # prompt, cached, candidates, thoughts, tool-use prompt
@@ -71,51 +71,11 @@ def write_settings(home: str, max_attempts: Optional[int] = None) -> str:
     return path
 
 
-class MockGemini:
+class MockGemini(MockServer):
+    """The mock (see the module docstring); ``mode`` is the default behaviour, one of :data:`MODES`."""
+
     def __init__(self, mode: str = "tool", host: str = "127.0.0.1", port: int = 0) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}")
-        self.mode = mode
-        self._addr = (host, port)
-        self._lock = threading.Lock()
-        self._records: List[Dict[str, Any]] = []
-        self._server: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
-
-    def start(self) -> str:
-        self._server = ThreadingHTTPServer(self._addr, type("Handler", (_Handler,), {"mock": self}))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mock-gemini", daemon=True)
-        self._thread.start()
-        return self.base_url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> MockGemini:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def record(self, **fields: Any) -> None:
-        with self._lock:
-            self._records.append(fields)
-
-    @property
-    def records(self) -> List[Dict[str, Any]]:
-        with self._lock:
-            return [dict(r) for r in self._records]
+        super().__init__(_Handler, MODES, mode, host, port, name="mock-gemini")
 
 
 def _user_texts(body: Dict[str, Any]) -> List[str]:
@@ -133,24 +93,12 @@ def _offered(body: Dict[str, Any]) -> List[str]:
             for d in t.get("functionDeclarations") or [] if isinstance(d, dict)]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(JsonHandler):
     mock: MockGemini
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-    def _send_json(self, status: int, obj: Any) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self) -> None:
         self.mock.record(method="GET", path=self.path, status=200)
-        self._send_json(200, {"models": []})
+        self.send_json(200, {"models": []})
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -158,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
         found = _PATH.match(path)
         if not found:
             self.mock.record(method="POST", path=path, status=404)
-            self._send_json(404, {"error": {"code": 404, "message": "not found (mock)", "status": "NOT_FOUND"}})
+            self.send_json(404, {"error": {"code": 404, "message": "not found (mock)", "status": "NOT_FOUND"}})
             return
         model, method = found.groups()
         markers = [m for t in _user_texts(body) for m in _MARKER.findall(t) if m in MODES]
@@ -171,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = int(mode)
             self.mock.record(status=status, **record)
             code, message = _ERRORS[status]
-            self._send_json(status, {"error": {"code": status, "message": message, "status": code}})
+            self.send_json(status, {"error": {"code": status, "message": message, "status": code}})
             return
         self.mock.record(status=200, **record)
         if routing:
@@ -192,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             parts, numbers = [{"text": "The command printed tool-ran."}], TOOL[1]
         if method == "generateContent":
-            self._send_json(200, {"candidates": [{"content": {"role": "model", "parts": parts},
+            self.send_json(200, {"candidates": [{"content": {"role": "model", "parts": parts},
                                                   "finishReason": "STOP", "index": 0}],
                                   "usageMetadata": usage(numbers), "modelVersion": model})
             return

@@ -29,9 +29,9 @@ import itertools
 import json
 import os
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
+
+from tests.support.mock_http import JsonHandler, MockServer
 
 MODES = ("text", "tool", "401", "429", "500", "503")
 TEXT_USAGE = (1200, 300, 100, 40, 10)  # input, cached, cache write, output, reasoning
@@ -61,83 +61,26 @@ def _texts(obj: Any) -> List[str]:
     return []
 
 
-class MockOpenAI:
+class MockOpenAI(MockServer):
+    """The mock (see the module docstring); ``mode`` is the default behaviour, one of :data:`MODES`."""
+
     def __init__(self, mode: str = "tool", host: str = "127.0.0.1", port: int = 0) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}")
-        self.mode = mode
-        self._addr = (host, port)
-        self._lock = threading.Lock()
-        self._records: List[Dict[str, Any]] = []
-        self._ids = itertools.count(1)
-        self._server: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
-
-    def start(self) -> str:
-        self._server = ThreadingHTTPServer(self._addr, type("Handler", (_Handler,), {"mock": self}))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mock-openai", daemon=True)
-        self._thread.start()
-        return self.base_url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> MockOpenAI:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def next_id(self) -> int:
-        with self._lock:
-            return next(self._ids)
-
-    def record(self, **fields: Any) -> None:
-        with self._lock:
-            self._records.append(fields)
-
-    @property
-    def records(self) -> List[Dict[str, Any]]:
-        with self._lock:
-            return [dict(r) for r in self._records]
+        super().__init__(_Handler, MODES, mode, host, port, name="mock-openai")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(JsonHandler):
     mock: MockOpenAI
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-    def _send_json(self, status: int, obj: Any) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self) -> None:
         self.mock.record(path=self.path, method="GET", status=200)
-        self._send_json(200, {"object": "list", "data": []})
+        self.send_json(200, {"object": "list", "data": []})
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         if not path.endswith("/responses"):
             self.mock.record(path=self.path, method="POST", status=404)
-            self._send_json(404, {"error": {"message": "not found (mock)", "type": "invalid_request_error"}})
+            self.send_json(404, {"error": {"message": "not found (mock)", "type": "invalid_request_error"}})
             return
         markers = [m for t in _texts(body.get("input")) for m in _MARKER.findall(t) if m in MODES]
         mode = markers[-1] if markers else self.mock.mode
@@ -148,7 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = int(mode)
             etype, code, message = _ERRORS[status]
             self.mock.record(status=status, **record)
-            self._send_json(status, {"error": {"message": message, "type": etype, "param": None, "code": code}})
+            self.send_json(status, {"error": {"message": message, "type": etype, "param": None, "code": code}})
             return
         self.mock.record(status=200, **record)
         items = body.get("input") or []
