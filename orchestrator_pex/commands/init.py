@@ -6,8 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from orchestrator_pex.errors import UsageError
+
+if TYPE_CHECKING:  # annotations only: command modules import the standard library only at module level
+    from orchestrator_pex.request import InitRequest
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,21 +24,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from orchestrator_pex.request import InitRequest
+
+    return write_example(InitRequest.from_args(args))
+
+
+def write_example(request: InitRequest) -> int:
+    """Write the example batch ``request`` asks for; 0, or :class:`UsageError` naming the file."""
     from orchestrator_pex import examples
 
-    if args.example:
-        text = examples.EXAMPLES[args.example]()
+    if request.example:
+        text = examples.EXAMPLES[request.example]()
     else:
-        text = examples.demo_batch() if args.demo else examples.example_batch()
-    if args.path == "-":
+        text = examples.demo_batch() if request.demo else examples.example_batch()
+    if request.path == "-":
         sys.stdout.write(text)
         return 0
-    if os.path.exists(args.path) and not args.force:
-        raise UsageError(f"{args.path}: already exists (use --force to overwrite)")
+    if os.path.exists(request.path) and not request.force:
+        raise UsageError(request.path, "", "already exists (use --force to overwrite)")
     try:
-        with open(args.path, "w", encoding="utf-8") as f:
+        with open(request.path, "w", encoding="utf-8") as f:
             f.write(text)
     except OSError as exc:
-        raise UsageError(f"{args.path}: cannot write: {exc.strerror}") from None
-    print(f"wrote {args.path}; check it with: orchestrator-pex validate {args.path}", file=sys.stderr)
+        raise UsageError(request.path, "", f"cannot write: {exc.strerror}") from None
+    print(f"wrote {request.path}; check it with: orchestrator-pex validate {request.path}", file=sys.stderr)
     return 0

@@ -54,13 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    docs = [(path, _load(path)) for path in args.results]
-    merged = merge(docs, partial=args.partial)
+    from orchestrator_pex.request import MergeRequest
+
+    request = MergeRequest.from_args(args)
+    docs = [(path, _load(path)) for path in request.results]
+    merged = merge(docs, partial=request.partial)
     text = strictjson.dumps(merged, indent=2, sort_keys=False) + "\n"
-    if args.output:
-        _write_atomic(args.output, text)
-        if not args.no_report:
-            _write_report(args.output, merged)
+    if request.output:
+        _write_atomic(request.output, text)
+        if request.report_html:
+            _write_report(request.output, merged)
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -71,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
         f"status {merged['status']}",
         file=sys.stderr,
     )
-    if args.exit_status:
+    if request.exit_status:
         return exit_status_for(merged)
     return EXIT_OK
 

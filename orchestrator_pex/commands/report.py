@@ -44,11 +44,13 @@ def load_document(path: str) -> dict:
 def main(args: argparse.Namespace) -> int:
     from orchestrator_pex import history, html_report
     from orchestrator_pex.errors import EXIT_OK, OrchestratorError, UsageError
+    from orchestrator_pex.request import ReportRequest
 
-    source = args.source
+    request = ReportRequest.from_args(args)
+    source = request.source
     if os.path.isfile(source):
         doc = load_document(source)
-        out = args.output or os.path.splitext(source)[0] + ".html"
+        out = request.output or os.path.splitext(source)[0] + ".html"
         try:
             html_report.write(out, html_report.render(doc, base_dir=os.path.dirname(os.path.abspath(out))))
         except OSError as exc:
@@ -57,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
         run_dir = source
         if not os.path.isdir(run_dir):
             try:
-                run_dir = history.find_run(args.results_dir or history.default_results_dir(), source)
+                run_dir = history.find_run(request.results_dir or history.default_results_dir(), source)
             except OrchestratorError as exc:
                 raise UsageError(f"{source}: neither a results document nor a run directory ({exc})") from None
         try:
@@ -67,8 +69,8 @@ def main(args: argparse.Namespace) -> int:
         if not isinstance(doc, dict) or not isinstance(doc.get("instances"), list):
             raise UsageError(f"{run_dir}: results.json: not a results document and no journal to rebuild it from")
         try:
-            out = html_report.write_for_run(run_dir, doc, args.output)
+            out = html_report.write_for_run(run_dir, doc, request.output)
         except OSError as exc:
-            raise UsageError(f"{args.output or run_dir}: cannot write the report: {exc.strerror or exc}") from None
+            raise UsageError(f"{request.output or run_dir}: cannot write the report: {exc.strerror or exc}") from None
     print(out)
     return EXIT_OK

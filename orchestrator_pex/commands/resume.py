@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, List
 import attrs
 
 from orchestrator_pex import vocabulary
-from orchestrator_pex.request import RunOptions
+from orchestrator_pex.request import ResumeRequest
 from orchestrator_pex.vocabulary import InstanceStatus
 
 if TYPE_CHECKING:
@@ -69,9 +69,11 @@ def main(args: argparse.Namespace) -> int:
     from orchestrator_pex import history, internal_errors, journal, lock
     from orchestrator_pex.errors import RunDirError, UsageError
 
-    run_dir = args.run_dir
+    request = ResumeRequest.from_args(args)
+    options = request.options
+    run_dir = request.run_dir
     if not os.path.isdir(run_dir):
-        run_dir = history.find_run(args.results_dir or history.default_results_dir(), run_dir)
+        run_dir = history.find_run(options.results_dir or history.default_results_dir(), run_dir)
     run_dir = os.path.abspath(run_dir)
     verify_run_dir(run_dir)
     state, problems = journal.load_run(run_dir)
@@ -87,7 +89,6 @@ def main(args: argparse.Namespace) -> int:
         where = shard.recorded(state.run_meta.get("shard"))
     except ValueError as exc:
         raise RunDirError(f"{journal.journal_path(run_dir)}: shard: {exc}") from None
-    options = RunOptions.from_args(args)
     lock_path = lock.lock_for(options.lock, batch_path, variant=shard.lock_variant(where))
     with lock.acquire(lock_path, options.wait_lock) as held:
         # decide under the lock: a resume that finished meanwhile must not make us rerun its successes
@@ -123,18 +124,18 @@ def main(args: argparse.Namespace) -> int:
         else:
             assert batch_error is not None  # the copy could not be loaded
             names = _names_from_masked_copy(run_dir, state, batch_error)
-        rerun = state.to_rerun(names, rerun_failed=args.rerun_failed)
+        rerun = state.to_rerun(names, rerun_failed=request.rerun_failed)
         # ended by the orchestrator's own bug (error "internal error: ..."), not on their own: rerun by default too
         chosen = set(rerun)
         rerun = [n for n in names if n in chosen or internal_errors.is_internal(state.records.get(n))]
         if plan is not None:
             rerun = _with_dependents(plan, state, names, rerun)
-        if args.dry_run:
+        if request.dry_run:
             for name in rerun:
                 print(name)
             return 0
         if not rerun:
-            return _nothing_to_do(run_dir, state, args)
+            return _nothing_to_do(run_dir, state, print_json=options.json)
         if batch_error is not None:
             raise batch_error
         # the run's own results directory (policy: where its worktrees are)
@@ -266,7 +267,7 @@ def load_batch_copy(run_dir: str, run_meta: dict):
     raise RunDirError(f"{run_dir}: the run's batch copy (batch.toml or batch.json) is missing; cannot resume")
 
 
-def _nothing_to_do(run_dir: str, state, args) -> int:
+def _nothing_to_do(run_dir: str, state, *, print_json: bool) -> int:
     from orchestrator_pex.errors import plural
     """Nothing to rerun: make sure results.json reflects the journal, report, exit 0."""
     from orchestrator_pex import history, results
@@ -289,7 +290,7 @@ def _nothing_to_do(run_dir: str, state, args) -> int:
     left = [r["name"] for r in doc["instances"] if r["status"] != InstanceStatus.SUCCEEDED]
     hint = f"; {plural(len(left), 'instance')} did not succeed (rerun them with --rerun-failed)" if left else ""
     print(f"orchestrator-pex: nothing to resume in {run_dir}{hint}", file=sys.stderr)
-    if args.json:
+    if print_json:
         _print_doc(doc)
     return 0
 

@@ -7,7 +7,7 @@ import json
 import os
 import shlex
 import sys
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from orchestrator_pex import limits
 
@@ -74,44 +74,46 @@ _seconds = limits.float_argument(0.0, limits.MAX_SECONDS, f"a positive number of
 
 def main(args: argparse.Namespace) -> int:
     from orchestrator_pex import checks
-    from orchestrator_pex.request import RunOptions
+    from orchestrator_pex.request import RunRequest
     from orchestrator_pex.session import launch
 
-    if args.start_at is not None:  # refuse a bad --start-at before reading anything else
+    request = RunRequest.from_args(args)
+    if request.start_at is not None:  # refuse a bad --start-at before reading anything else
         import datetime
 
         from orchestrator_pex.start_at import parse_start_at
 
-        parse_start_at(args.start_at, datetime.datetime.now().astimezone())
-    options = RunOptions.from_args(args)
-    shard = _shard(args)
+        parse_start_at(request.start_at, datetime.datetime.now().astimezone())
+    options = request.options
+    shard = _shard(request.shard)
     narrow = None
     if shard is not None:
         from orchestrator_pex.shard import restrict
 
         def narrow(plan: Any) -> Tuple[Any, Dict[str, Any]]:
-            return restrict(plan, shard, args.budget_share == "auto")
+            return restrict(plan, shard, request.budget_share)
 
     # The same checks as `validate` (orchestrator_pex.checks), every problem at once; --dry-run skips preflight.
-    findings = checks.examine(args.batch, claude=options.claude,
+    findings = checks.examine(request.batch, claude=options.claude,
                               agents={"codex": options.codex, "gemini": options.gemini}, policy=options.policy,
                               concurrency=options.concurrency, results_dir=options.results_dir, narrow=narrow,
-                              preflight=not args.dry_run, env_file=options.env_file, selection=options.selection)
+                              preflight=not request.dry_run, env_file=options.env_file, selection=options.selection)
     findings.warn()
     findings.refuse()
     plan = findings.plan
-    if args.dry_run:
+    if request.dry_run:
         print_dry_run(plan, sys.stdout)
         return 0
-    return launch(plan, options, start_at=args.start_at or plan.batch.start_at, meta=findings.meta,
+    return launch(plan, options, start_at=request.start_at or plan.batch.start_at, meta=findings.meta,
                   agent_versions=findings.agent_versions)
 
 
-def _shard(args):
+def _shard(given: Optional[str]) -> Optional[Tuple[int, int]]:
+    """``--shard I/N`` as given, else the shard the environment names (Kubernetes, Slurm), else None."""
     from orchestrator_pex import shard
 
-    if args.shard:
-        return shard.parse_shard(args.shard)
+    if given:
+        return shard.parse_shard(given)
     return shard.shard_from_env(os.environ)
 
 

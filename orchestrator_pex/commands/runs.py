@@ -61,34 +61,38 @@ _days = limits.float_argument(0.0, limits.MAX_DAYS, f"a number of days from 0 to
 def main(args: argparse.Namespace) -> int:
     from orchestrator_pex import history
     from orchestrator_pex.errors import plural
+    from orchestrator_pex.request import RunsRequest
 
-    results_dir = args.results_dir or history.default_results_dir()
-    if args.runs_command == "list":
-        runs = [r for r in reversed(history.list_runs(results_dir)) if _matches(r, args.batch, args.status)]
-        if args.json:
+    request = RunsRequest.from_args(args)
+    results_dir = request.results_dir or history.default_results_dir()
+    if request.action == "list":
+        runs = [r for r in reversed(history.list_runs(results_dir)) if _matches(r, request.batch, request.status)]
+        if request.json:
             _print_json(runs)
         else:
             _print_list(runs, results_dir)
         return 0
-    if args.runs_command == "show":
-        run_dir = history.find_run(results_dir, args.run_id)
+    if request.action == "show":
+        assert request.run_id is not None  # a required argument of show
+        run_dir = history.find_run(results_dir, request.run_id)
         doc = history.document(run_dir)
-        if args.json:
+        if request.json:
             _print_json(doc)
         else:
             _print_show(doc, run_dir)
         return 0
-    if args.runs_command == "watch":
+    if request.action == "watch":
         from orchestrator_pex import watch
 
-        return watch.watch(history.find_run(results_dir, args.run_id), args.progress, args.interval)
-    removed, running = history.prune(results_dir, keep=args.keep, older_than_days=args.older_than,
-                                     dry_run=args.dry_run)
-    if args.json:
+        assert request.run_id is not None  # a required argument of watch
+        return watch.watch(history.find_run(results_dir, request.run_id), request.progress, request.interval)
+    removed, running = history.prune(results_dir, keep=request.keep, older_than_days=request.older_than,
+                                     dry_run=request.dry_run)
+    if request.json:
         _print_json({"removed": [r["run_id"] for r in removed], "skipped_running": [r["run_id"] for r in running],
-                     "dry_run": bool(args.dry_run)})
+                     "dry_run": request.dry_run})
     else:
-        verb = "would remove" if args.dry_run else "removed"
+        verb = "would remove" if request.dry_run else "removed"
         for run in removed:
             print(f"{verb} {run['run_id']}  ({run.get('status')}, started {run.get('started_at') or '?'})")
         for run in running:

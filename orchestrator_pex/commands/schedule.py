@@ -44,9 +44,12 @@ import os
 import re
 import shlex
 import sys
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from orchestrator_pex.errors import EXIT_OK, UsageError
+
+if TYPE_CHECKING:  # annotations only: command modules import the standard library only at module level
+    from orchestrator_pex.request import ScheduleRequest
 
 DEFAULT_PYTHON = "/usr/bin/python3"
 DEFAULT_PEX_ROOT = "/var/cache/orchestrator-pex"
@@ -100,35 +103,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _check_control_characters(args: argparse.Namespace) -> None:
+def _check_control_characters(request: ScheduleRequest) -> None:
     """No argument that ends up in a crontab line or a unit file may hold a control character (a newline would start
     a new crontab line or unit directive) or a lone surrogate."""
+    import attrs
+
     from orchestrator_pex.errors import one_line
 
-    for key, value in vars(args).items():
-        for item in value if isinstance(value, list) else [value]:
+    for key, value in attrs.asdict(request).items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(item, str) and one_line(item) != item:
-                flag = "BATCH" if key == "batch" else "--" + key.replace("_", "-")
+                flag = request.flag(key)
                 raise UsageError(f"{flag}: must be one line without control characters, got \"{one_line(item)[:80]}\"")
 
 
 def main(args: argparse.Namespace) -> int:
-    _check_control_characters(args)
-    command, environment = run_command(args)
-    if args.scheduler == "cron":
-        line = cron_line(args.at, command, environment, user=args.user, log=args.log)
+    from orchestrator_pex.request import ScheduleRequest
+
+    request = ScheduleRequest.from_args(args)
+    _check_control_characters(request)
+    command, environment = run_command(request)
+    if request.scheduler == "cron":
+        assert request.at is not None  # --at is required for cron
+        line = cron_line(request.at, command, environment, user=request.user, log=request.log)
         _warn_unreachable(command[-1], CRON_PATH, "cron")  # loads the batch: ConfigError (exit 2) if it cannot
-        _warn_env_file(_env_file(args), args.user or _current_user())
+        _warn_env_file(_env_file(request), request.user or _current_user())
         sys.stdout.write(line + "\n")
         return EXIT_OK
-    name = args.unit_name or default_unit_name(command[-1])
+    name = request.unit_name or default_unit_name(command[-1])
     _check_unit_name(name)
-    service, timer = systemd_units(name, args.on_calendar, command, environment, user=args.user or _current_user(),
-                                   env_file=_env_file(args))
+    assert request.on_calendar is not None  # --on-calendar is required for systemd
+    service, timer = systemd_units(name, request.on_calendar, command, environment,
+                                   user=request.user or _current_user(), env_file=_env_file(request))
     _warn_unreachable(command[-1], SYSTEMD_PATH, "systemd")  # loads the batch: ConfigError (exit 2) if it cannot
-    _warn_env_file(_env_file(args), args.user or _current_user())
-    if args.output_dir:
-        out = os.path.abspath(args.output_dir)
+    _warn_env_file(_env_file(request), request.user or _current_user())
+    if request.output_dir:
+        out = os.path.abspath(request.output_dir)
         try:
             os.makedirs(out, exist_ok=True)
         except OSError as exc:
@@ -168,37 +178,37 @@ def default_pex(environ) -> Optional[str]:
     return pex
 
 
-def run_command(args: argparse.Namespace) -> Tuple[List[str], List[Tuple[str, str]]]:
+def run_command(request: ScheduleRequest) -> Tuple[List[str], List[Tuple[str, str]]]:
     """The argv and the environment (name, value) pairs of the scheduled run, all paths absolute."""
-    pex = args.pex or default_pex(os.environ)
+    pex = request.pex or default_pex(os.environ)
     if not pex:
         raise UsageError("--pex PATH is required when not running from the PEX file")
-    if not os.path.isabs(args.python):
+    if not os.path.isabs(request.python):
         raise UsageError("--python: expected an absolute path (cron and systemd have a minimal PATH), "
-                         f"got {args.python!r}")
-    argv = [_absolute(args.python, "--python"), _absolute(pex, "--pex"), "run",
-            "--results-dir", _absolute(args.results_dir, "--results-dir")]
-    if args.shard:
+                         f"got {request.python!r}")
+    argv = [_absolute(request.python, "--python"), _absolute(pex, "--pex"), "run",
+            "--results-dir", _absolute(request.results_dir, "--results-dir")]
+    if request.shard:
         from orchestrator_pex.shard import parse_shard
 
-        index, count = parse_shard(args.shard)
+        index, count = parse_shard(request.shard)
         argv += ["--shard", f"{index}/{count}"]
-    if getattr(args, "metrics_file", None):
-        argv += ["--metrics-file", _absolute(args.metrics_file, "--metrics-file")]
-    for extra in args.run_arg:
+    if request.metrics_file:
+        argv += ["--metrics-file", _absolute(request.metrics_file, "--metrics-file")]
+    for extra in request.run_arg:
         if "\n" in extra or "\0" in extra:
             raise UsageError(f"--run-arg: a scheduled argument cannot contain a newline, got {extra!r}")
-    argv += list(args.run_arg)
-    env_file = _env_file(args)
+    argv += list(request.run_arg)
+    env_file = _env_file(request)
     if env_file:
         argv += ["--env-file", env_file]
-    argv.append(_absolute(args.batch, "BATCH"))
-    env = [("PEX_ROOT", _absolute(args.pex_root, "--pex-root")), ("NO_COLOR", "1")]
+    argv.append(_absolute(request.batch, "BATCH"))
+    env = [("PEX_ROOT", _absolute(request.pex_root, "--pex-root")), ("NO_COLOR", "1")]
     return argv, env
 
 
-def _env_file(args: argparse.Namespace) -> Optional[str]:
-    value = getattr(args, "env_file", None)
+def _env_file(request: ScheduleRequest) -> Optional[str]:
+    value = request.env_file
     return _absolute(value, "--env-file") if value else None
 
 

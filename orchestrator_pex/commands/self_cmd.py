@@ -124,13 +124,16 @@ def _embedded_sbom_digest(pex_path: str, name: str) -> Optional[str]:
 
 def main(args: argparse.Namespace) -> int:
     """Exit 0 verified, 1 (:class:`VerifyError`) a check failed, 2 (:class:`UsageError`) nothing to verify."""
-    if args.self_command != "verify":
+    from orchestrator_pex.request import SelfRequest
+
+    request = SelfRequest.from_args(args)
+    if request.action != "verify":
         raise UsageError("self: expected an action: verify")
-    pex = args.pex or os.environ.get("PEX")
+    pex = request.pex or os.environ.get("PEX")
     if not pex or not os.path.isfile(pex):
         raise UsageError("self verify: not running from a PEX file ($PEX is not set)")
-    bundle = args.bundle or os.path.dirname(os.path.realpath(pex))
-    trust = args.trust or os.environ.get(TRUST_ENV) or os.path.join(bundle, "allowed_signers")
+    bundle = request.bundle or os.path.dirname(os.path.realpath(pex))
+    trust = request.trust or os.environ.get(TRUST_ENV) or os.path.join(bundle, "allowed_signers")
     try:
         message = verify(pex, bundle, trust)
     except VerifyError as exc:

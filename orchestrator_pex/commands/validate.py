@@ -37,12 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from orchestrator_pex import checks
     from orchestrator_pex.errors import plural
-    from orchestrator_pex.request import RunOptions
+    from orchestrator_pex.request import ValidateRequest
 
-    options = RunOptions.from_args(args)
+    request = ValidateRequest.from_args(args)
+    options = request.options
     agents = {"codex": options.codex, "gemini": options.gemini}
-    findings = checks.examine(args.batch, claude=options.claude, agents=agents, policy=options.policy,
-                              preflight=not args.no_preflight, env_file=options.env_file,
+    findings = checks.examine(request.batch, claude=options.claude, agents=agents, policy=options.policy,
+                              preflight=request.preflight, env_file=options.env_file,
                               selection=options.selection)
     findings.warn()
     findings.refuse()
@@ -53,5 +54,5 @@ def main(args: argparse.Namespace) -> int:
         kinds[launch.kind] = kinds.get(launch.kind, 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
     selected = f" selected of {len(plan.batch.instances)}" if chosen else ""
-    print(f"{args.batch}: ok, {plural(len(plan.launches), 'instance')}{selected} ({detail})")
+    print(f"{request.batch}: ok, {plural(len(plan.launches), 'instance')}{selected} ({detail})")
     return 0

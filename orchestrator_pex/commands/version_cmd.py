@@ -103,8 +103,11 @@ def describe_build() -> Dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from orchestrator_pex.request import VersionRequest
+
+    request = VersionRequest.from_args(args)
     doc = describe_build()
-    if args.json:
+    if request.json:
         print(strictjson.dumps(doc, indent=2, sort_keys=True))
         return 0
     commit = (doc["commit"] or "unknown")[:12]

@@ -6,12 +6,12 @@ terminal) with a stand-in interpreter that records its argv and environment; the
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 from orchestrator_pex.commands import schedule
+from orchestrator_pex.request import ScheduleRequest
 from tests.deploy.deploylib import run_like_cron
 
 HOSTILE = "we ird 50% $HOME `id` ;|&<>*?'\"\\"
@@ -29,10 +29,10 @@ def test_cron_line_delivers_exact_argv_and_environment(tmp_path):
         f"open({str(record)!r}, 'w'))\n"
     )
     fake.chmod(0o755)
-    ns = argparse.Namespace(pex=str(odd / "o.pex"), python=str(fake), results_dir=str(odd / "results"),
-                            pex_root=str(odd / "pex-root"), shard="1/3", run_arg=["--budget-share", "auto"],
-                            batch=str(odd / "night%ly.toml"))
-    argv, env = schedule.run_command(ns)
+    request = ScheduleRequest(scheduler="cron", pex=str(odd / "o.pex"), python=str(fake),
+                              results_dir=str(odd / "results"), pex_root=str(odd / "pex-root"), shard="1/3",
+                              run_arg=("--budget-share", "auto"), batch=str(odd / "night%ly.toml"))
+    argv, env = schedule.run_command(request)
     line = schedule.cron_line("*/5 * * * *", argv, env, user="root")
     crontab = f"SHELL=/bin/sh\nPATH=/usr/bin:/bin\n{line}\n"
     proc = run_like_cron(crontab, timeout=60)
