@@ -140,8 +140,7 @@ def _policy(plan: Any, label: str, policy: Optional[str], concurrency: Optional[
     try:
         plan = forbid_tools(plan, rules.forbidden_tools)
     except UsageError as exc:  # an agent that cannot be told to withhold a tool: FILE: KEY: message
-        key, _, message = str(exc).partition(f"{label}: ")[2].partition(": ")
-        found.append(Problem(label, key, message) if message else Problem(label, "", str(exc)))
+        found.append(Problem(exc.file, exc.key, exc.message))
     return plan, found
 
 

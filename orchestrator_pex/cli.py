@@ -138,8 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = str(found)
         if found.each_line:  # every problem found before starting: one prefixed line each
             text = "\norchestrator-pex: ".join(map(errors.one_line, text.split("\n")))
-        elif found.multiline:
-            text = "\n".join(map(errors.one_line, text.split("\n")))
         else:
             text = errors.one_line(text)
         print(f"orchestrator-pex: {text}", file=sys.stderr)

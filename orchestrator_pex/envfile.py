@@ -84,11 +84,11 @@ def parse(text: str, label: str) -> Dict[str, str]:
             raise ConfigError(label, f"line {number}", "expected KEY=VALUE (KEY: letters, digits and _)")
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             if value[0] == '"' and "\\" in value:
-                raise ConfigError(label, f"line {number}", f"{key}: a backslash inside double quotes is read as an "
-                                                           "escape by systemd; use single quotes")
+                raise ConfigError(label, f"line {number}", f"the value of {key} has a backslash inside double quotes, "
+                                                           "read as an escape by systemd; use single quotes")
             value = value[1:-1]
         elif value[:1] in ("'", '"'):
-            raise ConfigError(label, f"line {number}", f"{key}: unterminated quote")
+            raise ConfigError(label, f"line {number}", f"unterminated quote in the value of {key}")
         out[key] = value
     return out
 

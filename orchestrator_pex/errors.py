@@ -1,6 +1,17 @@
 """Exit statuses and the one family of errors the command line turns into a one-line message.
 
 Every error a user can cause is built here, so messages keep one shape: ``FILE: KEY.PATH: what was expected, got X``.
+
+* Every :class:`OrchestratorError` is made from the same three parts, ``(file, key, message)``, and its text is
+  :func:`located` of them: ``FILE: KEY: message`` (``FILE: message`` without a key). ``FILE`` is what the user gave
+  that is wrong or could not be used: a file or directory, else the option or environment variable (``--at``,
+  ``SLURM_ARRAY_TASK_ID``), else the command (``merge``); ``KEY`` is the key path inside it, if any. The parts stay
+  on the error (``file``, ``key``, ``message``), so a caller that collects problems (``validate``) never parses
+  the text back. No raise site writes the shape itself (tests/test_errors_shape.py checks the constructors).
+* The class says the exit status (:data:`EXIT_STATUSES`): :class:`UsageError` and :class:`ConfigError` 2,
+  :class:`VerifyError` and :class:`RunDirError` 1, :class:`LockHeld` 75.
+* "did you mean" is :func:`did_you_mean` (and :func:`unknown_key` for a key), for the batch file, the site policy
+  and the command line alike; quoted values go through :func:`describe`, counts through :func:`plural`.
 """
 
 from __future__ import annotations
@@ -48,16 +59,18 @@ _ESCAPE = {**{ord(c): f"\\u{ord(c):04x}" for c in _CONTROL + _SURROGATES}, 9: "\
 
 
 class OrchestratorError(Exception):
-    """An error with a one-line message for the user and the exit status it maps to.
+    """An error with a one-line message for the user, ``FILE: KEY: message``, and the exit status it maps to.
 
     The command line prints ``str(error)`` through :func:`one_line` (a path or value holding a newline cannot split
-    it), unless ``multiline`` is set: then each line is made printable on its own (a site-policy report lists one
-    violation per line).
+    it), unless ``each_line`` is set (:class:`Problems`: one printable line per problem).
     """
 
     exit_status = EXIT_USAGE
-    multiline = False
     each_line = False  #: several lines, each printed with the command line's prefix (:class:`Problems`)
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        self.file, self.key, self.message = file, key, message
+        super().__init__(one_line(located(file, key, message)))
 
 
 class UsageError(OrchestratorError):
@@ -65,11 +78,7 @@ class UsageError(OrchestratorError):
 
 
 class ConfigError(OrchestratorError):
-    """A batch (or policy) file is malformed: names the file, the key path and what was expected (exit 2)."""
-
-    def __init__(self, file: str, key: str, message: str) -> None:
-        self.file, self.key, self.message = file, key, message
-        super().__init__(one_line(located(file, key, message)))
+    """A batch (or policy, or env) file is malformed: names the file, the key path and what was expected (exit 2)."""
 
 
 class VerifyError(OrchestratorError):
@@ -107,7 +116,7 @@ class Problem(NamedTuple):
     def line(self) -> str:
         """The one printable line: ``FILE: KEY: message`` (``FILE: KEY: warning: message`` for a warning)."""
         message = f"warning: {self.message}" if self.warning else self.message
-        return one_line(f"{self.file}: {self.key}: {message}" if self.key else f"{self.file}: {message}")
+        return one_line(located(self.file, self.key, message))
 
 
 #: At most this many problem lines are printed; then one line ``... and N more problems``.
@@ -135,7 +144,7 @@ class Problems(ConfigError, UsageError):
         self.problems = tuple(problems)
         first = self.problems[0]
         self.file, self.key, self.message = first.file, first.key, first.message
-        OrchestratorError.__init__(self, "\n".join(problem_lines(self.problems)))
+        Exception.__init__(self, "\n".join(problem_lines(self.problems)))
 
 
 class LockHeld(OrchestratorError):

@@ -51,7 +51,7 @@ def run_dirs(results_dir: str) -> List[str]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise RunDirError(f"{results_dir}: cannot list the results directory: {exc.strerror or exc}") from None
+        raise RunDirError(results_dir, "", f"cannot list the results directory: {exc.strerror or exc}") from None
     return [os.path.join(results_dir, e) for e in entries if is_run_dir(os.path.join(results_dir, e))]
 
 
@@ -97,7 +97,7 @@ def load(run_dir: str) -> Tuple[Optional[journal.RunState], Optional[Dict[str, A
             problems.append(str(exc))
     doc = read_results(run_dir)
     if state is None and doc is None:
-        raise RunDirError(f"{run_dir}: neither a readable journal nor a readable results.json; not a run directory")
+        raise RunDirError(run_dir, "", "neither a readable journal nor a readable results.json; not a run directory")
     return state, doc, problems
 
 
@@ -176,12 +176,12 @@ def find_run(results_dir: str, run_id: str) -> str:
     if run_id == "latest" and not is_run_dir(os.path.join(results_dir, run_id)):
         runs = [r for r in list_runs(results_dir) if r.get("status") != "unreadable"]
         if not runs:
-            raise UsageError(f"no runs under {results_dir}")
+            raise UsageError(results_dir, "", "no runs here")
         return str(runs[-1]["path"])
     if os.sep in run_id or run_id.startswith("."):
         if is_run_dir(run_id):
             return os.path.abspath(run_id)
-        raise UsageError(f"{run_id}: not a run directory (no journal.jsonl or results.json)")
+        raise UsageError(run_id, "", "not a run directory (no journal.jsonl or results.json)")
     exact = os.path.join(results_dir, run_id)
     if is_run_dir(exact):
         return exact
@@ -189,8 +189,8 @@ def find_run(results_dir: str, run_id: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise UsageError(f"no run {run_id!r} under {results_dir}")
-    raise UsageError(f"run id {run_id!r} is ambiguous under {results_dir}: " +
+        raise UsageError(results_dir, "", f"no run {run_id!r} here")
+    raise UsageError(results_dir, "", f"run id {run_id!r} is ambiguous here: " +
                      ", ".join(os.path.basename(p) for p in matches[:5]))
 
 
@@ -373,9 +373,9 @@ def prune(results_dir: str, keep: Optional[int] = None, older_than_days: Optiona
     Returns ``(removed, kept_running)``; a ``running`` run is never removed.
     """
     if (keep is None) == (older_than_days is None):
-        raise UsageError("runs prune: give exactly one of --keep N or --older-than DAYS")
+        raise UsageError("runs prune", "", "give exactly one of --keep N or --older-than DAYS")
     if keep is not None and keep < 0:
-        raise UsageError("runs prune: --keep must be >= 0")
+        raise UsageError("runs prune", "--keep", "must be >= 0")
     runs = list_runs(results_dir)
     if keep is not None:
         victims = runs[: max(0, len(runs) - keep)]
@@ -395,7 +395,7 @@ def prune(results_dir: str, keep: Optional[int] = None, older_than_days: Optiona
             try:
                 shutil.rmtree(path)  # fd-based on Linux: a symlink planted inside is unlinked, never followed
             except OSError as exc:
-                raise RunDirError(f"{path}: cannot remove: {exc.strerror or exc}; "
+                raise RunDirError(path, "", f"cannot remove: {exc.strerror or exc}; "
                                   f"{len(removed)} run(s) removed before it") from None
         removed.append(run)
     return removed, skipped

@@ -99,7 +99,7 @@ class Journal:
             existed = os.path.exists(path)
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
-            raise RunDirError(f"{path}: cannot open the run journal: {exc.strerror or exc}") from None
+            raise RunDirError(path, "", f"cannot open the run journal: {exc.strerror or exc}") from None
         if not existed:  # make the new file's directory entry durable, and the run directory's own entry
             _fsync_dir(run_dir)
             _fsync_dir(os.path.dirname(os.path.abspath(run_dir)))
@@ -113,7 +113,7 @@ class Journal:
 
         with self._io_lock:
             if self._fd is None:
-                raise RunDirError(f"{self.path}: journal is closed")
+                raise RunDirError(self.path, "", "journal is closed")
             if self._needs_separator:
                 data = b"\n" + data  # a previous torn line must not swallow this one
             start = self._size
@@ -131,9 +131,8 @@ class Journal:
                     self._needs_separator = False if start == 0 else self._needs_separator
                 except OSError:
                     self._needs_separator = True
-                raise RunDirError(
-                    f"{self.path}: cannot write the run journal: {exc.strerror or exc}; results so far are kept"
-                ) from None
+                raise RunDirError(self.path, "", f"cannot write the run journal: {exc.strerror or exc}; results so far "
+                                  "are kept") from None
             self._size = start + len(data)
             self._needs_separator = False
             self.fsyncs += 1
@@ -269,13 +268,13 @@ def read_journal(path: str) -> Tuple[List[Dict[str, Any]], List[str]]:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise RunDirError(f"{path}: no run journal here (is this a run directory?)") from None
+        raise RunDirError(path, "", "no run journal here (is this a run directory?)") from None
     except OSError as exc:
-        raise RunDirError(f"{path}: cannot read the run journal: {exc.strerror or exc}") from None
+        raise RunDirError(path, "", f"cannot read the run journal: {exc.strerror or exc}") from None
     events, problems = parse_journal_bytes(data, path)
     if not any(e.get("event") == "run_started" for e in events):
         detail = f" ({len(problems)} damaged line(s))" if problems else ""
-        raise RunDirError(f"{path}: the journal holds no readable run_started event{detail}; cannot recover this run")
+        raise RunDirError(path, "", f"the journal holds no readable run_started event{detail}; cannot recover this run")
     return events, problems
 
 

@@ -110,7 +110,7 @@ def _open_lock_file(path: str) -> int:
         return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0),
                        0o600)
     except OSError as exc:
-        raise UsageError(f"{path}: cannot create the batch lock file: {exc.strerror or exc}") from None
+        raise UsageError(path, "", f"cannot create the batch lock file: {exc.strerror or exc}") from None
 
 
 def _check_private_dir(directory: str) -> None:
@@ -119,7 +119,7 @@ def _check_private_dir(directory: str) -> None:
         return
     problem = untrusted(directory, directory=True, allow_root=False)
     if problem:
-        raise UsageError(f"{directory}: the lock directory is not a private directory of this user ({problem}); "
+        raise UsageError(directory, "", f"the lock directory is not a private directory of this user ({problem}); "
                          "remove it or set ORCHESTRATOR_PEX_LOCK_DIR")
 
 
@@ -163,7 +163,7 @@ def try_acquire(path: str) -> Optional[LockHandle]:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 return None
-            raise UsageError(f"{path}: cannot lock: {exc.strerror or exc}") from None
+            raise UsageError(path, "", f"cannot lock: {exc.strerror or exc}") from None
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except OSError:
@@ -199,10 +199,8 @@ def acquire(path: str, wait_seconds: Optional[float] = None) -> Iterator[LockHan
             break
         if deadline is None or time.monotonic() >= deadline:
             waited = f" after waiting {wait_seconds:g}s" if deadline is not None else ""
-            raise LockHeld(
-                f"another run of this batch is in progress ({holder_description(path)}; lock file {path}){waited}; "
-                "nothing was started. Use --wait-lock SECONDS to wait for it"
-            )
+            raise LockHeld(path, "", f"another run of this batch is in progress ({holder_description(path)}){waited}; "
+                           "nothing was started. Use --wait-lock SECONDS to wait for it")
         time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
     try:
         yield handle

@@ -172,7 +172,7 @@ def forbid_tools(plan: Plan, forbidden: Sequence[str]) -> Plan:
     label = os.path.basename(plan.batch.path)
     for i, one in enumerate(plan.launches):
         if one.kind in ("codex", "gemini"):
-            raise UsageError(f"{label}: instances[{i}].agent: the site policy forbids tools "
+            raise UsageError(label, f"instances[{i}].agent", f"the site policy forbids tools "
                              f"({', '.join(forbidden)}), which {one.kind} cannot be told to withhold")
     forbidden = tuple(dict.fromkeys([*plan.forbidden_tools, *forbidden]))
     launches = tuple(

@@ -251,7 +251,7 @@ def write_atomic(path: str, doc: Dict[str, Any]) -> None:
     except OSError as exc:
         from orchestrator_pex.errors import RunDirError
 
-        raise RunDirError(f"{path}: cannot write: {exc.strerror or exc}; the journal keeps every record, "
+        raise RunDirError(path, "", f"cannot write: {exc.strerror or exc}; the journal keeps every record, "
                           f"`orchestrator-pex resume {os.path.dirname(path)}` writes it once that is fixed") from None
 
 

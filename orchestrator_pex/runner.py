@@ -74,9 +74,9 @@ def prepare_run_dir(
             with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
                 f.write(copy)
     except OSError as exc:
-        raise errors.UsageError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
+        raise errors.UsageError(run_dir, "", f"cannot create the run directory: {exc.strerror}") from None
     except ValueError as exc:  # the batch changed under us and no longer parses: never write an unmasked copy
-        raise errors.UsageError(f"{batch_path}: cannot write the run's masked batch copy: {exc}") from None
+        raise errors.UsageError(batch_path, "", f"cannot write the run's masked batch copy: {exc}") from None
     facts = {"batch_copy": name, "batch_sha256": hashlib.sha256(data).hexdigest(), "batch_copy_masked": copy != data}
     return run_id, run_dir, facts
 

@@ -54,18 +54,18 @@ class Selection:
         for option, names in (("--only", self.only), ("--exclude", self.exclude)):
             for name in names:
                 if name not in known:
-                    raise UsageError(f"{option}: no instance named {name!r}{_hint(name, known)}")
+                    raise UsageError(option, "", f"no instance named {name!r}{_hint(name, known)}")
         all_tags = list(dict.fromkeys(t for _, tags in instances for t in tags))
         for tag in self.tags:
             if tag not in all_tags:
                 listed = f" (tags in the batch: {', '.join(all_tags)})" if all_tags else " (no instance has tags)"
-                raise UsageError(f"--tags: no instance has the tag {tag!r}{_hint(tag, all_tags) or listed}")
+                raise UsageError("--tags", "", f"no instance has the tag {tag!r}{_hint(tag, all_tags) or listed}")
         chosen = [name for name, tags in instances
                   if (not self.only or name in self.only)
                   and (not self.tags or any(t in self.tags for t in tags))
                   and name not in self.exclude]
         if not chosen:
-            raise UsageError(f"the selection ({self.describe()}) leaves no instance to run")
+            raise UsageError(self.describe(), "", "this selection leaves no instance to run")
         return chosen
 
     def describe(self) -> str:

@@ -81,16 +81,17 @@ def group_keys(needs: Optional[Mapping[str, Sequence[str]]]) -> Dict[str, str]:
 
 def _check(index: int, count: int) -> None:
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_SHARDS:
-        raise UsageError(f"shard count must be a whole number of at least 1 and at most {MAX_SHARDS}, got {count!r}")
+        raise UsageError("shard", "count", f"must be a whole number of at least 1 and at most {MAX_SHARDS}, "
+                         f"got {count!r}")
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
-        raise UsageError(f"shard index must be between 0 and {count - 1} for {count} shards, got {index!r}")
+        raise UsageError("shard", "index", f"must be between 0 and {count - 1} for {count} shards, got {index!r}")
 
 
 def _int(text: str, what: str) -> int:
     text = text.strip()
     if not text or not (text.isdigit() or (text[0] in "+-" and text[1:].isdigit())) or not text.isascii() \
             or len(text) > 18:
-        raise UsageError(f"{what}: expected a whole number (at most 18 digits), got {text[:40]!r}")
+        raise UsageError(what, "", f"expected a whole number (at most 18 digits), got {text[:40]!r}")
     return int(text)
 
 
@@ -98,12 +99,12 @@ def parse_shard(text: str, what: str = "--shard") -> Tuple[int, int]:
     """Parse ``"I/N"`` (0-based index I of N shards) into ``(I, N)``; UsageError with the accepted form otherwise."""
     parts = str(text).split("/")
     if len(parts) != 2:
-        raise UsageError(f"{what}: expected INDEX/COUNT such as 0/3 (index counts from 0), got {text!r}")
+        raise UsageError(what, "", f"expected INDEX/COUNT such as 0/3 (index counts from 0), got {text!r}")
     index, count = _int(parts[0], f"{what} index"), _int(parts[1], f"{what} count")
     if not 1 <= count <= MAX_SHARDS:
-        raise UsageError(f"{what}: the shard count must be at least 1 and at most {MAX_SHARDS}, got {text!r}")
+        raise UsageError(what, "", f"the shard count must be at least 1 and at most {MAX_SHARDS}, got {text!r}")
     if not 0 <= index < count:
-        raise UsageError(f"{what}: the index counts from 0 and must be below the count ({count}), got {text!r}")
+        raise UsageError(what, "", f"the index counts from 0 and must be below the count ({count}), got {text!r}")
     return index, count
 
 
@@ -116,10 +117,8 @@ def shard_from_env(environ: Mapping[str, str]) -> Optional[Tuple[int, int]]:
     k8s_index = environ.get("JOB_COMPLETION_INDEX", "").strip()
     if k8s_index:
         if not count_override:
-            raise UsageError(
-                f"JOB_COMPLETION_INDEX is set (Kubernetes Indexed Job) but {ENV_COUNT} is not: set it in the pod "
-                "template to the Job's .spec.completions"
-            )
+            raise UsageError("JOB_COMPLETION_INDEX", "", f"set (Kubernetes Indexed Job) but {ENV_COUNT} is not: set "
+                             "it in the pod template to the Job's .spec.completions")
         return _checked(_int(k8s_index, "JOB_COMPLETION_INDEX"), _int(count_override, ENV_COUNT),
                         "JOB_COMPLETION_INDEX")
     task_id = environ.get("SLURM_ARRAY_TASK_ID", "").strip()
@@ -134,21 +133,19 @@ def shard_from_env(environ: Mapping[str, str]) -> Optional[Tuple[int, int]]:
         elif environ.get("SLURM_ARRAY_TASK_MAX", "").strip() and step >= 1:  # Slurm without TASK_COUNT
             count = (_int(environ["SLURM_ARRAY_TASK_MAX"], "SLURM_ARRAY_TASK_MAX") - low) // step + 1
         else:
-            raise UsageError(f"SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_COUNT nor {ENV_COUNT} is")
+            raise UsageError("SLURM_ARRAY_TASK_ID", "", f"set but neither SLURM_ARRAY_TASK_COUNT nor {ENV_COUNT} is")
         if step < 1 or (tid - low) % step:
-            raise UsageError(
-                f"Slurm array task {tid} is not on the range {low}..:{step}: use an evenly stepped --array range "
-                "such as 0-7 or 1-8, not a list"
-            )
+            raise UsageError("SLURM_ARRAY_TASK_ID", "", f"Slurm array task {tid} is not on the range {low}..:{step}: "
+                             "use an evenly stepped --array range such as 0-7 or 1-8, not a list")
         return _checked((tid - low) // step, count, "SLURM_ARRAY_TASK_ID")
     return None
 
 
 def _checked(index: int, count: int, source: str) -> Tuple[int, int]:
     if not 1 <= count <= MAX_SHARDS:
-        raise UsageError(f"{source}: the shard count must be at least 1 and at most {MAX_SHARDS}, got {count}")
+        raise UsageError(source, "", f"the shard count must be at least 1 and at most {MAX_SHARDS}, got {count}")
     if not 0 <= index < count:
-        raise UsageError(f"{source}: shard index {index} is outside 0..{count - 1} ({count} shards)")
+        raise UsageError(source, "", f"shard index {index} is outside 0..{count - 1} ({count} shards)")
     return index, count
 
 
@@ -183,8 +180,8 @@ def restrict(plan: Any, where: Tuple[int, int], share_budget: bool) -> Tuple[Any
     for name in names:  # a shard holds whole dependency components (select guarantees it; refuse otherwise)
         outside = [n for n in needs[name] if n not in names]
         if outside:
-            raise UsageError(f"--shard {index}/{count}: {name} needs {outside[0]}, which another shard would run: "
-                             "a shard must hold whole connected components of the dependency graph")
+            raise UsageError(f"--shard {index}/{count}", "", f"{name} needs {outside[0]}, which another shard would "
+                             "run: a shard must hold whole connected components of the dependency graph")
     batch = plan.batch
     if share_budget:
         budget = batch.budget

@@ -27,7 +27,7 @@ def parse_start_at(text: str, now: datetime.datetime) -> datetime.datetime:
     try:
         return start_moment(text, now)
     except ValueError as exc:
-        raise UsageError(f"--start-at: {exc}") from None
+        raise UsageError("--start-at", "", str(exc)) from None
 
 
 def start_moment(text: str, now: datetime.datetime) -> datetime.datetime:

@@ -102,7 +102,7 @@ def test_recorded_shard_rejects_what_any_reader_would(value, tmp_path):
     with pytest.raises(ValueError, match="must be"):
         shard.recorded(value)
     doc = {"batch": "b.toml", "shard": value, "instances": []}
-    with pytest.raises(errors.UsageError, match='x.json: "shard" must be'):
+    with pytest.raises(errors.UsageError, match='x.json: shard: must be'):
         merge.merge([("x.json", doc), ("y.json", dict(doc))])
     from orchestrator_pex import history, metrics
 

@@ -115,24 +115,24 @@ def _load(path: str) -> Dict[str, Any]:
         with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
             if not stat.S_ISREG(st.st_mode):
-                raise UsageError(f"{path}: not a regular file")
+                raise UsageError(path, "", "not a regular file")
             data = fh.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise UsageError(path, "", f"cannot read: {exc.strerror or exc}") from None
     except ValueError:  # NUL in the path
-        raise UsageError(f"{path}: cannot read: bad file name") from None
+        raise UsageError(path, "", "cannot read: bad file name") from None
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise UsageError(f"{path}: larger than {MAX_DOCUMENT_BYTES} bytes: not a results document")
+        raise UsageError(path, "", f"larger than {MAX_DOCUMENT_BYTES} bytes: not a results document")
     try:
         doc = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
-        raise UsageError(f"{path}: not a JSON results document: {str(exc)[:200]}") from None
+        raise UsageError(path, "", f"not a JSON results document: {str(exc)[:200]}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("instances"), list) or "batch" not in doc:
-        raise UsageError(f"{path}: not a results document (expected an object with \"batch\" and \"instances\")")
+        raise UsageError(path, "", "not a results document (expected an object with \"batch\" and \"instances\")")
     for i, inst in enumerate(doc["instances"]):
         if not isinstance(inst, dict) or not isinstance(inst.get("name"), str) or \
                 not isinstance(inst.get("status"), str):
-            raise UsageError(f"{path}: instances[{i}]: expected an object with a string \"name\" and \"status\"")
+            raise UsageError(path, f"instances[{i}]", "expected an object with a string \"name\" and \"status\"")
     return doc
 
 
@@ -142,7 +142,7 @@ def _shard_of_doc(path: str, doc: Dict[str, Any]) -> Optional[Tuple[int, int]]:
     try:
         return recorded(doc.get("shard"))
     except ValueError as exc:
-        raise UsageError(f"{path}: \"shard\" {exc}") from None
+        raise UsageError(path, "shard", str(exc)) from None
 
 
 def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict[str, Any]:
@@ -150,17 +150,15 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
     from orchestrator_pex.shard import shard_of
 
     if not docs:
-        raise UsageError("merge: no results documents given")
+        raise UsageError("merge", "", "no results documents given")
     first_path, first = docs[0]
     # Same batch: the same content digest when every document records one (paths may differ between hosts),
     # else the same batch path.
     key = "batch_sha256" if all(isinstance(d.get("batch_sha256"), str) for _, d in docs) else "batch"
     for path, doc in docs[1:]:
         if doc.get(key) != first.get(key):
-            raise UsageError(
-                f"{path}: {key} {json.dumps(doc.get(key))} differs from {first_path}'s "
-                f"{json.dumps(first.get(key))}: refusing to merge results of different batches"
-            )
+            raise UsageError(path, key, f"{json.dumps(doc.get(key))} differs from {first_path}'s "
+                             f"{json.dumps(first.get(key))}: refusing to merge results of different batches")
     shards = [(path, _shard_of_doc(path, doc)) for path, doc in docs]
     sharded = [s for _, s in shards if s is not None]
     index_of: List[int] = [s[0] for s in sharded]  # the shard index of docs[i] (when every document has one)
@@ -168,22 +166,21 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
     if sharded:
         if len(sharded) != len(docs):
             unsharded = next(p for p, s in shards if s is None)
-            raise UsageError(f"{unsharded}: has no \"shard\" while other documents do: refusing to mix them")
+            raise UsageError(unsharded, "", "has no \"shard\" while other documents do: refusing to mix them")
         counts = {s[1] for s in sharded}
         if len(counts) != 1:
-            raise UsageError(f"documents come from different shard counts {sorted(counts)}: refusing to merge")
+            raise UsageError("merge", "", f"documents come from different shard counts {sorted(counts)}: "
+                             "refusing to merge")
         count = counts.pop()
         seen: Dict[int, str] = {}
         for (path, _), index in zip(shards, index_of):
             if index in seen:
-                raise UsageError(f"{path}: shard {index}/{count} is also in {seen[index]}: overlapping shards")
+                raise UsageError(path, "", f"shard {index}/{count} is also in {seen[index]}: overlapping shards")
             seen[index] = path
         missing = sorted(set(range(count)) - set(seen))
         if missing and not partial:
-            raise UsageError(
-                f"shards {', '.join(f'{i}/{count}' for i in missing)} missing (have {len(seen)} of {count}); "
-                "pass --partial to merge anyway"
-            )
+            raise UsageError("merge", "", f"shards {', '.join(f'{i}/{count}' for i in missing)} missing (have "
+                             f"{len(seen)} of {count}); pass --partial to merge anyway")
         order = sorted(range(len(docs)), key=lambda i: index_of[i])
     else:
         order = list(range(len(docs)))
@@ -203,21 +200,20 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
         for inst in doc["instances"]:
             name = inst.get("name") if isinstance(inst, dict) else None
             if not isinstance(name, str):
-                raise UsageError(f"{path}: an instance has no name")
+                raise UsageError(path, "", "an instance has no name")
             if name in owner:
-                raise UsageError(f"{path}: instance {name!r} is also in {owner[name]}: overlapping instances")
+                raise UsageError(path, "", f"instance {name!r} is also in {owner[name]}: overlapping instances")
             if count is not None and shard_of(keys.get(name, name), count) != index_of[i]:
-                raise UsageError(
-                    f"{path}: instance {name!r} belongs to shard {shard_of(keys.get(name, name), count)}/{count}, "
-                    f"not {index_of[i]}/{count}: was the batch split differently?"
-                )
+                raise UsageError(path, "", f"instance {name!r} belongs to shard "
+                                 f"{shard_of(keys.get(name, name), count)}/{count}, not {index_of[i]}/{count}: "
+                                 "was the batch split differently?")
             owner[name] = path
             instances.append(inst)
 
     for name, needs in graph.items():  # a shard holds whole connected components of the dependency graph
         for need in needs:
             if name in owner and need in owner and owner[need] != owner[name]:
-                raise UsageError(f"{owner[name]}: instance {name!r} needs {need!r}, which is in {owner[need]}: "
+                raise UsageError(owner[name], "", f"instance {name!r} needs {need!r}, which is in {owner[need]}: "
                                  "a shard must hold whole connected components of the dependency graph")
     ordered = [docs[i] for i in order]
     merged: Dict[str, Any] = {"schema_version": vocabulary.SCHEMA_VERSION}
@@ -299,4 +295,4 @@ def _write_atomic(path: str, text: str) -> None:
     try:
         atomic_file.write_text(path, text, prefix=".merge-")
     except OSError as exc:
-        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise UsageError(path, "", f"cannot write: {exc.strerror or exc}") from None

@@ -33,11 +33,11 @@ def load_document(path: str) -> dict:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise UsageError(path, "", f"cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise UsageError(f"{path}: not a JSON results document: {exc}") from None
+        raise UsageError(path, "", f"not a JSON results document: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("instances"), list):
-        raise UsageError(f'{path}: instances: not a results document (expected an object with an "instances" list)')
+        raise UsageError(path, "instances", 'not a results document (expected an object with an "instances" list)')
     return doc
 
 
@@ -54,23 +54,24 @@ def main(args: argparse.Namespace) -> int:
         try:
             html_report.write(out, html_report.render(doc, base_dir=os.path.dirname(os.path.abspath(out))))
         except OSError as exc:
-            raise UsageError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
+            raise UsageError(out, "", f"cannot write the report: {exc.strerror or exc}") from None
     else:
         run_dir = source
         if not os.path.isdir(run_dir):
             try:
                 run_dir = history.find_run(request.results_dir or history.default_results_dir(), source)
             except OrchestratorError as exc:
-                raise UsageError(f"{source}: neither a results document nor a run directory ({exc})") from None
+                raise UsageError(source, "", f"neither a results document nor a run directory ({exc})") from None
         try:
             doc = history.document(run_dir)
         except OrchestratorError as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(exc.file, exc.key, exc.message) from None
         if not isinstance(doc, dict) or not isinstance(doc.get("instances"), list):
-            raise UsageError(f"{run_dir}: results.json: not a results document and no journal to rebuild it from")
+            raise UsageError(run_dir, "results.json", "not a results document and no journal to rebuild it from")
         try:
             out = html_report.write_for_run(run_dir, doc, request.output)
         except OSError as exc:
-            raise UsageError(f"{request.output or run_dir}: cannot write the report: {exc.strerror or exc}") from None
+            raise UsageError(request.output or run_dir, "", f"cannot write the report: {exc.strerror or exc}") \
+                from None
     print(out)
     return EXIT_OK

@@ -81,14 +81,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"orchestrator-pex: warning: {problem}", file=sys.stderr)
     batch_path = state.run_meta.get("batch")
     if not isinstance(batch_path, str) or not batch_path:
-        raise UsageError(f"{run_dir}: the journal does not name the run's batch file")
+        raise UsageError(run_dir, "", "the journal does not name the run's batch file")
 
     from orchestrator_pex import shard
 
     try:
         where = shard.recorded(state.run_meta.get("shard"))
     except ValueError as exc:
-        raise RunDirError(f"{journal.journal_path(run_dir)}: shard: {exc}") from None
+        raise RunDirError(journal.journal_path(run_dir), "shard", str(exc)) from None
     lock_path = lock.lock_for(options.lock, batch_path, variant=shard.lock_variant(where))
     with lock.acquire(lock_path, options.wait_lock) as held:
         # decide under the lock: a resume that finished meanwhile must not make us rerun its successes
@@ -181,7 +181,7 @@ def _refuse_untrusted(path: str, what: str, directory: bool = False) -> None:
     except OSError as exc:
         problem = f"cannot be examined: {exc.strerror or exc}"
     if problem:
-        raise UsageError(f"{path}: refusing to resume: the {what} may have been written by another user: {problem}")
+        raise UsageError(path, "", f"refusing to resume: the {what} may have been written by another user: {problem}")
 
 
 def verify_run_dir(run_dir: str) -> None:
@@ -239,10 +239,10 @@ def load_batch_copy(run_dir: str, run_meta: dict):
             with open(original, "rb") as f:
                 data = f.read()
         except OSError as exc:
-            raise RunDirError(f"{original}: cannot read the batch file (the run's copy has its secret values "
+            raise RunDirError(original, "", f"cannot read the batch file (the run's copy has its secret values "
                               f"masked, so resume needs the original): {exc.strerror or exc}") from None
         if hashlib.sha256(data).hexdigest() != run_meta.get("batch_sha256"):
-            raise RunDirError(f"{original}: changed since the run started; resume needs the same definitions "
+            raise RunDirError(original, "", "changed since the run started; resume needs the same definitions "
                               "(the run's copy has its secret values masked). Restore the file or start a new run")
         return config.parse_batch(data, original)
     copy = run_meta.get("batch_copy")
@@ -255,16 +255,16 @@ def load_batch_copy(run_dir: str, run_meta: dict):
                 with open(path, "rb") as f:
                     data = f.read()
             except OSError as exc:
-                raise RunDirError(f"{path}: cannot read the run's batch copy: {exc.strerror or exc}") from None
+                raise RunDirError(path, "", f"cannot read the run's batch copy: {exc.strerror or exc}") from None
             recorded = run_meta.get("batch_sha256")
             if isinstance(recorded, str) and hashlib.sha256(data).hexdigest() != recorded:
-                raise UsageError(f"{path}: refusing to resume: the batch copy is not the batch the run started with "
+                raise UsageError(path, "", "refusing to resume: the batch copy is not the batch the run started with "
                                  "(its sha256 differs from the batch_sha256 the journal recorded)")
             # parse as if it were the original file: same relative paths, same label in messages
             suffix = os.path.splitext(path)[1]
             as_path = original if original.endswith(suffix) else os.path.splitext(original)[0] + suffix
             return config.parse_batch(data, as_path or path)
-    raise RunDirError(f"{run_dir}: the run's batch copy (batch.toml or batch.json) is missing; cannot resume")
+    raise RunDirError(run_dir, "", "the run's batch copy (batch.toml or batch.json) is missing; cannot resume")
 
 
 def _nothing_to_do(run_dir: str, state, *, print_json: bool) -> int:

@@ -114,7 +114,8 @@ def _check_control_characters(request: ScheduleRequest) -> None:
         for item in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(item, str) and one_line(item) != item:
                 flag = request.flag(key)
-                raise UsageError(f"{flag}: must be one line without control characters, got \"{one_line(item)[:80]}\"")
+                raise UsageError(flag, "", "must be one line without control characters, "
+                                 f"got \"{one_line(item)[:80]}\"")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -142,14 +143,14 @@ def main(args: argparse.Namespace) -> int:
         try:
             os.makedirs(out, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"{out}: cannot create: {exc.strerror or exc}") from None
+            raise UsageError(out, "", f"cannot create: {exc.strerror or exc}") from None
         for suffix, text in ((".service", service), (".timer", timer)):
             path = os.path.join(out, name + suffix)
             try:
                 with open(path, "w", encoding="utf-8") as fh:
                     fh.write(text)
             except OSError as exc:
-                raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+                raise UsageError(path, "", f"cannot write: {exc.strerror or exc}") from None
             print(path)
     else:
         sys.stdout.write(f"# {name}.service\n{service}\n# {name}.timer\n{timer}")
@@ -158,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _absolute(value: str, what: str) -> str:
     if not value or "\n" in value or "\0" in value:
-        raise UsageError(f"{what}: expected a path, got {value!r}")
+        raise UsageError(what, "", f"expected a path, got {value!r}")
     return os.path.abspath(value)
 
 
@@ -182,9 +183,9 @@ def run_command(request: ScheduleRequest) -> Tuple[List[str], List[Tuple[str, st
     """The argv and the environment (name, value) pairs of the scheduled run, all paths absolute."""
     pex = request.pex or default_pex(os.environ)
     if not pex:
-        raise UsageError("--pex PATH is required when not running from the PEX file")
+        raise UsageError("--pex", "", "a PEX file (--pex PATH) is required when not running from the PEX file")
     if not os.path.isabs(request.python):
-        raise UsageError("--python: expected an absolute path (cron and systemd have a minimal PATH), "
+        raise UsageError("--python", "", "expected an absolute path (cron and systemd have a minimal PATH), "
                          f"got {request.python!r}")
     argv = [_absolute(request.python, "--python"), _absolute(pex, "--pex"), "run",
             "--results-dir", _absolute(request.results_dir, "--results-dir")]
@@ -197,7 +198,7 @@ def run_command(request: ScheduleRequest) -> Tuple[List[str], List[Tuple[str, st
         argv += ["--metrics-file", _absolute(request.metrics_file, "--metrics-file")]
     for extra in request.run_arg:
         if "\n" in extra or "\0" in extra:
-            raise UsageError(f"--run-arg: a scheduled argument cannot contain a newline, got {extra!r}")
+            raise UsageError("--run-arg", "", f"a scheduled argument cannot contain a newline, got {extra!r}")
     argv += list(request.run_arg)
     env_file = _env_file(request)
     if env_file:
@@ -292,20 +293,21 @@ def check_cron_expression(expr: str) -> str:
     """The expression normalised to single spaces; UsageError unless five cron fields or a nickname."""
     text = " ".join(str(expr).split())
     if "\n" in str(expr):
-        raise UsageError(f"--at: a cron expression is one line, got {expr!r}")
+        raise UsageError("--at", "", f"a cron expression is one line, got {expr!r}")
     if text.startswith("@"):
         if text.lower() not in _CRON_NICKNAMES:
-            raise UsageError(f"--at: unknown cron nickname {text!r} (use one of {', '.join(sorted(_CRON_NICKNAMES))})")
+            raise UsageError("--at", "", f"unknown cron nickname {text!r} "
+                             f"(use one of {', '.join(sorted(_CRON_NICKNAMES))})")
         return text.lower()
     fields = text.split(" ") if text else []
     if len(fields) != 5:
         raise UsageError(
-            f"--at: a cron schedule has 5 fields (minute hour day-of-month month day-of-week), got {len(fields)} "
+            "--at", "", f"a cron schedule has 5 fields (minute hour day-of-month month day-of-week), got {len(fields)} "
             f"in {expr!r}"
         )
     for field, (what, low, high, names) in zip(fields, _CRON_RANGES):
         if not _CRON_FIELD.fullmatch(field):
-            raise UsageError(f"--at: {field!r} is not a cron field (numbers, *, ranges a-b, steps /n, lists a,b)")
+            raise UsageError("--at", "", f"{field!r} is not a cron field (numbers, *, ranges a-b, steps /n, lists a,b)")
         for item in field.split(","):
             _check_cron_item(item, what, low, high, names)
     return text
@@ -315,7 +317,7 @@ def _check_cron_item(item: str, what: str, low: int, high: int, names: Tuple[str
     """One element of a cron list: ``*``, ``a`` or ``a-b``, optionally ``/step``; values within ``low..high``."""
     spec, _, step = item.partition("/")
     if step and int(step) < 1:
-        raise UsageError(f"--at: {what} {item!r}: a step must be 1 or more")
+        raise UsageError("--at", "", f"{what} {item!r}: a step must be 1 or more")
     if spec == "*":
         return
     values = []
@@ -326,12 +328,12 @@ def _check_cron_item(item: str, what: str, low: int, high: int, names: Tuple[str
             value = names.index(word.lower()) + low
         else:
             allowed = f" or {names[0]}-{names[-1]}" if names else ""
-            raise UsageError(f"--at: {what} {item!r}: {word!r} is not a {what} ({low}-{high}{allowed})")
+            raise UsageError("--at", "", f"{what} {item!r}: {word!r} is not a {what} ({low}-{high}{allowed})")
         if not low <= value <= high:
-            raise UsageError(f"--at: {what} {item!r}: {value} is out of range ({low}-{high})")
+            raise UsageError("--at", "", f"{what} {item!r}: {value} is out of range ({low}-{high})")
         values.append(value)
     if len(values) == 2 and values[0] > values[1]:
-        raise UsageError(f"--at: {what} {item!r}: a range must go from low to high")
+        raise UsageError("--at", "", f"{what} {item!r}: a range must go from low to high")
 
 
 def cron_quote(arg: str) -> str:
@@ -346,7 +348,7 @@ def cron_line(at: str, argv: List[str], env: List[Tuple[str, str]], user: Option
     parts = [schedule]
     if user is not None:
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", user):
-            raise UsageError(f"--user: not a user name: {user!r}")
+            raise UsageError("--user", "", f"not a user name: {user!r}")
         parts.append(user)
     words = ["/usr/bin/env"] + [f"{k}={v}" for k, v in env] + list(argv)
     parts.append(" ".join(cron_quote(w) for w in words))
@@ -376,11 +378,11 @@ def check_calendar(expr: str) -> str:
     text = " ".join(str(expr).split())
     if not text or "\n" in str(expr) or not _CALENDAR_CHARS.fullmatch(text):
         raise UsageError(
-            f"--on-calendar: not a systemd calendar expression: {expr!r} (e.g. \"*-*-* 02:00\", \"daily\", "
+            "--on-calendar", "", f"not a systemd calendar expression: {expr!r} (e.g. \"*-*-* 02:00\", \"daily\", "
             "\"Mon..Fri 06:30\"; check with systemd-analyze calendar)"
         )
     if text.isalpha() and text.lower() not in _CALENDAR_SHORTHANDS:
-        raise UsageError(f"--on-calendar: unknown shorthand {text!r} "
+        raise UsageError("--on-calendar", "", f"unknown shorthand {text!r} "
                          f"(use one of {', '.join(sorted(_CALENDAR_SHORTHANDS))})")
     return text
 
@@ -392,7 +394,7 @@ def default_unit_name(batch: str) -> str:
 
 def _check_unit_name(name: str) -> None:
     if not name or _UNIT_NAME_BAD.search(name) or len(name) > 240:
-        raise UsageError(f"--unit-name: letters, digits and :_.-\\ only, got {name!r}")
+        raise UsageError("--unit-name", "", f"letters, digits and :_.-\\ only, got {name!r}")
 
 
 def systemd_quote(arg: str, executable: bool = False) -> str:
@@ -413,7 +415,8 @@ def systemd_units(name: str, on_calendar: str, argv: List[str], env: List[Tuple[
     """The service and timer unit texts."""
     calendar = check_calendar(on_calendar)
     if any(c in argv[0] for c in "'\"\\"):
-        raise UsageError(f"--python: systemd refuses executables whose path has quotes or backslashes: {argv[0]!r}")
+        raise UsageError("--python", "", "systemd refuses executables whose path has quotes or backslashes: "
+                         f"{argv[0]!r}")
     batch = argv[-1]
     environment = "".join(
         f"Environment={systemd_quote(k + '=' + v)}\n" for k, v in env
@@ -421,7 +424,7 @@ def systemd_units(name: str, on_calendar: str, argv: List[str], env: List[Tuple[
     user_line = ""
     if user:
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", user):
-            raise UsageError(f"--user: not a user name: {user!r}")
+            raise UsageError("--user", "", f"not a user name: {user!r}")
         user_line = f"User={user}\n"
     if env_file:
         user_line += f"EnvironmentFile={systemd_quote(env_file)}\n"

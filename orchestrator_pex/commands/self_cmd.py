@@ -54,7 +54,7 @@ def parse_sums(text: str) -> Dict[str, str]:
             continue
         match = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
         if not match or "/" in match.group(2) or match.group(2) in out:
-            raise VerifyError(f"{SUMS} line {n} is malformed")
+            raise VerifyError(SUMS, f"line {n}", "malformed")
         out[match.group(2)] = match.group(1)
     return out
 
@@ -76,7 +76,7 @@ def verify_signature(sums_path: str, sig_path: str, allowed_signers: str) -> str
     """The principal whose key signed ``sums_path``; :class:`VerifyError` when no trusted key did."""
     keygen = shutil.which("ssh-keygen")
     if keygen is None:
-        raise VerifyError("ssh-keygen (OpenSSH >= 8.1) is needed to verify the signature and was not found on PATH")
+        raise UsageError("ssh-keygen", "", "not found on PATH: OpenSSH >= 8.1 is needed to verify the signature")
     with open(sums_path, "rb") as f:
         data = f.read()
     for principal in principals(allowed_signers):
@@ -84,15 +84,16 @@ def verify_signature(sums_path: str, sig_path: str, allowed_signers: str) -> str
         proc = subprocess.run(argv, input=data, capture_output=True)
         if proc.returncode == 0:
             return principal
-    raise VerifyError(f"{sig_path} is not a valid signature of {sums_path} by a key in {allowed_signers}")
+    raise VerifyError(sig_path, "", f"not a valid signature of {sums_path} by a key in {allowed_signers}")
 
 
 def verify(pex_path: str, bundle: str, trust: str) -> str:
-    """Verify ``pex_path`` against ``bundle``; returns a one-line success message or raises :class:`VerifyError`."""
+    """Verify ``pex_path`` against ``bundle``; returns a one-line success message or raises :class:`VerifyError`
+    (:class:`UsageError` when there is no ``ssh-keygen`` to verify with)."""
     sums_path, sig_path = os.path.join(bundle, SUMS), os.path.join(bundle, SIG)
     for path in (sums_path, sig_path, trust):
         if not os.path.isfile(path):
-            raise VerifyError(f"{path} is missing")
+            raise VerifyError(path, "", "missing")
     principal = verify_signature(sums_path, sig_path, trust)
     with open(sums_path, encoding="utf-8", errors="replace") as f:
         sums = parse_sums(f.read())
@@ -100,13 +101,13 @@ def verify(pex_path: str, bundle: str, trust: str) -> str:
     name = os.path.basename(os.path.realpath(pex_path))
     expected = sums.get(name)
     if expected is None:
-        raise VerifyError(f"{name} is not listed in {sums_path}")
+        raise VerifyError(sums_path, "", f"{name} is not listed")
     if expected != actual:
-        raise VerifyError(f"{pex_path}: sha256 {actual} does not match {expected} listed in {sums_path}")
+        raise VerifyError(pex_path, "", f"sha256 {actual} does not match {expected} listed in {sums_path}")
     sbom_name = name[: -len(".pex")] + ".cdx.json" if name.endswith(".pex") else None
     embedded = _embedded_sbom_digest(pex_path, name)
     if embedded and sbom_name in sums and sums[sbom_name] != embedded:
-        raise VerifyError(f"{sbom_name} listed in {sums_path} is not the SBOM {name} was built with")
+        raise VerifyError(sums_path, sbom_name, f"not the SBOM {name} was built with")
     return f"verified: {pex_path} (sha256 {actual}) is {name} of {sums_path}, signed by {principal}"
 
 
@@ -128,17 +129,15 @@ def main(args: argparse.Namespace) -> int:
 
     request = SelfRequest.from_args(args)
     if request.action != "verify":
-        raise UsageError("self: expected an action: verify")
+        raise UsageError("self", "", "expected an action: verify")
     pex = request.pex or os.environ.get("PEX")
     if not pex or not os.path.isfile(pex):
-        raise UsageError("self verify: not running from a PEX file ($PEX is not set)")
+        raise UsageError("self verify", "", "not running from a PEX file ($PEX is not set)")
     bundle = request.bundle or os.path.dirname(os.path.realpath(pex))
     trust = request.trust or os.environ.get(TRUST_ENV) or os.path.join(bundle, "allowed_signers")
     try:
         message = verify(pex, bundle, trust)
-    except VerifyError as exc:
-        raise VerifyError(f"self verify: FAILED: {exc}") from None
-    except OSError as exc:
-        raise VerifyError(f"self verify: FAILED: {exc}") from None
+    except (VerifyError, OSError) as exc:
+        raise VerifyError("self verify", "", f"FAILED: {exc}") from None
     print(message)
     return EXIT_OK
