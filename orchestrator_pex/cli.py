@@ -63,16 +63,14 @@ def _with_suggestion(message: str, options: Sequence[str]) -> str:
         what, word, listed = choice.groups()
         hidden = [name for name, (_, help_text) in COMMANDS.items() if not help_text]
         visible = [c for c in re.findall(r"'([^']*)'", listed) if c not in hidden]
-        close = errors.did_you_mean(word, visible)
-        hint = f'; did you mean "{close}"?' if close else ""
+        hint = errors.suggestion(word, visible)
         kind = "command" if what in ("COMMAND", "ACTION") else f"value for {what}"
         return f"unknown {kind} {word!r}{hint} (expected one of: {', '.join(visible)})"
     if message.startswith("unrecognized arguments:"):
         words = message.split(":", 1)[1].split()
         flag = next((w for w in words if w.startswith("-")), None)
         if flag is not None:
-            close = errors.did_you_mean(flag.split("=", 1)[0], options)
-            hint = f'; did you mean "{close}"?' if close else ""
+            hint = errors.suggestion(flag.split("=", 1)[0], options)
             return f"unknown option {flag!r}{hint}"
     return message
 

@@ -98,11 +98,17 @@ def did_you_mean(word: str, choices: Iterable[str]) -> Optional[str]:
     return close[0] if close else None
 
 
+def suggestion(word: str, choices: Iterable[str]) -> str:
+    """``; did you mean "x"?`` for the choice closest to ``word`` (:func:`did_you_mean`), else ``""``: the one
+    wording of the hint, appended to a message."""
+    close = did_you_mean(word, choices)
+    return f'; did you mean "{close}"?' if close else ""
+
+
 def unknown_key(key: str, known: Iterable[str]) -> str:
     """``unknown key; did you mean "x"?``, else ``unknown key; expected one of a, b``."""
     known = list(known)
-    close = did_you_mean(key, known)
-    return f'unknown key; did you mean "{close}"?' if close else f"unknown key; expected one of {', '.join(known)}"
+    return "unknown key" + (suggestion(key, known) or f"; expected one of {', '.join(known)}")
 
 
 class Problem(NamedTuple):

@@ -16,12 +16,11 @@ selected instances.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import attrs
 
-from orchestrator_pex.errors import UsageError
+from orchestrator_pex.errors import UsageError, suggestion
 
 
 def split_words(values: Optional[Iterable[str]]) -> Tuple[str, ...]:
@@ -54,12 +53,12 @@ class Selection:
         for option, names in (("--only", self.only), ("--exclude", self.exclude)):
             for name in names:
                 if name not in known:
-                    raise UsageError(option, "", f"no instance named {name!r}{_hint(name, known)}")
+                    raise UsageError(option, "", f"no instance named {name!r}{suggestion(name, known)}")
         all_tags = list(dict.fromkeys(t for _, tags in instances for t in tags))
         for tag in self.tags:
             if tag not in all_tags:
                 listed = f" (tags in the batch: {', '.join(all_tags)})" if all_tags else " (no instance has tags)"
-                raise UsageError("--tags", "", f"no instance has the tag {tag!r}{_hint(tag, all_tags) or listed}")
+                raise UsageError("--tags", "", f"no instance has the tag {tag!r}{suggestion(tag, all_tags) or listed}")
         chosen = [name for name, tags in instances
                   if (not self.only or name in self.only)
                   and (not self.tags or any(t in self.tags for t in tags))
@@ -76,11 +75,6 @@ class Selection:
     def record(self, names: Sequence[str]) -> Dict[str, Any]:
         """What ``run_started`` records as ``selection``."""
         return {"only": list(self.only), "tags": list(self.tags), "exclude": list(self.exclude), "names": list(names)}
-
-
-def _hint(word: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1)
-    return f'; did you mean "{close[0]}"?' if close else ""
 
 
 def apply(plan: Any, selection: Selection) -> Tuple[Any, Optional[Dict[str, Any]]]:

@@ -46,7 +46,7 @@ import shlex
 import sys
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from orchestrator_pex.errors import EXIT_OK, UsageError
+from orchestrator_pex.errors import EXIT_OK, UsageError, located
 
 if TYPE_CHECKING:  # annotations only: command modules import the standard library only at module level
     from orchestrator_pex.request import ScheduleRequest
@@ -240,12 +240,13 @@ def unreachable_executables(batch_path: str, path: str) -> List[str]:
                 program = os.path.join(os.path.dirname(batch_path), program)
             if not os.path.isabs(program) or (os.path.isfile(program) and os.access(program, os.X_OK)):
                 continue  # a relative argv[0] resolves against the instance's cwd when it runs
-            message = f"{label}: {key}: {program!r} does not exist or is not executable"
+            message = located(label, key, f"{program!r} does not exist or is not executable")
         else:
             search = (inst.env or {}).get("PATH", path)
             if shutil.which(program, path=search) is not None:
                 continue
-            message = f"{label}: {key}: {program!r} is not on the scheduler's PATH ({search}); give its absolute path"
+            message = located(label, key, f"{program!r} is not on the scheduler's PATH ({search}); give its "
+                              "absolute path")
         if message not in found:
             found.append(message)
     return found
