@@ -1,4 +1,5 @@
-"""What the stdlib mocks of the agents' APIs share (:mod:`tests.support.mock_openai`, :mod:`tests.support.mock_gemini`).
+"""What the stdlib mocks of the agents' APIs share (:mod:`tests.support.mock_openai`, :mod:`tests.support.mock_gemini`;
+``mock_anthropic`` keeps its own copy: it also runs as a standalone script, ``python tests/support/mock_anthropic.py``).
 
 :class:`MockServer` serves one handler class on 127.0.0.1 in a daemon thread (``start``/``stop`` or ``with``; port 0
 picks a free one), hands each request a reference to itself as ``handler.mock`` and keeps :attr:`MockServer.records`,
@@ -40,7 +41,7 @@ class MockServer:
     def __init__(self, handler: Type[JsonHandler], modes: Sequence[str], mode: str, host: str, port: int, *,
                  name: str) -> None:
         if mode not in modes:
-            raise ValueError(f"unknown mode {mode!r}")
+            raise ValueError(f"unknown mode {mode!r}; expected one of {tuple(modes)}")
         self.mode = mode
         self.handler = handler
         self.thread_name = name
