@@ -1,8 +1,16 @@
 """Requests: what a command asks the library to do, read from its arguments once into frozen values.
 
-Commands (``commands/*.py``) build a request from their argparse ``Namespace`` with ``from_args`` and hand only
-the request to library code: no ``Namespace`` reaches a library module, and no library code changes what a command
+Every command (``commands/*.py``) builds its request from the argparse ``Namespace`` with ``from_args`` once, at
+the top of its ``main``, and hands only the request (or values from it) on: no ``Namespace`` reaches a library
+module or another function of the command (tests/test_request.py checks both), and no code changes what a command
 was asked (``attrs.evolve`` makes a changed copy, e.g. ``resume`` and ``demo`` fixing the results directory).
+
+``RunOptions`` is how one session of a run goes (``run``, ``resume``, ``demo``); ``RunRequest``,
+``ResumeRequest`` and ``ValidateRequest`` add what only that command asks; ``MergeRequest``, ``RunsRequest``,
+``ReportRequest``, ``ScheduleRequest``, ``SelfRequest``, ``InitRequest`` and ``VersionRequest`` are the other
+commands'. ``from_args`` tolerates an absent option (it takes the field's default), so a request can be built from
+a command's own parser or from a partial stand-in. Nothing here checks values: the parsers' types and the library
+do, at the edges they own.
 """
 
 from __future__ import annotations
