@@ -11,8 +11,8 @@ Rules the real CLI forces (see the transcripts of Claude Code 2.1.330):
 Everything an instance prints is untrusted data (see :mod:`orchestrator_pex.untrusted`). Guarantees:
 
 * :meth:`Accounting.feed` never raises: a line that cannot be parsed or handled for any reason (bad JSON, nesting
-  deep enough to raise ``RecursionError``, wrong types, huge numbers) is counted in ``bad_lines`` and ignored; the
-  state it may have half-updated only ever holds validated values.
+  deep enough to raise ``RecursionError``, wrong types, huge numbers) is counted in ``bad_lines`` and ignored (except
+  a line skipped unparsed, see *Speed* below); the state it may have half-updated only ever holds validated values.
 * every number is validated before it is used: token counts by :func:`untrusted.count`, dollars by
   :func:`untrusted.dollars`; an invalid value (negative, NaN, Infinity, string, bool, above the bound) counts as
   absent, never as a value that could lower a total.
@@ -31,17 +31,19 @@ Everything an instance prints is untrusted data (see :mod:`orchestrator_pex.untr
   final result text to :data:`~orchestrator_pex.untrusted.MAX_TEXT`; remembered message ids are at most
   :data:`_RECENT_IDS`, a long id kept as its digest.
 
-Speed: only what accounting needs is parsed. ``assistant`` lines in the CLI's own key order are read with a few
-anchored byte searches (a tool name, the usage object of a new message); ``user`` and ``stream_event`` lines are
-skipped unparsed; any other layout falls back to :func:`json.loads`. Unescaped ``"type":"tool_use"`` can only be
-JSON structure (quotes inside strings are escaped), which is what makes the byte searches sound.
+Speed, the same for every key order and spacing (the reader never depends on the layout): a line that starts with
+``{``, ends with ``}`` and contains none of ``"assistant"``, ``"result"``, ``"system"`` and no ``\\u`` escape is
+skipped without a parse — :func:`json.loads` of it could not have an accounted ``type`` (without a ``\\u`` escape
+a string equal to one of those three is written literally), so ``handle`` would do nothing with it (``user`` tool
+results, ``stream_event``); such a line that is not valid JSON is then not counted in ``bad_lines`` (it accounts
+nothing either way). Every other line is parsed by :func:`orchestrator_pex.untrusted.json_object` (json's own C
+scanner, exactly :func:`json.loads`) and accounted by :meth:`Accounting.handle`: the accounting of every line is
+exactly that of ``json.loads`` + ``handle`` (tests/test_ingest_differential.py, on hostile lines).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 from typing import Any, Dict, List, Optional
 
 from orchestrator_pex import untrusted, vocabulary
@@ -50,26 +52,13 @@ from orchestrator_pex.pricing import estimate_cost
 #: a result's own cost is trusted down to this share of the estimate from streamed usage (see result_cost_trusted)
 RESULT_COST_FLOOR = 0.5
 
-_STR = rb'([^"\\]*)"'  # ids, model and tool names: a string with an escape in it takes the slow path
-# The CLI's own layout of an assistant event, up to the name of a first tool_use block if there is one.
-_ASSISTANT_HEAD = re.compile(
-    rb'\{"type":"assistant","message":\{"id":"' + _STR + rb',"type":"message","role":"assistant","model":"' + _STR
-    + rb',"content":\[(?:\{"type":"tool_use","id":"[^"\\]*","name":"' + _STR + rb')?'
-)
-_TOOL_USE = b'"type":"tool_use"'
-_USAGE_KEY = b'"usage":{'
-_API_ERROR = b'"api_error_status"'
-_USAGE_FLAT = re.compile(
-    rb'"usage":\{"input_tokens":(\d{1,12}),"output_tokens":(\d{1,12}),"cache_creation_input_tokens":(\d{1,12}),'
-    rb'"cache_read_input_tokens":(\d{1,12})[,}]'
-)  # at most 12 digits: always a valid count (< MAX_COUNT); anything else is validated on the general path
-_USAGE_OBJ = re.compile(rb'"usage":(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\})')
 _RECENT_IDS = 16  # message ids remembered for de-duplication (events of one message are adjacent in practice)
 _MAX_ID = 128  # a longer message id is remembered as its digest
 MAX_TOOL_NAMES = 256  #: distinct tool names kept per attempt (and per record); the rest count under OTHER_TOOLS
 OTHER_TOOLS = "(other tools)"  #: the key further tool names are folded into
 
 TOKEN_KEYS = vocabulary.TOKEN_KEYS
+_MAX_COUNT = untrusted.MAX_COUNT
 
 
 class Ledger:
@@ -144,7 +133,7 @@ class Accounting(Ledger):
     usage streamed so far and the ``result``'s figure.
     """
 
-    __slots__ = ("_recent", "_model_raw", "_names", "_streamed", "_result_tokens")
+    __slots__ = ("_recent", "_model_raw", "_model_name", "_names", "_streamed", "_result_tokens")
 
     def __init__(self) -> None:
         super().__init__()
@@ -152,8 +141,9 @@ class Accounting(Ledger):
         self._streamed: Optional[List[int]] = None
         self._result_tokens = [0, 0, 0, 0]  # the result's figures (0 where absent or invalid)
         self._recent: List[Any] = []
-        self._model_raw = b""  # the model bytes last decoded (decode once per change, not per line)
-        self._names: Dict[bytes, str] = {}  # tool names decoded once (at most MAX_TOOL_NAMES of them)
+        self._model_raw: Any = None  # the model value last checked (check once per change, not per message)
+        self._model_name: Optional[str] = None
+        self._names: Dict[str, str] = {}  # tool names checked once (at most MAX_TOOL_NAMES of them)
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
@@ -165,74 +155,56 @@ class Accounting(Ledger):
         try:  # one handler around everything a line can reach (free on 3.11+ until something raises)
             if line.endswith(b"\r"):
                 line = line[:-1]
-            if line.startswith(b'{"type":"assistant"'):
-                head = _ASSISTANT_HEAD.match(line)
-                if head is not None and line.endswith(b"}"):
-                    return self._fast_assistant(line, head)
-            elif line.startswith(b'{"type":"user"') or line.startswith(b'{"type":"stream_event"'):
-                if line.endswith(b"}"):
-                    return True
-                self.bad_lines += 1
-                return False
-            if not line.strip():
+            if line.startswith(b"{") and line.endswith(b"}"):
+                if (b'"assistant"' not in line and b'"result"' not in line and b'"system"' not in line
+                        and b"\\u" not in line):
+                    return True  # no accounted event type can be written in this line: nothing to account
+            elif not line.strip():
                 return True
-            return self._slow(line)
+            return self.handle_json(line)  # any layout, parsed whole (exactly json.loads)
         except Exception:  # noqa: BLE001 - the line is untrusted data; nothing it contains may end the reader
             self.bad_lines += 1
             return False
 
-    def _fast_assistant(self, line: bytes, head: re.Match[bytes]) -> bool:
-        message_id, model, tool = head.groups()
-        if line.count(_TOOL_USE) != (tool is not None):  # a tool_use block elsewhere, or several: parse fully
-            return self._slow(line)
-        at = line.rfind(_USAGE_KEY)
-        if line.find(_API_ERROR, at) >= 0 or model == b"<synthetic>":  # error events: rare, parse fully
-            return self._slow(line)
-        if len(message_id) > _MAX_ID:
-            message_id = hashlib.sha256(message_id).digest()
+    def _tools_of(self, content: List[Any]) -> None:
+        """Count the ``tool_use`` blocks of one message's content."""
+        names = self._names
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                raw = block.get("name")
+                name = names.get(raw) if isinstance(raw, str) else None
+                if name is None:
+                    name = untrusted.name(raw) or str(None)
+                    if isinstance(raw, str) and len(names) < MAX_TOOL_NAMES:
+                        names[raw] = name
+                tools = self.tools
+                if name in tools:
+                    tools[name] += 1
+                else:
+                    self._count_tool(name)
+
+    def _new_message(self, message_id: str) -> bool:
+        """Remember ``message_id``; True (and one more message) if it was not among the recent ones."""
+        key: Any = message_id.encode("utf-8", "replace")
+        if len(key) > _MAX_ID:
+            key = hashlib.sha256(key).digest()
         recent = self._recent
-        if message_id not in recent:
-            usage = _USAGE_FLAT.match(line, at)
-            if usage is not None:
-                i, o, cc, cr = usage.groups()
-                i, o, cc, cr = int(i), int(o), int(cc), int(cr)
-            else:
-                obj = _USAGE_OBJ.match(line, at)
-                if obj is None:
-                    return self._slow(line)
-                u = json.loads(obj.group(1))
-                if not isinstance(u, dict):
-                    return self._slow(line)
-                i, o, cc, cr = _usage(u)
-            recent.append(message_id)
-            if len(recent) > _RECENT_IDS:
-                del recent[0]
-            self.messages += 1
-            if self._streamed is None:  # no result yet: the figures are the streamed sums (_add_streamed, inlined)
-                self.input += i
-                self.output += o
-                self.cache_creation += cc
-                self.cache_read += cr
-            else:
-                self._add_streamed(i, o, cc, cr)
-            if model != self._model_raw:
-                self._model_raw = model
-                self.model = untrusted.name(model.decode("utf-8", "replace"))
-        if tool is not None:
-            names = self._names
-            name = names.get(tool)
-            if name is None:
-                name = untrusted.name(tool.decode("utf-8", "replace")) or ""
-                if len(names) < MAX_TOOL_NAMES:
-                    names[tool] = name
-            tools = self.tools
-            if name in tools:
-                tools[name] += 1
-            else:
-                self._count_tool(name)
+        if key in recent:
+            return False
+        recent.append(key)
+        if len(recent) > _RECENT_IDS:
+            del recent[0]
+        self.messages += 1
         return True
 
-    _slow = Ledger.handle_json  # the general path: any layout, parsed whole
+    def _set_model(self, value: Any) -> None:
+        """The model of a new message (``<synthetic>`` and non-names are not models)."""
+        if value != self._model_raw or type(value) is not type(self._model_raw):
+            self._model_raw = value
+            self._model_name = untrusted.name(value)
+        model = self._model_name
+        if model is not None and model != "<synthetic>":
+            self.model = model
 
     def _count_tool(self, name: str) -> None:
         tools = self.tools
@@ -266,26 +238,14 @@ class Accounting(Ledger):
                 return
             content = message.get("content")
             if isinstance(content, list):
-                for block in content:
-                    if isinstance(block, dict) and block.get("type") == "tool_use":
-                        self._count_tool(untrusted.name(block.get("name")) or str(None))
+                self._tools_of(content)
             if event.get("api_error_status") is not None:
                 self.api_error_status = _status(event.get("api_error_status"))
             message_id = message.get("id")
-            if isinstance(message_id, str):
-                key = message_id.encode("utf-8", "replace")
-                if len(key) > _MAX_ID:
-                    key = hashlib.sha256(key).digest()
-                if key not in self._recent:
-                    self._recent.append(key)
-                    if len(self._recent) > _RECENT_IDS:
-                        del self._recent[0]
-                    self.messages += 1
-                    usage = message.get("usage")
-                    self._add_streamed(*_usage(usage if isinstance(usage, dict) else {}))
-                    model = untrusted.name(message.get("model"))
-                    if model is not None and model != "<synthetic>":
-                        self.model = model
+            if isinstance(message_id, str) and self._new_message(message_id):
+                usage = message.get("usage")
+                self._add_streamed(*_usage(usage if isinstance(usage, dict) else {}))
+                self._set_model(message.get("model"))
         elif kind == "result":
             self._result(event)
         elif kind == "system":
@@ -392,8 +352,13 @@ def _count(value: Any) -> int:
 
 
 def _usage(usage: Dict[str, Any]) -> tuple[int, int, int, int]:
-    return (_count(usage.get("input_tokens")), _count(usage.get("output_tokens")),
-            _count(usage.get("cache_creation_input_tokens")), _count(usage.get("cache_read_input_tokens")))
+    get = usage.get
+    i, o, cc, cr = (get("input_tokens"), get("output_tokens"), get("cache_creation_input_tokens"),
+                    get("cache_read_input_tokens"))
+    if (type(i) is int and type(o) is int and type(cc) is int and type(cr) is int  # the usual case, in one test
+            and 0 <= i <= _MAX_COUNT and 0 <= o <= _MAX_COUNT and 0 <= cc <= _MAX_COUNT and 0 <= cr <= _MAX_COUNT):
+        return i, o, cc, cr
+    return _count(i), _count(o), _count(cc), _count(cr)
 
 
 def _status(value: Any) -> Optional[int]:

@@ -32,10 +32,27 @@ MAX_NAME = 200  #: tool and model names are cut to this many characters
 MAX_TEXT = 64 * 1024  #: default cap for free text kept in a record (final result, error)
 MAX_NUMBER = 1e15  #: largest magnitude of a number read back from a document and summed
 
+# The C scanner json.loads itself uses (same strictness, same objects), called without json.loads' Python wrapper.
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
 
 def json_object(line: bytes) -> Optional[Dict[str, Any]]:
     """One line of an agent's output parsed as a JSON object, or ``None`` when it is not one: not JSON, not UTF-8,
-    nested too deeply for the parser, or JSON but not an object. Never raises for any of those."""
+    nested too deeply for the parser, or JSON but not an object. Never raises for any of those.
+
+    Exactly :func:`json.loads`: a line that starts with ``{`` and whose second byte is not NUL (UTF-8 by
+    :func:`json.detect_encoding`) is decoded as ``json.loads`` decodes it and given straight to the same C scanner
+    ``json.loads`` uses, without its per-call Python wrapper; whatever that does not accept whole is decided by
+    ``json.loads`` itself."""
+    if line[:1] == b"{" and line[1:2] != b"\x00":
+        text = ""
+        try:
+            text = line.decode("utf-8", "surrogatepass")
+            event, end = _scan(text, 0)
+        except (ValueError, StopIteration, RecursionError):
+            end = -1
+        if end == len(text):  # the whole line is this one object (anything else: json.loads decides)
+            return event if isinstance(event, dict) else None
     try:
         event = json.loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -81,4 +98,6 @@ def name(value: Any) -> Optional[str]:
     cut = text(value, MAX_NAME)
     if cut is None:
         return None
+    if cut.isprintable():  # the usual case, checked in one call
+        return cut
     return "".join(c if c.isprintable() else "?" for c in cut)
