@@ -183,29 +183,6 @@ class Accounting(Ledger):
                 else:
                     self._count_tool(name)
 
-    def _new_message(self, message_id: str) -> bool:
-        """Remember ``message_id``; True (and one more message) if it was not among the recent ones."""
-        key: Any = message_id.encode("utf-8", "replace")
-        if len(key) > _MAX_ID:
-            key = hashlib.sha256(key).digest()
-        recent = self._recent
-        if key in recent:
-            return False
-        recent.append(key)
-        if len(recent) > _RECENT_IDS:
-            del recent[0]
-        self.messages += 1
-        return True
-
-    def _set_model(self, value: Any) -> None:
-        """The model of a new message (``<synthetic>`` and non-names are not models)."""
-        if value != self._model_raw or type(value) is not type(self._model_raw):
-            self._model_raw = value
-            self._model_name = untrusted.name(value)
-        model = self._model_name
-        if model is not None and model != "<synthetic>":
-            self.model = model
-
     def _count_tool(self, name: str) -> None:
         tools = self.tools
         if name not in tools and len(tools) >= MAX_TOOL_NAMES - 1:  # the last place is OTHER_TOOLS
@@ -237,15 +214,41 @@ class Accounting(Ledger):
             if not isinstance(message, dict):
                 return
             content = message.get("content")
-            if isinstance(content, list):
+            if isinstance(content, list) and content:
                 self._tools_of(content)
-            if event.get("api_error_status") is not None:
-                self.api_error_status = _status(event.get("api_error_status"))
+            status = event.get("api_error_status")
+            if status is not None:
+                self.api_error_status = _status(status)
             message_id = message.get("id")
-            if isinstance(message_id, str) and self._new_message(message_id):
-                usage = message.get("usage")
-                self._add_streamed(*_usage(usage if isinstance(usage, dict) else {}))
-                self._set_model(message.get("model"))
+            if not isinstance(message_id, str):
+                return
+            # de-duplication by message id (the hot path: inlined)
+            key: Any = message_id.encode("utf-8", "replace")
+            if len(key) > _MAX_ID:
+                key = hashlib.sha256(key).digest()
+            recent = self._recent
+            if key in recent:
+                return
+            recent.append(key)
+            if len(recent) > _RECENT_IDS:
+                del recent[0]
+            self.messages += 1
+            usage = message.get("usage")
+            i, o, cc, cr = _usage(usage if isinstance(usage, dict) else {})
+            if self._streamed is None:  # no result yet: the figures are the streamed sums (_add_streamed, inlined)
+                self.input += i
+                self.output += o
+                self.cache_creation += cc
+                self.cache_read += cr
+            else:
+                self._add_streamed(i, o, cc, cr)
+            model = message.get("model")
+            if model != self._model_raw or model.__class__ is not self._model_raw.__class__:  # checked once per change
+                self._model_raw = model
+                self._model_name = untrusted.name(model)
+            name = self._model_name
+            if name is not None and name != "<synthetic>":
+                self.model = name
         elif kind == "result":
             self._result(event)
         elif kind == "system":
