@@ -7,7 +7,9 @@ with sorted keys and a space after ``:`` and ``,``). Baseline, run beside each: 
 into a Python loop calling ``json.loads`` per line (4 pipelines at once). The orchestrator also writes the raw logs,
 does the accounting and keeps its status report on. Prints wall times, the orchestrator's own peak RSS (VmHWM of
 the orchestrator process, not its children), the ratio orchestrator / baseline per producer (goal <= 1.10,
-RSS <= 40 MB) and the machine's load.
+RSS <= 40 MB) and the machine's load. CPU seconds are printed beside the wall times (less noisy on a shared
+machine): the orchestrator's own, and each side's total (producers + consumers, producers + orchestrator, from
+``RUSAGE_CHILDREN``).
 
 ``--dialect`` chooses what the ``flood`` producer speaks: ``claude`` (default) Claude Code's stream-json, ``codex``
 Codex CLI's ``exec --json`` (tool items, then ``turn.completed``), ``gemini`` Gemini CLI's stream-json
@@ -15,6 +17,11 @@ Codex CLI's ``exec --json`` (tool items, then ``turn.completed``), ``gemini`` Ge
 
     python bench/p1_ingest.py [--rounds 3] [--messages 20000] [--producers flood compact reordered]
                               [--dialect claude|codex|gemini]
+    python bench/p1_ingest.py --micro [--messages 20000]
+
+``--micro``: no processes; in this one process, the CPU seconds of Claude's reader (``Accounting.feed`` per line)
+over the reference events (``4 × --messages`` lines) in each layout, side by side with a ``json.loads`` loop over
+the same lines (best of 3).
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -83,6 +92,45 @@ def orchestrator(kind: str, argv, n: int, env, tmp: str):
     return m, doc
 
 
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def micro(messages: int) -> None:
+    """Reader CPU per layout vs json.loads, in this process (see the module docstring)."""
+    sys.path.insert(0, REPO)
+    from orchestrator_pex.accounting import Accounting
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    rows = [["layout", "lines", "json.loads s", "reader s", "reader / json.loads"]]
+    for layout in ("compact", "reordered"):
+        data = subprocess.run([PY, PRODUCER, layout, str(messages)], check=True, stdout=subprocess.PIPE).stdout
+        lines = data.split(b"\n")
+        best_loads = best_feed = float("inf")
+        for _ in range(3):
+            t = cpu()
+            for line in lines:
+                if line:
+                    json.loads(line)
+            best_loads = min(best_loads, cpu() - t)
+            acct = Accounting()
+            feed = acct.feed
+            t = cpu()
+            for line in lines:
+                feed(line)
+            best_feed = min(best_feed, cpu() - t)
+            assert acct.tools == {"Bash": messages} and acct.bad_lines == 0, (acct.tools, acct.bad_lines)
+        rows.append([layout, str(len(lines)), f"{best_loads:.3f}", f"{best_feed:.3f}",
+                     f"{best_feed / best_loads:.2f}"])
+    print(f"P1 micro: Claude reader CPU vs json.loads per line, reference events x {messages}, best of 3")
+    print(table(rows))
+    print(f"load average (1, 5, 15 min): {load()}")
+
+
 def load() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -96,20 +144,31 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=4)
     ap.add_argument("--producers", nargs="+", default=["flood", "compact", "reordered"])
     ap.add_argument("--dialect", choices=sorted(TOOL), default="claude")
+    ap.add_argument("--micro", action="store_true", help="reader CPU per layout vs json.loads, no processes")
     a = ap.parse_args()
+    if a.micro:
+        micro(a.messages)
+        return
     global DIALECT
     DIALECT = a.dialect
     env = env_with_repo({"AGENT_SIM_SCENARIO": "flood", "AGENT_SIM_MESSAGES": str(a.messages),
                          "AGENT_SIM_LINE_BYTES": str(a.line_bytes)})
-    rows = [["producer", "baseline s", "orchestrator s", "peak RSS MB", "ratio", "goal"]]
+    rows = [["producer", "baseline s", "orchestrator s", "peak RSS MB", "ratio", "goal", "orch CPU s",
+             "CPU base / orch side", "CPU ratio"]]
     loads = [load()]
     with tempfile.TemporaryDirectory() as tmp:
         for kind in a.producers:
             argv = producer_argv(kind, a.messages)
-            base, orch, rss = [], [], []
+            base, orch, rss, own, base_cpu, orch_cpu = [], [], [], [], [], []
             for _ in range(a.rounds):
+                c0 = children_cpu()
                 base.append(baseline(argv, a.instances, env))
+                c1 = children_cpu()
                 m, doc = orchestrator(kind, argv, a.instances, env, tmp)
+                c2 = children_cpu()
+                base_cpu.append(c1 - c0)
+                orch_cpu.append(c2 - c1)
+                own.append(m.cpu_s)
                 assert m.returncode == 0, m.returncode
                 tool = TOOL[DIALECT] if kind == "flood" else "Bash"
                 for r in doc["instances"]:
@@ -119,7 +178,9 @@ def main() -> None:
                 rss.append(m.peak_rss_mb)
             label = f"{kind} ({DIALECT})" if kind == "flood" else kind
             rows.append([label, f"{median(base):.2f}", f"{median(orch):.2f}", f"{max(rss):.1f}",
-                         f"{median(orch) / median(base):.2f}", "<= 1.10, <= 40 MB"])
+                         f"{median(orch) / median(base):.2f}", "<= 1.10, <= 40 MB", f"{median(own):.2f}",
+                         f"{median(base_cpu):.2f} / {median(orch_cpu):.2f}",
+                         f"{median(orch_cpu) / median(base_cpu):.2f}"])
             loads.append(load())
     print(f"P1 ingest: {a.instances} producers x {a.messages} tool-use messages, {a.rounds} round(s), medians "
           f"(baseline: producer | json.loads loop, x{a.instances} at once)")

@@ -157,7 +157,7 @@ class Accounting(Ledger):
                 line = line[:-1]
             if line.startswith(b"{") and line.endswith(b"}"):
                 if (b'"assistant"' not in line and b'"result"' not in line and b'"system"' not in line
-                        and b"\\u" not in line):
+                        and (b"\\" not in line or b"\\u" not in line)):  # one-byte search first (memchr)
                     return True  # no accounted event type can be written in this line: nothing to account
             elif not line.strip():
                 return True
