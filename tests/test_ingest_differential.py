@@ -190,3 +190,50 @@ def test_duplicate_top_level_type_is_read_as_json_loads_reads_it():
     plain.feed(line.encode())
     assert fast.messages == plain.messages == 1
     assert ledger(fast) == ledger(plain) and fast.total_tokens > 0
+
+
+# -- Codex and Gemini CLI: their tool lines are read without a parse; the same property on their own events --------
+
+OTHER_DIALECTS = {
+    "codex": sorted((REFERENCE.parent / "codex-0.171.0").glob("*.jsonl")),
+    "gemini": sorted((REFERENCE.parent / "gemini-0.61.0").glob("*.jsonl")),
+}
+
+
+def _other_ledger(reader) -> dict:
+    return {"tokens": reader.tokens(), "tools": dict(reader.tools), "model": reader.model,
+            "session_id": reader.session_id, "num_turns": reader.num_turns, "result": reader.result_text,
+            "is_error": reader.is_error, "messages": reader.messages, "usage": reader.final_usage}
+
+
+def _other_lines(agent: str) -> list:
+    paths = OTHER_DIALECTS[agent]
+    assert paths, f"{agent} reference transcripts missing"
+    return [line for path in paths for line in path.read_bytes().split(b"\n") if line.strip()]
+
+
+@SETTINGS
+@given(st.sampled_from(sorted(OTHER_DIALECTS)), st.data())
+def test_codex_and_gemini_readers_are_exactly_json_loads_and_handle(agent, data):
+    from orchestrator_pex.agents import new_reader
+    from orchestrator_pex.agents.reading import Reader
+
+    source = _other_lines(agent)
+    fast, plain = new_reader(agent), new_reader(agent)
+    for _ in range(data.draw(st.integers(1, 12))):
+        line = data.draw(st.sampled_from(source)).decode()
+        kind = data.draw(st.sampled_from(["none", "dup-type", "dup-item", "disguise", "empty-name"]))
+        if kind == "dup-type":
+            line = line[:-1] + ',"type":' + json.dumps(data.draw(st.sampled_from(
+                ["item.started", "turn.completed", "tool_result", "tool_use", "result", "x"]))) + "}"
+        elif kind == "dup-item":
+            line = line[:-1] + ',"item":{"type":"agent_message","text":"dup"},"tool_name":"Dup"}'
+        elif kind == "disguise":
+            line = line.replace('"type"', '"\\u0074ype"', 1)
+        elif kind == "empty-name":
+            line = line.replace('"tool_name":"', '"tool_name":"', 1).replace('"tool_name":"run_shell_command"',
+                                                                           '"tool_name":""')
+        raw = line.encode()
+        fast.feed(raw)
+        Reader.feed(plain, raw)  # the plain path: json.loads (untrusted.json_object) + handle, no shortcut
+        assert _other_ledger(fast) == _other_ledger(plain), raw

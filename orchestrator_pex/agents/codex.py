@@ -24,7 +24,9 @@ Codex reports no model and no money: ``model`` is the instance's ``model`` (if s
 
 Speed: ``item.*`` lines in the CLI's own key order are read without parsing — a completed tool item by an anchored
 match of its leading structure (unescaped quotes can only be JSON structure), ``item.started``/``item.updated``
-skipped; every other line goes through :func:`json.loads`.
+skipped — when the line has exactly the two ``"type"`` keys and the one ``"item"`` key of that structure and no
+``\\u`` escape, so that :func:`json.loads` of it (if it is JSON) gives the same event; every other line goes through
+:func:`orchestrator_pex.untrusted.json_object` (exactly :func:`json.loads`).
 """
 
 from __future__ import annotations
@@ -83,7 +85,10 @@ class CodexReader(Reader):
         self._last_error: Optional[str] = None
 
     def feed(self, line: bytes) -> bool:
-        if line.startswith(b'{"type":"item.') and line.endswith(b"}"):
+        # Read without a parse only when json.loads must agree: exactly the two "type" keys and the one "item" key of
+        # the matched structure (a later duplicate would win in json.loads) and no \u escape (no disguised key).
+        if (line.startswith(b'{"type":"item.') and line.endswith(b"}") and line.count(b'"type"') == 2
+                and line.count(b'"item"') == 1 and (b"\\" not in line or b"\\u" not in line)):
             found = _ITEM_TOOL.match(line)
             if found is not None:
                 tool = found.group(1).decode()

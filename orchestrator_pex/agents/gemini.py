@@ -25,7 +25,9 @@ assistant messages. A ``result`` with ``status: "error"`` is an error; its messa
 
 Speed: ``tool_use`` lines in the CLI's own key order are counted by an anchored match of their leading structure
 (unescaped quotes can only be JSON structure) and ``tool_result`` lines skipped unparsed (the output of a tool is
-not accounted); every other line goes through :func:`json.loads`.
+not accounted), when the line has one ``"type"`` key, at most one ``"tool_name"`` key and no ``\\u`` escape, so that
+:func:`json.loads` of it (if it is JSON) gives the same event; every other line goes through
+:func:`orchestrator_pex.untrusted.json_object` (exactly :func:`json.loads`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from orchestrator_pex import untrusted
 from orchestrator_pex.agents import Dialect, api_status_from_text, session_uuid, verbatim
 from orchestrator_pex.agents.reading import Reader
 
-_TOOL_USE = re.compile(rb'\{"type":"tool_use","timestamp":"[^"\\]*","tool_name":"([^"\\]*)"')
+_TOOL_USE = re.compile(rb'\{"type":"tool_use","timestamp":"[^"\\]*","tool_name":"([^"\\]+)"')  # empty: not a tool
 _APPROVAL = {"default": "default", "acceptEdits": "auto_edit", "plan": "plan", "bypassPermissions": "yolo"}
 TRUST_ENV = "GEMINI_CLI_TRUST_WORKSPACE"
 #: What the CLI's documented fatal exit statuses mean, for the results' ``error`` when nothing better is known.
@@ -91,7 +93,10 @@ class GeminiReader(Reader):
         self._names: Dict[bytes, str] = {}
 
     def feed(self, line: bytes) -> bool:
-        if line.startswith(b'{"type":"tool_') and line.endswith(b"}"):
+        # Read without a parse only when json.loads must agree: one "type" key, at most one "tool_name" key (a later
+        # duplicate would win in json.loads) and no \u escape (no disguised key).
+        if (line.startswith(b'{"type":"tool_') and line.endswith(b"}") and line.count(b'"type"') == 1
+                and line.count(b'"tool_name"') <= 1 and (b"\\" not in line or b"\\u" not in line)):
             if line.startswith(b'{"type":"tool_result"'):
                 self._in_reply = False
                 return True
