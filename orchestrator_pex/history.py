@@ -29,8 +29,11 @@ import socket
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from orchestrator_pex import journal, procfs
+import attrs
+
+from orchestrator_pex import journal, procfs, records
 from orchestrator_pex.errors import RunDirError, UsageError
+from orchestrator_pex.records import InstanceRecord
 from orchestrator_pex.results import default_results_dir  # noqa: F401  (re-exported for the history commands)
 from orchestrator_pex.vocabulary import InstanceStatus, RunStatus
 
@@ -248,106 +251,74 @@ def shard_names(run_meta: Dict[str, Any], names: List[str],
     return names if where is None else shard.select(names, *where, needs)
 
 
-def interrupted_record(name: str, started: Dict[str, Any]) -> Dict[str, Any]:
-    """A record for an instance the journal saw start but never finish (its orchestrator died)."""
-    from orchestrator_pex import results
-
-    record = results.not_started(name)
-    record.update(status=InstanceStatus.CANCELLED, started_at=started.get("at"), attempts=started.get("attempt") or 1,
-                  error="interrupted: the orchestrator stopped while this instance ran (resume reruns it)")
-    return record
-
-
-def live_record(name: str, status: str, started: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """A record for an instance of a run that is still going: ``running``, ``retrying`` or ``pending``."""
-    from orchestrator_pex import results
-
-    record = results.not_started(name)
-    record.update(status=status)
-    if started:
-        record.update(started_at=started.get("at"), attempts=started.get("attempt") or 1)
-    return record
-
-
 def _with_recovered_spend(run_dir: str, state: journal.RunState, name: str, started: Dict[str, Any],
-                          earlier: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                          earlier: Optional[InstanceRecord]) -> InstanceRecord:
     """The interrupted record of ``name``, holding what its unfinished attempts spent according to their raw stdout
     log plus what its last recorded record (``earlier``) holds (:mod:`orchestrator_pex.recovery`)."""
     from orchestrator_pex import recovery
 
-    record = interrupted_record(name, started)
-    recovered, _ = recovery.recover(run_dir, name, state.unfinished.get(name) or [started], earlier)
+    record = InstanceRecord.interrupted(name, started)
+    recovered, _ = recovery.recover(run_dir, name, state.unfinished.get(name) or [started],
+                                    None if earlier is None else records.to_json(earlier))
     if recovered is not None:
-        for key in ("tokens", "cost_usd", "cost_source", "tools", "attempts", "model"):
-            record[key] = recovered.get(key)
-        record["started_at"] = (earlier or {}).get("started_at") or record["started_at"]
-    elif earlier is not None:  # no log to read: keep what was recorded
-        for key in ("tokens", "cost_usd", "cost_source", "tools", "model"):
-            if key in earlier:
-                record[key] = earlier[key]
+        spent = records.record_from_json(recovered, journal.journal_path(run_dir), name=name)
+        started_at = earlier.started_at if earlier is not None else None
+        return attrs.evolve(record.with_spend_of(spent, attempts=True), started_at=started_at or record.started_at)
+    if earlier is not None:  # no log to read: keep what was recorded
+        return record.with_spend_of(earlier)
     return record
 
 
 def all_records(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """One record per instance of the batch, in batch order: the journal's (a success is final); for instances
     started and not finished, ``running``/``retrying`` while the run's orchestrator lives, else ``cancelled``; for the
-    rest ``pending`` while it lives, else ``not-started``."""
-    from orchestrator_pex import results
-
+    rest ``pending`` while it lives, else ``not-started``. Records are read from the journal with
+    :func:`records.record_from_json` (a garbled one raises :class:`records.RecordError`, one line)."""
     names = batch_instance_names(run_dir, state, doc)
-    records = dict(state.records)
+    where = journal.journal_path(run_dir)
+    recorded = {name: records.record_from_json(r, where, f"record of {name!r}", name=name)
+                for name, r in state.records.items()}
     live = not state.finished and writer_alive(state.run_meta)
     for name, started in state.in_flight.items():
-        if records.get(name, {}).get("status") != InstanceStatus.SUCCEEDED:
+        earlier = recorded.get(name)
+        if earlier is None or earlier.status != InstanceStatus.SUCCEEDED:
             if live:
-                records[name] = live_record(
+                recorded[name] = InstanceRecord.live(
                     name, InstanceStatus.RETRYING if name in state.retrying else InstanceStatus.RUNNING, started)
             else:
-                records[name] = _with_recovered_spend(run_dir, state, name, started, records.get(name))
+                recorded[name] = _with_recovered_spend(run_dir, state, name, started, earlier)
     out = []
     for name in names:
-        record = records.pop(name, None) or (
-            live_record(name, InstanceStatus.PENDING) if live
-            else results.not_started(name, "not started: the run ended before it"))
-        out.append(_complete(record))
-    out.extend(_complete(r) for r in records.values())  # recorded but no longer in the batch copy
-    return _with_batch_labels(run_dir, state, out)
+        record = recorded.pop(name, None) or (
+            InstanceRecord.live(name, InstanceStatus.PENDING) if live
+            else InstanceRecord.not_started(name, "not started: the run ended before it"))
+        out.append(record)
+    out.extend(recorded.values())  # recorded but no longer in the batch copy
+    return [records.to_json(r) for r in _with_batch_labels(run_dir, state, out)]
 
 
-def _with_batch_labels(run_dir: str, state: journal.RunState, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def _with_batch_labels(run_dir: str, state: journal.RunState, out: List[InstanceRecord]) -> List[InstanceRecord]:
     """Records the journal did not write (running, pending, interrupted) get ``tags`` and ``description`` from the
     run's batch copy; a record that carries its own keeps them."""
-    if all(r.get("tags") or r.get("description") is not None for r in records):
-        return records
+    if all(r.tags or r.description is not None for r in out):
+        return out
     copy = state.run_meta.get("batch_copy")
     path = os.path.join(run_dir, copy) if isinstance(copy, str) and copy and "/" not in copy else ""
     try:
         from orchestrator_pex import config
 
-        labels = {i.name: (list(i.tags or ()), i.description)
-                  for i in config.apply_defaults(config.load_batch(path))} if os.path.isfile(path) else {}
+        labels: Dict[str, Tuple[List[str], Optional[str]]] = {
+            i.name: (list(i.tags or ()), i.description)
+            for i in config.apply_defaults(config.load_batch(path))} if os.path.isfile(path) else {}
     except Exception:  # noqa: BLE001 - an unreadable copy only costs the labels
         labels = {}
-    out = []
-    for record in records:
-        tags, description = labels.get(record.get("name"), ([], None))  # type: ignore[arg-type]
-        if not record.get("tags") and record.get("description") is None and (tags or description is not None):
-            record = {**record, "tags": tags, "description": description}
-        out.append(record)
-    return out
-
-
-def _complete(record: Dict[str, Any]) -> Dict[str, Any]:
-    """Fill keys a record from an older or damaged journal may lack, so totals can be computed."""
-    from orchestrator_pex import results
-
-    full = results.not_started(str(record.get("name")))
-    full.update(record)
-    if not isinstance(full.get("tokens"), dict):
-        full["tokens"] = results.not_started("x")["tokens"]
-    if not isinstance(full.get("tools"), dict):
-        full["tools"] = {}
-    return full
+    labelled = []
+    for record in out:
+        tags, description = labels.get(record.name, ([], None))
+        if not record.tags and record.description is None and (tags or description is not None):
+            record = record.labelled(tags, description)
+        labelled.append(record)
+    return labelled
 
 
 def rebuild_document(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, Any]] = None,

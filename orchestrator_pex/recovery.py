@@ -86,7 +86,9 @@ def recover(run_dir: str, name: str, starts: Sequence[Dict[str, Any]],
     events in journal order) as an instance record, added to ``earlier`` (its last recorded record) if given.
     ``record`` is None when there is no log to read."""
     from orchestrator_pex import results
+    from orchestrator_pex.journal import journal_path
     from orchestrator_pex.lock import untrusted
+    from orchestrator_pex.records import InstanceRecord, record_from_json, to_json
 
     stem = results.log_stem(name)
     path = os.path.join(run_dir, "logs", f"{stem}.stdout")
@@ -111,10 +113,10 @@ def recover(run_dir: str, name: str, starts: Sequence[Dict[str, Any]],
             return None, [f"{path}: cannot read it to recover the spend of interrupted attempts: "
                           f"{exc.strerror or exc}"]
         previous_end = end if end is not None else size
-    record = results.instance_record(name, InstanceStatus.CANCELLED, attempts, stdout_log=path,
-                                     stderr_log=os.path.join(run_dir, "logs", f"{stem}.stderr"),
-                                     agent=next((s.get("agent") for s in reversed(starts)
-                                                 if isinstance(s.get("agent"), str)), None))
+    record = InstanceRecord.of_attempts(name, InstanceStatus.CANCELLED, attempts, stdout_log=path,
+                                        stderr_log=os.path.join(run_dir, "logs", f"{stem}.stderr"),
+                                        agent=next((s.get("agent") for s in reversed(starts)
+                                                    if isinstance(s.get("agent"), str)), None))
     if earlier is not None and isinstance(earlier.get("tokens"), dict):
-        record = results.carry(record, earlier)
-    return record, []
+        record = record.carry(record_from_json(earlier, journal_path(run_dir), f"record of {name!r}", name=name))
+    return to_json(record), []

@@ -1,7 +1,8 @@
 """Results: the per-instance record and the results document, written atomically.
 
 The document is the contract for scripts (``run --json`` prints exactly it). It is built only from instance
-records — plain dicts — so the same function rebuilds it from the run journal after a crash.
+records (:mod:`orchestrator_pex.records` defines their shape; here they are its JSON objects), so the same function
+rebuilds it from the run journal after a crash.
 
 Guarantees: the document is strict JSON (:mod:`~orchestrator_pex.strictjson`: no ``NaN``/``Infinity``, ever); every
 number in a record comes from validated accounting (finite, non-negative); ``tools`` maps at most
@@ -21,13 +22,13 @@ import re
 import secrets
 from typing import IO, Any, Dict, Iterable, List, Optional, Sequence
 
-from orchestrator_pex import atomic_file, strictjson, untrusted, vocabulary
+from orchestrator_pex import atomic_file, records, strictjson, untrusted, vocabulary
 from orchestrator_pex.accounting import fold_tools
-from orchestrator_pex.vocabulary import SCHEMA_VERSION, TOKEN_KEYS, TOKEN_TOTAL, InstanceStatus
+from orchestrator_pex.records import InstanceRecord
+from orchestrator_pex.vocabulary import SCHEMA_VERSION, TOKEN_KEYS, TOKEN_TOTAL
 
 #: the final instance statuses, in ``totals.by_status`` order (defined in :mod:`vocabulary`).
 STATUSES = vocabulary.FINAL_STATUSES
-MAX_MODELS = 256  #: at most this many names in a record's ``models`` (the agent reports them: untrusted)
 ENV_RESULTS_DIR = "ORCHESTRATOR_PEX_RESULTS_DIR"
 
 
@@ -83,109 +84,20 @@ def new_run_id(batch_path: str, now: float) -> str:
 
 
 def not_started(name: str, error: Optional[str] = None, *, tags: Sequence[str] = (),
-                description: Optional[str] = None) -> Dict[str, Any]:
-    return instance_record(name, InstanceStatus.NOT_STARTED, [], stdout_log=None, stderr_log=None, error=error,
-                           tags=tags,
-                           description=description)
+                description: Optional[str] = None, agent: Optional[str] = None) -> Dict[str, Any]:
+    """The record of an instance never started (:meth:`records.InstanceRecord.not_started`, as JSON)."""
+    return records.to_json(InstanceRecord.not_started(name, error, tags=tags, description=description, agent=agent))
 
 
 def skipped(name: str, error: str) -> Dict[str, Any]:
     """The record of an instance never started because of what the instances it needs did (see graph.decide)."""
-    return instance_record(name, InstanceStatus.SKIPPED, [], stdout_log=None, stderr_log=None, error=error)
+    return records.to_json(InstanceRecord.skipped(name, error))
 
 
-def instance_record(
-    name: str,
-    status: str,
-    attempts: Sequence[Any],
-    *,
-    stdout_log: Optional[str],
-    stderr_log: Optional[str],
-    error: Optional[str] = None,
-    workspace: Optional[Dict[str, Any]] = None,
-    agent: Optional[str] = None,
-    session_name: Optional[str] = None,
-    tags: Sequence[str] = (),
-    description: Optional[str] = None,
-) -> Dict[str, Any]:
-    """One entry of ``instances``: every attempt's tokens and cost are summed (retries are never free).
-
-    ``workspace`` is the instance's git worktree (:func:`orchestrator_pex.workspace.Workspace.describe`), or None
-    when it ran in a shared directory (or never got one)."""
-    tokens = {k: 0 for k in TOKEN_KEYS}
-    tools: Dict[str, int] = {}
-    cost = 0.0
-    sources = set()
-    reasoning: Optional[int] = None
-    models: List[str] = []
-    for a in attempts:
-        acct = a.acct
-        for key, value in acct.tokens().items():
-            tokens[key] += value
-        part = getattr(acct, "reasoning", None)
-        if part is not None:
-            reasoning = (reasoning or 0) + part
-        for model in getattr(acct, "models", None) or ([acct.model] if acct.model else []):
-            if model not in models and len(models) < MAX_MODELS:  # untrusted: as bounded as tool names
-                models.append(model)
-        for tool, count in acct.tools.items():
-            tools[tool] = tools.get(tool, 0) + count
-        if acct.total_tokens or acct.result_cost is not None:
-            cost += acct.cost_usd
-            sources.add(acct.cost_source)
-    tokens[TOKEN_TOTAL] = sum(tokens[k] for k in TOKEN_KEYS)
-    last = attempts[-1] if attempts else None
-    acct = last.acct if last else None
-    started = attempts[0].started_at if attempts else None
-    finished = last.finished_at if last else None
-    return {
-        "name": name,
-        "agent": agent,
-        "status": status,
-        "exit_code": last.exit_code if last else None,
-        "started_at": iso(started),
-        "finished_at": iso(finished),
-        "duration_s": round(finished - started, 3) if started and finished else None,
-        "attempts": len(attempts),
-        "tokens": tokens,
-        "cost_usd": round(cost, 6),
-        "cost_source": _weakest(sources),
-        "reasoning_tokens": reasoning,
-        "model": acct.model if acct else None,
-        "models": sorted(models),
-        "tools": fold_tools(tools),
-        "session_id": acct.session_id if acct else None,
-        "session_name": session_name,
-        "num_turns": acct.num_turns if acct else None,
-        "result": acct.result_text if acct else None,
-        "error": error if error is not None else (last.error if last else None),
-        "api_error_status": acct.api_error_status if acct else None,
-        "agent_usage": getattr(acct, "final_usage", None) if acct else None,
-        "skipped_lines": sum(a.skipped_lines for a in attempts),
-        "stdout_log": stdout_log,
-        "stderr_log": stderr_log,
-        "workspace": workspace,
-        "tags": list(tags),
-        "description": description,
-    }
-
-
-def carry(record: Dict[str, Any], earlier: Dict[str, Any]) -> Dict[str, Any]:
-    """``record`` of an instance rerun by ``resume``, with what its earlier sessions spent added (never free)."""
-    out = dict(record)
-    out["tokens"] = {k: record["tokens"].get(k, 0) + earlier["tokens"].get(k, 0) for k in record["tokens"]}
-    tools = dict(earlier.get("tools") or {})
-    for tool, n in record["tools"].items():
-        tools[tool] = tools.get(tool, 0) + n
-    out["tools"] = fold_tools(tools)
-    out["cost_usd"] = round((record["cost_usd"] or 0.0) + (earlier.get("cost_usd") or 0.0), 6)
-    sources = {record.get("cost_source"), earlier.get("cost_source")} - {None}
-    out["cost_source"] = _weakest(sources)
-    parts = [r.get("reasoning_tokens") for r in (record, earlier) if r.get("reasoning_tokens") is not None]
-    out["reasoning_tokens"] = sum(parts) if parts else None
-    out["attempts"] = record["attempts"] + (earlier.get("attempts") or 0)
-    out["started_at"] = earlier.get("started_at") or record["started_at"]
-    return out
+def instance_record(name: str, status: str, attempts: Sequence[Any], **facts: Any) -> Dict[str, Any]:
+    """One entry of ``instances`` (:meth:`records.InstanceRecord.of_attempts`, as JSON): every attempt's tokens and
+    cost are summed (retries are never free)."""
+    return records.to_json(InstanceRecord.of_attempts(name, status, attempts, **facts))
 
 
 def totals(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
@@ -214,15 +126,6 @@ def totals(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
             cost += r["cost_usd"]
     return {"instances": count, "by_status": by_status, "tokens": tokens, "cost_usd": round(cost, 6),
             "tools": fold_tools(tools)}
-
-
-def _weakest(sources: Iterable[Optional[str]]) -> Optional[str]:
-    """The cost source of several attempts or sessions: the weakest one (see the module docstring)."""
-    present = set(sources) - {None}
-    for source in ("estimate", "stream", "result"):
-        if source in present:
-            return source
-    return None
 
 
 def run_status(records: Sequence[Dict[str, Any]], interrupted: bool = False, budget_stopped: bool = False) -> str:

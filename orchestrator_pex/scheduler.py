@@ -53,11 +53,12 @@ from typing import (
 import attrs
 import trio
 
-from orchestrator_pex import errors, graph, internal_errors, results
+from orchestrator_pex import errors, graph, internal_errors, records, results
 from orchestrator_pex.agents import dialect
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.pressure import admission
+from orchestrator_pex.records import InstanceRecord
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
 from orchestrator_pex.vocabulary import InstanceStatus, StopReason
 
@@ -314,9 +315,8 @@ class Scheduler:
                 earlier = self.carried.get(state.launch.name)  # resumed, but not started again: nothing changed
                 state.status = earlier["status"] if earlier else InstanceStatus.NOT_STARTED
                 inst = state.launch.instance
-                state.record = earlier or {**results.not_started(state.launch.name, why, tags=inst.tags or (),
-                                                                 description=inst.description),
-                                           "agent": state.launch.kind}
+                state.record = earlier or results.not_started(state.launch.name, why, tags=inst.tags or (),
+                                                              description=inst.description, agent=state.launch.kind)
                 await self.emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
                 state.finish()
         return self._final_records()
@@ -350,12 +350,17 @@ class Scheduler:
                 return state
         return None
 
+    def _carry(self, name: str, record: InstanceRecord) -> InstanceRecord:
+        """``record`` with what earlier sessions of a resumed run spent on ``name`` added (never free)."""
+        earlier = self.carried.get(name)
+        if earlier is None:
+            return record
+        return record.carry(records.record_from_json(earlier, self.run_dir, f"record of {name!r}", name=name))
+
     async def _skip(self, state: InstanceState, why: str) -> None:
         name = state.launch.name
         state.status = InstanceStatus.SKIPPED
-        state.record = results.skipped(name, why)
-        if name in self.carried:
-            state.record = results.carry(state.record, self.carried[name])
+        state.record = records.to_json(self._carry(name, InstanceRecord.skipped(name, why)))
         await self.emit({"event": "instance_finished", "name": name, "record": state.record})
         self._wake()
 
@@ -510,14 +515,12 @@ class Scheduler:
                     except Exception as exc:  # noqa: BLE001 - a git failure must not lose the instance's record
                         ws_record = ws.describe(error=f"cannot collect the worktree: {exc}")
             state.status = status
-            state.record = results.instance_record(
+            state.record = records.to_json(self._carry(name, InstanceRecord.of_attempts(
                 name, status, state.attempts, stdout_log=stdout_log if state.attempts else None,
                 stderr_log=stderr_log if state.attempts else None, error=error, workspace=ws_record,
                 agent=launch.kind, session_name=_session_name(launch),
                 tags=inst.tags or (), description=inst.description,
-            )
-            if name in self.carried:
-                state.record = results.carry(state.record, self.carried[name])
+            )))
             if self._redactor is not None:
                 state.record = self._redactor.scrub_data(state.record)
             with trio.CancelScope(shield=True):

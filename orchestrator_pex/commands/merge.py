@@ -14,7 +14,10 @@ files:
 * an incomplete set of shards, unless ``--partial`` (the merged ``shard`` then lists the indices present).
 
 The merged document keeps the results shape: ``batch``; ``run_id`` ``merged-<first run_id>``; ``started_at`` the
-earliest and ``finished_at`` the latest of the inputs; ``instances`` concatenated in shard order; ``totals``
+earliest and ``finished_at`` the latest of the inputs; ``instances`` concatenated in shard order, each read with
+:func:`orchestrator_pex.records.record_from_json` (a key an older version did not write gets its default, an
+unknown key is dropped, a value of the wrong type is refused: exit 2, one line ``FILE: instances[N].KEY: ...``);
+``totals``
 recomputed from the instances (numbers summed, per-status counts recounted); ``status`` the worst input status
 (``succeeded`` only if every input and instance succeeded); ``runs``: one summary per input (run_id, shard, status,
 started_at, finished_at, source). Exit 0 when the merged document was written, whatever the runs' outcomes: read
@@ -32,7 +35,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from orchestrator_pex import atomic_file, results, strictjson, untrusted, vocabulary
+from orchestrator_pex import atomic_file, records, results, strictjson, untrusted, vocabulary
 from orchestrator_pex.errors import EXIT_OK, UsageError
 from orchestrator_pex.vocabulary import InstanceStatus
 
@@ -197,10 +200,14 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
     instances: List[Dict[str, Any]] = []
     for i in order:
         path, doc = docs[i]
-        for inst in doc["instances"]:
+        for j, inst in enumerate(doc["instances"]):
             name = inst.get("name") if isinstance(inst, dict) else None
             if not isinstance(name, str):
                 raise UsageError(path, "", "an instance has no name")
+            try:
+                record = records.to_json(records.record_from_json(inst, path, f"instances[{j}]"))
+            except records.RecordError as exc:
+                raise UsageError(exc.file, exc.key, exc.message) from None
             if name in owner:
                 raise UsageError(path, "", f"instance {name!r} is also in {owner[name]}: overlapping instances")
             if count is not None and shard_of(keys.get(name, name), count) != index_of[i]:
@@ -208,7 +215,7 @@ def merge(docs: List[Tuple[str, Dict[str, Any]]], partial: bool = False) -> Dict
                                  f"{shard_of(keys.get(name, name), count)}/{count}, not {index_of[i]}/{count}: "
                                  "was the batch split differently?")
             owner[name] = path
-            instances.append(inst)
+            instances.append(record)
 
     for name, needs in graph.items():  # a shard holds whole connected components of the dependency graph
         for need in needs:

@@ -1,0 +1,454 @@
+"""Records: the typed shape of an instance record (one entry of a results document's ``instances``, the ``record``
+of an ``instance_finished`` journal event), defined once, with the converters that are its only edges.
+
+An :class:`InstanceRecord` is a frozen attrs class (slots). It is *produced*, never patched: by a constructor
+(:meth:`InstanceRecord.of_attempts`, :meth:`~InstanceRecord.not_started`, :meth:`~InstanceRecord.skipped`,
+:meth:`~InstanceRecord.interrupted`, :meth:`~InstanceRecord.live`) or from another record
+(:meth:`~InstanceRecord.carry`, :meth:`~InstanceRecord.with_spend_of`, :meth:`~InstanceRecord.labelled`,
+``attrs.evolve``).
+
+Edges. :func:`to_json` (write) turns a record into the JSON object the README documents: every key always present,
+in the documented order (``name``, ``agent``, ``status`` ... ``tags``, ``description``), ``null`` for a missing
+value, ``tokens`` with its five counters, ``models`` and ``tags`` as lists; ``json.dumps`` of it is byte-for-byte
+what the dict-built records were. :func:`record_from_json` (read: the journal, ``results.json``, ``merge`` inputs,
+``resume``'s earlier records) is lenient about what older or newer versions wrote and strict about garbage:
+
+* a missing key takes its default (``null``, ``0``, ``[]``, ``{}``; every token counter ``0``), as a record of an
+  older version may lack keys added since (``agent``, ``models``, ``session_name``, ``workspace``, ``tags`` ...);
+* an unknown key is ignored (dropped: the schemas forbid keys they do not name; the journal line keeps it);
+* a value of the wrong type or range (a count that is not a non-negative integer, a cost that is not a finite
+  non-negative number, ``tokens``/``tools`` that are not objects of counts, a ``name`` that is not a string ...)
+  raises :class:`RecordError`: one line, ``FILE: KEY: message`` (built by :func:`orchestrator_pex.errors.located`),
+  naming the first bad key (``instances[3].tokens.input``), exit status 1 (a :class:`~errors.RunDirError`;
+  ``merge`` reports it as a usage error, exit 2). Never a traceback.
+
+Memory: a record holds nothing but its fields (``__slots__``); the scheduler keeps a finished record as compact
+JSON bytes (:func:`encode`), which is smaller still.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from typing import Annotated, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, IterableValidationError
+
+from orchestrator_pex import errors, strictjson
+from orchestrator_pex.accounting import fold_tools
+from orchestrator_pex.vocabulary import TOKEN_KEYS, TOKEN_TOTAL, InstanceStatus
+
+MAX_MODELS = 256  #: at most this many names in a record's ``models`` (the agent reports them: untrusted)
+#: the ``error`` of an instance whose orchestrator died while it ran
+INTERRUPTED_ERROR = "interrupted: the orchestrator stopped while this instance ran (resume reruns it)"
+
+# Field types the lenient reader checks (the hooks below), each annotated with what its values must be (type
+# checkers see the plain type; constructing a record costs no wrapping call).
+Count = Annotated[int, "a non-negative integer"]
+OptCount = Annotated[Optional[int], "a non-negative integer or null"]
+OptInt = Annotated[Optional[int], "an integer (an exit code may be negative) or null"]
+Amount = Annotated[float, "a finite non-negative number"]
+OptAmount = Annotated[Optional[float], "a finite non-negative number or null"]
+OptText = Annotated[Optional[str], "a string or null"]
+Text = Annotated[str, "a string"]
+Texts = Tuple[str, ...]  #: a list of strings (a tuple in memory)
+Counts = Dict[str, int]  #: an object whose values are non-negative integers
+OptObject = Optional[Dict[str, Any]]  #: an object (not looked into) or null
+
+
+@attrs.frozen
+class Tokens:
+    """The token counters of a record (and of ``totals``): the keys of :data:`vocabulary.TOKEN_KEYS`, then their
+    sum ``total``."""
+
+    input: Count = 0
+    output: Count = 0
+    cache_creation: Count = 0
+    cache_read: Count = 0
+    total: Count = 0
+
+    @classmethod
+    def of(cls, counts: Mapping[str, int]) -> Tokens:
+        """From the four counters of :data:`TOKEN_KEYS` (``total`` is their sum)."""
+        a, b, c, d = (counts.get(k, 0) for k in TOKEN_KEYS)
+        return cls(a, b, c, d, a + b + c + d)
+
+    def __add__(self, other: Tokens) -> Tokens:
+        return Tokens(self.input + other.input, self.output + other.output, self.cache_creation + other.cache_creation,
+                      self.cache_read + other.cache_read, self.total + other.total)
+
+
+@attrs.frozen
+class InstanceRecord:
+    """One instance's outcome: the README's "instance record" (field by field, in its order)."""
+
+    name: Text
+    agent: OptText = None
+    status: Text = InstanceStatus.NOT_STARTED
+    exit_code: OptInt = None
+    started_at: OptText = None
+    finished_at: OptText = None
+    duration_s: OptAmount = None
+    attempts: Count = 0
+    tokens: Tokens = Tokens()
+    cost_usd: Amount = 0.0
+    cost_source: OptText = None
+    reasoning_tokens: OptCount = None
+    model: OptText = None
+    models: Texts = ()
+    tools: Counts = attrs.field(factory=dict)
+    session_id: OptText = None
+    session_name: OptText = None
+    num_turns: OptCount = None
+    result: OptText = None
+    error: OptText = None
+    api_error_status: OptInt = None
+    agent_usage: OptObject = None
+    skipped_lines: Count = 0
+    stdout_log: OptText = None
+    stderr_log: OptText = None
+    workspace: OptObject = None
+    tags: Texts = ()
+    description: OptText = None
+
+    # -- constructors ----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def not_started(cls, name: str, error: Optional[str] = None, *, tags: Sequence[str] = (),
+                    description: Optional[str] = None, agent: Optional[str] = None) -> InstanceRecord:
+        """An instance never started (``error`` says why)."""
+        return cls(name, agent=agent, error=error,
+                   tags=tuple(tags), description=description)
+
+    @classmethod
+    def skipped(cls, name: str, error: str) -> InstanceRecord:
+        """An instance never started because of what the instances it needs did (see graph.decide)."""
+        return cls(name, status=InstanceStatus.SKIPPED, error=error)
+
+    @classmethod
+    def interrupted(cls, name: str, started: Mapping[str, Any]) -> InstanceRecord:
+        """An instance the journal saw start (``started``: its ``instance_started`` event) and never finish: its
+        orchestrator died. ``cancelled``, with the start time and attempt number the event gives."""
+        return cls(name, status=InstanceStatus.CANCELLED, started_at=_stamp(started.get("at")),
+                   attempts=_attempt(started), error=INTERRUPTED_ERROR)
+
+    @classmethod
+    def live(cls, name: str, status: str, started: Optional[Mapping[str, Any]] = None) -> InstanceRecord:
+        """An instance of a run still going: ``running``/``retrying`` (``started``: its last ``instance_started``)
+        or ``pending``."""
+        if not started:
+            return cls(name, status=status)
+        return cls(name, status=status, started_at=_stamp(started.get("at")), attempts=_attempt(started))
+
+    @classmethod
+    def of_attempts(
+        cls,
+        name: str,
+        status: str,
+        attempts: Sequence[Any],
+        *,
+        stdout_log: Optional[str],
+        stderr_log: Optional[str],
+        error: Optional[str] = None,
+        workspace: Optional[Dict[str, Any]] = None,
+        agent: Optional[str] = None,
+        session_name: Optional[str] = None,
+        tags: Sequence[str] = (),
+        description: Optional[str] = None,
+    ) -> InstanceRecord:
+        """The record of an instance that ran ``attempts`` (:class:`~orchestrator_pex.runtime.Attempt`, in order):
+        every attempt's tokens and cost are summed (retries are never free); the rest is the last attempt's.
+
+        ``workspace`` is the instance's git worktree (:func:`orchestrator_pex.workspace.Workspace.describe`), or
+        None when it ran in a shared directory (or never got one)."""
+        tokens = {k: 0 for k in TOKEN_KEYS}
+        tools: Dict[str, int] = {}
+        cost = 0.0
+        sources = set()
+        reasoning: Optional[int] = None
+        models: List[str] = []
+        for a in attempts:
+            acct = a.acct
+            for key, value in acct.tokens().items():
+                tokens[key] += value
+            part = getattr(acct, "reasoning", None)
+            if part is not None:
+                reasoning = (reasoning or 0) + part
+            for model in getattr(acct, "models", None) or ([acct.model] if acct.model else []):
+                if model not in models and len(models) < MAX_MODELS:  # untrusted: as bounded as tool names
+                    models.append(model)
+            for tool, count in acct.tools.items():
+                tools[tool] = tools.get(tool, 0) + count
+            if acct.total_tokens or acct.result_cost is not None:
+                cost += acct.cost_usd
+                sources.add(acct.cost_source)
+        last = attempts[-1] if attempts else None
+        acct = last.acct if last else None
+        started = attempts[0].started_at if attempts else None
+        finished = last.finished_at if last else None
+        return cls(
+            name=name,
+            agent=agent,
+            status=status,
+            exit_code=last.exit_code if last else None,
+            started_at=_iso(started),
+            finished_at=_iso(finished),
+            duration_s=round(finished - started, 3) if started and finished else None,
+            attempts=len(attempts),
+            tokens=Tokens.of(tokens),
+            cost_usd=round(cost, 6),
+            cost_source=weakest(sources),
+            reasoning_tokens=reasoning,
+            model=acct.model if acct else None,
+            models=tuple(sorted(models)),
+            tools=fold_tools(tools),
+            session_id=acct.session_id if acct else None,
+            session_name=session_name,
+            num_turns=acct.num_turns if acct else None,
+            result=acct.result_text if acct else None,
+            error=error if error is not None else (last.error if last else None),
+            api_error_status=acct.api_error_status if acct else None,
+            agent_usage=getattr(acct, "final_usage", None) if acct else None,
+            skipped_lines=sum(a.skipped_lines for a in attempts),
+            stdout_log=stdout_log,
+            stderr_log=stderr_log,
+            workspace=workspace,
+            tags=tuple(tags),
+            description=description,
+        )
+
+    # -- records from records --------------------------------------------------------------------------------------
+
+    def carry(self, earlier: InstanceRecord) -> InstanceRecord:
+        """This record of an instance rerun by ``resume``, with what its ``earlier`` sessions spent added (never
+        free): tokens, tools, cost and attempts summed, the weakest cost source, the earliest start."""
+        tools = dict(earlier.tools)
+        for tool, n in self.tools.items():
+            tools[tool] = tools.get(tool, 0) + n
+        parts = [r.reasoning_tokens for r in (self, earlier) if r.reasoning_tokens is not None]
+        return attrs.evolve(
+            self,
+            tokens=self.tokens + earlier.tokens,
+            tools=fold_tools(tools),
+            cost_usd=round(self.cost_usd + earlier.cost_usd, 6),
+            cost_source=weakest((self.cost_source, earlier.cost_source)),
+            reasoning_tokens=sum(parts) if parts else None,
+            attempts=self.attempts + earlier.attempts,
+            started_at=earlier.started_at or self.started_at,
+        )
+
+    def with_spend_of(self, other: InstanceRecord, *, attempts: bool = False) -> InstanceRecord:
+        """This record holding ``other``'s spend (tokens, cost and its source, tools, model; with ``attempts``
+        its attempt count too)."""
+        return attrs.evolve(self, tokens=other.tokens, cost_usd=other.cost_usd, cost_source=other.cost_source,
+                            tools=other.tools, model=other.model,
+                            attempts=other.attempts if attempts else self.attempts)
+
+    def labelled(self, tags: Sequence[str], description: Optional[str]) -> InstanceRecord:
+        """This record with the batch's ``tags`` and ``description`` for the instance."""
+        return attrs.evolve(self, tags=tuple(tags), description=description)
+
+
+def weakest(sources: Iterable[Optional[str]]) -> Optional[str]:
+    """The cost source of several attempts or sessions: the weakest one (``estimate`` < ``stream`` < ``result``;
+    None when none is given)."""
+    present = set(sources) - {None}
+    for source in ("estimate", "stream", "result"):
+        if source in present:
+            return source
+    return None
+
+
+def _iso(ts: Optional[float]) -> Optional[str]:
+    """A timestamp as ISO 8601 UTC with milliseconds and ``Z`` (:func:`orchestrator_pex.results.iso`)."""
+    if not ts:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def _stamp(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+def _attempt(started: Mapping[str, Any]) -> Count:
+    n = started.get("attempt")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
+# -- the edges -----------------------------------------------------------------------------------------------------
+
+
+class RecordError(errors.RunDirError):
+    """A record read back (journal, ``results.json``, ``merge`` input) holds a value of the wrong type: one line
+    ``FILE: KEY: message`` (exit 1, like any unreadable run directory)."""
+
+
+def _fail(expected: str, value: Any) -> ValueError:
+    return ValueError(f"expected {expected}, got {errors.describe(value)}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _count(v: Any, _: Any) -> int:
+    if _is_int(v) and v >= 0:
+        return int(v)
+    raise _fail("a non-negative integer", v)
+
+
+def _opt_count(v: Any, t: Any) -> Optional[int]:
+    return None if v is None else _count(v, t)
+
+
+def _opt_int(v: Any, _: Any) -> Optional[int]:
+    if v is None:
+        return None
+    if _is_int(v):
+        return int(v)
+    raise _fail("an integer or null", v)
+
+
+def _amount(v: Any, _: Any) -> float:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
+        return v
+    raise _fail("a finite non-negative number", v)
+
+
+def _opt_amount(v: Any, t: Any) -> Optional[float]:
+    return None if v is None else _amount(v, t)
+
+
+def _text(v: Any, _: Any) -> str:
+    if isinstance(v, str):
+        return v
+    raise _fail("a string", v)
+
+
+def _opt_text(v: Any, _: Any) -> Optional[str]:
+    if v is None or isinstance(v, str):
+        return v
+    raise _fail("a string or null", v)
+
+
+def _texts(v: Any, _: Any) -> Tuple[str, ...]:
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    raise _fail("a list of strings", v)
+
+
+def _counts(v: Any, _: Any) -> Dict[str, int]:
+    if not isinstance(v, dict):
+        raise _fail("an object of counts", v)
+    for key, n in v.items():
+        if not (_is_int(n) and n >= 0):
+            raise ValueError(f"{key}: expected a non-negative integer, got {errors.describe(n)}")
+    return dict(v)
+
+
+def _object(v: Any, _: Any) -> Optional[Dict[str, Any]]:
+    if v is None or isinstance(v, dict):
+        return v
+    raise _fail("an object or null", v)
+
+
+_converter = cattrs.Converter(detailed_validation=True)  # unknown keys are ignored (see the module docstring)
+_HOOKS: Dict[Any, Callable[[Any, Any], Any]] = {
+    Count: _count, OptCount: _opt_count, OptInt: _opt_int, Amount: _amount, OptAmount: _opt_amount,
+    Text: _text, OptText: _opt_text, Texts: _texts, Counts: _counts, OptObject: _object,
+}
+
+
+def _is(wanted: Any) -> Callable[[Any], bool]:
+    """A cattrs predicate matching exactly the annotated type ``wanted``."""
+    return lambda t: bool(t == wanted)
+
+
+for _type, _hook in _HOOKS.items():
+    _converter.register_structure_hook_func(_is(_type), _hook)
+
+
+def _attrs_hook(cls: type) -> Callable[[Any, Any], Any]:
+    inner: Callable[[Any, Any], Any] = cattrs.gen.make_dict_structure_fn(cls, _converter)
+
+    def hook(v: Any, _: Any) -> Any:
+        if not isinstance(v, dict):
+            raise _fail("an object", v)
+        return inner(v, cls)
+
+    return hook
+
+
+_tokens_inner = _attrs_hook(Tokens)
+
+
+def _tokens(v: Any, t: Any) -> Tokens:
+    """``tokens``: a missing counter is 0, a missing ``total`` the sum of the others."""
+    if isinstance(v, dict) and TOKEN_TOTAL not in v:
+        parts = [v.get(k, 0) for k in TOKEN_KEYS]
+        v = {**v, TOKEN_TOTAL: sum(n for n in parts if _is_int(n))}
+    tokens: Tokens = _tokens_inner(v, t)
+    return tokens
+
+
+_converter.register_structure_hook(Tokens, _tokens)
+_converter.register_structure_hook(InstanceRecord, _attrs_hook(InstanceRecord))  # after Tokens: it uses its hook
+
+# Writing: cattrs' generated function (attribute order, no per-field type dispatch beyond what is needed).
+_converter.register_unstructure_hook_func(_is(Texts), list)
+_converter.register_unstructure_hook_func(_is(Counts), dict)
+
+
+def _copy_object(v: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    return None if v is None else dict(v)
+
+
+_converter.register_unstructure_hook_func(_is(OptObject), _copy_object)
+_to_json: Callable[[InstanceRecord], Dict[str, Any]] = cattrs.gen.make_dict_unstructure_fn(InstanceRecord, _converter)
+
+
+def to_json(record: InstanceRecord) -> Dict[str, Any]:
+    """``record`` as its JSON object (a fresh dict: the caller may keep or change it)."""
+    return _to_json(record)
+
+
+def encode(record: InstanceRecord) -> bytes:
+    """``record`` as compact strict JSON bytes (how the scheduler keeps a finished record)."""
+    return strictjson.dumps(to_json(record), separators=(",", ":")).encode()
+
+
+def record_from_json(obj: Any, file: str, key: str = "", *, name: Optional[str] = None) -> InstanceRecord:
+    """The record a JSON object holds (read leniently, see the module docstring); ``file`` and ``key`` say where it
+    was read (``results.json``, ``instances[3]``) for the one-line :class:`RecordError`. ``name`` fills in a missing
+    ``name`` (a journal event names its instance outside the record)."""
+    if isinstance(obj, dict) and name is not None and "name" not in obj:
+        obj = {**obj, "name": name}
+    try:
+        record: InstanceRecord = _converter.structure(obj, InstanceRecord)
+    except Exception as exc:  # noqa: BLE001 - every structuring failure becomes the one-line error
+        where, message = _first_problem(exc, key)
+        raise RecordError(file, where, message) from None
+    return record
+
+
+def _first_problem(exc: BaseException, path: str) -> Tuple[str, str]:
+    """``(key path, message)`` of the first leaf problem inside a cattrs validation error."""
+    if isinstance(exc, (ClassValidationError, IterableValidationError)):
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            field = getattr(note, "name", None)
+            return _first_problem(sub, f"{path}.{field}".lstrip(".") if field is not None
+                                  else f"{path}[{getattr(note, 'index', '?')}]")
+        for sub in without:
+            return _first_problem(sub, path)
+    if isinstance(exc, KeyError):
+        return path, "required key is missing"
+    message = str(exc)
+    if ": expected" in message and not message.startswith("expected"):  # a key inside tokens/tools
+        inner, message = message.split(": ", 1)
+        path = f"{path}.{inner}".lstrip(".")
+    return path, message
