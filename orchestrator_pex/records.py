@@ -36,9 +36,9 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, IterableValidationError
 
-from orchestrator_pex import errors, strictjson
+from orchestrator_pex import errors, strictjson, untrusted
 from orchestrator_pex.accounting import fold_tools
-from orchestrator_pex.vocabulary import TOKEN_KEYS, TOKEN_TOTAL, InstanceStatus
+from orchestrator_pex.vocabulary import FINAL_STATUSES, SCHEMA_VERSION, TOKEN_KEYS, TOKEN_TOTAL, InstanceStatus
 
 MAX_MODELS = 256  #: at most this many names in a record's ``models`` (the agent reports them: untrusted)
 #: the ``error`` of an instance whose orchestrator died while it ran
@@ -251,6 +251,77 @@ class InstanceRecord:
         return attrs.evolve(self, tags=tuple(tags), description=description)
 
 
+@attrs.frozen
+class Totals:
+    """``totals`` of a results document (in its key order)."""
+
+    instances: int
+    by_status: Dict[str, int]  #: every final status (zero-filled, :data:`vocabulary.FINAL_STATUSES` order), then others
+    tokens: Tokens
+    cost_usd: float
+    tools: Dict[str, int]
+
+    @classmethod
+    def of(cls, records: Iterable[Mapping[str, Any]]) -> Totals:
+        """Instances counted by status, token counters, cost and tool calls summed over record JSON objects.
+        Lenient, since ``merge`` totals documents it did not write: a value that is not a sane number (or a
+        ``tokens``/``tools`` that is not an object) counts as 0."""
+        keys = (*TOKEN_KEYS, TOKEN_TOTAL)
+        tokens = dict.fromkeys(keys, 0)
+        by_status: Dict[str, int] = dict.fromkeys(FINAL_STATUSES, 0)
+        tools: Dict[str, int] = {}
+        cost = 0.0
+        count = 0
+        for r in records:
+            count += 1
+            status = str(r.get("status"))
+            by_status[status] = by_status.get(status, 0) + 1
+            r_tokens = r.get("tokens")
+            for k in keys:
+                v = r_tokens.get(k, 0) if isinstance(r_tokens, dict) else 0
+                if untrusted.number(v) is not None:
+                    tokens[k] += v
+            r_tools = r.get("tools")
+            for tool, n in (r_tools if isinstance(r_tools, dict) else {}).items():
+                if untrusted.number(n) is not None:
+                    tools[tool] = tools.get(tool, 0) + n
+            if untrusted.number(r.get("cost_usd")) is not None:
+                cost += r["cost_usd"]
+        return cls(count, by_status, Tokens(**tokens), round(cost, 6), fold_tools(tools))
+
+
+#: the run-level keys every results document starts with (after ``schema_version``), in this order
+RUN_KEYS = ("run_id", "batch", "started_at", "finished_at", "status")
+
+
+@attrs.frozen
+class RunDocument:
+    """A results document: the run's metadata, its totals, its records.
+
+    ``meta`` holds every run-level field (README: "The results document") in the order the run recorded them;
+    :data:`RUN_KEYS` come first on write (null when the run did not record one), ``totals`` and ``instances`` are
+    computed here (a ``totals``/``instances`` the metadata held, e.g. a journal's ``run_finished`` totals or its
+    ``run_started`` count, keeps its place but takes the computed value)."""
+
+    meta: Mapping[str, Any]
+    totals: Totals
+    instances: Sequence[Dict[str, Any]]  #: record JSON objects (:func:`to_json`), as runs keep them
+
+    @classmethod
+    def of(cls, meta: Mapping[str, Any], instances: Sequence[Dict[str, Any]]) -> RunDocument:
+        return cls(meta, Totals.of(instances), instances)
+
+
+def document_to_json(doc: RunDocument) -> Dict[str, Any]:
+    """``doc`` as its JSON object (``schema_version`` first)."""
+    out: Dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    out.update({k: doc.meta.get(k) for k in RUN_KEYS})
+    out.update({k: v for k, v in doc.meta.items() if k not in out})
+    out["totals"] = totals_to_json(doc.totals)
+    out["instances"] = doc.instances
+    return out
+
+
 def weakest(sources: Iterable[Optional[str]]) -> Optional[str]:
     """The cost source of several attempts or sessions: the weakest one (``estimate`` < ``stream`` < ``result``;
     None when none is given)."""
@@ -409,11 +480,17 @@ def _copy_object(v: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
 
 _converter.register_unstructure_hook_func(_is(OptObject), _copy_object)
 _to_json: Callable[[InstanceRecord], Dict[str, Any]] = cattrs.gen.make_dict_unstructure_fn(InstanceRecord, _converter)
+_totals_to_json: Callable[[Totals], Dict[str, Any]] = cattrs.gen.make_dict_unstructure_fn(Totals, _converter)
 
 
 def to_json(record: InstanceRecord) -> Dict[str, Any]:
     """``record`` as its JSON object (a fresh dict: the caller may keep or change it)."""
     return _to_json(record)
+
+
+def totals_to_json(totals: Totals) -> Dict[str, Any]:
+    """``totals`` as its JSON object."""
+    return _totals_to_json(totals)
 
 
 def encode(record: InstanceRecord) -> bytes:

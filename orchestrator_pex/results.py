@@ -22,10 +22,8 @@ import re
 import secrets
 from typing import IO, Any, Dict, Iterable, List, Optional, Sequence
 
-from orchestrator_pex import atomic_file, records, strictjson, untrusted, vocabulary
-from orchestrator_pex.accounting import fold_tools
-from orchestrator_pex.records import InstanceRecord
-from orchestrator_pex.vocabulary import SCHEMA_VERSION, TOKEN_KEYS, TOKEN_TOTAL
+from orchestrator_pex import atomic_file, strictjson, vocabulary
+from orchestrator_pex.records import InstanceRecord, RunDocument, Totals, document_to_json, to_json, totals_to_json
 
 #: the final instance statuses, in ``totals.by_status`` order (defined in :mod:`vocabulary`).
 STATUSES = vocabulary.FINAL_STATUSES
@@ -86,46 +84,25 @@ def new_run_id(batch_path: str, now: float) -> str:
 def not_started(name: str, error: Optional[str] = None, *, tags: Sequence[str] = (),
                 description: Optional[str] = None, agent: Optional[str] = None) -> Dict[str, Any]:
     """The record of an instance never started (:meth:`records.InstanceRecord.not_started`, as JSON)."""
-    return records.to_json(InstanceRecord.not_started(name, error, tags=tags, description=description, agent=agent))
+    return to_json(InstanceRecord.not_started(name, error, tags=tags, description=description, agent=agent))
 
 
 def skipped(name: str, error: str) -> Dict[str, Any]:
     """The record of an instance never started because of what the instances it needs did (see graph.decide)."""
-    return records.to_json(InstanceRecord.skipped(name, error))
+    return to_json(InstanceRecord.skipped(name, error))
 
 
 def instance_record(name: str, status: str, attempts: Sequence[Any], **facts: Any) -> Dict[str, Any]:
     """One entry of ``instances`` (:meth:`records.InstanceRecord.of_attempts`, as JSON): every attempt's tokens and
     cost are summed (retries are never free)."""
-    return records.to_json(InstanceRecord.of_attempts(name, status, attempts, **facts))
+    return to_json(InstanceRecord.of_attempts(name, status, attempts, **facts))
 
 
 def totals(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
-    """``totals`` of a results document: instances counted (zero-filled by final status), token counters, cost
-    and tool calls summed. Lenient, since ``merge`` totals documents it did not write: a value that is not a sane
-    number (or a ``tokens``/``tools`` that is not an object) counts as 0."""
-    tokens = {k: 0 for k in (*TOKEN_KEYS, TOKEN_TOTAL)}
-    by_status: Dict[str, int] = {s: 0 for s in STATUSES}
-    tools: Dict[str, int] = {}
-    cost = 0.0
-    count = 0
-    for r in records:
-        count += 1
-        status = str(r.get("status"))
-        by_status[status] = by_status.get(status, 0) + 1
-        r_tokens = r.get("tokens")
-        for k in tokens:
-            v = r_tokens.get(k, 0) if isinstance(r_tokens, dict) else 0
-            if untrusted.number(v) is not None:
-                tokens[k] += v
-        r_tools = r.get("tools")
-        for tool, n in (r_tools if isinstance(r_tools, dict) else {}).items():
-            if untrusted.number(n) is not None:
-                tools[tool] = tools.get(tool, 0) + n
-        if untrusted.number(r.get("cost_usd")) is not None:
-            cost += r["cost_usd"]
-    return {"instances": count, "by_status": by_status, "tokens": tokens, "cost_usd": round(cost, 6),
-            "tools": fold_tools(tools)}
+    """``totals`` of a results document (:meth:`records.Totals.of`, as JSON): lenient, since ``merge`` totals
+    documents it did not write (a value that is not a sane number counts as 0)."""
+    totals: Dict[str, Any] = totals_to_json(Totals.of(records))
+    return totals
 
 
 def run_status(records: Sequence[Dict[str, Any]], interrupted: bool = False, budget_stopped: bool = False) -> str:
@@ -134,13 +111,9 @@ def run_status(records: Sequence[Dict[str, Any]], interrupted: bool = False, bud
 
 
 def build_document(run_meta: Dict[str, Any], records: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """The results document: ``run_meta`` (run_id, batch, started_at, finished_at, status, ...) plus instances."""
-    doc: Dict[str, Any] = {"schema_version": SCHEMA_VERSION}
-    doc.update({k: run_meta.get(k) for k in ("run_id", "batch", "started_at", "finished_at", "status")})
-    doc.update({k: v for k, v in run_meta.items() if k not in doc})
-    doc["totals"] = totals(records)
-    doc["instances"] = records
-    return doc
+    """The results document (:class:`records.RunDocument`, as JSON): ``run_meta`` (run_id, batch, started_at,
+    finished_at, status, ...), totals, instances."""
+    return document_to_json(RunDocument.of(run_meta, records))
 
 
 def write_atomic(path: str, doc: Dict[str, Any]) -> None:

@@ -203,3 +203,21 @@ def test_to_json_is_a_fresh_object():
     obj["workspace"]["dirty"] = True
     assert record.tools.get("Bash") != 10**6 and record.workspace is not None and record.workspace["dirty"] is False
     assert records.encode(record) == json.dumps(to_json(record), separators=(",", ":")).encode()
+
+
+def test_run_document_keeps_the_recorded_order_and_computes_totals():
+    recs = [to_json(every_kind()["ran"]), to_json(every_kind()["skipped"]),
+            {"name": "old", "status": "from-a-newer-version", "tokens": {"input": "x"}, "cost_usd": None}]
+    # a journal's run_meta: run_started's "instances" count and run_finished's "totals" keep their places
+    meta = {"run_id": "r", "instances": 3, "batch": "b.toml", "orchestrator_version": "1", "totals": {"stale": 1},
+            "resumed_at": ["2026-01-01T00:00:00Z"]}
+    doc = records.document_to_json(records.RunDocument.of(meta, recs))
+    assert list(doc) == ["schema_version", "run_id", "batch", "started_at", "finished_at", "status", "instances",
+                         "orchestrator_version", "totals", "resumed_at"]
+    assert doc["instances"] == recs and doc["started_at"] is None
+    totals = doc["totals"]
+    assert list(totals) == ["instances", "by_status", "tokens", "cost_usd", "tools"]
+    assert totals["instances"] == 3 and totals["by_status"]["skipped"] == 1
+    assert totals["by_status"]["from-a-newer-version"] == 1 and list(totals["by_status"])[0] == "succeeded"
+    assert totals["tokens"]["total"] == recs[0]["tokens"]["total"] and totals["cost_usd"] == recs[0]["cost_usd"]
+    assert results.build_document(meta, recs) == doc and results.totals(recs) == totals
