@@ -322,15 +322,18 @@ def _with_batch_labels(run_dir: str, state: journal.RunState, out: List[Instance
 
 
 def rebuild_document(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, Any]] = None,
-                     status: Optional[str] = None) -> Dict[str, Any]:
+                     status: Optional[str] = None, finished_at: Optional[str] = None) -> Dict[str, Any]:
     """The results document rebuilt from the journal (``results.build_document``). ``status`` overrides the run
-    status; by default it is the journal's final status, or ``running``/``interrupted`` for an unfinished run."""
+    status; by default it is the journal's final status, or ``running``/``interrupted`` for an unfinished run.
+    ``finished_at`` is the end time when the journal records none (a run closed now)."""
     from orchestrator_pex import results
 
     records = all_records(run_dir, state, doc)
     meta = {k: v for k, v in state.run_meta.items() if k not in ("orchestrator_pid", "host")}
     if status is not None:
         meta["status"] = status
+        if finished_at is not None and not meta.get("finished_at"):
+            meta["finished_at"] = finished_at
     elif not state.finished or state.in_flight:
         meta["status"] = RunStatus.RUNNING if writer_alive(state.run_meta) else RunStatus.INTERRUPTED
         meta.pop("finished_at", None)

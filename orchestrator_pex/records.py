@@ -1,5 +1,6 @@
 """Records: the typed shape of an instance record (one entry of a results document's ``instances``, the ``record``
-of an ``instance_finished`` journal event), defined once, with the converters that are its only edges.
+of an ``instance_finished`` journal event) and of the results document, defined once, with the converters that are
+their only edges.
 
 An :class:`InstanceRecord` is a frozen attrs class (slots). It is *produced*, never patched: by a constructor
 (:meth:`InstanceRecord.of_attempts`, :meth:`~InstanceRecord.not_started`, :meth:`~InstanceRecord.skipped`,
@@ -21,6 +22,10 @@ what the dict-built records were. :func:`record_from_json` (read: the journal, `
   raises :class:`RecordError`: one line, ``FILE: KEY: message`` (built by :func:`orchestrator_pex.errors.located`),
   naming the first bad key (``instances[3].tokens.input``), exit status 1 (a :class:`~errors.RunDirError`;
   ``merge`` reports it as a usage error, exit 2). Never a traceback.
+
+The run document has its classes here too: :class:`Totals` (``totals``, summed leniently from record objects) and
+:class:`RunDocument` (the run's metadata in the order it was recorded, its totals, its records), written by
+:func:`document_to_json`.
 
 Memory: a record holds nothing but its fields (``__slots__``); the scheduler keeps a finished record as compact
 JSON bytes (:func:`encode`), which is smaller still.
@@ -454,19 +459,7 @@ def _attrs_hook(cls: type) -> Callable[[Any, Any], Any]:
     return hook
 
 
-_tokens_inner = _attrs_hook(Tokens)
-
-
-def _tokens(v: Any, t: Any) -> Tokens:
-    """``tokens``: a missing counter is 0, a missing ``total`` the sum of the others."""
-    if isinstance(v, dict) and TOKEN_TOTAL not in v:
-        parts = [v.get(k, 0) for k in TOKEN_KEYS]
-        v = {**v, TOKEN_TOTAL: sum(n for n in parts if _is_int(n))}
-    tokens: Tokens = _tokens_inner(v, t)
-    return tokens
-
-
-_converter.register_structure_hook(Tokens, _tokens)
+_converter.register_structure_hook(Tokens, _attrs_hook(Tokens))
 _converter.register_structure_hook(InstanceRecord, _attrs_hook(InstanceRecord))  # after Tokens: it uses its hook
 
 # Writing: cattrs' generated function (attribute order, no per-field type dispatch beyond what is needed).

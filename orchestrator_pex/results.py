@@ -24,6 +24,7 @@ from typing import IO, Any, Dict, Iterable, List, Optional, Sequence
 
 from orchestrator_pex import atomic_file, strictjson, vocabulary
 from orchestrator_pex.records import InstanceRecord, RunDocument, Totals, document_to_json, to_json, totals_to_json
+from orchestrator_pex.vocabulary import SCHEMA_VERSION, TOKEN_KEYS, TOKEN_TOTAL  # noqa: F401  (re-exported, as before)
 
 #: the final instance statuses, in ``totals.by_status`` order (defined in :mod:`vocabulary`).
 STATUSES = vocabulary.FINAL_STATUSES

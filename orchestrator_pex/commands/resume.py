@@ -277,9 +277,8 @@ def _nothing_to_do(run_dir: str, state, *, print_json: bool) -> int:
         doc = current  # a true no-op: results.json already says what the journal says
     else:  # e.g. interrupted with only failures left: bring results.json in line with the journal
         status = vocabulary.run_status(history.all_records(run_dir, state))
-        doc = history.rebuild_document(run_dir, state, status=status)
-        if not state.finished:
-            doc["finished_at"] = doc.get("finished_at") or results.iso(time.time())
+        doc = history.rebuild_document(run_dir, state, status=status,
+                                       finished_at=None if state.finished else results.iso(time.time()))
         results.write_atomic(os.path.join(run_dir, "results.json"), doc)
         if not state.finished or state.in_flight:  # close the journal's last session, so the run reads as done
             from orchestrator_pex.journal import Journal
