@@ -77,7 +77,7 @@ class Tokens:
     @classmethod
     def of(cls, counts: Mapping[str, int]) -> Tokens:
         """From the four counters of :data:`TOKEN_KEYS` (``total`` is their sum)."""
-        a, b, c, d = (counts.get(k, 0) for k in TOKEN_KEYS)
+        a, b, c, d = [counts.get(k, 0) for k in TOKEN_KEYS]
         return cls(a, b, c, d, a + b + c + d)
 
     def __add__(self, other: Tokens) -> Tokens:
