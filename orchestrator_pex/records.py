@@ -23,9 +23,11 @@ what the dict-built records were. :func:`record_from_json` (read: the journal, `
   naming the first bad key (``instances[3].tokens.input``), exit status 1 (a :class:`~errors.RunDirError`;
   ``merge`` reports it as a usage error, exit 2). Never a traceback.
 
-The run document has its classes here too: :class:`Totals` (``totals``, summed leniently from record objects) and
-:class:`RunDocument` (the run's metadata in the order it was recorded, its totals, its records), written by
-:func:`document_to_json`.
+The results document has its classes here too: :class:`Totals` (``totals``, summed leniently from record objects)
+and :class:`RunDocument` (the run's metadata in the order it was recorded, its totals, its records), written by
+:func:`document_to_json`; and so do the journal events about instances and the run's end
+(:class:`InstanceStarted`, :class:`InstanceRetry`, :class:`InstanceFinished`, :class:`RunFinished`), written by
+:func:`event_to_json` with the keys, in the order, the README's "Events" table lists.
 
 Memory: a record holds nothing but its fields (``__slots__``); the scheduler keeps a finished record as compact
 JSON bytes (:func:`encode`), which is smaller still.
@@ -324,6 +326,71 @@ def document_to_json(doc: RunDocument) -> Dict[str, Any]:
     out.update({k: v for k, v in doc.meta.items() if k not in out})
     out["totals"] = totals_to_json(doc.totals)
     out["instances"] = doc.instances
+    return out
+
+
+# -- journal events ------------------------------------------------------------------------------------------------
+# The events the orchestrator writes about instances and the run's end (README: "Events"), each a frozen class written
+# by :func:`event_to_json` as ``{"event": KIND, field: value, ...}`` in field order. ``run_started`` is the run
+# metadata itself (RunDocument.meta) and ``warning``/``workspace_*`` are written where they happen.
+
+
+@attrs.frozen
+class InstanceStarted:
+    """An attempt started: ``stdout_offset`` is where its output starts in the raw log (``resume`` re-reads it),
+    ``agent`` whose reader re-reads it."""
+
+    name: Text
+    attempt: Count
+    at: OptText
+    stdout_offset: OptCount
+    agent: OptText
+
+
+@attrs.frozen
+class InstanceRetry:
+    """An attempt ended in a transient API error; the next starts after ``delay_s``."""
+
+    name: Text
+    attempt: Count
+    api_error_status: OptInt
+    delay_s: Amount
+
+
+@attrs.frozen
+class InstanceFinished:
+    """An instance's final record (its JSON object, :func:`to_json`, as the scheduler keeps it)."""
+
+    name: Text
+    record: Dict[str, Any]
+
+
+@attrs.frozen
+class RunFinished:
+    """A session of the run ended. ``exit_status`` (absent when ``resume`` closed a run with nothing to rerun),
+    ``note`` and ``internal_error`` are written only when set."""
+
+    status: Text
+    exit_status: OptInt = None
+    finished_at: OptText = None
+    totals: Dict[str, Any] = attrs.field(factory=dict)
+    note: OptText = None
+    internal_error: Optional[Dict[str, Any]] = None
+
+
+EVENT_KINDS: Dict[type, str] = {InstanceStarted: "instance_started", InstanceRetry: "instance_retry",
+                                InstanceFinished: "instance_finished", RunFinished: "run_finished"}
+_OMITTED_WHEN_NONE = ("exit_status", "note", "internal_error")  # of run_finished
+
+
+def event_to_json(event: Any) -> Dict[str, Any]:
+    """``event`` (one of :data:`EVENT_KINDS`) as its journal/JSON-log object: ``event`` first, then its fields."""
+    out: Dict[str, Any] = {"event": EVENT_KINDS[type(event)]}
+    for field in attrs.fields(type(event)):
+        value = getattr(event, field.name)
+        if value is None and field.name in _OMITTED_WHEN_NONE:
+            continue
+        out[field.name] = value
     return out
 
 

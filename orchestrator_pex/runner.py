@@ -25,10 +25,12 @@ import sys
 import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
+import attrs
 import trio
 
 from orchestrator_pex import errors, internal_errors, progress, results, secrets, vocabulary
 from orchestrator_pex.plan import Plan
+from orchestrator_pex.records import InstanceFinished, RunFinished, event_to_json
 from orchestrator_pex.report import Console
 from orchestrator_pex.scheduler import Scheduler
 from orchestrator_pex.version import version
@@ -157,15 +159,15 @@ async def execute(
     run_meta.update(finished_at=results.iso(time.time()), status=status, exit_status=exit_status)
     doc = results.build_document(run_meta, ordered)
     results.write_atomic(os.path.join(run_dir, "results.json"), doc)
-    finished = {"event": "run_finished", "status": status, "exit_status": exit_status,
-                "finished_at": run_meta["finished_at"], "totals": doc["totals"]}
+    ended = RunFinished(status, exit_status, run_meta["finished_at"], doc["totals"])
+    finished = event_to_json(ended)
     with trio.CancelScope(shield=True):
         await _write_outputs(doc, run_dir, plan, console, report_html, metrics_file)
     with trio.CancelScope(shield=True):
         if failure is None:
             await scheduler.emit(finished)
         else:  # the failing part may be a sink: every other sink (the journal) still gets the run's end
-            finished["internal_error"] = run_meta["internal_error"]
+            finished = event_to_json(attrs.evolve(ended, internal_error=run_meta["internal_error"]))
             for sink in scheduler.sinks:
                 try:
                     await sink.emit(finished)
@@ -193,7 +195,7 @@ async def _record_failure(
             try:
                 for record in records:
                     if record["name"] in unrecorded:
-                        await sink.emit({"event": "instance_finished", "name": record["name"], "record": record})
+                        await sink.emit(event_to_json(InstanceFinished(record["name"], record)))
             except Exception:  # noqa: BLE001 - best effort: a record missing from the journal is rerun anyway
                 continue
     return records

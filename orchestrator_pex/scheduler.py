@@ -58,7 +58,7 @@ from orchestrator_pex.agents import dialect
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.pressure import admission
-from orchestrator_pex.records import InstanceRecord
+from orchestrator_pex.records import InstanceFinished, InstanceRecord, InstanceRetry, InstanceStarted, event_to_json
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
 from orchestrator_pex.vocabulary import InstanceStatus, StopReason
 
@@ -317,7 +317,7 @@ class Scheduler:
                 inst = state.launch.instance
                 state.record = earlier or results.not_started(state.launch.name, why, tags=inst.tags or (),
                                                               description=inst.description, agent=state.launch.kind)
-                await self.emit({"event": "instance_finished", "name": state.launch.name, "record": state.record})
+                await self.emit(event_to_json(InstanceFinished(state.launch.name, state.record)))
                 state.finish()
         return self._final_records()
 
@@ -361,7 +361,7 @@ class Scheduler:
         name = state.launch.name
         state.status = InstanceStatus.SKIPPED
         state.record = records.to_json(self._carry(name, InstanceRecord.skipped(name, why)))
-        await self.emit({"event": "instance_finished", "name": name, "record": state.record})
+        await self.emit(event_to_json(InstanceFinished(name, state.record)))
         self._wake()
 
     async def _all_done(self) -> None:
@@ -455,9 +455,8 @@ class Scheduler:
                 state.attempts.append(attempt)
                 state.status = InstanceStatus.RUNNING
                 # where this attempt's output starts in the raw log: resume re-reads it if no end gets recorded
-                await self.emit({"event": "instance_started", "name": name, "attempt": number,
-                                  "at": results.iso(time.time()), "stdout_offset": _size(stdout_log),
-                                  "agent": launch.kind})
+                await self.emit(event_to_json(InstanceStarted(
+                    name, number, results.iso(time.time()), _size(stdout_log), launch.kind)))
                 try:
                     await self._run_attempt(
                         attempt, launch.argv, env=env, cwd=launch.cwd, stdout_log=stdout_log, stderr_log=stderr_log,
@@ -524,7 +523,7 @@ class Scheduler:
             if self._redactor is not None:
                 state.record = self._redactor.scrub_data(state.record)
             with trio.CancelScope(shield=True):
-                await self.emit({"event": "instance_finished", "name": name, "record": state.record})
+                await self.emit(event_to_json(InstanceFinished(name, state.record)))
             del self.running[name]
             state.finish()
             self.progress += 1
@@ -554,8 +553,7 @@ class Scheduler:
             return False
         delay = min(self.retry.backoff * (2 ** (number - 1)), self.retry.backoff_max)
         state.status = InstanceStatus.RETRYING
-        await self.emit({"event": "instance_retry", "name": state.launch.name, "attempt": number,
-                          "api_error_status": api_status, "delay_s": delay})
+        await self.emit(event_to_json(InstanceRetry(state.launch.name, number, api_status, delay)))
         with trio.CancelScope() as state.backoff_scope:
             if self.stopped is not None:  # stopped while the event above was being written: no back-off at all
                 state.backoff_scope.cancel()

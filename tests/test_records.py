@@ -222,3 +222,32 @@ def test_run_document_keeps_the_recorded_order_and_computes_totals():
     assert totals["by_status"]["from-a-newer-version"] == 1 and list(totals["by_status"])[0] == "succeeded"
     assert totals["tokens"]["total"] == recs[0]["tokens"]["total"] and totals["cost_usd"] == recs[0]["cost_usd"]
     assert results.build_document(meta, recs) == doc and results.totals(recs) == totals
+
+
+def _event_validator():
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(json.loads((ROOT / "schemas" / "event.schema.json").read_text()))
+
+
+@pytest.mark.parametrize("event, keys", [
+    (records.InstanceStarted("a", 2, "2026-01-01T00:00:00.000Z", 1234, "claude"),
+     ["event", "name", "attempt", "at", "stdout_offset", "agent"]),
+    (records.InstanceRetry("a", 1, 529, 2.5), ["event", "name", "attempt", "api_error_status", "delay_s"]),
+    (records.InstanceFinished("a", to_json(every_kind()["ran"])), ["event", "name", "record"]),
+    (records.RunFinished("failed", 1, "2026-01-01T00:00:00.000Z", results.totals([])),
+     ["event", "status", "exit_status", "finished_at", "totals"]),
+    (records.RunFinished("failed", 70, "2026-01-01T00:00:00.000Z", results.totals([]),
+                         internal_error={"error": "internal error: x", "traceback": None}),
+     ["event", "status", "exit_status", "finished_at", "totals", "internal_error"]),
+    (records.RunFinished("failed", finished_at="2026-01-01T00:00:00.000Z", totals=results.totals([]),
+                         note="closed by resume: nothing to rerun"),
+     ["event", "status", "finished_at", "totals", "note"]),
+])
+def test_journal_events_have_the_documented_keys(event, keys):
+    from orchestrator_pex import journal
+
+    obj = records.event_to_json(event)
+    assert list(obj) == keys and obj["event"] == records.EVENT_KINDS[type(event)]
+    line = json.loads(journal.encode(obj))  # as the journal writes it (schema_version added)
+    assert not list(_event_validator().iter_errors(line)), obj

@@ -282,10 +282,12 @@ def _nothing_to_do(run_dir: str, state, *, print_json: bool) -> int:
         results.write_atomic(os.path.join(run_dir, "results.json"), doc)
         if not state.finished or state.in_flight:  # close the journal's last session, so the run reads as done
             from orchestrator_pex.journal import Journal
+            from orchestrator_pex.records import RunFinished, event_to_json
 
             with Journal.open(run_dir) as jr:
-                jr.append_sync({"event": "run_finished", "status": doc["status"], "finished_at": doc["finished_at"],
-                                "totals": doc["totals"], "note": "closed by resume: nothing to rerun"})
+                jr.append_sync(event_to_json(RunFinished(doc["status"], finished_at=doc["finished_at"],
+                                                         totals=doc["totals"],
+                                                         note="closed by resume: nothing to rerun")))
     left = [r["name"] for r in doc["instances"] if r["status"] != InstanceStatus.SUCCEEDED]
     hint = f"; {plural(len(left), 'instance')} did not succeed (rerun them with --rerun-failed)" if left else ""
     print(f"orchestrator-pex: nothing to resume in {run_dir}{hint}", file=sys.stderr)
