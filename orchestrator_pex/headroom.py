@@ -65,8 +65,17 @@ class Headroom:
         self._sampled_at = -1e9
         self._proc = os.path.isdir("/proc/self")
 
-    def busy_count(self, now: float, running: Iterable[Tuple[Optional[int], bool]]) -> int:
-        """``running``: (pid, has_output) of each running attempt; pid None for one not spawned yet."""
+    def busy_count(self, now: float, running: Iterable[Tuple[Optional[int], bool]],
+                   enough: Optional[int] = None) -> int:
+        """``running``: (pid, has_output) of each running attempt; pid None for one not spawned yet.
+
+        ``enough``: when at least that many are still starting (busy without measuring), return that count at once,
+        reading no ``/proc`` file (the caller only asks whether the count reaches ``enough``)."""
+        running = list(running)
+        if enough is not None:
+            starting = sum(1 for pid, has_output in running if pid is None or not has_output)
+            if starting >= enough:
+                return starting
         resample = now - self._sampled_at >= SAMPLE_EVERY
         if resample:
             self._sampled_at = now
@@ -101,7 +110,7 @@ class Headroom:
         running = list(running)
         if not running:
             return True
-        if self.busy_count(now, running) >= self.cpus:
+        if self.busy_count(now, running, enough=self.cpus) >= self.cpus:
             return False
         mem = mem_available()
         if mem is not None:

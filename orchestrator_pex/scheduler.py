@@ -240,6 +240,7 @@ class Scheduler:
             self.workspaces = workspace.Manager(run_dir, os.path.basename(run_dir),
                                                 os.path.dirname(batch.path) or os.getcwd(), events)
         self.progress = 0  # stdout chunks read + instances finished: the throughput admission watches
+        self._needs = any(s.launch.instance.needs for s in self.states)  # else launching needs no dependency scan
 
     # -- control ---------------------------------------------------------------------------------------------------
 
@@ -344,6 +345,8 @@ class Scheduler:
 
     def _next_ready(self, pending: List[InstanceState]) -> Optional[InstanceState]:
         """The first pending instance (batch order) whose needs have all finished."""
+        if not self._needs:  # no instance needs another: the first pending one (no scan of every state per launch)
+            return pending[0] if pending else None
         waiting = {s.launch.name for s in self.states if not s.recorded}  # a name not run now counts as done
         for state in pending:
             if not any(n in waiting for n in state.launch.instance.needs or ()):

@@ -213,6 +213,26 @@ def test_the_busy_rule_is_a_floor_under_the_width():
     assert busy_agents.busy.calls == 1
 
 
+def test_busy_rule_reads_no_proc_file_while_enough_are_starting(monkeypatch):
+    """Instances with no output yet are busy without measuring: when they alone reach the CPUs, the busy rule
+    answers without reading any /proc/PID/stat (P4: dozens of starting instances probed every 100 ms)."""
+    from orchestrator_pex import headroom
+
+    reads = []
+    monkeypatch.setattr(headroom, "_cpu_ticks", lambda pid: reads.append(pid) or 0)
+    monkeypatch.setattr(headroom, "mem_available", lambda: None)
+    rule = headroom.Headroom(cpus=2)
+    rule._proc = True
+    starting = [(None, False), (11, False), (12, True), (13, True)]
+    assert not rule.allows(0.0, iter(starting), "generic")
+    assert reads == []
+    assert rule.busy_count(0.0, iter(starting), enough=3) == 4  # one starting short: the others are measured
+    assert reads == [12, 13]
+    # idle ones (no CPU used between two samples) leave room
+    assert rule.allows(1.0, iter([(12, True), (13, True)]), "generic")
+    assert reads == [12, 13, 12, 13]
+
+
 def write_proc(root, *, cpu="some avg10=1.00 avg60=0.50 avg300=0.10 total=123456\nfull avg10=0 total=0\n",
                stat="cpu  100 0 50 800 20 0 5 0 0 0\ncpu0 50 0 25 400 10 0 2 0 0 0\nprocs_running 3\n",
                meminfo="MemTotal:       16000000 kB\nMemFree: 1 kB\nMemAvailable:    8000000 kB\n",
