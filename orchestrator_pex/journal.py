@@ -7,9 +7,10 @@ ever appended; a resumed run appends to the same file.
 Durability: :meth:`Journal.emit` (trio) and :meth:`Journal.append_sync` (plain code) return only once the event's
 line has been written *and* ``fsync``-ed. ``emit`` does the fsync in a worker thread with *group commit*: events that
 arrive while an fsync is in flight are written and fsynced together by the next one, so hundreds of concurrent
-instances do not queue behind one fsync each. If a write fails (disk full, I/O error) the file is truncated back to
-its last good size, so a failed append never leaves a torn line in front of later ones, and :class:`RunDirError` is
-raised to the caller.
+instances do not queue behind one fsync each; and an emitter that finds no fsync in flight first yields one
+scheduling round, so events emitted in the same tick of the event loop share one fsync. If a write fails (disk
+full, I/O error) the file is truncated back to its last good size, so a failed append never leaves a torn line in
+front of later ones, and :class:`RunDirError` is raised to the caller.
 
 Every ``run_started`` written is annotated with the writer's ``orchestrator_pid`` and ``host`` (so ``runs list`` can
 tell a live run from an interrupted one). With ``$ORCHESTRATOR_PEX_JOURNAL_STATS`` set, closing a journal appends its
@@ -157,11 +158,19 @@ class Journal:
         self._pending.append(line)
         my_seq = self._next_seq
         self._next_seq += 1
+        lingered = False
         while self._durable_seq < my_seq:
             if self._flushing:
                 await self._flush_done.wait()
                 if self._failure is not None and self._durable_seq < my_seq:
                     raise self._failure
+                continue
+            if not lingered:
+                # One scheduling round before flushing: emitters that are runnable now (instances that ended or
+                # started in the same tick) add their lines to this fsync instead of each paying for one.
+                # Shielded: it adds no cancellation point.
+                lingered = True
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 continue
             batch, self._pending = self._pending, []
             upto = self._next_seq - 1

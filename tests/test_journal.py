@@ -65,6 +65,26 @@ async def test_emit_group_commit_many_concurrent(tmp_path):
 
 
 @pytest.mark.trio
+async def test_events_emitted_in_one_tick_share_one_fsync(tmp_path):
+    """Ten instances started together (one tick of the event loop) cost one fsync, not two (the first emitter
+    waits one scheduling round before flushing, so the other nine join it)."""
+    j = journal.Journal.open(str(tmp_path))
+    j.append_sync(started())
+    before = j.fsyncs
+
+    async def one(i):
+        await j.emit({"event": "instance_started", "name": f"i{i}", "attempt": 1, "at": "t"})
+
+    async with trio.open_nursery() as nursery:
+        for i in range(10):
+            nursery.start_soon(one, i)
+    assert j.fsyncs - before == 1
+    j.close()
+    events, problems = journal.read_journal(j.path)
+    assert problems == [] and len(events) == 11
+
+
+@pytest.mark.trio
 async def test_emit_returns_only_after_line_is_on_disk(tmp_path):
     j = journal.Journal.open(str(tmp_path))
     await j.emit(started())
