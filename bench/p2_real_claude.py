@@ -1,6 +1,6 @@
 """P2: 20 real Claude Code instances against the mock API -- orchestrator-pex (default settings) vs xargs -P N.
 
-    python bench/p2_real_claude.py [--instances 20] [--delay 3] [--full]
+    python bench/p2_real_claude.py [--instances 20] [--delay 3] [--full] [--rounds 2]
 
 (with a Python that has the runtime dependencies -- trio, attrs, cattrs, tomli-w -- e.g. the venv scripts/test
 creates; the orchestrator is run from this checkout as ``python -m orchestrator_pex``).
@@ -27,6 +27,10 @@ To keep the whole bench under ~5 minutes, an xargs level whose *lower bound* -- 
 2 answers x delay -- is already >= the best xargs time measured so far in that workload is not run (it cannot be
 the best); it is printed as "skipped (>= X s)". --full runs every level anyway.
 
+With ``--rounds 2`` (or more) each workload is measured again with the order reversed -- the orchestrator after
+the xargs levels instead of before them -- so a load that drifts during the bench (other jobs starting or ending on
+a shared machine) does not favour either side; the median ratio over the rounds is printed too.
+
 Prints one table per workload (wall s; for the orchestrator its measured peak concurrency -- from the records'
 start/finish times -- and its own CPU and peak RSS, children excluded), the ratio orchestrator / best xargs (lower
 is better), and the peak RSS (VmHWM) of one claude instance. Timings are only as quiet as the machine: the load
@@ -51,7 +55,7 @@ import time
 import urllib.request
 from typing import Dict, List, Optional, Tuple
 
-from _common import ORCH, PY, REPO, env_with_repo, measure, table
+from _common import ORCH, PY, REPO, env_with_repo, measure, median, table
 
 MOCK = os.path.join(REPO, "tests", "support", "mock_anthropic.py")
 INSTALL = os.path.join(REPO, "scripts", "install-claude")
@@ -185,41 +189,53 @@ def one_instance_rss(claude: str, mock_url: str, tmp: str) -> Tuple[float, float
     return m.peak_rss_mb, m.wall, m.cpu_s
 
 
-def workload(claude: str, n: int, delay: float, tmp: str, full: bool) -> Tuple[List[List[str]], str]:
+def workload(claude: str, n: int, delay: float, tmp: str, full: bool,
+             rounds: int = 1) -> Tuple[List[Tuple[List[List[str]], str]], List[float]]:
+    """``rounds`` rounds against one mock; the orchestrator runs first in odd rounds (1st, 3rd, ...) and after the
+    xargs levels in even ones, so a machine whose load drifts during the bench does not favour one side."""
     mock = Mock(tmp, delay)
     try:
-        m, ok, peak = run_orchestrator(claude, n, mock.url, tmp)
-        if ok == 0:
-            raise SystemExit(f"p2: no instance succeeded under the orchestrator (exit {m.returncode})")
-        rows = [["", "wall s", "ok", "parallel", "own CPU s", "own peak RSS MB"],
-                ["orchestrator-pex run (default)", f"{m.wall:.2f}", f"{ok}/{n}", f"peak {peak}", f"{m.cpu_s:.2f}",
-                 f"{m.peak_rss_mb:.0f}"]]
-        best: Optional[float] = None
-        best_level = None
-        measured: Dict[int, Tuple[float, int]] = {}
-        for level in sorted(LEVELS, reverse=True):
-            bound = math.ceil(n / level) * ANSWERS_PER_INSTANCE * delay
-            if not full and best is not None and bound >= best:
-                measured[level] = (-bound, 0)
-                continue
-            wall, good = run_xargs(claude, n, level, mock.url, tmp)
-            measured[level] = (wall, good)
-            if good == n and (best is None or wall < best):
-                best, best_level = wall, level
-        for level in LEVELS:
-            wall, good = measured[level]
-            if wall < 0:
-                rows.append([f"xargs -P {level}", f"skipped (>= {-wall:.0f} s)", "-", f"cap {level}", "-", "-"])
+        out: List[Tuple[List[List[str]], str]] = []
+        ratios: List[float] = []
+        for number in range(1, rounds + 1):
+            orchestrator_last = number % 2 == 0
+            if not orchestrator_last:
+                m, ok, peak = run_orchestrator(claude, n, mock.url, tmp)
+            best: Optional[float] = None
+            best_level = None
+            measured: Dict[int, Tuple[float, int]] = {}
+            for level in sorted(LEVELS, reverse=True):
+                bound = math.ceil(n / level) * ANSWERS_PER_INSTANCE * delay
+                if not full and best is not None and bound >= best:
+                    measured[level] = (-bound, 0)
+                    continue
+                wall, good = run_xargs(claude, n, level, mock.url, tmp)
+                measured[level] = (wall, good)
+                if good == n and (best is None or wall < best):
+                    best, best_level = wall, level
+            if orchestrator_last:
+                m, ok, peak = run_orchestrator(claude, n, mock.url, tmp)
+            if ok == 0:
+                raise SystemExit(f"p2: no instance succeeded under the orchestrator (exit {m.returncode})")
+            rows = [["", "wall s", "ok", "parallel", "own CPU s", "own peak RSS MB"],
+                    [f"orchestrator-pex run (default; ran {'last' if orchestrator_last else 'first'})",
+                     f"{m.wall:.2f}", f"{ok}/{n}", f"peak {peak}", f"{m.cpu_s:.2f}", f"{m.peak_rss_mb:.0f}"]]
+            for level in LEVELS:
+                wall, good = measured[level]
+                if wall < 0:
+                    rows.append([f"xargs -P {level}", f"skipped (>= {-wall:.0f} s)", "-", f"cap {level}", "-", "-"])
+                else:
+                    rows.append([f"xargs -P {level}", f"{wall:.2f}", f"{good}/{n}", f"cap {level}", "-", "-"])
+            if best is None:
+                verdict = "no xargs level completed every instance"
             else:
-                rows.append([f"xargs -P {level}", f"{wall:.2f}", f"{good}/{n}", f"cap {level}", "-", "-"])
-        if best is None:
-            verdict = "no xargs level completed every instance"
-        else:
-            verdict = (f"ratio orchestrator default / best xargs (-P {best_level}, {best:.2f} s) = "
-                       f"{m.wall / best:.2f}")
-        if ok != n:
-            verdict += f"  [orchestrator: only {ok}/{n} succeeded, exit {m.returncode}]"
-        return rows, verdict
+                ratios.append(m.wall / best)
+                verdict = (f"round {number}: ratio orchestrator default / best xargs (-P {best_level}, {best:.2f} s) = "
+                           f"{m.wall / best:.2f} (goal <= 1.05)")
+            if ok != n:
+                verdict += f"  [orchestrator: only {ok}/{n} succeeded, exit {m.returncode}]"
+            out.append((rows, verdict))
+        return out, ratios
     finally:
         mock.stop()
 
@@ -229,6 +245,8 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=20)
     ap.add_argument("--delay", type=float, default=3.0, help="seconds the mock waits per answer in workload (b)")
     ap.add_argument("--full", action="store_true", help="run every xargs level, even those that cannot win")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="rounds per workload; the orchestrator runs first in odd rounds, last in even ones")
     a = ap.parse_args()
     try:
         import attrs  # noqa: F401  (the orchestrator runs on this interpreter)
@@ -252,15 +270,19 @@ def main() -> None:
             mock.stop()
         out = []
         for label, delay in (("(a) mock answers at once", 0.0), (f"(b) mock waits {a.delay:g} s per answer", a.delay)):
-            rows, verdict = workload(claude, a.instances, delay, tmp, a.full)
-            out.append((label, rows, verdict))
+            rounds, ratios = workload(claude, a.instances, delay, tmp, a.full, max(1, a.rounds))
+            out.append((label, rounds, ratios))
     print(f"P2: {a.instances} real Claude Code instances ({version}), {os.cpu_count()} CPUs, "
           f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}, bench took {time.perf_counter() - t_start:.0f} s")
     print(f"one claude instance (tool run, fast mock): peak RSS {rss:.0f} MB, wall {wall1:.2f} s, CPU {cpu1:.2f} s")
-    for label, rows, verdict in out:
+    for label, rounds, ratios in out:
         print(f"\n{label}")
-        print(table(rows))
-        print(verdict)
+        for rows, verdict in rounds:
+            print(table(rows))
+            print(verdict)
+        if len(ratios) > 1:
+            print(f"median ratio over {len(ratios)} rounds = {median(ratios):.2f} "
+                  f"(all: {', '.join(f'{r:.2f}' for r in ratios)}; goal <= 1.05)")
 
 
 if __name__ == "__main__":
