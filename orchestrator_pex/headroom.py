@@ -56,7 +56,8 @@ def _cpu_ticks(pid: int) -> Optional[int]:
 
 
 class Headroom:
-    """Samples running instances and answers :meth:`allows`. Cheap: at most one /proc read per pid per sample."""
+    """Samples running instances and answers :meth:`allows`. Cheap: at most one /proc read per pid per sample, and
+    none while the instances still starting (no output yet: busy without measuring) already number the CPUs."""
 
     def __init__(self, cpus: Optional[int] = None) -> None:
         self.cpus = cpus or cpu_count()

@@ -39,7 +39,8 @@ memory is fine and either fewer than :attr:`Controller.width` instances run or t
 :mod:`orchestrator_pex.headroom` allows it (a floor: instances that are silent and idle, such as agents waiting on
 their API, neither use CPU nor print, so on a machine other work keeps saturated nothing else would widen for them).
 It costs three small ``/proc`` reads per window, plus, only while the width holds a start back, the busy rule's one
-``/proc/PID/stat`` read per running instance per 100 ms.
+``/proc/PID/stat`` read per running instance per 100 ms — none while instances that have not printed yet (busy
+without measuring) already number the CPUs.
 """
 
 from __future__ import annotations
