@@ -3,7 +3,9 @@
 Measures the orchestrator process itself (not its children): peak RSS (VmHWM; goal <= 80 MB) and average CPU over
 the run (goal <= 10 % of one core). Then the run journal's cost: its size per instance, and, replaying the run's
 own events through :class:`orchestrator_pex.journal.Journal` with the same concurrency, fsyncs and fsync time per
-instance with group commit versus one fsync per event (what a naive journal would pay).
+instance with group commit versus one fsync per event (what a naive journal would pay). Last, the agent alone
+(no delays, five runs): its CPU per run and what 500 of them ask of the machine over the ideal time, beside the
+orchestrator's share -- P5's agent is a Python program, and its start-ups compete with the orchestrator.
 
     python bench/p5_many_streaming.py [--instances 500] [--concurrency 128] [--seconds 5]
 """
@@ -14,6 +16,8 @@ import argparse
 import json
 import os
 import random
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,6 +81,23 @@ def journal_replay(events, concurrency: int, group_commit: bool, tmp: str):
     return j.fsyncs, j.fsync_seconds, wall, len(by_name)
 
 
+def agent_cost(tmp: str, env, runs: int = 5):
+    """The agent alone, without its delays: (median wall s, median CPU s) of one run -- what the agents themselves
+    ask of the machine, beside what the orchestrator spends."""
+    argv = [os.path.join(tmp, "agent"), "-p", "cost", "--output-format", "stream-json", "--verbose"]
+    quick = {**env, "AGENT_SIM_DELAY": "0"}
+    walls, cpus = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env=quick, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0, f"the agent alone exited {proc.returncode}"
+        walls.append(time.perf_counter() - t0)
+        cpus.append(usage.ru_utime + usage.ru_stime)  # exact, from the kernel, children of the agent included
+    return statistics.median(walls), statistics.median(cpus)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instances", type=int, default=500)
@@ -105,6 +126,7 @@ def main() -> None:
         jsize = os.path.getsize(jpath)
         with open(stats_path) as f:
             live = json.loads(f.read().splitlines()[-1])  # the run's own journal: events, fsyncs, fsync time
+        agent_wall, agent_cpu = agent_cost(tmp, env)
         gc = journal_replay(events, a.concurrency, True, tmp)
         naive = journal_replay(events, a.concurrency, False, tmp)
     n = a.instances
@@ -119,6 +141,11 @@ def main() -> None:
         ["CPU per instance", f"{1000 * m.cpu_s / n:.1f} ms", ""],
         ["journal size", f"{jsize / n / 1024:.2f} KiB/instance", ""],
     ]))
+    cores = os.cpu_count() or 1
+    ideal = a.seconds * -(-n // a.concurrency)
+    print(f"the agent alone, no delays (median of 5): {agent_wall:.2f} s wall, {1000 * agent_cpu:.0f} ms CPU; "
+          f"{n} of them = {n * agent_cpu:.1f} s CPU = {100 * n * agent_cpu / (cores * ideal):.0f} % of {cores} CPUs "
+          f"over the ideal {ideal:.0f} s (the orchestrator: {100 * m.cpu_s / (cores * ideal):.0f} %)")
     print()
     print(table([
         [f"journal replay (same events, c={a.concurrency})", "fsyncs", "fsyncs/instance", "fsync ms/instance",
