@@ -38,9 +38,10 @@ progress)``): it samples at most once per :data:`WINDOW` seconds, feeds the cont
 memory is fine and either fewer than :attr:`Controller.width` instances run or the busy rule of
 :mod:`orchestrator_pex.headroom` allows it (a floor: instances that are silent and idle, such as agents waiting on
 their API, neither use CPU nor print, so on a machine other work keeps saturated nothing else would widen for them).
-It costs three small ``/proc`` reads per window, plus, only while the width holds a start back, the busy rule's one
-``/proc/PID/stat`` read per running instance per 100 ms — none while instances that have not printed yet (busy
-without measuring) already number the CPUs.
+With ``$ORCHESTRATOR_PEX_PRESSURE_TRACE`` set to a file, each controller step appends one strict-JSON line to it
+(:data:`TRACE_ENV`). It costs three small ``/proc`` reads per window, plus, only while the width holds a start back, the
+busy rule's one ``/proc/PID/stat`` read per running instance per 100 ms — none while instances that have not printed yet
+(busy without measuring) already number the CPUs.
 """
 
 from __future__ import annotations
@@ -261,6 +262,8 @@ class PressureAdmission:
         self.busy = Headroom(cpus) if busy == "default" else busy
         self._last: Optional[Sample] = None
         self._limited = False
+        #: ``$ORCHESTRATOR_PEX_PRESSURE_TRACE``: a file to append one JSON line per controller step to (diagnosis)
+        self.trace_path = os.environ.get(TRACE_ENV) or None
 
     def allows(self, now: float, running: Iterable[Tuple[Optional[int], bool]], kind: str, progress: int = 0) -> bool:
         running_now: Any = list(running)  # (pid or None, has output): the busy rule reads them too
@@ -271,6 +274,8 @@ class PressureAdmission:
                 window = Window.between(self._last, sample)
                 if window is not None:
                     self.controller.step(window, sample, count, self._limited)
+                    if self.trace_path:
+                        self._trace(window, sample, count)
             self._last = sample
             self._limited = False
         if not count:
@@ -284,6 +289,28 @@ class PressureAdmission:
             return self.busy is not None and bool(self.busy.allows(now, running_now, kind))
         return True
 
+
+    def _trace(self, window: Window, sample: Sample, running: int) -> None:
+        """Append this step to the trace file: strict JSON, one object per line; a file that cannot be written
+        turns tracing off (it never stops a run)."""
+        from orchestrator_pex import strictjson
+
+        line = strictjson.dumps({
+            "t": round(sample.t, 3), "width": self.controller.width, "rule": self.controller.last_rule,
+            "running": running, "limited": self._limited, "cpu_stall": window.cpu_stall, "idle": window.idle,
+            "mem_stall": window.mem_stall, "rate": round(window.rate, 3), "progress": sample.progress,
+        }, separators=(",", ":"))
+        try:
+            with open(self.trace_path or "", "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError:
+            self.trace_path = None
+
+
+#: ``$ORCHESTRATOR_PEX_PRESSURE_TRACE=FILE``: append one JSON line per controller step (time on trio's clock, the
+#: width and the rule that set it, instances running, whether the width held a start back, the window's CPU stall,
+#: idle and memory stall shares, the progress rate and counter) -- to see the width a batch got and why.
+TRACE_ENV = "ORCHESTRATOR_PEX_PRESSURE_TRACE"
 
 #: ``$ORCHESTRATOR_PEX_ADMISSION=busy`` keeps the per-instance busy rule even where pressure can be read (benchmarks
 #: compare the two side by side); any other value, or none, means: pressure where available.

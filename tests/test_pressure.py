@@ -233,6 +233,42 @@ def test_busy_rule_reads_no_proc_file_while_enough_are_starting(monkeypatch):
     assert reads == [12, 13, 12, 13]
 
 
+def test_trace_writes_one_strict_json_line_per_step(tmp_path, monkeypatch):
+    import json
+
+    m = Machine()
+
+    def sampler(now: float, progress: int) -> Sample:
+        m.t = now
+        m.total += 40
+        m.idle += 30  # three quarters idle: room
+        m.progress = progress
+        return m.now()
+
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv(pressure.TRACE_ENV, str(trace))
+    adm = PressureAdmission(cap=64, sampler=sampler, cpus=2, busy=None)
+    running = [(1, True), (2, True)]
+    for i in range(4):  # the first call only samples; then three windows of 0.2 s
+        adm.allows(0.2 * i, iter(running), "generic", 10 * i)
+    lines = [json.loads(x, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+             for x in trace.read_text().splitlines()]
+    assert len(lines) == 3
+    # two running at width 2 held starts back: room (three quarters idle) doubles the width; then two running
+    # under a width of 4 hold nothing back, and nothing is learned
+    assert [x["rule"] for x in lines] == ["room", "hold: width not the limit", "hold: width not the limit"]
+    assert [x["width"] for x in lines] == [4, 4, 4] and adm.controller.width == 4
+    assert [x["limited"] for x in lines] == [True, False, False]
+    assert lines[0]["idle"] == pytest.approx(0.75) and lines[0]["rate"] == pytest.approx(50.0)
+    assert lines[-1]["progress"] == 30 and lines[-1]["running"] == 2
+
+    monkeypatch.setenv(pressure.TRACE_ENV, str(tmp_path / "absent-dir" / "trace.jsonl"))
+    quiet = PressureAdmission(cap=64, sampler=sampler, cpus=2, busy=None)
+    for i in range(4, 7):
+        quiet.allows(0.2 * i, iter(running), "generic", 0)  # cannot write: tracing turns off, the run goes on
+    assert quiet.trace_path is None
+
+
 def write_proc(root, *, cpu="some avg10=1.00 avg60=0.50 avg300=0.10 total=123456\nfull avg10=0 total=0\n",
                stat="cpu  100 0 50 800 20 0 5 0 0 0\ncpu0 50 0 25 400 10 0 2 0 0 0\nprocs_running 3\n",
                meminfo="MemTotal:       16000000 kB\nMemFree: 1 kB\nMemAvailable:    8000000 kB\n",
