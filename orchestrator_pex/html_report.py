@@ -19,6 +19,12 @@ Guarantees:
   every instance; its result excerpt and its error are each cut to between 40 and 300 characters (shorter the more
   instances there are: at most about 600,000 characters of each in all). A 10,000-instance run with names and
   models of usual length (tens of characters) gives a report under 5 MB.
+* **Bounded memory.** A document of more than :data:`MAX_TABLE_ROWS` instances (its ``instances`` may be produced
+  one at a time, see :class:`~orchestrator_pex.results.LazyRecords`) is read in one pass that keeps only what the
+  page shows: the table lists :data:`MAX_TABLE_ROWS` of them (every instance that did not succeed first, then an
+  even sample of the others; the page says so), while the summary, the per-model and per-agent tables, the top
+  instances by cost and the concurrency chart count every instance. Attempt times then come from the records (one
+  bar per instance), not from the journal, which is not read.
 * **Attempt times.** With the journal, each attempt is drawn from its ``instance_started`` event to the next
   attempt's start minus the retry's backoff (``instance_retry``), the last one to the record's ``finished_at``;
   a retried attempt is coloured ``retried``. Without it (a bare ``results.json``) one bar per instance spans
@@ -28,9 +34,11 @@ Guarantees:
 
 from __future__ import annotations
 
+import array
 import base64
 import datetime
 import hashlib
+import heapq
 import html
 import os
 import urllib.parse
@@ -41,6 +49,7 @@ from orchestrator_pex.results import epoch
 from orchestrator_pex.vocabulary import FINAL_STATUSES, TOKEN_KEYS, InstanceStatus, RunStatus
 
 MAX_TIMELINE_ROWS = 300
+MAX_TABLE_ROWS = 10_000  #: above this many instances, the table shows a sample (see "Bounded memory")
 MAX_CONCURRENCY_POINTS = 600
 TOP_INSTANCES = 25
 EXCERPT_BUDGET = 600_000  #: characters of result excerpts (and of errors) in the whole table
@@ -211,9 +220,14 @@ def concurrency(spans: Dict[str, List[Span]]) -> List[Tuple[float, int]]:
         for start, end, _ in own:
             changes.append((start, 1))
             changes.append((end, -1))
+    changes.sort(key=lambda c: (c[0], c[1]))
+    return _reduce_points(changes)
+
+
+def _reduce_points(changes: List[Tuple[float, int]]) -> List[Tuple[float, int]]:
+    """Sorted (time, +1/-1) changes as step points, reduced to at most MAX_CONCURRENCY_POINTS slices."""
     if not changes:
         return []
-    changes.sort(key=lambda c: (c[0], c[1]))
     points: List[Tuple[float, int]] = []
     level = 0
     for t, delta in changes:
@@ -254,24 +268,121 @@ def timeline_rows(records: Sequence[Dict[str, Any]], spans: Dict[str, List[Span]
 # -- the page ------------------------------------------------------------------------------------------------------
 
 
-def _aggregate(records: Sequence[Dict[str, Any]],
+def _aggregate(records: Iterable[Dict[str, Any]],
                key: Callable[[Dict[str, Any]], str]) -> List[Tuple[str, Dict[str, float]]]:
     groups: Dict[str, Dict[str, float]] = {}
     for r in records:
-        g = groups.setdefault(key(r), {k: 0.0 for k in ("instances", *TOKEN_KINDS, "total", "cost")})
-        g["instances"] += 1
-        tokens = _dict(r.get("tokens"))
-        for k in TOKEN_KINDS:
-            g[k] += _count(tokens.get(k))
-        g["total"] += _count(tokens.get("total"))
-        g["cost"] += _dollars(r.get("cost_usd"))
+        _add_to_group(groups, key(r), r)
+    return _sorted_groups(groups)
+
+
+def _add_to_group(groups: Dict[str, Dict[str, float]], key: str, r: Dict[str, Any]) -> None:
+    g = groups.setdefault(key, {k: 0.0 for k in ("instances", *TOKEN_KINDS, "total", "cost")})
+    g["instances"] += 1
+    tokens = _dict(r.get("tokens"))
+    for k in TOKEN_KINDS:
+        g[k] += _count(tokens.get(k))
+    g["total"] += _count(tokens.get("total"))
+    g["cost"] += _dollars(r.get("cost_usd"))
+
+
+def _sorted_groups(groups: Dict[str, Dict[str, float]]) -> List[Tuple[str, Dict[str, float]]]:
     return sorted(groups.items(), key=lambda kv: (-kv[1]["cost"], -kv[1]["total"], kv[0]))
+
+
+def _by_model(r: Dict[str, Any]) -> str:
+    return _name(r.get("model"))
+
+
+def _by_agent(r: Dict[str, Any]) -> str:
+    return _name(r.get("agent"), "claude")
+
+
+def _cost_key(r: Dict[str, Any]) -> float:
+    return -_dollars(r.get("cost_usd"))
+
+
+class _Digest:
+    """One pass over a large document's instances (see "Bounded memory"): what the page needs, bounded."""
+
+    def __init__(self, instances: Iterable[Any]) -> None:
+        self.count = 0
+        self.per_model: Dict[str, Dict[str, float]] = {}
+        self.per_agent: Dict[str, Dict[str, float]] = {}
+        self.top: List[Tuple[float, int, Dict[str, Any]]] = []  # a min-heap of (cost, -order, record)
+        self.by_status: Dict[str, int] = {}
+        self.tokens = {k: 0 for k in (*TOKEN_KINDS, "total")}
+        self.tools: Dict[str, int] = {}
+        self.cost = 0.0
+        self.starts, self.ends = array.array("d"), array.array("d")  # one bar per instance
+        bad: List[Tuple[int, Dict[str, Any]]] = []
+        good: List[Tuple[int, Dict[str, Any]]] = []
+        stride, good_seen = 1, 0
+        for r in instances:
+            if not isinstance(r, dict) or not isinstance(r.get("name"), str):
+                continue
+            self.count += 1
+            _add_to_group(self.per_model, _by_model(r), r)
+            _add_to_group(self.per_agent, _by_agent(r), r)
+            cost = _dollars(r.get("cost_usd"))
+            item = (cost, -self.count, r)
+            if len(self.top) < TOP_INSTANCES:
+                heapq.heappush(self.top, item)
+            elif item[:2] > self.top[0][:2]:
+                heapq.heapreplace(self.top, item)
+            st = _status(r.get("status"))
+            self.by_status[st] = self.by_status.get(st, 0) + 1
+            rt = _dict(r.get("tokens"))
+            for k in self.tokens:
+                self.tokens[k] += _count(rt.get(k))
+            for tool, n in (r.get("tools") or {}).items() if isinstance(r.get("tools"), dict) else ():
+                self.tools[_name(tool)] = self.tools.get(_name(tool), 0) + _count(n)
+            self.cost += cost
+            start, end = _epoch(r.get("started_at")), _epoch(r.get("finished_at"))
+            if start is not None:
+                self.starts.append(start)
+                self.ends.append(max(start, end if end is not None else start))
+            if st != InstanceStatus.SUCCEEDED:
+                if len(bad) < MAX_TABLE_ROWS:
+                    bad.append((self.count, r))
+                continue
+            if good_seen % stride == 0:  # every stride-th success; when the sample is full, keep every other one
+                good.append((self.count, r))
+                if len(good) >= 2 * MAX_TABLE_ROWS:
+                    good = good[::2]
+                    stride *= 2
+            good_seen += 1
+        room = MAX_TABLE_ROWS - len(bad)
+        step = len(good) / room if room > 0 else 0.0
+        if step > 1:
+            good = [good[int(i * step)] for i in range(room)]
+        elif room <= 0:
+            good = []
+        #: the instances the table shows, in document order
+        self.sample = [r for _, r in sorted(bad + good, key=lambda pair: pair[0])]
+
+    def totals(self) -> Dict[str, Any]:
+        return {"instances": self.count, "by_status": self.by_status, "tokens": self.tokens,
+                "cost_usd": round(self.cost, 6), "tools": self.tools}
+
+    def top_records(self) -> List[Dict[str, Any]]:
+        return [r for _, _, r in sorted(self.top, key=lambda item: (-item[0], -item[1]))]
+
+    def concurrency(self) -> List[Tuple[float, int]]:
+        """:func:`concurrency` of one bar per instance, from the start and end times alone."""
+        changes = sorted([(t, 1) for t in self.starts] + [(t, -1) for t in self.ends])
+        return _reduce_points(changes)
+
+
+def _has_totals(doc: Dict[str, Any]) -> bool:
+    t = doc.get("totals")
+    return isinstance(t, dict) and isinstance(t.get("tokens"), dict) and isinstance(t.get("by_status"), dict)
 
 
 def _totals(doc: Dict[str, Any], records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """The document's totals when they are well-formed, else recomputed from the instances."""
     t = doc.get("totals")
-    if isinstance(t, dict) and isinstance(t.get("tokens"), dict) and isinstance(t.get("by_status"), dict):
+    if _has_totals(doc):
         return {
             "instances": _count(t.get("instances")),
             "by_status": {str(k): _count(v) for k, v in t["by_status"].items()},
@@ -389,19 +500,27 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
            budget: Optional[Dict[str, Optional[float]]] = None) -> str:
     """The report page of ``doc``. ``events``: the run journal's events; ``base_dir``: the directory the report
     is written in (log links are made relative to it); ``budget``: the batch's ``max_tokens``/``max_cost_usd``."""
-    records = [r for r in doc.get("instances") or () if isinstance(r, dict) and isinstance(r.get("name"), str)]
-    totals = _totals(doc, records)
+    instances = doc.get("instances") or ()
+    digest = _Digest(instances) if hasattr(instances, "__len__") and len(instances) > MAX_TABLE_ROWS else None
+    if digest is not None:  # a large run (see "Bounded memory"): the table shows a sample; times from the records
+        records = digest.sample
+        events = None
+    else:
+        records = [r for r in instances if isinstance(r, dict) and isinstance(r.get("name"), str)]
+    totals = digest.totals() if digest is not None and not _has_totals(doc) else _totals(doc, records)
     started, finished = _epoch(doc.get("started_at")), _epoch(doc.get("finished_at"))
     spans = attempt_spans(records, events, finished)
     all_times = [t for own in spans.values() for s in own for t in (s[0], s[1])]
+    if digest is not None and digest.starts:
+        all_times += [min(digest.starts), max(digest.ends)]
     t0 = min([t for t in (started, *all_times) if t is not None], default=0.0)
     t1 = max([t for t in (finished, *all_times) if t is not None], default=t0)
     status = _name(doc.get("status"), "unknown")
     run_id = _name(doc.get("run_id"), "run")
     duration = finished - started if started is not None and finished is not None else None
     budget = budget or {}
-    n = len(records)
-    excerpt_limit = max(40, min(TEXT_LIMIT, EXCERPT_BUDGET // max(n, 1)))
+    n = digest.count if digest is not None else len(records)
+    excerpt_limit = max(40, min(TEXT_LIMIT, EXCERPT_BUDGET // max(len(records), 1)))
 
     out: List[str] = []
     script_hash = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
@@ -441,17 +560,20 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
     out.append("<h2>Timeline</h2>")
     if spans:
         rows, sampled = timeline_rows(records, spans)
-        attempts = sum(len(v) for v in spans.values())
+        attempts = sum(len(v) for v in spans.values()) if digest is None else len(digest.starts)
         source = "journal" if events is not None else "results (one bar per instance)"
-        note = (f"showing {len(rows)} of {len(spans)} instances: every one that did not succeed first, then an even "
-                "sample of the others; the table below lists all" if sampled else f"{len(rows)} instances")
+        drawn_of = len(digest.starts) if digest is not None else len(spans)
+        sampled = sampled or len(rows) < drawn_of
+        note = (f"showing {len(rows)} of {drawn_of} instances: every one that did not succeed first, then an even "
+                "sample of the others; the table below lists " + ("all" if digest is None else "a sample")
+                if sampled else f"{len(rows)} instances")
         out.append(f'<p class="muted" id="timeline-note">{e(note)}; {attempts} attempts; times from the '
                    f'{e(source)}.</p>')
         outcomes = sorted({o for v in spans.values() for _, _, o in v}, key=lambda s: list(COLORS).index(s))
         out.append(_legend(outcomes))
         out.append(_timeline_svg(rows, spans, t0, t1))
         out.append("<h2>Concurrency</h2>")
-        points = concurrency(spans)
+        points = concurrency(spans) if digest is None else digest.concurrency()
         peak = max((lvl for _, lvl in points), default=0)
         out.append(f'<p class="muted">attempts running at once; peak <b id="peak-concurrency">{peak}</b></p>')
         out.append(_concurrency_svg(points, t0, t1))
@@ -459,11 +581,11 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
         out.append('<p class="muted">no instance started.</p>')
 
     # money
-    out.append(_group_table("Tokens and cost per model", "model", _aggregate(records, lambda r: _name(r.get("model"))),
-                            "per-model"))
-    out.append(_group_table("Tokens and cost per agent", "agent",
-                            _aggregate(records, lambda r: _name(r.get("agent"), "claude")), "per-agent"))
-    top = sorted(records, key=lambda r: -_dollars(r.get("cost_usd")))[:TOP_INSTANCES]
+    per_model = _aggregate(records, _by_model) if digest is None else _sorted_groups(digest.per_model)
+    per_agent = _aggregate(records, _by_agent) if digest is None else _sorted_groups(digest.per_agent)
+    out.append(_group_table("Tokens and cost per model", "model", per_model, "per-model"))
+    out.append(_group_table("Tokens and cost per agent", "agent", per_agent, "per-agent"))
+    top = sorted(records, key=_cost_key)[:TOP_INSTANCES] if digest is None else digest.top_records()
     top_cost = max((_dollars(r.get("cost_usd")) for r in top), default=0.0) or 1.0
     out.append(f"<h2>Cost per instance (top {len(top)})</h2><table id=\"top-cost\">")
     for r in top:
@@ -484,8 +606,11 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
         out.append('<p class="muted">no tool calls.</p>')
 
     # instances
-    out.append(f'<h2>Instances ({n})</h2><p class="muted">click a column to sort; errors and result excerpts are '
-               f'cut to {excerpt_limit} characters; logs are linked relative to this file.</p>')
+    shown = "" if digest is None else (
+        f'<span id="table-note">the table shows {len(records)} of the {n} instances (more than {MAX_TABLE_ROWS}): '
+        'every one that did not succeed first, then an even sample of the others; results.json lists all. </span>')
+    out.append(f'<h2>Instances ({n})</h2><p class="muted">{shown}click a column to sort; errors and result excerpts '
+               f'are cut to {excerpt_limit} characters; logs are linked relative to this file.</p>')
     out.append('<table class="sortable" id="instances"><thead><tr><th>name</th><th>status</th><th>model</th>'
                '<th>agent</th><th class="num">attempts</th><th>started (UTC)</th><th class="num">duration s</th>'
                '<th class="num">input</th><th class="num">output</th><th class="num">cache</th>'
@@ -561,11 +686,13 @@ def write_for_run(run_dir: str, doc: Dict[str, Any], path: Optional[str] = None,
     from orchestrator_pex import journal
 
     path = path or os.path.join(run_dir, "report.html")
-    events: Optional[List[Dict[str, Any]]]
-    try:
-        events, _ = journal.read_journal(journal.journal_path(run_dir))
-    except Exception:  # noqa: BLE001 - no usable journal: times from the records
-        events = None
+    events: Optional[List[Dict[str, Any]]] = None
+    instances = doc.get("instances") or ()
+    if not (hasattr(instances, "__len__") and len(instances) > MAX_TABLE_ROWS):  # else not read: "Bounded memory"
+        try:
+            events, _ = journal.read_journal(journal.journal_path(run_dir))
+        except Exception:  # noqa: BLE001 - no usable journal: times from the records
+            events = None
     if budget is None:
         budget = load_budget(run_dir, doc)
     write(path, render(doc, events=events, base_dir=os.path.dirname(os.path.abspath(path)), budget=budget))

@@ -106,7 +106,7 @@ def render(doc: Dict[str, Any], now: float, previous_success: Optional[float] = 
     if status != RunStatus.RUNNING and isinstance(doc.get("exit_status"), int):
         samples["run_exit_status"].append((base, float(doc["exit_status"])))
 
-    records = [r for r in doc.get("instances") or () if isinstance(r, dict)]
+    records = (r for r in doc.get("instances") or () if isinstance(r, dict))  # one at a time (a LazyRecords)
     counts = {s: 0 for s in INSTANCE_STATUSES}
     models: Dict[str, Dict[str, float]] = {}
     retries = 0.0

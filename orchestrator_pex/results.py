@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 import secrets
-from typing import IO, Any, Dict, Iterable, List, Optional, Sequence
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, cast
 
 from orchestrator_pex import atomic_file, strictjson, vocabulary
 from orchestrator_pex.records import InstanceRecord, RunDocument, Totals, document_to_json, to_json, totals_to_json
@@ -117,6 +117,60 @@ def build_document(run_meta: Dict[str, Any], records: List[Dict[str, Any]]) -> D
     return document_to_json(RunDocument.of(run_meta, records))
 
 
+class LazyRecords:
+    """The ``instances`` of a results document produced on demand: each iteration calls ``produce`` afresh and
+    turns each item into its JSON object with ``to_json``, one at a time, so the whole list is never held.
+    :func:`write_document` and :func:`dump_document` write a document holding one record by record."""
+
+    __slots__ = ("_produce", "_to_json", "_count")
+
+    def __init__(self, produce: Callable[[], Iterable[Any]], count: int,
+                 to_json: Callable[[Any], Dict[str, Any]] = lambda r: r) -> None:
+        self._produce, self._to_json, self._count = produce, to_json, count
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        to_json = self._to_json
+        for item in self._produce():
+            yield to_json(item)
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def lazy_document(run_meta: Dict[str, Any], records: LazyRecords) -> Dict[str, Any]:
+    """:func:`build_document` for records produced on demand: ``totals`` in one pass over them, ``instances`` the
+    :class:`LazyRecords` itself (write it with :func:`write_document` / :func:`dump_document`, not ``json``)."""
+    instances = cast(Sequence[Dict[str, Any]], records)  # iterated, never indexed: see dump_document
+    return document_to_json(RunDocument(run_meta, Totals.of(records), instances))
+
+
+def dump_document(doc: Dict[str, Any], f: IO[str]) -> None:
+    """Write ``doc`` to ``f`` exactly as ``strictjson.dump(doc, f, indent=2, ensure_ascii=False)`` followed by a
+    newline would, but record by record: its ``instances`` may be a :class:`LazyRecords` (or any iterable of
+    records), and at most one record's text is held at a time. Every other member is written whole."""
+    f.write("{")
+    first = True
+    for key, value in doc.items():
+        f.write("\n  " if first else ",\n  ")
+        first = False
+        f.write(strictjson.dumps(key, ensure_ascii=False) + ": ")
+        if key == "instances" and not isinstance(value, (list, tuple)):
+            _dump_records(value, f)
+        else:
+            f.write(strictjson.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  "))
+    f.write("\n}\n" if not first else "}\n")
+
+
+def _dump_records(records: Iterable[Dict[str, Any]], f: IO[str]) -> None:
+    """``records`` as the indented list ``json`` writes at depth 1 (strings never hold a raw newline)."""
+    empty = True
+    for record in records:
+        f.write("[\n    " if empty else ",\n    ")
+        empty = False
+        f.write(strictjson.dumps(record, indent=2, ensure_ascii=False).replace("\n", "\n    "))
+    f.write("[]" if empty else "\n  ]")
+
+
 def write_atomic(path: str, doc: Dict[str, Any]) -> None:
     """Replace ``path`` with ``doc`` as JSON: a reader sees the old file or the new one, never a torn one.
 
@@ -134,7 +188,10 @@ def write_atomic(path: str, doc: Dict[str, Any]) -> None:
 
 def _write_atomic(path: str, doc: Dict[str, Any]) -> None:
     def dump(f: IO[str]) -> None:
-        strictjson.dump(doc, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+        if isinstance(doc.get("instances"), LazyRecords):
+            dump_document(doc, f)
+        else:
+            strictjson.dump(doc, f, indent=2, ensure_ascii=False)
+            f.write("\n")
 
     atomic_file.replace(path, dump, prefix=".results.")

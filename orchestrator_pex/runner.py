@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, Iterator, Optional, Sequence, Set, Tuple
 
 import attrs
 import trio
@@ -122,7 +122,7 @@ async def execute(
     if any(launch.instance.needs for launch in plan.launches):  # merge checks shards hold whole components
         run_meta["graph"] = {launch.name: list(launch.instance.needs or ()) for launch in plan.launches}
     sig = _Signals()
-    records: List[Dict[str, Any]] = []
+    why_unrecorded: Optional[str] = None
     failure: Optional[BaseException] = None
     try:
         async with trio.open_nursery() as top:
@@ -139,25 +139,24 @@ async def execute(
                     with wait_scope:
                         await console.emit({"event": "warning", "message": f"waiting until {start_at.isoformat()}"})
                         await trio.sleep(max(0.0, start_at.timestamp() - time.time()))
-                records = await scheduler.run()
+                await scheduler.run_all()
             finally:
                 top.cancel_scope.cancel()
     except Exception as exc:  # the run's error boundary (see the module docstring)
         if errors.find(exc) is not None:
             raise  # user-facing (e.g. the journal cannot be written): one line and its own exit status
         failure = exc
-        records = await _record_failure(scheduler, run_dir, exc, run_meta)
-    by_name = {**(prior or {}), **{r["name"]: r for r in records}}
-    ordered = [by_name.get(launch.name) or results.not_started(launch.name, tags=launch.instance.tags or (),
-                                                                description=launch.instance.description)
-               for launch in plan.launches]
+        why_unrecorded = "not started: the orchestrator failed (see internal_error)"
+        await _record_failure(scheduler, run_dir, exc, run_meta, why_unrecorded)
+    ordered = results.LazyRecords(lambda: _ordered(plan, scheduler, prior or {}, why_unrecorded),
+                                  len(plan.launches))
     status = vocabulary.run_status(ordered, interrupted=sig.received is not None,
                                    budget_stopped=scheduler.budget_stopped)
     if failure is not None:
         status = RunStatus.FAILED
     exit_status = vocabulary.exit_status(status, received=sig.received, internal_error=failure is not None)
     run_meta.update(finished_at=results.iso(time.time()), status=status, exit_status=exit_status)
-    doc = results.build_document(run_meta, ordered)
+    doc = results.lazy_document(run_meta, ordered)
     results.write_atomic(os.path.join(run_dir, "results.json"), doc)
     ended = RunFinished(status, exit_status, run_meta["finished_at"], doc["totals"])
     finished = event_to_json(ended)
@@ -177,28 +176,44 @@ async def execute(
     return doc, exit_status
 
 
+def _ordered(plan: Plan, scheduler: Scheduler, prior: Dict[str, Dict[str, Any]],
+             why: Optional[str]) -> Iterator[Dict[str, Any]]:
+    """Every instance's record in batch order, decoded one at a time: the scheduler's (its states follow the
+    plan's order), else ``prior``'s, else ``not-started``. ``why``: the run boundary caught a failure and an
+    instance without a record yet is its earlier session's record or ``not-started`` with that reason."""
+    states = iter(scheduler.states)
+    state = next(states, None)
+    for launch in plan.launches:
+        record: Optional[Dict[str, Any]] = None
+        if state is not None and state.launch is launch:
+            record = state.record
+            if record is None and why is not None:
+                record = scheduler.carried.get(launch.name) or results.not_started(launch.name, why)
+            state = next(states, None)
+        yield record or prior.get(launch.name) or results.not_started(
+            launch.name, tags=launch.instance.tags or (), description=launch.instance.description)
+
+
 async def _record_failure(
-    scheduler: Scheduler, run_dir: str, exc: BaseException, run_meta: Dict[str, Any]
-) -> List[Dict[str, Any]]:
+    scheduler: Scheduler, run_dir: str, exc: BaseException, run_meta: Dict[str, Any], why: str
+) -> None:
     """The run boundary's bookkeeping: save the traceback, describe it in ``run_meta["internal_error"]``, and
-    return every instance's record (instances never launched: ``not-started``, journaled best-effort)."""
+    journal (best-effort) a ``not-started`` record with ``why`` for every instance never launched."""
     redactor = scheduler._redactor
     path = internal_errors.save(run_dir, internal_errors.RUN_LABEL, exc, redactor.scrub_text if redactor else None)
     message = f"{internal_errors.PREFIX} {internal_errors.summary(exc)}"
     if redactor is not None:
         message = redactor.scrub_text(message)
     run_meta["internal_error"] = {"error": message, "traceback": path}
-    unrecorded = {s.launch.name for s in scheduler.states if s.record is None}
-    records = scheduler.records_so_far("not started: the orchestrator failed (see internal_error)")
+    unrecorded = [s.launch.name for s in scheduler.states if not s.recorded]
     with trio.CancelScope(shield=True):
         for sink in scheduler.sinks:
             try:
-                for record in records:
-                    if record["name"] in unrecorded:
-                        await sink.emit(event_to_json(InstanceFinished(record["name"], record)))
+                for name in unrecorded:
+                    record = scheduler.carried.get(name) or results.not_started(name, why)
+                    await sink.emit(event_to_json(InstanceFinished(name, record)))
             except Exception:  # noqa: BLE001 - best effort: a record missing from the journal is rerun anyway
                 continue
-    return records
 
 
 async def _watch_signals(scheduler: Scheduler, sig: _Signals, wait_scope: trio.CancelScope, task_status) -> None:

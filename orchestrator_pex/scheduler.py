@@ -275,6 +275,12 @@ class Scheduler:
 
     async def run(self) -> List[Dict[str, Any]]:
         """Run every instance (or record why not); return the records in batch order."""
+        await self.run_all()
+        return self._final_records()
+
+    async def run_all(self) -> None:
+        """Run every instance (or record why not). Each state keeps its record compactly (see
+        :class:`InstanceState`); the runner writes them one at a time, never all decoded at once."""
         self.started_mono = trio.current_time()
         self._check_batch_budget()  # a resumed run may already have spent it
         if self.workspaces is not None:
@@ -320,7 +326,6 @@ class Scheduler:
                                                               description=inst.description, agent=state.launch.kind)
                 await self.emit(event_to_json(InstanceFinished(state.launch.name, state.record)))
                 state.finish()
-        return self._final_records()
 
     def _final_records(self) -> List[Dict[str, Any]]:
         """Every state's record, decoded :data:`_DECODE_CHUNK` at a time: one ``json.loads`` per chunk shares the

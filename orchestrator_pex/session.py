@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any, Dict, Optional
 
-from orchestrator_pex import strictjson
+from orchestrator_pex import results
 from orchestrator_pex.request import RunOptions
 
 
@@ -80,9 +80,8 @@ def _launch_locked(plan: Any, options: RunOptions, *, start_at: Any, run_id: Any
     if console.mode not in ("json", "none"):
         print(report.summary_table(doc), file=sys.stderr)
         print(f"results: {os.path.join(run_dir, 'results.json')}", file=sys.stderr)
-    if options.json:
-        strictjson.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+    if options.json:  # record by record, as results.json is written (see results.dump_document)
+        results.dump_document(doc, sys.stdout)
         sys.stdout.flush()
     internal = doc.get("internal_error")
     if isinstance(internal, dict):  # the run's error boundary caught a bug: one line naming the traceback
