@@ -173,7 +173,7 @@ async def execute(
                 except Exception:  # noqa: BLE001 - already failing; results.json holds the same facts
                     pass
     console.close()
-    return doc, exit_status
+    return doc, exit_status  # doc's instances read the scheduler's spill: closed when the scheduler is collected
 
 
 def _ordered(plan: Plan, scheduler: Scheduler, prior: Dict[str, Dict[str, Any]],

@@ -60,6 +60,7 @@ from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.pressure import admission
 from orchestrator_pex.records import InstanceFinished, InstanceRecord, InstanceRetry, InstanceStarted, event_to_json
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
+from orchestrator_pex.spill import Spill
 from orchestrator_pex.vocabulary import InstanceStatus, StopReason
 
 if TYPE_CHECKING:  # annotations only
@@ -78,24 +79,30 @@ AttemptRunner = Callable[..., Awaitable[None]]
 class InstanceState:
     """An instance's progress through the batch, read by reports.
 
-    Memory: once an instance is finished (:meth:`finish`) it keeps only its record, as compact JSON bytes (about a
-    third of the dict's size); :attr:`record` decodes a fresh dict on each read. Its attempts are dropped."""
+    Memory: once an instance is finished (:meth:`finish`) its record goes, as compact JSON bytes, to the run's
+    :class:`~orchestrator_pex.spill.Spill` (on disk) and the state keeps only its key (without a spill: the bytes,
+    about a third of the dict's size); :attr:`record` decodes a fresh dict on each read. Its attempts are dropped.
+    A state not started yet holds no list or set of its own (``attempts`` and ``warned`` are empty tuples)."""
 
-    __slots__ = ("launch", "status", "attempts", "_record", "backoff_scope", "_tokens", "_cost", "warned")
+    __slots__ = ("launch", "status", "attempts", "_record", "backoff_scope", "_tokens", "_cost", "warned", "_spill")
 
-    def __init__(self, launch: Launch) -> None:
+    def __init__(self, launch: Launch, spill: Optional[Spill] = None) -> None:
         self.launch = launch
         self.status: str = InstanceStatus.PENDING  # then running, retrying, then one of vocabulary.FINAL_STATUSES
-        self.attempts: List[Attempt] = []
-        self._record: Union[None, Dict[str, Any], bytes] = None  # the record, compact JSON once finished
+        self.attempts: Sequence[Attempt] = ()  # a list once started
+        self._record: Union[None, Dict[str, Any], bytes, int] = None  # the record; once finished, its spill key
         self.backoff_scope: Optional[trio.CancelScope] = None
         self._tokens = 0  # what this instance's attempts have added to the batch ledger so far
         self._cost = 0.0
-        self.warned: Set[str] = set()
+        self.warned: Tuple[str, ...] = ()  # the warnings given once for this instance
+        self._spill = spill
 
     @property
     def record(self) -> Optional[Dict[str, Any]]:
         record = self._record
+        if isinstance(record, int):
+            assert self._spill is not None
+            record = self._spill.get(record)
         if isinstance(record, bytes):
             decoded: Dict[str, Any] = json.loads(record)
             return decoded
@@ -114,10 +121,12 @@ class InstanceState:
         """The instance is over and its record final: keep that record compactly, drop the attempts."""
         if isinstance(self._record, dict):
             try:
-                self._record = json.dumps(self._record, separators=(",", ":"), allow_nan=False).encode()
+                encoded = json.dumps(self._record, separators=(",", ":"), allow_nan=False).encode()
             except (TypeError, ValueError):
                 pass  # not plain JSON (never expected): keep the dict itself
-        self.attempts = []
+            else:
+                self._record = self._spill.put(encoded) if self._spill is not None else encoded
+        self.attempts = ()
         self.backoff_scope = None
 
     @property
@@ -216,7 +225,10 @@ class Scheduler:
         self._run_attempt = attempt_runner
         #: every instance's environment before its own ``env``: ours, plus ``env_add`` (the guardian's marker)
         self.env_base = {**os.environ, **(env_add or {})}
-        self.states = [InstanceState(launch) for launch in plan.launches if only is None or launch.name in only]
+        #: finished records, on disk until results.json is written (closed by the runner, see spill.Spill)
+        self.spill = Spill(run_dir if os.path.isdir(run_dir) else None)
+        self.states = [InstanceState(launch, self.spill) for launch in plan.launches
+                       if only is None or launch.name in only]
         self.running: Dict[str, InstanceState] = {}
         self.tokens = 0  # the batch ledger: every attempt of every instance, running or done
         self.cost = 0.0
@@ -330,7 +342,7 @@ class Scheduler:
     def _final_records(self) -> List[Dict[str, Any]]:
         """Every state's record, decoded :data:`_DECODE_CHUNK` at a time: one ``json.loads`` per chunk shares the
         key strings among its records (half the memory of decoding each record on its own)."""
-        raw = [s._record for s in self.states]
+        raw = [self.spill.get(s._record) if isinstance(s._record, int) else s._record for s in self.states]
         out: List[Dict[str, Any]] = []
         for i in range(0, len(raw), _DECODE_CHUNK):
             chunk = raw[i:i + _DECODE_CHUNK]
@@ -460,7 +472,7 @@ class Scheduler:
                     return
             for number in range(1, (inst.retries or 0) + 2):
                 attempt = Attempt(number, reader(inst.model) if reader is not None else None)
-                state.attempts.append(attempt)
+                state.attempts = [*state.attempts, attempt]
                 state.status = InstanceStatus.RUNNING
                 # where this attempt's output starts in the raw log: resume re-reads it if no end gets recorded
                 await self.emit(event_to_json(InstanceStarted(
@@ -590,7 +602,7 @@ class Scheduler:
                 attempt.error = f"instance budget: {over}"
                 attempt.stop(InstanceStatus.BUDGET_STOPPED)
             elif "instance" not in state.warned:
-                state.warned.add("instance")
+                state.warned += ("instance",)
                 self.warn(f"{state.launch.name}: instance budget crossed: {over}")
         self._check_batch_budget()
 

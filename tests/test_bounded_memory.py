@@ -8,6 +8,7 @@ from orchestrator_pex.config import parse_batch
 from orchestrator_pex.plan import make_plan
 from orchestrator_pex.runtime import Attempt
 from orchestrator_pex.scheduler import InstanceState, Scheduler
+from orchestrator_pex.spill import Spill
 
 
 def _plan(tmp_path, n: int):
@@ -22,10 +23,10 @@ def _record(name: str) -> dict:
 
 def test_finish_keeps_the_same_record_and_drops_attempts(tmp_path):
     state = InstanceState(_plan(tmp_path, 1).launches[0])
-    state.attempts.append(Attempt(1))
+    state.attempts = [Attempt(1)]
     state.record = _record("i0")
     state.finish()
-    assert state.attempts == []
+    assert not state.attempts
     assert isinstance(state._record, bytes)
     assert state.record == _record("i0")
     assert state.record is not state.record  # a fresh dict on each read: nobody can change the kept record
@@ -65,3 +66,30 @@ def test_a_finished_instance_holds_far_less_than_its_record_dict(tmp_path):
     finally:
         tracemalloc.stop()
     assert compact < as_dicts / 2
+
+
+def test_with_a_spill_a_finished_instance_keeps_only_a_key(tmp_path, monkeypatch):
+    from orchestrator_pex import spill as spill_mod
+
+    monkeypatch.setattr(spill_mod, "BUFFER", 4096)
+    spill = Spill(str(tmp_path))
+    states = [InstanceState(launch, spill) for launch in _plan(tmp_path, 300).launches]
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i, state in enumerate(states):
+            state.record = {**_record(f"i{i}"), "stdout_log": f"/runs/x/logs/i{i}.stdout"}
+            state.finish()
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert all(isinstance(s._record, int) for s in states)
+    assert [s.record for s in states] == [{**_record(f"i{i}"), "stdout_log": f"/runs/x/logs/i{i}.stdout"}
+                                          for i in range(300)]
+    assert held < 300 * 40 + 2 * 4096  # two array entries and an int each, and the buffer: the bytes are on disk
+    spill.close()
+
+
+def test_a_state_not_started_holds_no_list_or_set(tmp_path):
+    state = InstanceState(_plan(tmp_path, 1).launches[0])
+    assert state.attempts == () and state.warned == ()
