@@ -106,7 +106,7 @@ def examine(
 
         preflight_found, agent_versions = preflight_problems(plan)
         more += preflight_found
-    ordered = sorted([*problems, *more], key=lambda p: found.position(p.key) if p.file == label else -2)
+    ordered = sorted([*problems, *more], key=lambda p: found.position(p.key) if p.file == label else (-2,))
     return Findings(plan=plan, problems=tuple(ordered), warnings=_warnings(plan, label, found), meta=meta,
                     agent_versions=agent_versions)
 

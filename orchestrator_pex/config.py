@@ -226,16 +226,28 @@ class Examined:
 
     batch: Optional[Batch]
     problems: Tuple[ConfigError, ...]
-    positions: Dict[str, int] = attrs.field(factory=dict, repr=False)
+    order: Any = attrs.field(default=None, repr=False)  # the document's key order (see _order)
 
-    def position(self, key: str) -> int:
-        """Where ``key`` (``instances[2].model``) appears in the file: its own position, else its closest
-        enclosing key's (a key that is not written there, e.g. inherited from ``[defaults]``); -1 if none."""
-        while key:
-            if key in self.positions:
-                return self.positions[key]
-            key = _parent_key(key)
-        return -1
+    def position(self, key: str) -> Tuple[int, ...]:
+        """Where ``key`` (``instances[2].model``) appears in the file, as a sort key (a key sorts after the key
+        that contains it and before the next one): its own position, else its closest enclosing key's (a key that
+        is not written there, e.g. inherited from ``[defaults]``); ``(-1,)`` if none (another file's problems
+        sort as ``(-2,)``, before them)."""
+        out: List[int] = []
+        node = self.order
+        for part in _split_key(key) if key else ():
+            if isinstance(part, int):  # a list index is its own order; its element's node, if it has one
+                if not isinstance(node, list) or part >= len(node):
+                    break
+                out.append(part)
+                node = node[part]
+            else:
+                if not isinstance(node, tuple) or part not in node[0]:
+                    break
+                i = node[0].index(part)
+                out.append(i)
+                node = node[1][i]
+        return tuple(out) if out else (-1,)
 
 
 def load_batch(path: str) -> Batch:
@@ -326,10 +338,10 @@ def examine_batch(data: bytes, path: str) -> Examined:
         raw, renames = _parse(data, path, label)
     except ConfigError as exc:
         return Examined(batch=None, problems=(exc,))
-    positions = _positions(raw)
+    order = _order(raw, {})
     problems = [ConfigError(label, k, m) for k, m in _string_problems(raw)]
     if problems:
-        return Examined(batch=None, problems=_in_file_order(problems, positions), positions=positions)
+        return Examined(batch=None, problems=_in_file_order(problems, order), order=order)
     batch, found, complete = _structure(raw, path)
     problems += [ConfigError(label, _rename(k, renames), m) for k, m in found]
     if batch is not None:
@@ -340,8 +352,7 @@ def examine_batch(data: bytes, path: str) -> Examined:
                 reported.append(key)
         if any(inst.argv is not None and not inst.argv for inst in batch.instances):
             complete = False  # an empty argv: no program to plan with
-    return Examined(batch=batch if complete else None, problems=_in_file_order(problems, positions),
-                    positions=positions)
+    return Examined(batch=batch if complete else None, problems=_in_file_order(problems, order), order=order)
 
 
 def _within(key: str, outer: str) -> bool:
@@ -392,17 +403,29 @@ def _structure(raw: Dict[str, Any], path: str) -> Tuple[Optional[Batch], List[Tu
     repeated. ``complete`` is False (and ``batch`` None) when a problem cannot be removed that way."""
     import copy
 
-    doc = copy.deepcopy(raw)
+    doc = raw  # structuring only reads it; copied before the first key is removed
     problems: List[Tuple[str, str]] = []
-    for _ in range(_MAX_STRUCTURE_ROUNDS):
-        try:
-            return _converter.structure({**doc, "path": os.path.abspath(path)}, Batch), problems, True
-        except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError, _AtIndex, _AtIndexes) as exc:
-            found = [p for p in _problems(exc, "") if p not in problems]
-            problems += found
-            if not found or not all(_remove(doc, key) for key, _ in found):
-                return None, problems, False
-    return None, problems, False
+    _SHARED.clear()
+    try:
+        for _ in range(_MAX_STRUCTURE_ROUNDS):
+            try:
+                return _converter.structure({**doc, "path": os.path.abspath(path)}, Batch), problems, True
+            except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError, _AtIndex,
+                    _AtIndexes) as exc:
+                found = [p for p in _problems(exc, "") if p not in problems]
+                problems += found
+                if doc is raw:
+                    doc = copy.deepcopy(raw)
+                if not found or not all(_remove(doc, key) for key, _ in found):
+                    return None, problems, False
+        return None, problems, False
+    finally:
+        _SHARED.clear()
+
+
+#: While a batch is structured: equal list entries (``argv``, tool names, ...) become one string object, so 100,000
+#: instances with the same program or arguments hold each once (see :func:`_str_list`).
+_SHARED: Dict[str, str] = {}
 
 
 _KEY_PART = re.compile(r"\.?([^.\[]+)|\[(\d+)\]")
@@ -438,23 +461,24 @@ def _remove(doc: Dict[str, Any], key: str) -> bool:
     return True
 
 
-def _positions(raw: Any) -> Dict[str, int]:
-    """Every key path of the raw document (as problems name them) -> its rank in document order."""
-    out: Dict[str, int] = {}
-    stack = [(raw, "")]
-    while stack:
-        value, path = stack.pop()
-        if path:
-            out.setdefault(path, len(out))
-        if isinstance(value, dict):
-            stack.extend(reversed([(sub, f"{path}.{key}".lstrip(".")) for key, sub in value.items()]))
-        elif isinstance(value, list):
-            stack.extend(reversed([(sub, f"{path}[{i}]") for i, sub in enumerate(value)]))
-    return out
+def _order(value: Any, shared: Dict[Any, Any]) -> Any:
+    """The key order of a raw document, compactly (what :meth:`Examined.position` reads): a table is the tuple
+    ``(its keys in order, their nodes)``, a list holding tables a list of their nodes, anything else None (a list
+    index is its own order). Equal nodes are one object (``shared``): 100,000 instances written with the same keys
+    share one node, so the order costs a pointer per instance, not a dict entry per key path."""
+    if isinstance(value, dict):
+        node: Any = (tuple(value), tuple(_order(sub, shared) for sub in value.values()))
+        try:
+            return shared.setdefault(node, node)
+        except TypeError:  # it holds a list (of tables): not shared
+            return node
+    if isinstance(value, list) and any(isinstance(sub, (dict, list)) for sub in value):
+        return [_order(sub, shared) for sub in value]
+    return None
 
 
-def _in_file_order(problems: List[ConfigError], positions: Dict[str, int]) -> Tuple[ConfigError, ...]:
-    found = Examined(batch=None, problems=(), positions=positions)
+def _in_file_order(problems: List[ConfigError], order: Any) -> Tuple[ConfigError, ...]:
+    found = Examined(batch=None, problems=(), order=order)
     return tuple(sorted(problems, key=lambda p: found.position(p.key)))  # stable: ties keep the order found
 
 
@@ -737,7 +761,7 @@ def _str_list(v: Any, _: Any, check: Callable[[Any], str] = _prose) -> Tuple[str
             check(x)
         except ValueError as exc:
             raise ValueError(f"{exc} (at index {i})") from None
-    return tuple(v)
+    return tuple([_SHARED.setdefault(x, x) for x in v])
 
 
 def _env(v: Any, _: Any) -> Dict[str, str]:

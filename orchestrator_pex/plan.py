@@ -141,6 +141,7 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
     env_path = envfile.resolve(env_file, batch.env_file, batch.path)
     file_env = envfile.load(env_path) if env_path else {}
     launches = []
+    programs: Dict[Tuple[str, Optional[str], Optional[str]], Optional[str]] = {}  # one lookup, one string each
     for inst in apply_defaults(batch):
         cwd: Optional[str] = inst.cwd
         if cwd is not None:
@@ -148,8 +149,11 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
         env_add = {**file_env, **(inst.env or {})}
         if inst.argv is not None:  # the PATH the child gets: the env file's counts too
             path = env_add["PATH"] if "PATH" in env_add else instance_path(inst)
-            found = find_program(inst.argv[0], path, cwd)
-            kind, argv = "generic", ((found, *inst.argv[1:]) if found else inst.argv)
+            where = (inst.argv[0], path, cwd)
+            if where not in programs:
+                programs[where] = find_program(*where)
+            found = programs[where]
+            kind, argv = "generic", (inst.argv if found in (None, inst.argv[0]) else (found, *inst.argv[1:]))
         elif (inst.agent or "claude") == "claude":
             kind, argv = "claude", _unfilled(lambda x: claude_argv(prefixes["claude"], x, forbidden_tools), inst)
         else:
