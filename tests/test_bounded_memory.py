@@ -93,3 +93,27 @@ def test_with_a_spill_a_finished_instance_keeps_only_a_key(tmp_path, monkeypatch
 def test_a_state_not_started_holds_no_list_or_set(tmp_path):
     state = InstanceState(_plan(tmp_path, 1).launches[0])
     assert state.attempts == () and state.warned == ()
+
+
+def test_the_batch_key_order_is_one_shared_node_per_identically_keyed_instance(tmp_path):
+    from orchestrator_pex import config
+
+    text = "".join(f'[[instances]]\nname = "i{i}"\nargv = ["/bin/true", "x"]\n' for i in range(1000))
+    found = config.examine_batch(text.encode(), str(tmp_path / "b.toml"))
+    assert not found.problems
+    nodes = found.order[1][0]  # the node of the "instances" list
+    assert len(nodes) == 1000 and len({id(n) for n in nodes}) == 1
+    assert found.position("instances[5].argv[1]") < found.position("instances[6]") < found.position("instances[6].argv")
+    assert found.position("instances[6].model") == found.position("instances[6]")  # not written: its table's place
+    assert found.position("nowhere") == found.position("") == (-1,)
+    launches = make_plan(found.batch).launches
+    assert launches[0].argv[1] is launches[999].argv[1]  # equal argv strings are one object
+
+
+def test_problems_still_come_in_file_order(tmp_path):
+    from orchestrator_pex import config
+
+    text = ('[[instances]]\nname = "a"\nargv = ["/bin/true"]\nbogus = 1\n'
+            '[[instances]]\nname = "b"\nmodel = 3\nargv = ["/bin/true"]\ntimeout = "x"\n')
+    found = config.examine_batch(text.encode(), str(tmp_path / "b.toml"))
+    assert [p.key for p in found.problems] == ["instances[0].bogus", "instances[1].model", "instances[1].timeout"]
