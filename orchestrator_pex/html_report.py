@@ -382,7 +382,7 @@ def _has_totals(doc: Dict[str, Any]) -> bool:
 def _totals(doc: Dict[str, Any], records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """The document's totals when they are well-formed, else recomputed from the instances."""
     t = doc.get("totals")
-    if _has_totals(doc):
+    if isinstance(t, dict) and _has_totals(doc):
         return {
             "instances": _count(t.get("instances")),
             "by_status": {str(k): _count(v) for k, v in t["by_status"].items()},

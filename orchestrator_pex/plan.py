@@ -153,7 +153,8 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
             if where not in programs:
                 programs[where] = find_program(*where)
             found = programs[where]
-            kind, argv = "generic", (inst.argv if found in (None, inst.argv[0]) else (found, *inst.argv[1:]))
+            kind = "generic"
+            argv = (found, *inst.argv[1:]) if found is not None and found != inst.argv[0] else inst.argv
         elif (inst.agent or "claude") == "claude":
             kind, argv = "claude", _unfilled(lambda x: claude_argv(prefixes["claude"], x, forbidden_tools), inst)
         else:
