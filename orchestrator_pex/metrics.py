@@ -24,9 +24,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from orchestrator_pex import atomic_file, shard, untrusted
+from orchestrator_pex import atomic_file, results, shard, untrusted
 from orchestrator_pex.results import epoch
 from orchestrator_pex.vocabulary import FINAL_STATUSES, LIVE_STATUSES, TOKEN_KEYS, InstanceStatus, RunStatus
 
@@ -181,19 +181,27 @@ def write_text(path: str, text: str) -> None:
     atomic_file.write_text(path, text, prefix=".metrics.", mode=0o644)
 
 
-def snapshot(run_meta: Dict[str, Any], states: Iterable[Any]) -> Dict[str, Any]:
-    """A results-shaped document of a run still going on: finished instances' records, live ones summed so far."""
-    records: List[Dict[str, Any]] = []
-    for s in states:
-        if s.record is not None:
-            records.append(s.record)
-            continue
-        tokens = {k: 0 for k in TOKEN_KINDS}
-        for a in s.attempts:
-            for k, v in a.acct.tokens().items():
-                if k in tokens:
-                    tokens[k] += v
-        current = s.current
-        records.append({"status": s.status, "tokens": tokens, "cost_usd": s.cost(), "attempts": len(s.attempts),
-                        "model": current.acct.model if current else None})
+def snapshot(run_meta: Dict[str, Any], states: Sequence[Any], extra: Sequence[Dict[str, Any]] = (),
+             scrub: Optional[Callable[[Any], Any]] = None) -> Dict[str, Any]:
+    """A results-shaped document of a run still going on: finished instances' records, live ones summed so far,
+    then ``extra`` records (a resumed run's earlier ones). Its ``instances`` are produced one at a time on each
+    read (:class:`~orchestrator_pex.results.LazyRecords`), each through ``scrub`` if given: a snapshot of 100,000
+    instances never holds them all."""
+    def produce() -> Iterator[Dict[str, Any]]:
+        for s in states:
+            record = s.record
+            if record is not None:
+                yield record
+                continue
+            tokens = {k: 0 for k in TOKEN_KINDS}
+            for a in s.attempts:
+                for k, v in a.acct.tokens().items():
+                    if k in tokens:
+                        tokens[k] += v
+            current = s.current
+            yield {"status": s.status, "tokens": tokens, "cost_usd": s.cost(), "attempts": len(s.attempts),
+                   "model": current.acct.model if current else None}
+        yield from extra
+
+    records = results.LazyRecords(produce, len(states) + len(extra), to_json=scrub or (lambda r: r))
     return {**run_meta, "status": RunStatus.RUNNING, "instances": records}

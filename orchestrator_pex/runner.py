@@ -265,10 +265,10 @@ async def _write_metrics_periodically(path: str, run_meta: Dict[str, Any], sched
 
     warned = False
     while True:
-        snap = metrics.snapshot(run_meta, scheduler.states)
-        snap["instances"] = [*snap["instances"], *(prior or {}).values()]
-        if scheduler._redactor is not None:  # live values (a model name) have not been through a record's scrub
-            snap = scheduler._redactor.scrub_data(snap)
+        redactor = scheduler._redactor  # live values (a model name) have not been through a record's scrub
+        snap = metrics.snapshot(redactor.scrub_data(run_meta) if redactor is not None else run_meta,
+                                scheduler.states, list((prior or {}).values()),
+                                scrub=redactor.scrub_data if redactor is not None else None)
         try:
             await trio.to_thread.run_sync(metrics.write, path, snap, time.time())
         except Exception as exc:  # noqa: BLE001 - metrics are best effort while running
