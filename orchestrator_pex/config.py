@@ -199,21 +199,23 @@ def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
     (:data:`WORKSPACE_KEYS`) may also come from the top level of the batch, between ``[defaults]`` and BUILTIN.
     ``agent`` falls back to the batch's top-level ``agent``, then ``claude``.
     """
-    out = []
-    for inst in batch.instances:
-        changes: Dict[str, Any] = {}
-        for field in attrs.fields(Defaults):
-            own, default = getattr(inst, field.name), getattr(batch.defaults, field.name)
-            if field.name == "env":
-                changes["env"] = {**(default or {}), **(own or {})}
-            elif own is None:
-                if default is None and field.name in WORKSPACE_KEYS:
-                    default = getattr(batch, field.name)
-                changes[field.name] = default if default is not None else BUILTIN.get(field.name)
-        if changes.get("agent", inst.agent) is None:
-            changes["agent"] = batch.agent or agents.DEFAULT_AGENT
-        out.append(attrs.evolve(inst, **changes))
-    return tuple(out)
+    return tuple(with_defaults(batch, inst) for inst in batch.instances)
+
+
+def with_defaults(batch: Batch, inst: Instance) -> Instance:
+    """One instance of ``batch`` with its defaults applied (see :func:`apply_defaults`)."""
+    changes: Dict[str, Any] = {}
+    for field in attrs.fields(Defaults):
+        own, default = getattr(inst, field.name), getattr(batch.defaults, field.name)
+        if field.name == "env":
+            changes["env"] = {**(default or {}), **(own or {})}
+        elif own is None:
+            if default is None and field.name in WORKSPACE_KEYS:
+                default = getattr(batch, field.name)
+            changes[field.name] = default if default is not None else BUILTIN.get(field.name)
+    if changes.get("agent", inst.agent) is None:
+        changes["agent"] = batch.agent or agents.DEFAULT_AGENT
+    return attrs.evolve(inst, **changes)
 
 
 # -- loading ---------------------------------------------------------------------------------------------------------
@@ -648,9 +650,9 @@ def _batch_problems(batch: Batch, renames: Dict[str, str], removed: Sequence[str
     from orchestrator_pex import graph
 
     out += graph.problems(batch.instances, batch.defaults.env)
-    for i, (own, inst) in enumerate(zip(batch.instances, apply_defaults(batch))):
-        if inst.argv is None:
-            out += _agent_problems(own, inst, i)
+    for i, own in enumerate(batch.instances):
+        if own.argv is None:  # defaults never set argv; applied one at a time (not a second copy of the batch)
+            out += _agent_problems(own, with_defaults(batch, own), i)
     return out
 
 

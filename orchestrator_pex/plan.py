@@ -22,7 +22,7 @@ import attrs
 
 from orchestrator_pex.agents import AGENTS, dialect
 from orchestrator_pex.agents.claude import claude_argv
-from orchestrator_pex.config import AGENT_SIM, Batch, Instance, Prose, Text, apply_defaults
+from orchestrator_pex.config import AGENT_SIM, Batch, Instance, Prose, Text, with_defaults
 from orchestrator_pex.errors import Problem, Problems, UsageError
 
 
@@ -142,7 +142,8 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
     file_env = envfile.load(env_path) if env_path else {}
     launches = []
     programs: Dict[Tuple[str, Optional[str], Optional[str]], Optional[str]] = {}  # one lookup, one string each
-    for inst in apply_defaults(batch):
+    for raw in batch.instances:
+        inst = with_defaults(batch, raw)
         cwd: Optional[str] = inst.cwd
         if cwd is not None:
             cwd = os.path.realpath(os.path.join(batch_dir, cwd))
