@@ -345,6 +345,7 @@ def examine_batch(data: bytes, path: str) -> Examined:
     if problems:
         return Examined(batch=None, problems=_in_file_order(problems, order), order=order)
     batch, found, complete = _structure(raw, path)
+    del raw  # the parsed document is not needed past structuring: never held beside the plan made next
     problems += [ConfigError(label, _rename(k, renames), m) for k, m in found]
     if batch is not None:
         reported = [k for k, _ in found]

@@ -92,8 +92,9 @@ def problems(instances: Sequence[Any], defaults_env: Optional[Mapping[str, str]]
                                 f"(needs {listed})"))
                     break
     # an instance needing itself is reported above, not again as the cycle a -> a
+    # (an instance without needs is on no cycle: left out, so 100,000 independent instances build no map)
     cycle = find_cycle({inst.name: tuple(n for n in getattr(inst, "needs", None) or () if n != inst.name)
-                        for inst in instances})
+                        for inst in instances if getattr(inst, "needs", None)})
     if cycle:
         out.append((f"instances[{index[cycle[0]]}].needs", "dependency cycle: " + " -> ".join(cycle)))
     return out
