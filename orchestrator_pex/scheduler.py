@@ -364,9 +364,14 @@ class Scheduler:
         """The first pending instance (batch order) whose needs have all finished."""
         if not self._needs:  # no instance needs another: the first pending one (no scan of every state per launch)
             return pending[0] if pending else None
-        waiting = {s.launch.name for s in self.states if not s.recorded}  # a name not run now counts as done
+        waiting: Optional[Set[str]] = None  # built only if an instance with needs comes first: O(1) per launch else
         for state in pending:
-            if not any(n in waiting for n in state.launch.instance.needs or ()):
+            needs = state.launch.instance.needs
+            if not needs:
+                return state
+            if waiting is None:  # a name not run now counts as done
+                waiting = {s.launch.name for s in self.states if not s.recorded}
+            if not any(n in waiting for n in needs):
                 return state
         return None
 
