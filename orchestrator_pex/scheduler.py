@@ -225,7 +225,7 @@ class Scheduler:
         self._run_attempt = attempt_runner
         #: every instance's environment before its own ``env``: ours, plus ``env_add`` (the guardian's marker)
         self.env_base = {**os.environ, **(env_add or {})}
-        #: finished records, on disk until results.json is written (closed by the runner, see spill.Spill)
+        #: finished records, on disk until results.json is written (the file goes with the scheduler: spill.Spill)
         self.spill = Spill(run_dir if os.path.isdir(run_dir) else None)
         self.states = [InstanceState(launch, self.spill) for launch in plan.launches
                        if only is None or launch.name in only]
