@@ -168,6 +168,13 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
                 forbidden_tools=tuple(forbidden_tools), env_file=env_path, env_file_values=file_env)
 
 
+def lean(plan: Plan) -> Plan:
+    """``plan`` for running, once every check has passed: its batch without the batch's own instances (each launch
+    holds its instance with the defaults applied, and nothing that runs reads the others), so a run of 100,000
+    instances does not hold each of them twice. Settings and ``path`` of the batch are kept."""
+    return attrs.evolve(plan, batch=attrs.evolve(plan.batch, instances=()))
+
+
 def forbid_tools(plan: Plan, forbidden: Sequence[str]) -> Plan:
     """``plan`` with ``forbidden`` (the site policy's ``forbidden_tools``) added to every Claude instance's
     ``--disallowedTools``, so a tool the batch does not mention is still unavailable (also once its placeholders

@@ -117,3 +117,19 @@ def test_problems_still_come_in_file_order(tmp_path):
             '[[instances]]\nname = "b"\nmodel = 3\nargv = ["/bin/true"]\ntimeout = "x"\n')
     found = config.examine_batch(text.encode(), str(tmp_path / "b.toml"))
     assert [p.key for p in found.problems] == ["instances[0].bogus", "instances[1].model", "instances[1].timeout"]
+
+
+def test_a_lean_plan_keeps_the_launches_and_drops_the_batch_instances(tmp_path):
+    import gc
+    import weakref
+
+    from orchestrator_pex.plan import lean
+
+    plan = _plan(tmp_path, 3)
+    raw = weakref.ref(plan.batch.instances[0])
+    slim = lean(plan)
+    assert slim.launches == plan.launches and slim.batch.path == plan.batch.path
+    assert slim.batch.instances == () and slim.batch.concurrency == plan.batch.concurrency
+    del plan
+    gc.collect()
+    assert raw() is None  # nothing else held the batch's own instance

@@ -74,6 +74,7 @@ _seconds = limits.float_argument(0.0, limits.MAX_SECONDS, f"a positive number of
 
 def main(args: argparse.Namespace) -> int:
     from orchestrator_pex import checks
+    from orchestrator_pex.plan import lean
     from orchestrator_pex.request import RunRequest
     from orchestrator_pex.session import launch
 
@@ -104,8 +105,11 @@ def main(args: argparse.Namespace) -> int:
     if request.dry_run:
         print_dry_run(plan, sys.stdout)
         return 0
-    return launch(plan, options, start_at=request.start_at or plan.batch.start_at, meta=findings.meta,
-                  agent_versions=findings.agent_versions)
+    meta, agent_versions = findings.meta, findings.agent_versions
+    del findings  # with it the batch's own instances: the run holds only the launches' (plan.lean, issue 14)
+    plan = lean(plan)
+    return launch(plan, options, start_at=request.start_at or plan.batch.start_at, meta=meta,
+                  agent_versions=agent_versions)
 
 
 def _shard(given: Optional[str]) -> Optional[Tuple[int, int]]:
