@@ -305,7 +305,7 @@ def _cost_key(r: Dict[str, Any]) -> float:
 class _Digest:
     """One pass over a large document's instances (see "Bounded memory"): what the page needs, bounded."""
 
-    def __init__(self, instances: Iterable[Any]) -> None:
+    def __init__(self, instances: Iterable[Any], expected: int) -> None:
         self.count = 0
         self.per_model: Dict[str, Dict[str, float]] = {}
         self.per_agent: Dict[str, Dict[str, float]] = {}
@@ -317,7 +317,8 @@ class _Digest:
         self.starts, self.ends = array.array("d"), array.array("d")  # one bar per instance
         bad: List[Tuple[int, Dict[str, Any]]] = []
         good: List[Tuple[int, Dict[str, Any]]] = []
-        stride, good_seen = 1, 0
+        stride, good_seen = max(1, expected // MAX_TABLE_ROWS), 0  # about MAX_TABLE_ROWS successes kept at most
+        limit = max(40, min(TEXT_LIMIT, EXCERPT_BUDGET // MAX_TABLE_ROWS))  # what the table cuts texts to
         for r in instances:
             if not isinstance(r, dict) or not isinstance(r.get("name"), str):
                 continue
@@ -344,10 +345,10 @@ class _Digest:
                 self.ends.append(max(start, end if end is not None else start))
             if st != InstanceStatus.SUCCEEDED:
                 if len(bad) < MAX_TABLE_ROWS:
-                    bad.append((self.count, r))
+                    bad.append((self.count, _slim(r, limit)))
                 continue
             if good_seen % stride == 0:  # every stride-th success; when the sample is full, keep every other one
-                good.append((self.count, r))
+                good.append((self.count, _slim(r, limit)))
                 if len(good) >= 2 * MAX_TABLE_ROWS:
                     good = good[::2]
                     stride *= 2
@@ -369,9 +370,48 @@ class _Digest:
         return [r for _, _, r in sorted(self.top, key=lambda item: (-item[0], -item[1]))]
 
     def concurrency(self) -> List[Tuple[float, int]]:
-        """:func:`concurrency` of one bar per instance, from the start and end times alone."""
-        changes = sorted([(t, 1) for t in self.starts] + [(t, -1) for t in self.ends])
-        return _reduce_points(changes)
+        """:func:`concurrency` of one bar per instance, from the start and end times alone, reduced while it is
+        computed (no list of every change or step point)."""
+        starts, ends = sorted(self.starts), sorted(self.ends)
+        if 2 * len(starts) <= MAX_CONCURRENCY_POINTS:
+            return _reduce_points(sorted([(t, 1) for t in starts] + [(t, -1) for t in ends]))
+        t0, t1 = starts[0], max(starts[-1], ends[-1])
+        width = (t1 - t0) / MAX_CONCURRENCY_POINTS or 1.0
+        reduced: Dict[int, int] = {}
+        level, i, j, n = 0, 0, 0, len(starts)
+        prev: Optional[float] = None
+        while i < n or j < n:
+            if j < n and (i >= n or ends[j] <= starts[i]):  # at equal times ends first, as (t, -1) < (t, 1)
+                t, delta = ends[j], -1
+                j += 1
+            else:
+                t, delta = starts[i], 1
+                i += 1
+            if prev is not None and t != prev:  # the level at prev is final: one step point
+                k = min(MAX_CONCURRENCY_POINTS - 1, int((prev - t0) / width))
+                reduced[k] = max(reduced.get(k, 0), level)
+            level += delta
+            prev = t
+        out = [(t0 + k * width, lvl) for k, lvl in sorted(reduced.items())]
+        out.append((t1, level))
+        return out
+
+
+def _slim(r: Dict[str, Any], limit: int) -> Dict[str, Any]:
+    """What the table and the timeline read of a sampled record (texts already cut to ``limit``): a large run's
+    sample of 10,000 holds a fraction of the records' size."""
+    tools = r.get("tools")
+    return {
+        "name": r["name"], "status": r.get("status"), "model": r.get("model"), "agent": r.get("agent"),
+        "attempts": r.get("attempts"), "started_at": r.get("started_at"), "finished_at": r.get("finished_at"),
+        "duration_s": r.get("duration_s"), "tokens": {k: v for k, v in _dict(r.get("tokens")).items()
+                                                      if k in ("input", "output", "cache_creation", "cache_read",
+                                                               "total")},
+        "cost_usd": r.get("cost_usd"),
+        "tools": {"": sum(_count(v) for v in tools.values())} if isinstance(tools, dict) else None,
+        "error": untrusted.text(r.get("error"), limit), "result": untrusted.text(r.get("result"), limit),
+        "stdout_log": r.get("stdout_log"), "stderr_log": r.get("stderr_log"),
+    }
 
 
 def _has_totals(doc: Dict[str, Any]) -> bool:
@@ -501,7 +541,8 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
     """The report page of ``doc``. ``events``: the run journal's events; ``base_dir``: the directory the report
     is written in (log links are made relative to it); ``budget``: the batch's ``max_tokens``/``max_cost_usd``."""
     instances = doc.get("instances") or ()
-    digest = _Digest(instances) if hasattr(instances, "__len__") and len(instances) > MAX_TABLE_ROWS else None
+    digest = (_Digest(instances, len(instances)) if hasattr(instances, "__len__") and len(instances) > MAX_TABLE_ROWS
+              else None)
     if digest is not None:  # a large run (see "Bounded memory"): the table shows a sample; times from the records
         records = digest.sample
         events = None
@@ -520,7 +561,8 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
     duration = finished - started if started is not None and finished is not None else None
     budget = budget or {}
     n = digest.count if digest is not None else len(records)
-    excerpt_limit = max(40, min(TEXT_LIMIT, EXCERPT_BUDGET // max(len(records), 1)))
+    excerpt_limit = max(40, min(TEXT_LIMIT, EXCERPT_BUDGET // max(len(records) if digest is None else MAX_TABLE_ROWS,
+                                                                 1)))
 
     out: List[str] = []
     script_hash = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
