@@ -21,7 +21,7 @@ Guarantees:
   models of usual length (tens of characters) gives a report under 5 MB.
 * **Bounded memory.** A document of more than :data:`MAX_TABLE_ROWS` instances (its ``instances`` may be produced
   one at a time, see :class:`~orchestrator_pex.results.LazyRecords`) is read in one pass that keeps only what the
-  page shows: the table lists :data:`MAX_TABLE_ROWS` of them (every instance that did not succeed first, then an
+  page shows: the table lists :data:`SAMPLE_ROWS` of them (every instance that did not succeed first, then an
   even sample of the others; the page says so), while the summary, the per-model and per-agent tables, the top
   instances by cost and the concurrency chart count every instance. Attempt times then come from the records (one
   bar per instance), not from the journal, which is not read.
@@ -50,6 +50,7 @@ from orchestrator_pex.vocabulary import FINAL_STATUSES, TOKEN_KEYS, InstanceStat
 
 MAX_TIMELINE_ROWS = 300
 MAX_TABLE_ROWS = 10_000  #: above this many instances, the table shows a sample (see "Bounded memory")
+SAMPLE_ROWS = 5_000  #: the size of that sample
 MAX_CONCURRENCY_POINTS = 600
 TOP_INSTANCES = 25
 EXCERPT_BUDGET = 600_000  #: characters of result excerpts (and of errors) in the whole table
@@ -317,8 +318,8 @@ class _Digest:
         self.starts, self.ends = array.array("d"), array.array("d")  # one bar per instance
         bad: List[Tuple[int, Dict[str, Any]]] = []
         good: List[Tuple[int, Dict[str, Any]]] = []
-        stride, good_seen = max(1, expected // MAX_TABLE_ROWS), 0  # about MAX_TABLE_ROWS successes kept at most
-        limit = max(40, min(TEXT_LIMIT, EXCERPT_BUDGET // MAX_TABLE_ROWS))  # what the table cuts texts to
+        stride, good_seen = max(1, expected // SAMPLE_ROWS), 0  # about SAMPLE_ROWS successes kept at most
+        limit = max(40, min(TEXT_LIMIT, EXCERPT_BUDGET // SAMPLE_ROWS))  # what the table cuts texts to
         for r in instances:
             if not isinstance(r, dict) or not isinstance(r.get("name"), str):
                 continue
@@ -344,16 +345,16 @@ class _Digest:
                 self.starts.append(start)
                 self.ends.append(max(start, end if end is not None else start))
             if st != InstanceStatus.SUCCEEDED:
-                if len(bad) < MAX_TABLE_ROWS:
+                if len(bad) < SAMPLE_ROWS:
                     bad.append((self.count, _slim(r, limit)))
                 continue
             if good_seen % stride == 0:  # every stride-th success; when the sample is full, keep every other one
                 good.append((self.count, _slim(r, limit)))
-                if len(good) >= 2 * MAX_TABLE_ROWS:
+                if len(good) >= 2 * SAMPLE_ROWS:
                     good = good[::2]
                     stride *= 2
             good_seen += 1
-        room = MAX_TABLE_ROWS - len(bad)
+        room = SAMPLE_ROWS - len(bad)
         step = len(good) / room if room > 0 else 0.0
         if step > 1:
             good = [good[int(i * step)] for i in range(room)]
@@ -561,7 +562,7 @@ def render(doc: Dict[str, Any], *, events: Optional[Iterable[Dict[str, Any]]] = 
     duration = finished - started if started is not None and finished is not None else None
     budget = budget or {}
     n = digest.count if digest is not None else len(records)
-    excerpt_limit = max(40, min(TEXT_LIMIT, EXCERPT_BUDGET // max(len(records) if digest is None else MAX_TABLE_ROWS,
+    excerpt_limit = max(40, min(TEXT_LIMIT, EXCERPT_BUDGET // max(len(records) if digest is None else SAMPLE_ROWS,
                                                                  1)))
 
     out: List[str] = []

@@ -84,7 +84,8 @@ def test_write_atomic_streams_a_lazy_document(tmp_path):
 
 
 def test_large_report_shows_a_sample_and_counts_everything(monkeypatch):
-    monkeypatch.setattr(html_report, "MAX_TABLE_ROWS", 6)
+    monkeypatch.setattr(html_report, "MAX_TABLE_ROWS", 8)
+    monkeypatch.setattr(html_report, "SAMPLE_ROWS", 6)
     recs = [_record(i, "failed" if i in (3, 11) else "succeeded", cost=float(i), model="a" if i % 2 else "b")
             for i in range(40)]
     meta = {"run_id": "r", "batch": "b", "started_at": "2026-11-29T10:00:00.000Z",
@@ -96,7 +97,7 @@ def test_large_report_shows_a_sample_and_counts_everything(monkeypatch):
     assert len(names) == 6
     assert "i003" in names and "i011" in names  # every instance that did not succeed is in the table
     assert names == sorted(names)  # in document order
-    assert "the table shows 6 of the 40 instances" in page
+    assert "the table shows 6 of the 40 instances (more than 8)" in page
     assert '<b id="sum-instances">40</b>' in page
     per_model = page.split('id="per-model"')[1].split("</table>")[0]
     assert ">20<" in per_model  # 20 instances of each model, counted over all 40
