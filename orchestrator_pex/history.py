@@ -251,14 +251,15 @@ def shard_names(run_meta: Dict[str, Any], names: List[str],
     return names if where is None else shard.select(names, *where, needs)
 
 
-def _with_recovered_spend(run_dir: str, state: journal.RunState, name: str, started: Dict[str, Any],
+def _with_recovered_spend(run_dir: str, state: journal.RunState, name: str, started: records.InstanceStarted,
                           earlier: Optional[InstanceRecord]) -> InstanceRecord:
     """The interrupted record of ``name``, holding what its unfinished attempts spent according to their raw stdout
     log plus what its last recorded record (``earlier``) holds (:mod:`orchestrator_pex.recovery`)."""
     from orchestrator_pex import recovery
 
-    record = InstanceRecord.interrupted(name, started)
-    recovered, _ = recovery.recover(run_dir, name, state.unfinished.get(name) or [started],
+    record = InstanceRecord.interrupted(name, records.event_to_json(started))
+    starts = [records.event_to_json(e) for e in state.unfinished.get(name) or [started]]
+    recovered, _ = recovery.recover(run_dir, name, starts,
                                     None if earlier is None else records.to_json(earlier))
     if recovered is not None:
         spent = records.record_from_json(recovered, journal.journal_path(run_dir), name=name)
@@ -284,7 +285,8 @@ def all_records(run_dir: str, state: journal.RunState, doc: Optional[Dict[str, A
         if earlier is None or earlier.status != InstanceStatus.SUCCEEDED:
             if live:
                 recorded[name] = InstanceRecord.live(
-                    name, InstanceStatus.RETRYING if name in state.retrying else InstanceStatus.RUNNING, started)
+                    name, InstanceStatus.RETRYING if name in state.retrying else InstanceStatus.RUNNING,
+                    records.event_to_json(started))
             else:
                 recorded[name] = _with_recovered_spend(run_dir, state, name, started, earlier)
     out = []

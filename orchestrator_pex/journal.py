@@ -29,10 +29,20 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from orchestrator_pex import strictjson
 from orchestrator_pex.errors import RunDirError
+from orchestrator_pex.records import (
+    Event,
+    InstanceFinished,
+    InstanceRetry,
+    InstanceStarted,
+    RecordError,
+    RunFinished,
+    RunStarted,
+    event_from_json,
+)
 from orchestrator_pex.vocabulary import FAILED_STATUSES, SCHEMA_VERSION, InstanceStatus
 
 if TYPE_CHECKING:  # trio is imported where it is used: reading a journal needs no event loop
@@ -239,10 +249,8 @@ def _ends_with_newline(fd: int, size: int) -> bool:
 _STATE_EVENTS = frozenset({"run_started", "instance_started", "instance_finished", "run_finished"})
 
 
-def parse_journal_bytes(data: bytes, path: str = JOURNAL_NAME) -> Tuple[List[Dict[str, Any]], List[str]]:
-    """Events recovered from journal bytes, and a list of human-readable problems (empty for a clean journal)."""
-    events: List[Dict[str, Any]] = []
-    problems: List[str] = []
+def _objects(data: bytes, path: str, problems: List[str]) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """``(line number, JSON object)`` of every usable line of journal bytes; damaged lines go to ``problems``."""
     seen = set()
     lines = data.split(b"\n")
     last = len(lines) - 1
@@ -267,23 +275,64 @@ def parse_journal_bytes(data: bytes, path: str = JOURNAL_NAME) -> Tuple[List[Dic
                 problems.append(f"{path}: line {lineno}: duplicate of an earlier line, skipped")
                 continue
             seen.add(text)
-        events.append(event)
+        yield lineno, event
+
+
+def parse_journal_bytes(data: bytes, path: str = JOURNAL_NAME) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Events recovered from journal bytes as JSON objects, and a list of human-readable problems (empty for a clean
+    journal). Kinds this version does not know are kept (the readers of objects ignore them)."""
+    problems: List[str] = []
+    return [event for _, event in _objects(data, path, problems)], problems
+
+
+def parse_events(data: bytes, path: str = JOURNAL_NAME) -> Tuple[List[Event], List[str]]:
+    """Events recovered from journal bytes as typed events (:func:`records.event_from_json`), and the problems: as
+    :func:`parse_journal_bytes`, and also an event of a known kind holding a value of the wrong type is skipped and
+    reported (``FILE: line N: KEY: expected ..., skipped``). An event of a kind this version does not know (a newer
+    version wrote it) is skipped silently."""
+    problems: List[str] = []
+    events: List[Event] = []
+    for lineno, obj in _objects(data, path, problems):
+        try:
+            event = event_from_json(obj, path, lineno)
+        except RecordError as exc:
+            problems.append(f"{exc}; event skipped")
+            continue
+        if event is not None:
+            events.append(event)
     return events, problems
 
 
-def read_journal(path: str) -> Tuple[List[Dict[str, Any]], List[str]]:
-    """Read a journal file: ``(events, problems)``. Raises RunDirError if it is unreadable or holds no run_started."""
+def _read(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except FileNotFoundError:
         raise RunDirError(path, "", "no run journal here (is this a run directory?)") from None
     except OSError as exc:
         raise RunDirError(path, "", f"cannot read the run journal: {exc.strerror or exc}") from None
-    events, problems = parse_journal_bytes(data, path)
+
+
+def _no_run_started(path: str, problems: List[str]) -> RunDirError:
+    detail = f" ({len(problems)} damaged line(s))" if problems else ""
+    return RunDirError(path, "", f"the journal holds no readable run_started event{detail}; cannot recover this run")
+
+
+def read_events(path: str) -> Tuple[List[Event], List[str]]:
+    """Read a journal file as typed events (:func:`parse_events`): ``(events, problems)``. Raises RunDirError if it
+    is unreadable or holds no run_started."""
+    events, problems = parse_events(_read(path), path)
+    if not any(isinstance(e, RunStarted) for e in events):
+        raise _no_run_started(path, problems)
+    return events, problems
+
+
+def read_journal(path: str) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Read a journal file as JSON objects (:func:`parse_journal_bytes`; the live view, the report and worktrees read
+    these): ``(events, problems)``. Raises RunDirError if it is unreadable or holds no run_started."""
+    events, problems = parse_journal_bytes(_read(path), path)
     if not any(e.get("event") == "run_started" for e in events):
-        detail = f" ({len(problems)} damaged line(s))" if problems else ""
-        raise RunDirError(path, "", f"the journal holds no readable run_started event{detail}; cannot recover this run")
+        raise _no_run_started(path, problems)
     return events, problems
 
 
@@ -292,15 +341,17 @@ class RunState:
 
     def __init__(self) -> None:
         self.run_meta: Dict[str, Any] = {}
-        self.records: Dict[str, Dict[str, Any]] = {}
-        self.in_flight: Dict[str, Dict[str, Any]] = {}  #: name -> its last instance_started event, no finish since
+        self.records: Dict[str, Dict[str, Any]] = {}  #: name -> its record's JSON object (records.record_from_json)
+        self.in_flight: Dict[str, InstanceStarted] = {}  #: name -> its last instance_started, no finish since
         self.starts: Dict[str, int] = {}  #: name -> how many instance_started events
         self.retrying: Set[str] = set()  #: in flight, waiting out a retry back-off (instance_retry since the start)
         #: name -> every instance_started event since its last instance_finished (attempts that never recorded an
         #: end, in journal order; see :mod:`orchestrator_pex.recovery`)
-        self.unfinished: Dict[str, List[Dict[str, Any]]] = {}
+        self.unfinished: Dict[str, List[InstanceStarted]] = {}
         self.sessions = 0  #: run_started events (1 + number of resumes)
         self.finished = False  #: the last session ended with run_finished
+        #: events given as JSON objects that were skipped (a value of the wrong type), one line each
+        self.problems: List[str] = []
 
     @property
     def succeeded(self) -> List[str]:
@@ -323,53 +374,62 @@ class RunState:
         return out
 
 
-def replay_state(events: Iterable[Dict[str, Any]]) -> RunState:
-    """Fold journal events into a :class:`RunState` (see :func:`replay` for the rules)."""
+def replay_state(events: Iterable[Union[Event, Dict[str, Any]]], path: str = JOURNAL_NAME) -> RunState:
+    """Fold journal events into a :class:`RunState` (see :func:`replay` for the rules). Events are typed
+    (:func:`parse_events`); one given as a JSON object is structured first (:func:`records.event_from_json`, its
+    position in ``events`` standing for its line): an unknown kind is ignored, a malformed one skipped and reported
+    in :attr:`RunState.problems`."""
     state = RunState()
-    for event in events:
-        kind = event.get("event")
-        if kind == "run_started":
-            state.sessions += 1
-            state.finished = False
-            if not state.run_meta:
-                state.run_meta = {k: v for k, v in event.items() if k != "event"}
-            else:
-                state.run_meta.setdefault("resumed_at", []).append(event.get("started_at"))
-                for key in ("orchestrator_pid", "host"):  # who is writing now (runs list: running or not)
-                    if key in event:
-                        state.run_meta[key] = event[key]
-                state.run_meta.pop("finished_at", None)
-                state.run_meta.pop("status", None)
-        elif kind == "instance_started":
-            name = event.get("name")
-            if isinstance(name, str):
-                state.in_flight[name] = event
-                state.starts[name] = state.starts.get(name, 0) + 1
-                state.retrying.discard(name)
-                state.unfinished.setdefault(name, []).append(event)
-        elif kind == "instance_retry":
-            name = event.get("name")
-            if isinstance(name, str) and name in state.in_flight:
-                state.retrying.add(name)
-        elif kind == "instance_finished":
-            record = event.get("record")
-            name = event.get("name") or (record.get("name") if isinstance(record, dict) else None)
-            if not isinstance(name, str) or not isinstance(record, dict):
+    for index, item in enumerate(events):
+        if isinstance(item, dict):
+            try:
+                event = event_from_json(item, path, index + 1)
+            except RecordError as exc:
+                state.problems.append(f"{exc}; event skipped")
                 continue
+        else:
+            event = item
+        if isinstance(event, InstanceStarted):
+            name = event.name
+            state.in_flight[name] = event
+            state.starts[name] = state.starts.get(name, 0) + 1
+            state.retrying.discard(name)
+            state.unfinished.setdefault(name, []).append(event)
+        elif isinstance(event, InstanceFinished):
+            record = event.record
+            name = event.name
             state.in_flight.pop(name, None)
             state.retrying.discard(name)
             state.unfinished.pop(name, None)
             previous = state.records.get(name)
             if previous is not None and previous.get("status") == InstanceStatus.SUCCEEDED:
                 continue  # a recorded success is never overridden
-            record = dict(record)
-            record.setdefault("name", name)
+            if "name" not in record:
+                record = {**record, "name": name}
             state.records[name] = record
-        elif kind == "run_finished":
+        elif isinstance(event, InstanceRetry):
+            if event.name in state.in_flight:
+                state.retrying.add(event.name)
+        elif isinstance(event, RunStarted):
+            meta = event.meta
+            state.sessions += 1
+            state.finished = False
+            if not state.run_meta:
+                state.run_meta = dict(meta)
+            else:
+                state.run_meta.setdefault("resumed_at", []).append(meta.get("started_at"))
+                for key in ("orchestrator_pid", "host"):  # who is writing now (runs list: running or not)
+                    if key in meta:
+                        state.run_meta[key] = meta[key]
+                state.run_meta.pop("finished_at", None)
+                state.run_meta.pop("status", None)
+        elif isinstance(event, RunFinished):
             state.finished = True
-            for key in ("status", "finished_at", "totals"):
-                if key in event:
-                    state.run_meta[key] = event[key]
+            state.run_meta["status"] = event.status
+            if event.finished_at is not None:
+                state.run_meta["finished_at"] = event.finished_at
+            if event.totals:
+                state.run_meta["totals"] = event.totals
     return state
 
 
@@ -390,8 +450,9 @@ def load_run(run_dir: str) -> Tuple[RunState, List[str]]:
 
     Returns ``(state, problems)``; raises RunDirError when the journal cannot be recovered at all.
     """
-    events, problems = read_journal(journal_path(run_dir))
+    events, problems = read_events(journal_path(run_dir))
     state = replay_state(events)
+    problems.extend(state.problems)
     results_path = os.path.join(run_dir, "results.json")
     try:
         with open(results_path, "rb") as f:

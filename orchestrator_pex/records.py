@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from typing import Annotated, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Annotated, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import attrs
 import cattrs
@@ -63,6 +63,8 @@ Text = Annotated[str, "a string"]
 Texts = Tuple[str, ...]  #: a list of strings (a tuple in memory)
 Counts = Dict[str, int]  #: an object whose values are non-negative integers
 OptObject = Optional[Dict[str, Any]]  #: an object (not looked into) or null
+Object = Annotated[Dict[str, Any], "an object"]  #: an object (not looked into)
+Objects = Annotated[List[Dict[str, Any]], "a list of objects"]  #: a list of objects (not looked into)
 
 
 @attrs.frozen
@@ -330,9 +332,23 @@ def document_to_json(doc: RunDocument) -> Dict[str, Any]:
 
 
 # -- journal events ------------------------------------------------------------------------------------------------
-# The events the orchestrator writes about instances and the run's end (README: "Events"), each a frozen class written
-# by :func:`event_to_json` as ``{"event": KIND, field: value, ...}`` in field order. ``run_started`` is the run
-# metadata itself (RunDocument.meta) and ``warning``/``workspace_*`` are written where they happen.
+# Every event the orchestrator writes (README: "Events"; schemas/event.schema.json), each a frozen class written by
+# :func:`event_to_json` as ``{"event": KIND, field: value, ...}`` in field order, and read back by
+# :func:`event_from_json`.
+
+
+@attrs.frozen
+class RunStarted:
+    """A session of the run started. ``meta`` holds every run-level field known at start, in the order written
+    (``instances`` first: how many this session runs; then the run metadata, README "The results document"); the
+    journal adds ``orchestrator_pid`` and ``host``. Read back, ``meta`` is the whole event but ``event`` and
+    ``schema_version``, in the order written."""
+
+    meta: Object
+
+    @classmethod
+    def of(cls, instances: int, run_meta: Mapping[str, Any]) -> RunStarted:
+        return cls({"instances": instances, **run_meta})
 
 
 @attrs.frozen
@@ -341,10 +357,10 @@ class InstanceStarted:
     ``agent`` whose reader re-reads it."""
 
     name: Text
-    attempt: Count
-    at: OptText
-    stdout_offset: OptCount
-    agent: OptText
+    attempt: Count = 1
+    at: OptText = None
+    stdout_offset: OptCount = None
+    agent: OptText = None
 
 
 @attrs.frozen
@@ -352,17 +368,61 @@ class InstanceRetry:
     """An attempt ended in a transient API error; the next starts after ``delay_s``."""
 
     name: Text
-    attempt: Count
-    api_error_status: OptInt
-    delay_s: Amount
+    attempt: Count = 1
+    api_error_status: OptInt = None
+    delay_s: Amount = 0.0
 
 
 @attrs.frozen
 class InstanceFinished:
-    """An instance's final record (its JSON object, :func:`to_json`, as the scheduler keeps it)."""
+    """An instance's final record (its JSON object, :func:`to_json`, as the scheduler keeps it). Read back, the
+    record is checked to be an object; :func:`record_from_json` structures it where it is used (``runs show``,
+    ``resume``'s rebuilt document, recovery), so replaying a journal costs no record structuring."""
 
     name: Text
-    record: Dict[str, Any]
+    record: Object
+
+
+@attrs.frozen
+class WorkspaceBases:
+    """The (repository, base ref) pairs of worktree instances resolved at the start of a session: ``bases`` is a
+    list of ``{"repo", "ref", "commit"}`` (read back as written; :class:`orchestrator_pex.workspace.Manager` keeps
+    only well-formed entries)."""
+
+    bases: Objects
+
+
+@attrs.frozen
+class WorkspaceCreated:
+    """An instance's git worktree exists (journaled before its first attempt)."""
+
+    name: Text
+    repo: Text
+    path: Text
+    branch: Text
+    base: Text
+
+
+@attrs.frozen
+class WarningEvent:
+    """A warning (``event: "warning"``)."""
+
+    message: Text
+
+
+@attrs.frozen
+class ProgressEvent:
+    """The periodic ``progress`` event (``--progress json``, ``runs watch``; never journaled)."""
+
+    done: Count
+    total: Count
+    by_state: Counts
+    running: Count
+    elapsed_s: Amount
+    eta_s: OptAmount
+    tokens: Count
+    cost_usd: Amount
+    budget: Object
 
 
 @attrs.frozen
@@ -373,19 +433,30 @@ class RunFinished:
     status: Text
     exit_status: OptInt = None
     finished_at: OptText = None
-    totals: Dict[str, Any] = attrs.field(factory=dict)
+    totals: Object = attrs.field(factory=dict)
     note: OptText = None
-    internal_error: Optional[Dict[str, Any]] = None
+    internal_error: OptObject = None
 
 
-EVENT_KINDS: Dict[type, str] = {InstanceStarted: "instance_started", InstanceRetry: "instance_retry",
-                                InstanceFinished: "instance_finished", RunFinished: "run_finished"}
+#: an event of the journal or of the JSON logs
+Event = Union[RunStarted, InstanceStarted, InstanceRetry, InstanceFinished, WorkspaceBases, WorkspaceCreated,
+              WarningEvent, ProgressEvent, RunFinished]
+EVENT_KINDS: Dict[type, str] = {
+    RunStarted: "run_started", InstanceStarted: "instance_started", InstanceRetry: "instance_retry",
+    InstanceFinished: "instance_finished", WorkspaceBases: "workspace_bases", WorkspaceCreated: "workspace_created",
+    WarningEvent: "warning", ProgressEvent: "progress", RunFinished: "run_finished",
+}
+EVENT_CLASSES: Dict[str, type] = {kind: cls for cls, kind in EVENT_KINDS.items()}
 _OMITTED_WHEN_NONE = ("exit_status", "note", "internal_error")  # of run_finished
 
 
-def event_to_json(event: Any) -> Dict[str, Any]:
-    """``event`` (one of :data:`EVENT_KINDS`) as its journal/JSON-log object: ``event`` first, then its fields."""
+def event_to_json(event: Event) -> Dict[str, Any]:
+    """``event`` (one of :data:`EVENT_KINDS`) as its journal/JSON-log object: ``event`` first, then its fields
+    (``run_started``: its ``meta``, in order)."""
     out: Dict[str, Any] = {"event": EVENT_KINDS[type(event)]}
+    if isinstance(event, RunStarted):
+        out.update(event.meta)
+        return out
     for field in attrs.fields(type(event)):
         value = getattr(event, field.name)
         if value is None and field.name in _OMITTED_WHEN_NONE:
@@ -499,10 +570,23 @@ def _object(v: Any, _: Any) -> Optional[Dict[str, Any]]:
     raise _fail("an object or null", v)
 
 
+def _strict_object(v: Any, _: Any) -> Dict[str, Any]:
+    if isinstance(v, dict):
+        return v
+    raise _fail("an object", v)
+
+
+def _objects(v: Any, _: Any) -> List[Dict[str, Any]]:
+    if isinstance(v, list) and all(isinstance(x, dict) for x in v):
+        return v
+    raise _fail("a list of objects", v)
+
+
 _converter = cattrs.Converter(detailed_validation=True)  # unknown keys are ignored (see the module docstring)
 _HOOKS: Dict[Any, Callable[[Any, Any], Any]] = {
     Count: _count, OptCount: _opt_count, OptInt: _opt_int, Amount: _amount, OptAmount: _opt_amount,
-    Text: _text, OptText: _opt_text, Texts: _texts, Counts: _counts, OptObject: _object,
+    Text: _text, OptText: _opt_text, Texts: _texts, Counts: _counts, OptObject: _object, Object: _strict_object,
+    Objects: _objects,
 }
 
 
@@ -528,6 +612,9 @@ def _attrs_hook(cls: type) -> Callable[[Any, Any], Any]:
 
 _converter.register_structure_hook(Tokens, _attrs_hook(Tokens))
 _converter.register_structure_hook(InstanceRecord, _attrs_hook(InstanceRecord))  # after Tokens: it uses its hook
+for _cls in EVENT_KINDS:
+    if _cls is not RunStarted:  # its meta is the whole event (event_from_json)
+        _converter.register_structure_hook(_cls, _attrs_hook(_cls))
 
 # Writing: cattrs' generated function (attribute order, no per-field type dispatch beyond what is needed).
 _converter.register_unstructure_hook_func(_is(Texts), list)
@@ -589,3 +676,29 @@ def _first_problem(exc: BaseException, path: str) -> Tuple[str, str]:
         inner, message = message.split(": ", 1)
         path = f"{path}.{inner}".lstrip(".")
     return path, message
+
+
+_NOT_META = ("event", "schema_version")  # of run_started: every line has them; the results document adds its own
+
+
+def event_from_json(obj: Any, file: str, line: int) -> Optional[Event]:
+    """The event a JSON object holds (one line of a journal: ``file``, line number ``line``), read leniently like a
+    record (missing fields take their defaults, unknown keys are dropped, ``schema_version`` too); None for an
+    object that is not an event of a kind this version knows (readers skip those: a newer version's kinds). A field
+    of the wrong type raises :class:`RecordError`, one line naming it: ``FILE: line 7: attempt: expected ...``.
+    ``run_started`` keeps every key but ``event`` and ``schema_version`` in its ``meta``, in order (unchecked: the
+    run metadata is read where it is used, as before)."""
+    if not isinstance(obj, dict):
+        return None
+    kind = obj.get("event")
+    cls = EVENT_CLASSES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return None
+    if cls is RunStarted:
+        return RunStarted({k: v for k, v in obj.items() if k not in _NOT_META})
+    try:
+        event: Event = _converter.structure(obj, cls)
+    except Exception as exc:  # noqa: BLE001 - every structuring failure becomes the one-line error
+        where, message = _first_problem(exc, "")
+        raise RecordError(file, f"line {line}: {where}" if where else f"line {line}", message) from None
+    return event

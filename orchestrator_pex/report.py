@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 from orchestrator_pex import strictjson
 from orchestrator_pex.errors import plural
 from orchestrator_pex.progress import ACTIVE, Progress, Row
+from orchestrator_pex.records import ProgressEvent, WarningEvent, event_to_json
 from orchestrator_pex.results import iso
 from orchestrator_pex.vocabulary import SCHEMA_VERSION, InstanceStatus
 
@@ -219,9 +220,9 @@ class Console:
     def note(self, message: str) -> None:
         """A warning that is not an event of its own (budget crossed in warn mode, skipped lines...)."""
         if self.mode == "json":
-            self._write(strictjson.dumps({"schema_version": SCHEMA_VERSION, "ts": iso(time.time()), "event": "warning",
-                                    "message": self.scrub(message)},
-                                   ensure_ascii=False) + "\n")
+            self._write(strictjson.dumps({"schema_version": SCHEMA_VERSION, "ts": iso(time.time()),
+                                          **event_to_json(WarningEvent(self.scrub(message)))},
+                                         ensure_ascii=False) + "\n")
         elif self.mode == "table":
             self._erase()
             self._write(f"warning: {self.scrub(message)}\n")
@@ -335,12 +336,10 @@ class Console:
 def progress_event(p: Progress, now: float) -> Dict[str, Any]:
     """The periodic ``progress`` event of ``--json-logs`` (and ``runs watch --json``)."""
     eta = p.eta(now)
-    return {
-        "schema_version": SCHEMA_VERSION, "event": "progress", "done": p.done, "total": p.total, "by_state": p.counts(),
-        "running": sum(1 for r in p.rows if r.state in ACTIVE), "elapsed_s": round(now - p.started_at, 3),
-        "eta_s": None if eta is None else round(eta, 3), "tokens": p.tokens, "cost_usd": round(p.cost_usd, 6),
-        "budget": {"max_tokens": p.budget_tokens, "max_cost_usd": p.budget_cost_usd},
-    }
+    return {"schema_version": SCHEMA_VERSION, **event_to_json(ProgressEvent(
+        p.done, p.total, p.counts(), sum(1 for r in p.rows if r.state in ACTIVE), round(now - p.started_at, 3),
+        None if eta is None else round(eta, 3), p.tokens, round(p.cost_usd, 6),
+        {"max_tokens": p.budget_tokens, "max_cost_usd": p.budget_cost_usd}))}
 
 
 def summary_table(doc: Dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ import trio
 
 from orchestrator_pex import errors, internal_errors, progress, results, secrets, vocabulary
 from orchestrator_pex.plan import Plan
-from orchestrator_pex.records import InstanceFinished, RunFinished, event_to_json
+from orchestrator_pex.records import InstanceFinished, RunFinished, RunStarted, WarningEvent, event_to_json
 from orchestrator_pex.report import Console
 from orchestrator_pex.scheduler import Scheduler
 from orchestrator_pex.version import version
@@ -134,10 +134,10 @@ async def execute(
             if metrics_file:
                 top.start_soon(_write_metrics_periodically, metrics_file, run_meta, scheduler, prior, console)
             try:
-                await scheduler.emit({"event": "run_started", "instances": len(scheduler.states), **run_meta})
+                await scheduler.emit(event_to_json(RunStarted.of(len(scheduler.states), run_meta)))
                 if start_at is not None:
                     with wait_scope:
-                        await console.emit({"event": "warning", "message": f"waiting until {start_at.isoformat()}"})
+                        await console.emit(event_to_json(WarningEvent(f"waiting until {start_at.isoformat()}")))
                         await trio.sleep(max(0.0, start_at.timestamp() - time.time()))
                 await scheduler.run_all()
             finally:
@@ -250,12 +250,12 @@ async def _write_outputs(doc: Dict[str, Any], run_dir: str, plan: Plan, console:
             await trio.to_thread.run_sync(
                 lambda: html_report.write_for_run(run_dir, doc, budget=html_report.budget_of(plan.batch)))
         except Exception as exc:  # noqa: BLE001 - the report is a view; the run's results stand without it
-            await console.emit({"event": "warning", "message": f"report.html not written: {exc}"})
+            await console.emit(event_to_json(WarningEvent(f"report.html not written: {exc}")))
     if metrics_file:
         try:
             await trio.to_thread.run_sync(metrics.write, metrics_file, doc, time.time())
         except Exception as exc:  # noqa: BLE001 - metrics are a view; the run's results stand without them
-            await console.emit({"event": "warning", "message": f"{metrics_file}: metrics not written: {exc}"})
+            await console.emit(event_to_json(WarningEvent(f"{metrics_file}: metrics not written: {exc}")))
 
 
 async def _write_metrics_periodically(path: str, run_meta: Dict[str, Any], scheduler: Scheduler,
@@ -274,5 +274,5 @@ async def _write_metrics_periodically(path: str, run_meta: Dict[str, Any], sched
         except Exception as exc:  # noqa: BLE001 - metrics are best effort while running
             if not warned:
                 warned = True
-                await console.emit({"event": "warning", "message": f"{path}: metrics not written: {exc}"})
+                await console.emit(event_to_json(WarningEvent(f"{path}: metrics not written: {exc}")))
         await trio.sleep(metrics.INTERVAL)

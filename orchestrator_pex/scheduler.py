@@ -58,7 +58,16 @@ from orchestrator_pex.agents import dialect
 from orchestrator_pex.headroom import Headroom
 from orchestrator_pex.plan import Launch, Plan
 from orchestrator_pex.pressure import admission
-from orchestrator_pex.records import InstanceFinished, InstanceRecord, InstanceRetry, InstanceStarted, event_to_json
+from orchestrator_pex.records import (
+    InstanceFinished,
+    InstanceRecord,
+    InstanceRetry,
+    InstanceStarted,
+    WarningEvent,
+    WorkspaceBases,
+    WorkspaceCreated,
+    event_to_json,
+)
 from orchestrator_pex.runtime import DEFAULT_MAX_LINE, Attempt, run_attempt
 from orchestrator_pex.spill import Spill
 from orchestrator_pex.vocabulary import InstanceStatus, StopReason
@@ -298,7 +307,7 @@ class Scheduler:
         if self.workspaces is not None:
             bases = await trio.to_thread.run_sync(self.workspaces.resolve_bases, [s.launch for s in self.states])
             if bases:
-                await self.emit({"event": "workspace_bases", "bases": bases})
+                await self.emit(event_to_json(WorkspaceBases(bases)))
         async with trio.open_nursery() as batch_nursery:
             if self.deadline is not None:
                 batch_nursery.start_soon(self._deadline_watch)
@@ -396,7 +405,7 @@ class Scheduler:
     async def _deadline_watch(self) -> None:
         assert self.deadline is not None  # started only when there is one
         await trio.sleep_until(self.started_mono + self.deadline)
-        await self.emit({"event": "warning", "message": f"batch deadline of {self.deadline:g}s reached"})
+        await self.emit(event_to_json(WarningEvent(f"batch deadline of {self.deadline:g}s reached")))
         self._stop_all(StopReason.DEADLINE)
 
     async def _admit(self, state: InstanceState) -> bool:
@@ -468,8 +477,7 @@ class Scheduler:
                 except WorkspaceError as exc:
                     error = f"workspace: {exc}"
                     return
-                await self.emit({"event": "workspace_created", "name": name, "repo": ws.repo, "path": ws.path,
-                                  "branch": ws.branch, "base": ws.base})
+                await self.emit(event_to_json(WorkspaceCreated(name, ws.repo, ws.path, ws.branch, ws.base)))
                 self.workspaces.created[name] = {"base": ws.base}
                 launch = attrs.evolve(launch, cwd=ws.cwd)
                 if self.stopped is not None and self.stopped.instance_status is not None:
@@ -515,8 +523,8 @@ class Scheduler:
             auth_failed = last is not None and last.acct.api_error_status == 401
             if status == InstanceStatus.API_ERROR and auth_failed and self.stopped is None:
                 self.stopped = StopReason.AUTH
-                await self.emit({"event": "warning", "message": f"{name}: authentication failed (401): "
-                                  "no further instances will be started"})
+                await self.emit(event_to_json(WarningEvent(f"{name}: authentication failed (401): "
+                                                          "no further instances will be started")))
         except BaseException as exc:  # noqa: BLE001 - the instance's error boundary
             if _cancellation(exc):
                 # Cancelled from outside the scheduler's own stops (those end attempts through Attempt.stop): the
