@@ -1,8 +1,10 @@
 """The run journal: an append-only, fsynced JSON-lines file that ``results.json`` can always be rebuilt from.
 
 File: ``<run_dir>/journal.jsonl``. One JSON object per line, each with an ``"event"`` key (``run_started``,
-``instance_started``, ``instance_finished``, ``run_finished``; readers ignore kinds they do not know). Lines are only
-ever appended; a resumed run appends to the same file.
+``instance_started``, ``instance_retry``, ``instance_finished``, ``workspace_bases``, ``workspace_created``,
+``warning``, ``run_finished``: the classes of :mod:`orchestrator_pex.records`, written through
+:func:`~orchestrator_pex.records.event_to_json`; readers ignore kinds they do not know). Lines are only ever
+appended; a resumed run appends to the same file.
 
 Durability: :meth:`Journal.emit` (trio) and :meth:`Journal.append_sync` (plain code) return only once the event's
 line has been written *and* ``fsync``-ed. ``emit`` does the fsync in a worker thread with *group commit*: events that
@@ -16,12 +18,19 @@ Every ``run_started`` written is annotated with the writer's ``orchestrator_pid`
 tell a live run from an interrupted one). With ``$ORCHESTRATOR_PEX_JOURNAL_STATS`` set, closing a journal appends its
 event/fsync counts to that file (benchmarks).
 
-Reading: :func:`read_journal` recovers every valid line. A torn last line (the process died mid-write), undecodable
-or non-JSON lines, and exact duplicates of state events (run/instance started/finished) are reported as *problems*,
-never raised; only a journal with no usable ``run_started`` event (or one that cannot be read at all) raises
-:class:`RunDirError`. :func:`load_run` also trusts a success recorded in ``results.json`` that the journal lost.
-:func:`replay` folds events into ``(run_meta, records_by_name)`` where a later record replaces an earlier one for
-the same instance, except that a recorded success is never replaced.
+Reading: :func:`read_events` recovers every valid line as a typed event (:func:`records.event_from_json`: missing
+fields take their defaults, unknown keys are dropped, kinds this version does not know are skipped silently);
+:func:`read_journal` recovers the same lines as JSON objects (every kind kept; the live view, the HTML report and the
+worktree manager read those). A torn last line (the process died mid-write), undecodable or non-JSON lines, exact
+duplicates of state events (run/instance started/finished) and, for :func:`read_events`, an event of a known kind
+holding a value of the wrong type (``FILE: line N: KEY: expected ...; event skipped``) are reported as *problems*,
+one line each, never raised; only a journal with no usable ``run_started`` event (or one that cannot be read at
+all) raises :class:`RunDirError`. :func:`load_run` (typed) also trusts a success recorded in ``results.json`` that
+the journal lost. :func:`replay_state` folds typed events (JSON objects given to it are structured first, a
+malformed one skipped into :attr:`RunState.problems`) and :func:`replay` into ``(run_meta, records_by_name)`` where
+a later record replaces an earlier one for the same instance, except that a recorded success is never replaced.
+Records stay JSON objects in the fold; :func:`records.record_from_json` structures them where they are used
+(``runs show``, the rebuilt document, recovery), so replaying a journal structures no record.
 """
 
 from __future__ import annotations

@@ -25,9 +25,12 @@ what the dict-built records were. :func:`record_from_json` (read: the journal, `
 
 The results document has its classes here too: :class:`Totals` (``totals``, summed leniently from record objects)
 and :class:`RunDocument` (the run's metadata in the order it was recorded, its totals, its records), written by
-:func:`document_to_json`; and so do the journal events about instances and the run's end
-(:class:`InstanceStarted`, :class:`InstanceRetry`, :class:`InstanceFinished`, :class:`RunFinished`), written by
-:func:`event_to_json` with the keys, in the order, the README's "Events" table lists.
+:func:`document_to_json`; and so does every event of the journal and the JSON logs (:class:`RunStarted`,
+:class:`InstanceStarted`, :class:`InstanceRetry`, :class:`InstanceFinished`, :class:`WorkspaceBases`,
+:class:`WorkspaceCreated`, :class:`WarningEvent`, :class:`ProgressEvent`, :class:`RunFinished`), written by
+:func:`event_to_json` with the keys, in the order, the README's "Events" table lists, and read back by
+:func:`event_from_json` as leniently as a record (a value of the wrong type: :class:`RecordError`,
+``FILE: line N: KEY: message``; a kind this version does not know: None).
 
 Memory: a record holds nothing but its fields (``__slots__``); the scheduler keeps a finished record as compact
 JSON bytes (:func:`encode`), which is smaller still.
