@@ -51,6 +51,7 @@ from orchestrator_pex.records import (
     RunFinished,
     RunStarted,
     event_from_json,
+    typed_events,
 )
 from orchestrator_pex.vocabulary import FAILED_STATUSES, SCHEMA_VERSION, InstanceStatus
 
@@ -389,15 +390,7 @@ def replay_state(events: Iterable[Union[Event, Dict[str, Any]]], path: str = JOU
     position in ``events`` standing for its line): an unknown kind is ignored, a malformed one skipped and reported
     in :attr:`RunState.problems`."""
     state = RunState()
-    for index, item in enumerate(events):
-        if isinstance(item, dict):
-            try:
-                event = event_from_json(item, path, index + 1)
-            except RecordError as exc:
-                state.problems.append(f"{exc}; event skipped")
-                continue
-        else:
-            event = item
+    for event in typed_events(events, path, state.problems):
         if isinstance(event, InstanceStarted):
             name = event.name
             state.in_flight[name] = event

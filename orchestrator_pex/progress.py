@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
+from orchestrator_pex import records
 from orchestrator_pex.results import epoch
 from orchestrator_pex.vocabulary import ACTIVE_STATUSES, InstanceStatus
 
@@ -138,9 +139,10 @@ def from_scheduler(scheduler: Any, started_at: float) -> Progress:
     )
 
 
-def from_journal(events: Iterable[Mapping[str, Any]], names: Sequence[str], *,
+def from_journal(events: Iterable[Any], names: Sequence[str], *,
                  budget_tokens: Optional[int] = None, budget_cost_usd: Optional[float] = None) -> Progress:
-    """Snapshot of a run from its journal events; ``names`` are the instances of the run, in batch order.
+    """Snapshot of a run from its journal events (typed, :func:`orchestrator_pex.journal.read_events`; JSON objects
+    are structured first, :func:`records.typed_events`); ``names`` are the instances of the run, in batch order.
 
     An instance with ``instance_started`` and no ``instance_finished`` since is ``running`` (``retrying`` after an
     ``instance_retry``); one with no event is ``pending``. The latest ``run_started`` gives the start time (a resumed
@@ -149,28 +151,25 @@ def from_journal(events: Iterable[Mapping[str, Any]], names: Sequence[str], *,
     rows: Dict[str, Row] = {n: Row(name=n, state=InstanceStatus.PENDING) for n in names}
     started_at = None
     finished = False
-    for e in events:
-        kind = e.get("event")
-        name = e.get("name")
-        if kind == "run_started":
-            started_at = _epoch(e.get("started_at")) or started_at
+    for e in records.typed_events(events, "journal"):
+        if isinstance(e, records.RunStarted):
+            started_at = _epoch(e.meta.get("started_at")) or started_at
             finished = False
-        elif kind == "run_finished":
+        elif isinstance(e, records.RunFinished):
             finished = True
-        elif kind == "instance_started" and isinstance(name, str):
-            old = rows.get(name) or Row(name=name, state=InstanceStatus.PENDING)
-            at = _epoch(e.get("at"))
+        elif isinstance(e, records.InstanceStarted):
+            old = rows.get(e.name) or Row(name=e.name, state=InstanceStatus.PENDING)
+            at = _epoch(e.at)
             retrying = old.state == InstanceStatus.RETRYING
-            rows[name] = attrs.evolve(old, state=InstanceStatus.RUNNING,
-                                      attempts=int(e.get("attempt") or old.attempts + 1),
-                                      started_at=old.started_at if retrying else at or old.started_at,
-                                      finished_at=None)
-        elif kind == "instance_retry" and isinstance(name, str) and name in rows:
-            rows[name] = attrs.evolve(rows[name], state=InstanceStatus.RETRYING)
-        elif kind == "instance_finished" and isinstance(name, str) and isinstance(e.get("record"), dict):
-            tags = e["record"].get("tags")
+            rows[e.name] = attrs.evolve(old, state=InstanceStatus.RUNNING, attempts=e.attempt or old.attempts + 1,
+                                        started_at=old.started_at if retrying else at or old.started_at,
+                                        finished_at=None)
+        elif isinstance(e, records.InstanceRetry) and e.name in rows:
+            rows[e.name] = attrs.evolve(rows[e.name], state=InstanceStatus.RETRYING)
+        elif isinstance(e, records.InstanceFinished):
+            tags = e.record.get("tags")
             tags = [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else ()
-            rows[name] = row_from_record(e["record"], tags)
+            rows[e.name] = row_from_record(e.record, tags)
     ordered = tuple(rows.values())
     return Progress(
         rows=ordered, started_at=started_at or time.time(), tokens=sum(r.tokens for r in ordered),

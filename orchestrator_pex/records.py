@@ -40,7 +40,20 @@ from __future__ import annotations
 
 import datetime
 import math
-from typing import Annotated, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Annotated,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import attrs
 import cattrs
@@ -679,6 +692,25 @@ def _first_problem(exc: BaseException, path: str) -> Tuple[str, str]:
         inner, message = message.split(": ", 1)
         path = f"{path}.{inner}".lstrip(".")
     return path, message
+
+
+def typed_events(items: Iterable[Any], file: str, problems: Optional[List[str]] = None) -> Iterator[Event]:
+    """``items`` as typed events: events pass through, JSON objects are structured by :func:`event_from_json` (their
+    position in ``items`` standing for the line); an object of an unknown kind is left out, a malformed one left out
+    and its one line (``...; event skipped``) appended to ``problems``."""
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            if type(item) in EVENT_KINDS:
+                yield item
+            continue
+        try:
+            event = event_from_json(item, file, index + 1)
+        except RecordError as exc:
+            if problems is not None:
+                problems.append(f"{exc}; event skipped")
+            continue
+        if event is not None:
+            yield event
 
 
 _NOT_META = ("event", "schema_version")  # of run_started: every line has them; the results document adds its own

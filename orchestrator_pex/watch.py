@@ -18,21 +18,21 @@ import sys
 import time
 from typing import List, Optional, Tuple
 
-from orchestrator_pex import errors, history, journal, progress, report
+from orchestrator_pex import errors, history, journal, progress, records, report
 from orchestrator_pex.results import iso
 
 
 def snapshot(run_dir: str) -> Tuple[progress.Progress, Optional[int], bool]:
     """``(progress, recorded exit status or None, writer alive)`` of the run in ``run_dir`` now."""
-    events, _ = journal.read_journal(journal.journal_path(run_dir))
+    events, _ = journal.read_events(journal.journal_path(run_dir))
     state = journal.replay_state(events)
     names = history.batch_instance_names(run_dir, state, None)
-    last_start = max(i for i, e in enumerate(events) if e.get("event") == "run_started")
+    last_start = max(i for i, e in enumerate(events) if isinstance(e, records.RunStarted))
     view = progress.from_journal(events, names)
     exit_status = None
     for event in events[last_start:]:
-        if event.get("event") == "run_finished" and isinstance(event.get("exit_status"), int):
-            exit_status = event["exit_status"]
+        if isinstance(event, records.RunFinished) and event.exit_status is not None:
+            exit_status = event.exit_status
     return view, exit_status, history.writer_alive(state.run_meta)
 
 

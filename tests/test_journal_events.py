@@ -201,3 +201,30 @@ def test_resumed_sessions_fold_like_before():
     assert state.run_meta == {"run_id": "r", "started_at": AT, "orchestrator_pid": 2, "host": "h2", "instances": 2,
                               "resumed_at": ["2026-01-02T00:00:00.000Z"]}
     assert list(state.run_meta)[:5] == ["run_id", "started_at", "orchestrator_pid", "host", "instances"]
+
+
+@pytest.mark.damages_documents
+def test_the_live_view_folds_typed_events_and_skips_a_garbled_one(tmp_path):
+    from orchestrator_pex import progress, watch
+
+    run_dir = tmp_path / "r"
+    path = _write(run_dir, [
+        {"schema_version": 1, "event": "run_started", "run_id": "r", "started_at": AT, "orchestrator_pid": 1},
+        {"schema_version": 1, "event": "instance_started", "name": "a", "attempt": 1, "at": AT},
+        {"schema_version": 1, "event": "instance_started", "name": "b", "attempt": "two", "at": AT},
+        {"schema_version": 1, "event": "instance_finished", "name": "a", "record": RECORD},
+        {"schema_version": 1, "event": "instance_started", "name": "c", "attempt": 2, "at": AT},
+        {"schema_version": 1, "event": "instance_retry", "name": "c", "attempt": 2, "delay_s": 1.5},
+        {"schema_version": 1, "event": "run_finished", "status": "failed", "exit_status": 1, "finished_at": AT},
+    ])
+    typed, _ = journal.read_events(str(path))
+    objects, _ = journal.read_journal(str(path))
+    names = ["a", "b", "c"]
+    view = progress.from_journal(typed, names)
+    assert view == progress.from_journal(objects, names)  # JSON objects are structured the same way
+    assert [(r.name, r.state, r.attempts) for r in view.rows] == [("a", "not-started", 0), ("b", "pending", 0),
+                                                                   ("c", "retrying", 2)]
+    assert view.finished
+    shown, exit_status, alive = watch.snapshot(str(run_dir))
+    # no batch copy: watch knows the instances the journal names (b's only event was skipped)
+    assert exit_status == 1 and not alive and shown.rows == progress.from_journal(typed, ["a", "c"]).rows
