@@ -20,8 +20,8 @@ event/fsync counts to that file (benchmarks).
 
 Reading: :func:`read_events` recovers every valid line as a typed event (:func:`records.event_from_json`: missing
 fields take their defaults, unknown keys are dropped, kinds this version does not know are skipped silently);
-:func:`read_journal` recovers the same lines as JSON objects (every kind kept; the live view, the HTML report and the
-worktree manager read those). A torn last line (the process died mid-write), undecodable or non-JSON lines, exact
+:func:`read_journal` recovers the same lines as JSON objects (every kind kept; the HTML report and the worktree
+manager read those). A torn last line (the process died mid-write), undecodable or non-JSON lines, exact
 duplicates of state events (run/instance started/finished) and, for :func:`read_events`, an event of a known kind
 holding a value of the wrong type (``FILE: line N: KEY: expected ...; event skipped``) are reported as *problems*,
 one line each, never raised; only a journal with no usable ``run_started`` event (or one that cannot be read at
