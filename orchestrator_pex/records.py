@@ -218,8 +218,8 @@ class InstanceRecord:
             agent=agent,
             status=status,
             exit_code=last.exit_code if last else None,
-            started_at=_iso(started),
-            finished_at=_iso(finished),
+            started_at=iso(started),
+            finished_at=iso(finished),
             duration_s=round(finished - started, 3) if started and finished else None,
             attempts=len(attempts),
             tokens=Tokens.of(tokens),
@@ -491,8 +491,9 @@ def weakest(sources: Iterable[Optional[str]]) -> Optional[str]:
     return None
 
 
-def _iso(ts: Optional[float]) -> Optional[str]:
-    """A timestamp as ISO 8601 UTC with milliseconds and ``Z`` (:func:`orchestrator_pex.results.iso`)."""
+def iso(ts: Optional[float]) -> Optional[str]:
+    """Seconds since the epoch as ISO 8601 UTC with milliseconds and ``Z`` (every timestamp the documents hold);
+    None for None or 0 (never happened)."""
     if not ts:
         return None
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="milliseconds").replace(

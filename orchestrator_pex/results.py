@@ -23,7 +23,17 @@ import secrets
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, cast
 
 from orchestrator_pex import atomic_file, strictjson, vocabulary
-from orchestrator_pex.records import InstanceRecord, RunDocument, Totals, document_to_json, to_json, totals_to_json
+from orchestrator_pex.records import (
+    InstanceRecord,
+    RunDocument,
+    Totals,
+    document_to_json,
+    to_json,
+    totals_to_json,
+)
+from orchestrator_pex.records import (
+    iso as iso,  # re-exported: the one timestamp format lives in records
+)
 from orchestrator_pex.vocabulary import SCHEMA_VERSION, TOKEN_KEYS, TOKEN_TOTAL  # noqa: F401  (re-exported, as before)
 
 #: the final instance statuses, in ``totals.by_status`` order (defined in :mod:`vocabulary`).
@@ -52,14 +62,6 @@ def log_stem(name: str) -> str:
 def default_results_dir() -> str:
     """``$ORCHESTRATOR_PEX_RESULTS_DIR``, else ``./orchestrator-runs`` under the current directory."""
     return os.environ.get(ENV_RESULTS_DIR) or os.path.join(os.getcwd(), "orchestrator-runs")
-
-
-def iso(ts: Optional[float]) -> Optional[str]:
-    if not ts:
-        return None
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
 
 
 def epoch(stamp: Any) -> Optional[float]:
