@@ -198,7 +198,7 @@ def test_self_verify_catches_a_resigned_bundle_with_another_sbom(bundle_v1, repo
                     str(copy / "SHA256SUMS")],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = run_pex(copy / pex_name, "self", "verify", "--trust", str(keys["allowed"]))
-    assert proc.returncode == 1 and "is not the SBOM" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and f"{sbom_name}: not the SBOM " in proc.stderr, proc.stderr
     (copy / sbom_name).write_bytes((bundle_v1 / sbom_name).read_bytes())
     (copy / "SHA256SUMS").write_text("".join(f"{sha256(copy / n)}  {n}\n" for n in sorted((pex_name, sbom_name))))
     (copy / "SHA256SUMS.sig").unlink()
