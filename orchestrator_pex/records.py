@@ -599,25 +599,13 @@ def _objects(v: Any, _: Any) -> List[Dict[str, Any]]:
     raise _fail("a list of objects", v)
 
 
-_converter = cattrs.Converter(detailed_validation=True)  # unknown keys are ignored (see the module docstring)
-_HOOKS: Dict[Any, Callable[[Any, Any], Any]] = {
-    Count: _count, OptCount: _opt_count, OptInt: _opt_int, Amount: _amount, OptAmount: _opt_amount,
-    Text: _text, OptText: _opt_text, Texts: _texts, Counts: _counts, OptObject: _object, Object: _strict_object,
-    Objects: _objects,
-}
-
-
 def _is(wanted: Any) -> Callable[[Any], bool]:
     """A cattrs predicate matching exactly the annotated type ``wanted``."""
     return lambda t: bool(t == wanted)
 
 
-for _type, _hook in _HOOKS.items():
-    _converter.register_structure_hook_func(_is(_type), _hook)
-
-
-def _attrs_hook(cls: type) -> Callable[[Any, Any], Any]:
-    inner: Callable[[Any, Any], Any] = cattrs.gen.make_dict_structure_fn(cls, _converter)
+def _attrs_hook(converter: cattrs.Converter, cls: type) -> Callable[[Any, Any], Any]:
+    inner: Callable[[Any, Any], Any] = cattrs.gen.make_dict_structure_fn(cls, converter)
 
     def hook(v: Any, _: Any) -> Any:
         if not isinstance(v, dict):
@@ -627,34 +615,58 @@ def _attrs_hook(cls: type) -> Callable[[Any, Any], Any]:
     return hook
 
 
-_converter.register_structure_hook(Tokens, _attrs_hook(Tokens))
-_converter.register_structure_hook(InstanceRecord, _attrs_hook(InstanceRecord))  # after Tokens: it uses its hook
-for _cls in EVENT_KINDS:
-    if _cls is not RunStarted:  # its meta is the whole event (event_from_json)
-        _converter.register_structure_hook(_cls, _attrs_hook(_cls))
-
-# Writing: cattrs' generated function (attribute order, no per-field type dispatch beyond what is needed).
-_converter.register_unstructure_hook_func(_is(Texts), list)
-_converter.register_unstructure_hook_func(_is(Counts), dict)
-
-
 def _copy_object(v: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     return None if v is None else dict(v)
 
 
-_converter.register_unstructure_hook_func(_is(OptObject), _copy_object)
-_to_json: Callable[[InstanceRecord], Dict[str, Any]] = cattrs.gen.make_dict_unstructure_fn(InstanceRecord, _converter)
-_totals_to_json: Callable[[Totals], Dict[str, Any]] = cattrs.gen.make_dict_unstructure_fn(Totals, _converter)
+class _Edges:
+    """The cattrs converter and the generated writers, built on first use: generating them costs tens of
+    milliseconds, which commands that never read or write a record (``--version``, ``run --dry-run``) do not pay."""
+
+    def __init__(self) -> None:
+        converter = cattrs.Converter(detailed_validation=True)  # unknown keys are ignored (see the module docstring)
+        hooks: Dict[Any, Callable[[Any, Any], Any]] = {
+            Count: _count, OptCount: _opt_count, OptInt: _opt_int, Amount: _amount, OptAmount: _opt_amount,
+            Text: _text, OptText: _opt_text, Texts: _texts, Counts: _counts, OptObject: _object,
+            Object: _strict_object, Objects: _objects,
+        }
+        for wanted, hook in hooks.items():
+            converter.register_structure_hook_func(_is(wanted), hook)
+        converter.register_structure_hook(Tokens, _attrs_hook(converter, Tokens))
+        # after Tokens: the record's hook uses it
+        converter.register_structure_hook(InstanceRecord, _attrs_hook(converter, InstanceRecord))
+        for cls in EVENT_KINDS:
+            if cls is not RunStarted:  # its meta is the whole event (event_from_json)
+                converter.register_structure_hook(cls, _attrs_hook(converter, cls))
+        # Writing: cattrs' generated function (attribute order, no per-field type dispatch beyond what is needed).
+        converter.register_unstructure_hook_func(_is(Texts), list)
+        converter.register_unstructure_hook_func(_is(Counts), dict)
+        converter.register_unstructure_hook_func(_is(OptObject), _copy_object)
+        self.converter = converter
+        self.to_json: Callable[[InstanceRecord], Dict[str, Any]] = cattrs.gen.make_dict_unstructure_fn(
+            InstanceRecord, converter)
+        self.totals_to_json: Callable[[Totals], Dict[str, Any]] = cattrs.gen.make_dict_unstructure_fn(
+            Totals, converter)
+
+
+_built: Optional[_Edges] = None
+
+
+def _edges() -> _Edges:
+    global _built
+    if _built is None:
+        _built = _Edges()
+    return _built
 
 
 def to_json(record: InstanceRecord) -> Dict[str, Any]:
     """``record`` as its JSON object (a fresh dict: the caller may keep or change it)."""
-    return _to_json(record)
+    return (_built or _edges()).to_json(record)
 
 
 def totals_to_json(totals: Totals) -> Dict[str, Any]:
     """``totals`` as its JSON object."""
-    return _totals_to_json(totals)
+    return (_built or _edges()).totals_to_json(totals)
 
 
 def encode(record: InstanceRecord) -> bytes:
@@ -669,7 +681,7 @@ def record_from_json(obj: Any, file: str, key: str = "", *, name: Optional[str] 
     if isinstance(obj, dict) and name is not None and "name" not in obj:
         obj = {**obj, "name": name}
     try:
-        record: InstanceRecord = _converter.structure(obj, InstanceRecord)
+        record: InstanceRecord = _edges().converter.structure(obj, InstanceRecord)
     except Exception as exc:  # noqa: BLE001 - every structuring failure becomes the one-line error
         where, message = _first_problem(exc, key)
         raise RecordError(file, where, message) from None
@@ -733,7 +745,7 @@ def event_from_json(obj: Any, file: str, line: int) -> Optional[Event]:
     if cls is RunStarted:
         return RunStarted({k: v for k, v in obj.items() if k not in _NOT_META})
     try:
-        event: Event = _converter.structure(obj, cls)
+        event: Event = _edges().converter.structure(obj, cls)
     except Exception as exc:  # noqa: BLE001 - every structuring failure becomes the one-line error
         where, message = _first_problem(exc, "")
         raise RecordError(file, f"line {line}: {where}" if where else f"line {line}", message) from None
