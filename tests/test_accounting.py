@@ -18,6 +18,7 @@ import pytest
 from orchestrator_pex import accounting
 from orchestrator_pex.accounting import Accounting
 from orchestrator_pex.pricing import estimate_cost
+from tests.support.ledger import accounting_state
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "claude-code-2.1.330"
 TRANSCRIPTS = sorted(REFERENCE.glob("*.jsonl"))
@@ -40,13 +41,7 @@ def account(lines) -> Accounting:
 
 def state(acct: Accounting) -> dict:
     """Everything accounting reports, for comparing two runs."""
-    return {
-        "tokens": acct.tokens(), "tools": dict(acct.tools), "model": acct.model, "session_id": acct.session_id,
-        "num_turns": acct.num_turns, "result": acct.result_text, "is_error": acct.is_error,
-        "api_error_status": acct.api_error_status, "result_seen": acct.result_seen, "cost": acct.cost_usd,
-        "cost_source": acct.cost_source, "messages": acct.messages, "api_retries": acct.api_retries,
-        "agent_version": acct.agent_version, "bad_lines": acct.bad_lines,
-    }
+    return {**accounting_state(acct), "bad_lines": acct.bad_lines}
 
 
 def reserialised(lines, **dumps_kwargs) -> list:

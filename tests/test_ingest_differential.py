@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from orchestrator_pex.accounting import Accounting
+from tests.support.ledger import accounting_state
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "claude-code-2.1.330"
 EVENTS = [json.loads(line) for path in sorted(REFERENCE.glob("*.jsonl"))
@@ -68,13 +69,7 @@ class Plain(Accounting):
 
 
 def ledger(acct: Accounting) -> dict:
-    return {
-        "tokens": acct.tokens(), "tools": dict(acct.tools), "model": acct.model, "session_id": acct.session_id,
-        "num_turns": acct.num_turns, "result": acct.result_text, "is_error": acct.is_error,
-        "api_error_status": acct.api_error_status, "result_seen": acct.result_seen, "cost": acct.cost_usd,
-        "cost_source": acct.cost_source, "messages": acct.messages, "api_retries": acct.api_retries,
-        "agent_version": acct.agent_version, "streamed": acct.streamed(),
-    }
+    return {**accounting_state(acct), "streamed": acct.streamed()}
 
 
 def _dumps(event, layout) -> str:
