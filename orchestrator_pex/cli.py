@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import re
 import sys
@@ -106,8 +107,33 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
+def whole_writes() -> None:
+    """Make ``sys.stdout`` and ``sys.stderr`` write every byte they are given.
+
+    Under ``python -u`` or ``PYTHONUNBUFFERED`` (common in systemd units, CI and containers) each is a text layer
+    straight over the raw file, and CPython's text layer ignores a short write: when the kernel writes only part of
+    the text (a terminal takes 2,048 bytes at a time and returns early when a signal is pending; a pipe whose reader
+    is slow, likewise), the rest is lost without an error — a live view cut in half, or a ``--json`` document
+    truncated. A buffered writer in between writes the rest. Line buffering keeps every line as prompt as before;
+    Python flushes both streams at exit. Streams that are not a text layer over a raw file (tests' captures) are
+    left as they are."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        raw = getattr(stream, "buffer", None)
+        if not isinstance(stream, io.TextIOWrapper) or not isinstance(raw, io.RawIOBase):
+            continue
+        try:
+            fd = raw.fileno()
+        except (OSError, ValueError):
+            continue
+        setattr(sys, name, io.TextIOWrapper(io.BufferedWriter(io.FileIO(fd, "wb", closefd=False)),
+                                            encoding=stream.encoding, errors=stream.errors, line_buffering=True,
+                                            write_through=True))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    whole_writes()
     if argv[:1] == ["agent-sim"]:  # fast path: the demo agent is started once per instance
         from orchestrator_pex import agent_sim
 

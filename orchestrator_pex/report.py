@@ -69,10 +69,11 @@ def fmt_duration(seconds: Optional[float]) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def choose_mode(progress: str, stream: TextIO = sys.stderr) -> str:
-    """The concrete form for ``--progress`` (``auto`` looks at ``stream`` and ``$TERM``)."""
+def choose_mode(progress: str, stream: Optional[TextIO] = None) -> str:
+    """The concrete form for ``--progress`` (``auto`` looks at ``stream``, default ``sys.stderr``, and ``$TERM``)."""
     if progress != "auto":
         return progress
+    stream = sys.stderr if stream is None else stream
     try:
         tty = stream.isatty()
     except ValueError:
@@ -184,12 +185,13 @@ def render_table(p: Progress, width: int, height: int, now: float) -> List[str]:
 
 
 class Console:
-    def __init__(self, mode: str, stream: TextIO = sys.stderr, summary_every: float = 10.0,
+    def __init__(self, mode: str, stream: Optional[TextIO] = None, summary_every: float = 10.0,
                  scrub: Callable[[str], str] = lambda s: s) -> None:
         if mode == "tty":  # the old name of the table form
             mode = "table"
         self.mode = mode
-        self.stream = stream
+        #: sys.stderr as it is now (cli.whole_writes may have replaced the one of import time)
+        self.stream = sys.stderr if stream is None else stream
         self.summary_every = summary_every
         self.scrub = scrub
         #: returns a fresh Progress snapshot; set by the runner once the batch exists
