@@ -11,22 +11,26 @@ Three parts, one job each:
   is False where ``/proc/pressure/cpu`` or ``/proc/stat`` is missing or unreadable (macOS, kernels before 4.20 or
   booted with ``psi=0``); the scheduler then keeps the per-instance busy rule of :mod:`orchestrator_pex.headroom`.
 * :class:`Controller`: pure (no clock, no I/O). Fed one window at a time (two samples, the number of instances
-  running, whether admission was held back by the width during the window), it answers :attr:`Controller.width`,
-  the number of instances that may run at once. Rules, checked in this order at the end of each window:
+  running and how many of them have not printed yet, whether admission was held back by the width during the
+  window), it answers :attr:`Controller.width`, the number of instances that may run at once. Rules, checked in
+  this order at the end of each window:
 
   1. *memory*: ``MemAvailable`` minus the estimated peak of one more instance under the reserve
      (``max(512 MiB, 5 % of RAM)``), or memory stall time over :data:`MEM_STALL` of the window → width × :data:`SHRINK`
      (at least one less), and :meth:`Controller.memory_ok` is False so nothing starts until it recovers;
   2. the width was not the limit during the window (fewer instances wanted to run) → hold: nothing was learned;
-  3. *CPU room*: idle time at least :data:`IDLE_ROOM` of the machine, or CPU stall time under :data:`LOW_STALL` of
-     the window → widen (× :data:`GROW`, at least one more; doubled when idle is at least half the machine);
+  3. *CPU room*: idle time, less one CPU for every running instance that has not printed yet (its start-up has
+     not shown in the idle time yet), at least :data:`IDLE_ROOM` of the machine → widen (× :data:`GROW`, at least one
+     more; doubled when that room is at least half the machine). Where idle time is not reported: CPU stall under
+     :data:`LOW_STALL` of the window with no instance starting;
   4. *pressure rose*: CPU stall time at least :data:`STALL_RISE` above the lowest seen this run and throughput (the
      progress rate) fell under :data:`FELL` × the rate before the last widening → step back to the width before it
      (at least × :data:`SHRINK`);
-  5. *throughput still rising*: some progress in the window, at least :data:`ROSE` × the rate before the last
-     widening → widen again (no progress at all under pressure teaches nothing: hold); × 2 when throughput grew
-     nearly in proportion to the last widening (at least :data:`SCALING` of it: the instances do not compete for
-     anything yet, e.g. agents that mostly wait, on a machine other work keeps busy), else × :data:`GROW`;
+  5. *throughput still rising*: at least :data:`MIN_EVENTS` progress events in the window (fewer are noise), at
+     least :data:`ROSE` × the rate before the last widening → widen again (too little progress teaches nothing:
+     hold); × 2 when throughput grew nearly in proportion to the last widening (at least :data:`SCALING` of it: the
+     instances do not compete for anything yet, e.g. agents that mostly wait, on a machine other work keeps busy),
+     else × :data:`GROW`;
   6. otherwise hold.
 
   The width stays within ``[1, cap]``; it starts at the number of CPUs. On a machine that other work already keeps
@@ -63,6 +67,10 @@ ROSE = 1.05  #: throughput ratio (after / before a widening) that means widening
 FELL = 0.90  #: throughput ratio under which widening hurt
 SCALING = 0.8  #: share of a widening that throughput must have grown by for the next widening to double
 MEM_STALL = 0.10  #: memory stall share of the window that means memory is short
+#: fewest progress events (stdout chunks + finishes) in a window for its rate to count as throughput that rose: one
+#: Claude Code instance prints about ten chunks in its life, so a 0.2 s window of a few instances sees 0-7 and the
+#: rate it gives is noise (P2 (a): rule 5 ratcheted the width up on it, 2 -> 14 in 5 s)
+MIN_EVENTS = 10
 
 
 def reserve_bytes(total: int) -> int:
@@ -119,9 +127,10 @@ def _share(x: float) -> float:
 class Controller:
     """The width controller (see the module docstring). Pure: feed it windows with :meth:`step`."""
 
-    def __init__(self, cap: int, start: int, peak_rss: int = PEAK_RSS["generic"]) -> None:
+    def __init__(self, cap: int, start: int, peak_rss: int = PEAK_RSS["generic"], cpus: Optional[int] = None) -> None:
         self.cap = max(1, cap)
         self.peak_rss = peak_rss
+        self.cpus = max(1, cpus or start)  #: CPUs of the machine (the idle share is of all of them)
         self._width = float(min(self.cap, max(1, start)))
         self._before = 0.0  # width before the last widening
         self._rate_before: Optional[float] = None  # throughput measured at that width
@@ -136,24 +145,25 @@ class Controller:
     def memory_ok(self) -> bool:
         return self._memory_ok
 
-    def step(self, window: Window, sample: Sample, running: int, limited: bool) -> int:
-        """One window ending at ``sample``: ``running`` instances at its end; ``limited``: some start was held back
-        by the width during it. Returns the new width."""
+    def step(self, window: Window, sample: Sample, running: int, limited: bool, starting: int = 0) -> int:
+        """One window ending at ``sample``: ``running`` instances at its end, ``starting`` of them not printed yet;
+        ``limited``: some start was held back by the width during it. Returns the new width."""
         self._memory_ok = self._memory_fine(window, sample)
         if window.cpu_stall is not None:
             self._min_stall = window.cpu_stall if self._min_stall is None else min(self._min_stall, window.cpu_stall)
+        room = self._room(window, starting)
         if not self._memory_ok:
             self._narrow(self._width * SHRINK, "memory")
         elif not limited:
             self.last_rule = "hold: width not the limit"
-        elif window.idle is not None and window.idle >= IDLE_ROOM or (
-                window.cpu_stall is not None and window.cpu_stall < LOW_STALL):
-            self._widen(window, 2.0 if window.idle is not None and window.idle >= 0.5 else GROW, "room")
+        elif room is not None and room >= IDLE_ROOM:
+            self._widen(window, 2.0 if room >= 0.5 else GROW, "room")
         elif self._rate_before is not None and window.cpu_stall is not None and self._min_stall is not None \
                 and window.cpu_stall >= self._min_stall + STALL_RISE and window.rate < FELL * self._rate_before:
             self._narrow(min(self._before, self._width * SHRINK) if self._before else self._width * SHRINK,
                          "pressure rose")
-        elif window.rate > 0 and (self._rate_before is None or window.rate >= ROSE * self._rate_before):
+        elif window.rate * window.seconds >= MIN_EVENTS and (
+                self._rate_before is None or window.rate >= ROSE * self._rate_before):
             before = self._rate_before
             scaling = bool(before and self._before) and window.rate >= (before or 0.0) * (
                 1 + SCALING * (self._width / (self._before or 1.0) - 1))
@@ -161,6 +171,17 @@ class Controller:
         else:
             self.last_rule = "hold"
         return self.width
+
+    def _room(self, window: Window, starting: int) -> Optional[float]:
+        """The share of the machine still free once every instance that has not printed yet is counted as using a
+        whole CPU (its start-up has not shown in the idle time yet: Claude Code needs about 1 s of CPU before its
+        first line); None where neither idle time nor CPU stall is reported. Without an idle figure, a CPU stall
+        under :data:`LOW_STALL` of the window with nothing starting counts as all the room there is to find."""
+        if window.idle is not None:
+            return window.idle - starting / self.cpus
+        if window.cpu_stall is not None and window.cpu_stall < LOW_STALL and not starting:
+            return IDLE_ROOM
+        return None
 
     def _memory_fine(self, window: Window, sample: Sample) -> bool:
         if window.mem_stall is not None and window.mem_stall >= MEM_STALL:
@@ -257,7 +278,8 @@ class PressureAdmission:
         from orchestrator_pex.headroom import Headroom
 
         self.sampler = sampler or ProcSampler().sample
-        self.controller = Controller(cap, cpus or cpu_count(), peak_rss)
+        cpus = cpus or cpu_count()
+        self.controller = Controller(cap, cpus, peak_rss, cpus)
         #: the busy rule (headroom.py), a floor under the width: None for none (tests)
         self.busy = Headroom(cpus) if busy == "default" else busy
         self._last: Optional[Sample] = None
@@ -273,9 +295,10 @@ class PressureAdmission:
             if self._last is not None:
                 window = Window.between(self._last, sample)
                 if window is not None:
-                    self.controller.step(window, sample, count, self._limited)
+                    starting = sum(1 for _, has_output in running_now if not has_output)
+                    self.controller.step(window, sample, count, self._limited, starting)
                     if self.trace_path:
-                        self._trace(window, sample, count)
+                        self._trace(window, sample, count, starting)
             self._last = sample
             self._limited = False
         if not count:
@@ -290,15 +313,16 @@ class PressureAdmission:
         return True
 
 
-    def _trace(self, window: Window, sample: Sample, running: int) -> None:
+    def _trace(self, window: Window, sample: Sample, running: int, starting: int) -> None:
         """Append this step to the trace file: strict JSON, one object per line; a file that cannot be written
         turns tracing off (it never stops a run)."""
         from orchestrator_pex import strictjson
 
         line = strictjson.dumps({
             "t": round(sample.t, 3), "width": self.controller.width, "rule": self.controller.last_rule,
-            "running": running, "limited": self._limited, "cpu_stall": window.cpu_stall, "idle": window.idle,
-            "mem_stall": window.mem_stall, "rate": round(window.rate, 3), "progress": sample.progress,
+            "running": running, "starting": starting, "limited": self._limited, "cpu_stall": window.cpu_stall,
+            "idle": window.idle, "mem_stall": window.mem_stall, "rate": round(window.rate, 3),
+            "progress": sample.progress,
         }, separators=(",", ":"))
         try:
             with open(self.trace_path or "", "a", encoding="utf-8") as f:

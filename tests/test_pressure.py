@@ -42,12 +42,12 @@ class Machine:
                       self.progress)
 
 
-def step(ctl: Controller, m: Machine, *, limited: bool = True, running: int = 0, **kw) -> int:
+def step(ctl: Controller, m: Machine, *, limited: bool = True, running: int = 0, starting: int = 0, **kw) -> int:
     before = m.now()
     after = m.advance(**kw)
     window = Window.between(before, after)
     assert window is not None
-    return ctl.step(window, after, running or ctl.width, limited)
+    return ctl.step(window, after, running or ctl.width, limited, starting)
 
 
 def test_window_shares_and_rate():
@@ -78,6 +78,47 @@ def test_idle_machine_widens_faster():
     assert fast.width > slow.width > 4
 
 
+def test_instances_not_printed_yet_count_as_using_a_cpu():
+    """Room is judged with every instance that has not printed yet counted as a busy CPU: its start-up has not shown
+    in the idle time yet (the P2 (a) cause: the width doubled every window on a quiet machine while Claude Code
+    instances were still starting, up to 16-17 where 2 at a time is best)."""
+    quiet = Machine()
+    ctl = Controller(cap=20, start=2, cpus=2)
+    assert step(ctl, quiet, idle=0.9, starting=2) == 2 and ctl.last_rule == "hold"  # 0.9 - 2/2: no room
+    assert step(ctl, quiet, idle=0.9, starting=1) == 3 and ctl.last_rule == "room"  # 0.4 left: × 1.25, at least +1
+    assert step(ctl, quiet, idle=0.9, starting=0) == 6 and ctl.last_rule == "room"  # half the machine free: × 2
+
+
+def test_slow_starters_on_a_quiet_machine_keep_the_width_near_the_cpus():
+    """A synthetic 2-CPU machine running instances that print nothing and show no CPU for their first second (five
+    windows), then use a whole CPU each: the width never runs ahead of what the CPUs can hold."""
+    ctl, m = Controller(cap=20, start=2, cpus=2), Machine()
+    ages: list = []  # windows each running instance has run
+    widest = 0
+    for _ in range(60):
+        ages = [a for a in ages if a < 12]  # each runs 12 windows; the scheduler fills the free places at once
+        ages = [a + 1 for a in ages + [0] * (ctl.width - len(ages))]
+        busy = sum(1 for a in ages if a > 5)
+        starting = sum(1 for a in ages if a <= 5)
+        idle = max(0.0, 1 - busy / 2)
+        stall = min(1.0, max(0.0, (busy - 2) / 2))
+        step(ctl, m, idle=idle, stall=stall, rate=busy, running=len(ages), starting=starting)
+        widest = max(widest, ctl.width)
+    assert widest <= 3
+
+
+def test_a_few_progress_events_are_not_throughput():
+    """Under pressure, a window with fewer than MIN_EVENTS progress events teaches nothing: a handful of Claude Code
+    lines in 0.2 s is noise, and widening on it ratcheted the width up."""
+    ctl, m = Controller(cap=64, start=2), Machine()
+    few = (pressure.MIN_EVENTS - 1) / 0.2  # events per second that make MIN_EVENTS - 1 in a window
+    for _ in range(5):
+        assert step(ctl, m, stall=0.9, idle=0.0, rate=few) == 2
+    assert ctl.last_rule == "hold"
+    assert step(ctl, m, stall=0.9, idle=0.0, rate=pressure.MIN_EVENTS / 0.2) == 3  # enough: it rose from nothing
+    assert ctl.last_rule == "throughput rose"
+
+
 def test_holds_when_the_width_was_not_the_limit():
     ctl, m = Controller(cap=64, start=4), Machine()
     assert step(ctl, m, limited=False, stall=0.0, idle=0.9, rate=10) == 4
@@ -96,7 +137,7 @@ def test_narrows_when_pressure_rises_and_throughput_falls():
 def test_saturated_machine_width_follows_throughput():
     """Other work keeps the CPU stalled from the start: widen while throughput rises, stop where it does not."""
     ctl, m = Controller(cap=128, start=2), Machine()
-    rate = 10.0
+    rate = 100.0
     for _ in range(3):  # each widening gets more done
         rate *= 1.5
         step(ctl, m, stall=1.0, idle=0.0, rate=rate)
@@ -110,11 +151,11 @@ def test_saturated_machine_width_follows_throughput():
 def test_throughput_growing_with_the_width_doubles_it():
     """Agents that mostly wait on a machine other work keeps saturated: throughput follows the width, so widen fast."""
     ctl, m = Controller(cap=512, start=4), Machine()
-    step(ctl, m, stall=1.0, idle=0.0, rate=40)  # first measurement: × 1.25
+    step(ctl, m, stall=1.0, idle=0.0, rate=400)  # first measurement: × 1.25
     assert ctl.width == 5 and ctl.last_rule == "throughput rose"
-    step(ctl, m, stall=1.0, idle=0.0, rate=50)  # 25 % wider, 25 % more done: proportional
+    step(ctl, m, stall=1.0, idle=0.0, rate=500)  # 25 % wider, 25 % more done: proportional
     assert ctl.width == 10 and ctl.last_rule == "throughput scaled"
-    step(ctl, m, stall=1.0, idle=0.0, rate=60)  # twice as wide, only 20 % more done: no longer proportional
+    step(ctl, m, stall=1.0, idle=0.0, rate=600)  # twice as wide, only 20 % more done: no longer proportional
     assert ctl.width == 12 and ctl.last_rule == "throughput rose"
 
 
@@ -152,7 +193,7 @@ def test_width_never_below_one():
 def test_missing_gauges_never_raise():
     ctl = Controller(cap=8, start=2)
     a = Sample(0.0, None, None, None, None, None, None, None, 0)
-    b = Sample(0.2, None, None, None, None, None, None, None, 5)
+    b = Sample(0.2, None, None, None, None, None, None, None, 50)
     window = Window.between(a, b)
     assert window is not None and window.cpu_stall is None and window.idle is None
     ctl.step(window, b, 2, True)  # only throughput is known: it rose from nothing, widen
@@ -260,7 +301,7 @@ def test_trace_writes_one_strict_json_line_per_step(tmp_path, monkeypatch):
     assert [x["width"] for x in lines] == [4, 4, 4] and adm.controller.width == 4
     assert [x["limited"] for x in lines] == [True, False, False]
     assert lines[0]["idle"] == pytest.approx(0.75) and lines[0]["rate"] == pytest.approx(50.0)
-    assert lines[-1]["progress"] == 30 and lines[-1]["running"] == 2
+    assert lines[-1]["progress"] == 30 and lines[-1]["running"] == 2 and lines[-1]["starting"] == 0
 
     monkeypatch.setenv(pressure.TRACE_ENV, str(tmp_path / "absent-dir" / "trace.jsonl"))
     quiet = PressureAdmission(cap=64, sampler=sampler, cpus=2, busy=None)
