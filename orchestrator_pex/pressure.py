@@ -33,10 +33,6 @@ Three parts, one job each:
      else × :data:`GROW`;
   6. otherwise hold.
 
-  Then, if the busy rule (the floor, below) started instances beyond the width during the window, the width is raised
-  to the number running (rule ``busy floor``): they run, so the next window's throughput and stall are measured at
-  that width, not at the smaller one.
-
   The width stays within ``[1, cap]``; it starts at the number of CPUs. On a machine that other work already keeps
   saturated (stall near 100 % before any instance starts) rule 4 cannot fire on pressure alone, so the width is set
   by throughput: it grows while the batch gets more done and stops where it does not.
@@ -149,11 +145,9 @@ class Controller:
     def memory_ok(self) -> bool:
         return self._memory_ok
 
-    def step(self, window: Window, sample: Sample, running: int, limited: bool, starting: int = 0,
-             floor: bool = False) -> int:
+    def step(self, window: Window, sample: Sample, running: int, limited: bool, starting: int = 0) -> int:
         """One window ending at ``sample``: ``running`` instances at its end, ``starting`` of them not printed yet;
-        ``limited``: some start was held back by the width during it; ``floor``: the busy rule started some beyond
-        the width during it. Returns the new width."""
+        ``limited``: some start was held back by the width during it. Returns the new width."""
         self._memory_ok = self._memory_fine(window, sample)
         if window.cpu_stall is not None:
             self._min_stall = window.cpu_stall if self._min_stall is None else min(self._min_stall, window.cpu_stall)
@@ -176,11 +170,6 @@ class Controller:
             self._widen(window, 2.0 if scaling else GROW, "throughput scaled" if scaling else "throughput rose")
         else:
             self.last_rule = "hold"
-        if floor and self._memory_ok and running > self.width:
-            # the busy rule found these instances idle and started them: the width is at least what runs, or every
-            # rule above would judge a width smaller than the one the window's throughput and stall were measured at
-            self._width = float(min(self.cap, running))
-            self.last_rule = "busy floor"
         return self.width
 
     def _room(self, window: Window, starting: int) -> Optional[float]:
@@ -295,7 +284,6 @@ class PressureAdmission:
         self.busy = Headroom(cpus) if busy == "default" else busy
         self._last: Optional[Sample] = None
         self._limited = False
-        self._floor = False  # the busy rule started one beyond the width during the window
         #: ``$ORCHESTRATOR_PEX_PRESSURE_TRACE``: a file to append one JSON line per controller step to (diagnosis)
         self.trace_path = os.environ.get(TRACE_ENV) or None
 
@@ -308,11 +296,11 @@ class PressureAdmission:
                 window = Window.between(self._last, sample)
                 if window is not None:
                     starting = sum(1 for _, has_output in running_now if not has_output)
-                    self.controller.step(window, sample, count, self._limited, starting, self._floor)
+                    self.controller.step(window, sample, count, self._limited, starting)
                     if self.trace_path:
                         self._trace(window, sample, count, starting)
             self._last = sample
-            self._limited = self._floor = False
+            self._limited = False
         if not count:
             return True
         if not self.controller.memory_ok():
@@ -321,10 +309,7 @@ class PressureAdmission:
             self._limited = True
             # The busy rule is a floor: instances that are silent and idle (an agent waiting on its API) use no CPU
             # and print nothing, so on a machine other work saturates neither room nor throughput would widen.
-            if self.busy is None or not self.busy.allows(now, running_now, kind):
-                return False
-            self._floor = True
-            return True
+            return self.busy is not None and bool(self.busy.allows(now, running_now, kind))
         return True
 
 

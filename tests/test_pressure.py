@@ -42,13 +42,12 @@ class Machine:
                       self.progress)
 
 
-def step(ctl: Controller, m: Machine, *, limited: bool = True, running: int = 0, starting: int = 0,
-         floor: bool = False, **kw) -> int:
+def step(ctl: Controller, m: Machine, *, limited: bool = True, running: int = 0, starting: int = 0, **kw) -> int:
     before = m.now()
     after = m.advance(**kw)
     window = Window.between(before, after)
     assert window is not None
-    return ctl.step(window, after, running or ctl.width, limited, starting, floor)
+    return ctl.step(window, after, running or ctl.width, limited, starting)
 
 
 def test_window_shares_and_rate():
@@ -253,36 +252,6 @@ def test_the_busy_rule_is_a_floor_under_the_width():
     assert not busy_agents.allows(0.0, iter(running), "generic", 0)
     assert busy_agents.allows(0.0, iter(running[:1]), "generic", 0)  # below the width: no need to ask
     assert busy_agents.busy.calls == 1
-
-
-def test_the_width_catches_up_with_what_the_busy_floor_started():
-    """Instances the busy rule started beyond the width run: the next windows are measured at that many, so the
-    width is raised to it (P5 on a saturated machine: width 3 while 10 ran, and each × 1.25 applied to the 3)."""
-    ctl, m = Controller(cap=128, start=2), Machine()
-    assert step(ctl, m, stall=1.0, idle=0.0, rate=0, running=10, floor=True) == 10
-    assert ctl.last_rule == "busy floor"
-    assert step(ctl, m, stall=1.0, idle=0.0, rate=0, running=12) == 10  # the floor started none: nothing to follow
-    assert ctl.last_rule == "hold"
-    m.available = 0  # memory short: no catch-up, whatever ran
-    assert step(ctl, m, stall=1.0, idle=0.0, rate=0, running=20, floor=True) < 10
-    assert ctl.last_rule == "memory"
-
-
-def test_admission_tells_the_controller_when_the_floor_started_one():
-    m = Machine()
-
-    def sampler(now: float, progress: int) -> Sample:
-        m.t = now
-        m.stall_us += int(0.2 * 1e6)  # saturated by other work: no room, no progress
-        m.total += 40
-        return m.now()
-
-    adm = PressureAdmission(cap=64, sampler=sampler, cpus=2, busy=Busy(True))
-    running = [(i, True) for i in range(1, 6)]
-    assert adm.allows(0.0, iter(running), "generic", 0)  # width 2, five idle ones: the floor starts a sixth
-    assert adm.controller.width == 2
-    adm.allows(0.25, iter(running + [(6, True)]), "generic", 0)  # the window ends: six ran
-    assert adm.controller.width == 6 and adm.controller.last_rule == "busy floor"
 
 
 def test_busy_rule_reads_no_proc_file_while_enough_are_starting(monkeypatch):
