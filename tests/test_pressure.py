@@ -107,6 +107,19 @@ def test_slow_starters_on_a_quiet_machine_keep_the_width_near_the_cpus():
     assert widest <= 3
 
 
+def test_agents_that_wait_after_starting_still_reach_the_cap():
+    """The same machine, but each instance uses a CPU only while starting (five windows, then it waits on its API,
+    as P2 (b)): once the starters have printed, the idle CPUs are room again, and the width climbs to the cap."""
+    ctl, m = Controller(cap=20, start=2, cpus=2), Machine()
+    ages: list = []
+    for _ in range(80):
+        ages = [a + 1 for a in ages + [0] * (ctl.width - len(ages))]  # nobody finishes in this test
+        starting = sum(1 for a in ages if a <= 5)
+        idle = max(0.0, 1 - min(2, starting) / 2)
+        step(ctl, m, idle=idle, stall=max(0.0, (starting - 2) / 2), rate=0, running=len(ages), starting=starting)
+    assert ctl.width == 20
+
+
 def test_a_few_progress_events_are_not_throughput():
     """Under pressure, a window with fewer than MIN_EVENTS progress events teaches nothing: a handful of Claude Code
     lines in 0.2 s is noise, and widening on it ratcheted the width up."""
