@@ -30,6 +30,7 @@ Time rules (one watcher task per attempt decides both; nothing else ends an atte
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import math
@@ -39,7 +40,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, List, Optional, Sequence
 
 import trio
 
@@ -261,16 +262,15 @@ def _readable(stream: Any) -> bool:  # a trio pipe stream (FdStream, which has f
 
 async def _pump(stream: trio.abc.ReceiveStream, attempt: Attempt, write: Callable[[bytes], object], max_line: int,
                 on_output: Callable[[Attempt], None], pumped: trio.Event) -> None:
-    """Copy stdout to the raw log (``write``) and feed complete lines to accounting until EOF; then set ``pumped``."""
+    """Copy stdout to the raw log (``write``) and feed complete lines to accounting until EOF; then set ``pumped``.
+
+    Reads the pipe's descriptor directly (one wake-up and one ``read`` per chunk; see :func:`_chunks`)."""
     feed = attempt.acct.feed
     pending: List[bytes] = []
     pending_len = 0
     skipping = False  # inside an over-long line: drop bytes until the next newline
     try:
-        while True:
-            chunk = await stream.receive_some(CHUNK)
-            if not chunk:
-                break
+        async for chunk in _chunks(stream):
             attempt.last_output_mono = trio.current_time()
             try:
                 write(chunk)
@@ -317,6 +317,44 @@ async def _pump(stream: trio.abc.ReceiveStream, attempt: Attempt, write: Callabl
             on_output(attempt)
     finally:
         pumped.set()
+
+
+async def _chunks(stream: Any) -> AsyncIterator[bytes]:
+    """The chunks read from ``stream`` (a trio pipe stream) until EOF, at most :data:`CHUNK` bytes each.
+
+    Reads its descriptor directly rather than through ``receive_some``, which first yields to the scheduler and then
+    tries a ``read`` that, on a stream that prints now and then, fails with ``EAGAIN`` before it waits: here a read
+    that filled :data:`CHUNK` is followed by another read at once (after a checkpoint: a fast stream does not
+    starve the others), any other by a wait for the descriptor to become readable, so each chunk of a slow stream
+    costs one wake-up and one successful ``read``. A stream without a descriptor is read with ``receive_some``."""
+    fileno = getattr(stream, "fileno", None)
+    if fileno is None:
+        while True:
+            chunk = await stream.receive_some(CHUNK)
+            if not chunk:
+                return
+            yield chunk
+    fd = fileno()
+    wait_readable, checkpoint, read = trio.lowlevel.wait_readable, trio.lowlevel.checkpoint, os.read
+    full = False
+    while True:
+        if full:
+            await checkpoint()
+        else:
+            await wait_readable(fd)
+        try:
+            chunk = read(fd, CHUNK)
+        except BlockingIOError:  # woken without data (another reader of the pipe took it): wait again
+            full = False
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                raise trio.ClosedResourceError("file was already closed") from None
+            raise trio.BrokenResourceError from exc
+        if not chunk:
+            return
+        full = len(chunk) == CHUNK
+        yield chunk
 
 
 async def _copy_scrubbed(stream: trio.abc.ReceiveStream, f: io.FileIO, scrubber: StreamScrubber) -> None:
