@@ -44,7 +44,7 @@ exactly that of ``json.loads`` + ``handle`` (tests/test_ingest_differential.py, 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from orchestrator_pex import untrusted, vocabulary
 from orchestrator_pex.pricing import estimate_cost
@@ -71,7 +71,7 @@ class Ledger:
     __slots__ = (
         "input", "output", "cache_creation", "cache_read", "tools", "model", "session_id", "num_turns",
         "result_text", "is_error", "api_error_status", "result_seen", "result_cost", "bad_lines", "api_retries",
-        "messages", "agent_version",
+        "messages", "agent_version", "_priced",
     )
 
     def __init__(self, model: Optional[str] = None) -> None:
@@ -89,6 +89,7 @@ class Ledger:
         self.api_retries = 0
         self.messages = 0
         self.agent_version: Optional[str] = None
+        self._priced: Tuple[Any, ...] = ()  # (what the last estimate was computed from, that estimate)
 
     def handle(self, event: Dict[str, Any]) -> None:  # pragma: no cover - abstract
         """Account one parsed event (each reader knows its agent's events)."""
@@ -112,8 +113,17 @@ class Ledger:
         return dict(zip(TOKEN_KEYS, (self.input, self.output, self.cache_creation, self.cache_read)))
 
     def estimate(self) -> float:
-        """The cost of the four figures at ``model``'s price (:func:`orchestrator_pex.pricing.estimate_cost`)."""
-        return estimate_cost(self.model, self.tokens())
+        """The cost of the four figures at ``model``'s price (:func:`orchestrator_pex.pricing.estimate_cost`).
+
+        Computed again only when the model or a figure changed: the scheduler asks for the cost after every chunk
+        an instance prints (budgets), and most chunks change nothing that is priced."""
+        key = (self.model, self.input, self.output, self.cache_creation, self.cache_read)
+        priced = self._priced
+        if priced and priced[0] == key:
+            return priced[1]  # type: ignore[no-any-return]
+        cost = estimate_cost(self.model, self.tokens())
+        self._priced = (key, cost)
+        return cost
 
     @property
     def cost_source(self) -> str:
@@ -133,7 +143,7 @@ class Accounting(Ledger):
     usage streamed so far and the ``result``'s figure.
     """
 
-    __slots__ = ("_recent", "_model_raw", "_model_name", "_names", "_streamed", "_result_tokens")
+    __slots__ = ("_recent", "_model_raw", "_model_name", "_names", "_streamed", "_result_tokens", "_costed")
 
     def __init__(self) -> None:
         super().__init__()
@@ -144,6 +154,7 @@ class Accounting(Ledger):
         self._model_raw: Any = None  # the model value last checked (check once per change, not per message)
         self._model_name: Optional[str] = None
         self._names: Dict[str, str] = {}  # tool names checked once (at most MAX_TOOL_NAMES of them)
+        self._costed: Tuple[Any, ...] = ()  # (what cost_usd was last computed from, that cost)
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
@@ -330,9 +341,16 @@ class Accounting(Ledger):
     def cost_usd(self) -> float:
         if self.result_cost is None:
             return self.estimate()
-        if self.result_cost_trusted():
-            return self.result_cost
-        return max(self.result_cost, self.streamed_estimate())
+        # computed again only when something it depends on changed (asked after every chunk: see Ledger.estimate)
+        streamed = self._streamed
+        key = (self.model, self.input, self.output, self.cache_creation, self.cache_read, self.result_cost,
+               None if streamed is None else (*streamed, *self._result_tokens))
+        costed = self._costed
+        if costed and costed[0] == key:
+            return costed[1]  # type: ignore[no-any-return]
+        cost = self.result_cost if self.result_cost_trusted() else max(self.result_cost, self.streamed_estimate())
+        self._costed = (key, cost)
+        return cost
 
 
 def fold_tools(tools: Dict[str, int], limit: int = MAX_TOOL_NAMES) -> Dict[str, int]:

@@ -253,3 +253,37 @@ def test_garbage_stream_counts_skipped_lines_and_keeps_totals():
     assert acct.bad_lines >= 3
     assert acct.tokens() == {"input": 2400, "output": 49, "cache_creation": 600, "cache_read": 10000}
     assert acct.tools == {"Bash": 1} and acct.num_turns == 2
+
+
+def _fresh_cost(acct: Accounting) -> float:
+    """``acct.cost_usd`` computed from scratch (the cached figures forgotten)."""
+    acct._costed = ()
+    acct._priced = ()
+    return acct.cost_usd
+
+
+def test_cached_cost_follows_every_change():
+    """The cost is computed again only when something it depends on changed (it is asked after every chunk):
+    after every line of every reference transcript, and of a sequence where a result's figure comes to equal the
+    streamed one (the reported figure stays, whether the result is trusted changes), the cached answer is the fresh
+    one."""
+    usage = lambda n: {"input_tokens": n, "output_tokens": n, "cache_creation_input_tokens": 0,  # noqa: E731
+                       "cache_read_input_tokens": 0}
+    crossing = [json.dumps(e).encode() for e in (
+        {"type": "assistant", "message": {"id": "m1", "model": "claude-sonnet-4-5", "usage": usage(10**6)}},
+        {"type": "result", "total_cost_usd": 10.0, "usage": usage(5 * 10**5)},  # hides tokens: the estimate, 18
+        {"type": "result", "total_cost_usd": 10.0, "usage": usage(10**6)},  # all of them: its own 10 (>= half)
+        {"type": "assistant", "message": {"id": "m2", "model": "claude-opus-4-1", "usage": usage(10)}},
+        {"type": "result", "total_cost_usd": 30.0, "usage": usage(2 * 10**6)},
+    )]
+    seen = set()
+    for lines in [*(lines_of(t) for t in TRANSCRIPTS), crossing]:
+        acct = Accounting()
+        for line in lines:
+            acct.feed(line)
+            cached = acct.cost_usd
+            assert cached == acct.cost_usd  # asked twice: the same answer from the cache
+            seen.add((cached, acct.cost_source))
+            assert cached == _fresh_cost(acct), line[:120]
+    assert len(seen) > 3  # the figures did change along the way
+    assert {(18.0, "stream"), (10.0, "result")} <= seen
