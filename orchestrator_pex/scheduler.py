@@ -142,11 +142,17 @@ class InstanceState:
     def current(self) -> Optional[Attempt]:
         return self.attempts[-1] if self.attempts else None
 
-    def tokens(self) -> int:
-        return sum(a.acct.total_tokens for a in self.attempts)
+    def tokens(self) -> int:  # asked after every chunk an instance prints (budgets): one attempt without a sum
+        attempts = self.attempts
+        if len(attempts) == 1:
+            return attempts[0].acct.total_tokens
+        return sum(a.acct.total_tokens for a in attempts)
 
     def cost(self) -> float:
-        return sum(a.acct.cost_usd for a in self.attempts)
+        attempts = self.attempts
+        if len(attempts) == 1:
+            return attempts[0].acct.cost_usd
+        return sum(a.acct.cost_usd for a in attempts)
 
 
 def classify(launch: Launch, attempt: Attempt) -> str:

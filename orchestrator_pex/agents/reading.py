@@ -32,7 +32,7 @@ class Reader(Ledger):
 
     def feed(self, line: bytes) -> bool:
         """Account one line (without its newline). Return False if the line was not usable JSON (it is skipped)."""
-        if not line.strip():
+        if not line or line.isspace():  # blank (``not line.strip()`` without copying the line)
             return True
         return self.handle_json(line)
 
