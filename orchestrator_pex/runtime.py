@@ -5,6 +5,15 @@ one process group that can be signalled as a whole. Its stdout is read in chunks
 complete lines go to :class:`~orchestrator_pex.accounting.Accounting`; a line longer than ``max_line`` bytes is
 skipped (still in the raw log) and never held in memory whole. Stderr goes straight to its log file.
 
+Read loop: the stdout pipe is grown to :data:`CHUNK` bytes where the OS allows and its descriptor is read directly
+(:func:`_chunks`): a read that filled :data:`CHUNK` is followed at once by the next (after a scheduler checkpoint),
+any other by a wait until the pipe is readable, so a chunk costs one wake-up and one ``read``. Each chunk is
+written to the raw log and its complete lines accounted before the next read, and ``on_output`` (the scheduler's
+budget check) runs after every chunk that completed a line: no delay is added between a byte's arrival and its
+accounting beyond the event loop's own. Every byte up to EOF is read, logged and accounted before
+:func:`run_attempt` returns, unless the attempt was stopped (time, budget, :meth:`Attempt.stop`: reading ends
+there) or something that left the process group holds the pipe open ``grace`` seconds after the agent exited.
+
 Guarantees: when :func:`run_attempt` returns or raises — normal exit, timeout, stall, :meth:`Attempt.stop`, or
 cancellation from outside — the process group has been sent SIGTERM, then SIGKILL after ``grace`` seconds if
 anything in it was still alive, and the log files are closed. Nothing the instance prints can raise out of the
