@@ -49,7 +49,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Callable, Dict, List, Optional, Sequence
 
 import trio
 
@@ -278,8 +278,9 @@ async def _pump(stream: trio.abc.ReceiveStream, attempt: Attempt, write: Callabl
     pending: List[bytes] = []
     pending_len = 0
     skipping = False  # inside an over-long line: drop bytes until the next newline
+    chunks = _chunks(stream)
     try:
-        async for chunk in _chunks(stream):
+        async for chunk in chunks:
             attempt.last_output_mono = trio.current_time()
             try:
                 write(chunk)
@@ -325,10 +326,11 @@ async def _pump(stream: trio.abc.ReceiveStream, attempt: Attempt, write: Callabl
                 attempt.skipped_lines += 1
             on_output(attempt)
     finally:
+        await chunks.aclose()  # suspended at a yield or already finished: closes without waiting
         pumped.set()
 
 
-async def _chunks(stream: Any) -> AsyncIterator[bytes]:
+async def _chunks(stream: Any) -> AsyncGenerator[bytes, None]:
     """The chunks read from ``stream`` (a trio pipe stream) until EOF, at most :data:`CHUNK` bytes each.
 
     Reads its descriptor directly rather than through ``receive_some``, which first yields to the scheduler and then
