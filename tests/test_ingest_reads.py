@@ -85,7 +85,7 @@ def test_slow_stream_costs_one_read_per_chunk(monkeypatch):
     import trio
 
     reads = []
-    real_read = os.read
+    real_read, real_readv = os.read, os.readv
 
     def counting_read(fd: int, n: int) -> bytes:
         try:
@@ -95,6 +95,15 @@ def test_slow_stream_costs_one_read_per_chunk(monkeypatch):
             raise
         reads.append(len(data))
         return data
+
+    def counting_readv(fd: int, buffers) -> int:
+        try:
+            n = real_readv(fd, buffers)
+        except BlockingIOError:
+            reads.append(None)
+            raise
+        reads.append(n)
+        return n
 
     lines = [b'{"type":"system","subtype":"init"}\n', b'{"type":"assistant"}\n', b'{"type":"result"}\n']
 
@@ -111,6 +120,7 @@ def test_slow_stream_costs_one_read_per_chunk(monkeypatch):
             await out.aclose()
 
         monkeypatch.setattr(os, "read", counting_read)
+        monkeypatch.setattr(os, "readv", counting_readv)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
             async for chunk in runtime._chunks(stream):
@@ -135,3 +145,39 @@ def test_stream_without_a_descriptor_is_read_with_receive_some():
             return self.parts.pop(0) if self.parts else b""
 
     assert _collect(Memory([b"a\n", b"b"])) == [b"a\n", b"b"]
+
+
+def test_streams_sharing_the_read_buffer_keep_their_own_bytes():
+    """Every stream of a run reads into one buffer: chunks are copies, so many streams read at once (and a chunk
+    kept while others are read) each keep exactly their own bytes."""
+    import trio
+
+    streams = {i: [os.urandom(100 + 37 * i) + b"\n" for _ in range(20)] for i in range(8)}
+
+    async def main() -> dict:
+        got: dict = {i: [] for i in streams}
+
+        async def one(i: int) -> None:
+            r, w = os.pipe()
+            reader, out = trio.lowlevel.FdStream(r), trio.lowlevel.FdStream(w)
+
+            async def writer() -> None:
+                for part in streams[i]:
+                    await out.send_all(part)
+                    await trio.sleep(0.001 * (i % 3))
+                await out.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                async for chunk in runtime._chunks(reader):
+                    got[i].append(chunk)
+            await reader.aclose()
+
+        async with trio.open_nursery() as nursery:
+            for i in streams:
+                nursery.start_soon(one, i)
+        return got
+
+    got = trio.run(main)
+    for i, parts in streams.items():
+        assert b"".join(got[i]) == b"".join(parts)
