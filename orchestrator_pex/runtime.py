@@ -393,13 +393,12 @@ def _read_buffer() -> memoryview:
 
 
 async def _copy_scrubbed(stream: trio.abc.ReceiveStream, f: io.FileIO, scrubber: StreamScrubber) -> None:
+    chunks = _chunks(stream)
     try:
-        while True:
-            chunk = await stream.receive_some(CHUNK)
-            if not chunk:
-                break
+        async for chunk in chunks:
             f.write(scrubber.feed(chunk))
     finally:
+        await chunks.aclose()
         f.write(scrubber.flush())
 
 
