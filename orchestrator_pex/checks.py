@@ -123,11 +123,12 @@ def _policy(plan: Any, label: str, policy: Optional[str], concurrency: Optional[
     from orchestrator_pex import policy as policy_mod
     from orchestrator_pex.errors import ConfigError, UsageError
     from orchestrator_pex.plan import forbid_tools
-    from orchestrator_pex.results import default_results_dir
 
     path = policy_mod.policy_path(policy)
     if path is None:
         return plan, []
+    from orchestrator_pex.results import default_results_dir  # only with a policy: results imports the records (P3)
+
     try:
         rules = policy_mod.load_policy(path)
     except ConfigError as exc:

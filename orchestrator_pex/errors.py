@@ -17,7 +17,7 @@ Every error a user can cause is built here, so messages keep one shape: ``FILE: 
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, List, NamedTuple, Optional
+from typing import Dict, Iterable, List, NamedTuple, Optional
 
 EXIT_OK = 0  #: every instance succeeded
 EXIT_FAILED = 1  #: at least one instance did not succeed
@@ -55,7 +55,14 @@ def exit_status_help() -> str:
 #: return, DEL, the C1 controls and lone surrogates (they cannot be encoded into argv, env or a file name).
 _CONTROL = "".join(chr(c) for c in [*range(0, 9), 11, 12, *range(14, 32), *range(0x7F, 0xA0)])
 _SURROGATES = "".join(chr(c) for c in range(0xD800, 0xE000))
-_ESCAPE = {**{ord(c): f"\\u{ord(c):04x}" for c in _CONTROL + _SURROGATES}, 9: "\\t", 10: "\\n", 13: "\\r"}
+_ESCAPE: Dict[int, str] = {}  # filled on first use (_escapes): 2,100 entries are not built at every start-up (P3)
+
+
+def _escapes() -> Dict[int, str]:
+    if not _ESCAPE:
+        table = {ord(c): f"\\u{ord(c):04x}" for c in _CONTROL + _SURROGATES}
+        _ESCAPE.update({**table, 9: "\\t", 10: "\\n", 13: "\\r"})
+    return _ESCAPE
 
 
 class OrchestratorError(Exception):
@@ -179,7 +186,7 @@ def find(exc: BaseException) -> OrchestratorError | None:
 def one_line(text: str) -> str:
     """``text`` with every control character (newline and tab as ``\\n``, ``\\t``) and lone surrogate escaped: a
     message built from user input stays one printable line whatever the input held."""
-    return text.translate(_ESCAPE)
+    return text.translate(_escapes())
 
 
 def describe(value: object) -> str:

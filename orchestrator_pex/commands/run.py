@@ -76,7 +76,6 @@ def main(args: argparse.Namespace) -> int:
     from orchestrator_pex import checks
     from orchestrator_pex.plan import lean
     from orchestrator_pex.request import RunRequest
-    from orchestrator_pex.session import launch
 
     request = RunRequest.from_args(args)
     if request.start_at is not None:  # refuse a bad --start-at before reading anything else
@@ -108,6 +107,8 @@ def main(args: argparse.Namespace) -> int:
     meta, agent_versions = findings.meta, findings.agent_versions
     del findings  # with it the batch's own instances: the run holds only the launches' (plan.lean, issue 14)
     plan = lean(plan)
+    from orchestrator_pex.session import launch  # not before: --dry-run never imports the run's modules (P3)
+
     return launch(plan, options, start_at=request.start_at or plan.batch.start_at, meta=meta,
                   agent_versions=agent_versions)
 
@@ -130,8 +131,6 @@ def print_dry_run(plan, out) -> None:
     scrub = Redactor.from_env(None, *(one.env_add for one in plan.launches), always=secret.values()).scrub_text
 
     from orchestrator_pex import graph
-    from orchestrator_pex.results import log_stem
-    from orchestrator_pex.workspace import branch_name
 
     print(f"# {plan.batch.path}: {plural(len(plan.launches), 'instance')}; nothing is started", file=out)
     if plan.env_file:
@@ -152,6 +151,9 @@ def print_dry_run(plan, out) -> None:
             print(f"  needs: {', '.join(inst.needs)} (when {inst.when or 'success'}; level {depth[launch.name]})",
                   file=out)
         if inst.workspace == "worktree":
+            from orchestrator_pex.results import log_stem  # only here: results imports the records (P3)
+            from orchestrator_pex.workspace import branch_name
+
             print(f"  workspace: worktree of {inst.repo or 'the repository holding cwd'} at {inst.base or 'HEAD'}, "
                   f"branch {branch_name('RUN_ID', log_stem(launch.name))}, keep {inst.keep}, commit "
                   f"{'true' if inst.commit else 'false'}", file=out)
