@@ -1,0 +1,109 @@
+"""Batch files read a chunk of ``[[instances]]`` tables at a time (``config._examine_in_chunks``, issue 14 P6) give
+exactly what the whole-document examination gives: the same batch, problems and key order, for every batch.
+
+The chunked path answers only for a batch with no problem at all; anything else (and any document it cannot prove
+safe to cut: multi-line strings, other tables after the instances, JSON) falls back to the whole document, so every
+error message stays the one the whole-document examination writes. Each case is examined both ways and compared.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator_pex import config, examples
+from tests.test_config import MALFORMED
+
+PLAIN = "".join(f'[[instances]]\nname = "i{i}"\nargv = ["/bin/echo", "{i}"]\nenv = {{ X = "{i}" }}\n'
+                for i in range(7))
+
+VALID = [
+    pytest.param('concurrency = 4\n[defaults]\nmodel = "m"\n' + PLAIN, id="head-then-instances"),
+    pytest.param(PLAIN.replace('[[instances]]\nname = "i3"', '[[instances]]  \r\nname = "i3"'), id="header-blank-cr"),
+    pytest.param('[[instances]]\nname = "a"\nprompt = "p"\n[instances.env]\nA = "1"\n[[instances]]\nname = "b"\n'
+                 'prompt = "q"\n', id="instance-subtable"),
+    pytest.param(PLAIN + '[[instances]] # one\nname = "a"\nprompt = "p"\n[[ instances ]]\nname = "b"\nprompt = "q"\n',
+                 id="headers-not-cut-at"),
+    pytest.param('[[instances]]\nname = "é ü"\nprompt = "naïve [[instances]]"\n' + PLAIN, id="utf8-and-brackets"),
+    pytest.param(examples.example_batch(), id="init-example"),
+    pytest.param(examples.demo_batch(), id="demo"),
+    pytest.param(examples.fanout_batch(), id="fanout"),
+]
+
+TRICKY = [
+    # a header line inside a multi-line array: invalid TOML, one message from the whole parse
+    pytest.param('[[instances]]\nname = "a"\nargv = [\n"x",\n[[instances]]\n]\n', id="header-in-array"),
+    # a header line inside a multi-line string: the string holds it, one instance
+    pytest.param('[[instances]]\nname = "a"\nprompt = """\n[[instances]]\nname = "b"\n"""\n', id="header-in-string"),
+    pytest.param("[[instances]]\nname = 'a'\nprompt = '''\n[[instances]]\n'''\n", id="header-in-literal-string"),
+    pytest.param(PLAIN + '[defaults]\nmodel = "m"\n', id="table-after-instances"),
+    pytest.param('[defaults]\nmodel = "m"\n' + PLAIN + '[defaults]\nmodel = "n"\n', id="table-defined-twice"),
+    pytest.param('instances = []\n' + PLAIN, id="instances-twice"),
+    pytest.param('[instances]\nname = "x"\n' + PLAIN, id="instances-table-then-array"),
+    pytest.param(PLAIN + PLAIN, id="duplicate-names-across-chunks"),
+    pytest.param(PLAIN + '[[instances]]\nname = "z"\nprompt = "p"\ntimeout = "ten"\n', id="bad-value-last-chunk"),
+    pytest.param(PLAIN + '[[instances]]\nname = "z"\nargv = []\n', id="empty-argv"),
+    pytest.param(PLAIN + '[[instances]]\nname = "z\\u0001"\nprompt = "p"\n', id="control-character"),
+    pytest.param(PLAIN + '[[instances]]\nname = "z"\nprompt = "p"\nbogus = 1\n', id="unknown-key"),
+    pytest.param('path = "x"\n' + PLAIN, id="path-key"),
+    pytest.param(PLAIN + '[[instances]]\nname = "z"\nprompt = "p"\nneeds = ["nobody"]\n', id="unknown-need"),
+    pytest.param(PLAIN.encode("utf-8") + b'[[instances]]\nname = "\xff"\nprompt = "p"\n', id="not-utf8"),
+]
+
+
+def _both(data: bytes, path: str, monkeypatch: pytest.MonkeyPatch):
+    with monkeypatch.context() as m:
+        m.setattr(config, "_examine_in_chunks", lambda data, path: None)
+        whole = config.examine_batch(data, path)
+    return config.examine_batch(data, path), whole
+
+
+def _same(a: config.Examined, b: config.Examined) -> None:
+    assert a.batch == b.batch
+    assert [str(p) for p in a.problems] == [str(p) for p in b.problems]
+    assert a.order == b.order
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 1000])
+@pytest.mark.parametrize("text", VALID)
+def test_a_valid_batch_read_in_chunks_is_the_batch_read_whole(text, chunk, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CHUNK_INSTANCES", chunk)
+    data, path = text.encode(), str(tmp_path / "b.toml")
+    assert config._examine_in_chunks(data, path) is not None  # the chunked path answered: the comparison is real
+    chunked, whole = _both(data, path, monkeypatch)
+    assert whole.batch is not None and not whole.problems
+    _same(chunked, whole)
+    assert chunked.position("instances[3].argv") == whole.position("instances[3].argv")
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+@pytest.mark.parametrize("text", TRICKY)
+def test_a_batch_the_chunks_cannot_vouch_for_is_examined_whole(text, chunk, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CHUNK_INSTANCES", chunk)
+    data = text if isinstance(text, bytes) else text.encode()
+    path = str(tmp_path / "b.toml")
+    chunked, whole = _both(data, path, monkeypatch)
+    _same(chunked, whole)
+    if whole.problems or whole.batch is None:
+        assert config._examine_in_chunks(data, path) is None  # never an answer for a batch with a problem
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+@pytest.mark.parametrize("name,text,expected", MALFORMED)
+def test_every_malformed_batch_keeps_its_message(name, text, expected, chunk, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CHUNK_INSTANCES", chunk)
+    data = text if isinstance(text, bytes) else text.encode()
+    path = str(tmp_path / name)
+    chunked, whole = _both(data, path, monkeypatch)
+    _same(chunked, whole)
+    assert whole.problems  # each MALFORMED case is a problem, reported the same either way
+
+
+def test_a_multi_chunk_batch_shares_equal_strings_and_key_order_nodes(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CHUNK_INSTANCES", 3)
+    text = "".join(f'[[instances]]\nname = "i{i}"\nargv = ["/bin/true", "x"]\n' for i in range(10))
+    found = config.examine_batch(text.encode(), str(tmp_path / "b.toml"))
+    assert not found.problems and len(found.batch.instances) == 10
+    first, last = found.batch.instances[0], found.batch.instances[9]
+    assert first.argv[1] is last.argv[1]  # interned across chunks, as in one document
+    nodes = found.order[1][0]
+    assert len({id(n) for n in nodes}) == 1
