@@ -202,13 +202,17 @@ def apply_defaults(batch: Batch) -> Tuple[Instance, ...]:
     return tuple(with_defaults(batch, inst) for inst in batch.instances)
 
 
-def with_defaults(batch: Batch, inst: Instance) -> Instance:
-    """One instance of ``batch`` with its defaults applied (see :func:`apply_defaults`)."""
+def with_defaults(batch: Batch, inst: Instance, shared: Optional[Dict[str, Any]] = None) -> Instance:
+    """One instance of ``batch`` with its defaults applied (see :func:`apply_defaults`). ``shared``: values made
+    for earlier instances of the same batch; an instance with no ``env`` of its own then gets the one dict made
+    from ``[defaults]`` (a plan of 100,000 instances holds one, not 100,000; nothing changes an ``env`` once
+    made)."""
     changes: Dict[str, Any] = {}
     for field in attrs.fields(Defaults):
         own, default = getattr(inst, field.name), getattr(batch.defaults, field.name)
         if field.name == "env":
-            changes["env"] = {**(default or {}), **(own or {})}
+            env = {**(default or {}), **(own or {})}
+            changes["env"] = env if shared is None or own else shared.setdefault("env", env)
         elif own is None:
             if default is None and field.name in WORKSPACE_KEYS:
                 default = getattr(batch, field.name)
@@ -493,9 +497,9 @@ def _structure(raw: Dict[str, Any], path: str) -> Tuple[Optional[Batch], List[Tu
         _SHARED.clear()
 
 
-#: While a batch is structured: equal list entries (``argv``, tool names, ...) become one string object, so 100,000
-#: instances with the same program or arguments hold each once (see :func:`_str_list`).
-_SHARED: Dict[str, str] = {}
+#: While a batch is structured: equal list entries (``argv``, tool names, ...) become one string object, and equal
+#: lists one tuple, so 100,000 instances with the same program or arguments hold each once (see :func:`_str_list`).
+_SHARED: Dict[Any, Any] = {}
 
 
 _KEY_PART = re.compile(r"\.?([^.\[]+)|\[(\d+)\]")
@@ -831,7 +835,8 @@ def _str_list(v: Any, _: Any, check: Callable[[Any], str] = _prose) -> Tuple[str
             check(x)
         except ValueError as exc:
             raise ValueError(f"{exc} (at index {i})") from None
-    return tuple([_SHARED.setdefault(x, x) for x in v])
+    listed = tuple([_SHARED.setdefault(x, x) for x in v])
+    return _SHARED.setdefault(listed, listed)  # equal lists: one tuple too (a str is never equal to a tuple)
 
 
 def _env(v: Any, _: Any) -> Dict[str, str]:

@@ -142,12 +142,16 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
     file_env = envfile.load(env_path) if env_path else {}
     launches = []
     programs: Dict[Tuple[str, Optional[str], Optional[str]], Optional[str]] = {}  # one lookup, one string each
+    shared: Dict[str, Any] = {}  # the env of every instance with none of its own: one dict (never changed)
+    argvs: Dict[Tuple[str, ...], Tuple[str, ...]] = {}  # equal generic argvs: one tuple
     for raw in batch.instances:
-        inst = with_defaults(batch, raw)
+        inst = with_defaults(batch, raw, shared)
         cwd: Optional[str] = inst.cwd
         if cwd is not None:
             cwd = os.path.realpath(os.path.join(batch_dir, cwd))
         env_add = {**file_env, **(inst.env or {})}
+        if not raw.env:
+            env_add = shared.setdefault("env_add", env_add)
         if inst.argv is not None:  # the PATH the child gets: the env file's counts too
             path = env_add["PATH"] if "PATH" in env_add else instance_path(inst)
             where = (inst.argv[0], path, cwd)
@@ -156,6 +160,7 @@ def make_plan(batch: Batch, claude: Optional[str] = None, forbidden_tools: Seque
             found = programs[where]
             kind = "generic"
             argv = (found, *inst.argv[1:]) if found is not None and found != inst.argv[0] else inst.argv
+            argv = argvs.setdefault(argv, argv)
         elif (inst.agent or "claude") == "claude":
             kind, argv = "claude", _unfilled(lambda x: claude_argv(prefixes["claude"], x, forbidden_tools), inst)
         else:
