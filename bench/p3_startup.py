@@ -41,6 +41,8 @@ def main() -> None:
         version = timed([*ORCH, "--version"], env, a.runs)
         dry = timed([*ORCH, "run", batch, "--dry-run"], env, a.runs)
     print(f"P3 start-up, median of {a.runs} runs")
+    if env.get("PYTHONDONTWRITEBYTECODE"):  # no __pycache__: every start compiles the package's imported sources
+        print("PYTHONDONTWRITEBYTECODE is set: each start compiles orchestrator_pex's sources (no __pycache__)")
     print(table([
         ["command", "ms", "ratio to python -c pass", "goal ms"],
         ["python -c pass", f"{base:.0f}", "1.00", "-"],

@@ -15,6 +15,9 @@ Input is checked completely before anything starts (every problem below is one l
 * **The file.** Only a regular file is read (a FIFO, a device such as ``/dev/zero`` or a directory is refused before
   a byte is read), and at most :data:`MAX_BATCH_BYTES`. Nesting deeper than :data:`MAX_DEPTH` arrays/tables (TOML)
   or arrays/objects (JSON) is refused before parsing, by a scan that ignores brackets inside strings and comments.
+  A TOML batch is first read :data:`CHUNK_INSTANCES` ``[[instances]]`` tables at a time
+  (:func:`_examine_in_chunks`); that reading answers only for a batch with no problem, and only where it provably
+  reads what one parse of the whole file reads; otherwise the whole document is examined (every message below).
 * **Strings.** No string anywhere in the file (keys included) may hold NUL, another C0 control character, DEL, a
   C1 control character (U+0080-U+009F) or a lone surrogate (they cannot reach argv, env or a file name intact).
   Tab, newline and carriage return are allowed only in multi-line text: ``prompt``, ``append_system_prompt``,
