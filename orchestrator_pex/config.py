@@ -38,7 +38,7 @@ import os
 import re
 import stat
 import sys
-from typing import Any, Callable, Dict, Iterator, List, NewType, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NewType, Optional, Sequence, Tuple, cast
 
 import attrs
 import cattrs
@@ -839,7 +839,7 @@ def _str_list(v: Any, _: Any, check: Callable[[Any], str] = _prose) -> Tuple[str
         except ValueError as exc:
             raise ValueError(f"{exc} (at index {i})") from None
     listed = tuple([_SHARED.setdefault(x, x) for x in v])
-    return _SHARED.setdefault(listed, listed)  # equal lists: one tuple too (a str is never equal to a tuple)
+    return cast(Tuple[str, ...], _SHARED.setdefault(listed, listed))  # equal lists: one tuple (never equal to a str)
 
 
 def _env(v: Any, _: Any) -> Dict[str, str]:
