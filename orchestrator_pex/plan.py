@@ -26,7 +26,7 @@ from orchestrator_pex.config import AGENT_SIM, Batch, Instance, Prose, Text, wit
 from orchestrator_pex.errors import Problem, Problems, UsageError
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)  # no generated __repr__: nothing prints one, and building it costs start-up (P3)
 class Launch:
     """One instance, ready to start: ``argv`` is executed directly (no shell)."""
 
@@ -41,7 +41,7 @@ class Launch:
         return self.instance.name
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Plan:
     batch: Batch
     agent: Tuple[str, ...]  # how the Claude Code executable is invoked (may be the built-in demo agent)

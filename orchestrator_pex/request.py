@@ -10,7 +10,8 @@ was asked (``attrs.evolve`` makes a changed copy, e.g. ``resume`` and ``demo`` f
 ``ReportRequest``, ``ScheduleRequest``, ``SelfRequest``, ``InitRequest`` and ``VersionRequest`` are the other
 commands'. ``from_args`` tolerates an absent option (it takes the field's default), so a request can be built from
 a command's own parser or from a partial stand-in. Nothing here checks values: the parsers' types and the library
-do, at the edges they own.
+do, at the edges they own. The classes compare by value but generate no ``__repr__`` (nothing prints a request;
+every class attrs builds costs start-up time, issue 14 P3).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import attrs
 from orchestrator_pex.selection import Selection
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class RunOptions:
     """How one session of a run goes: the options ``run``, ``resume`` and ``demo`` share (``add_run_options``)."""
 
@@ -76,7 +77,7 @@ def _get(args: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class RunRequest:
     """``run BATCH``: the batch, the session's options, and what only ``run`` asks (start time, shard, dry run)."""
 
@@ -94,7 +95,7 @@ class RunRequest:
                    dry_run=bool(_get(args, "dry_run", False)))
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ResumeRequest:
     """``resume RUN_DIR``: the run (a directory, or a run id under ``options.results_dir``) and what to rerun."""
 
@@ -109,7 +110,7 @@ class ResumeRequest:
                    rerun_failed=bool(_get(args, "rerun_failed", False)), dry_run=bool(_get(args, "dry_run", False)))
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ValidateRequest:
     """``validate BATCH``: the batch, the options ``run`` would check it with, and whether to check this machine."""
 
@@ -123,7 +124,7 @@ class ValidateRequest:
                    preflight=not _get(args, "no_preflight", False))
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class MergeRequest:
     """``merge RESULTS...``: the documents to combine and where the combination goes."""
 
@@ -140,7 +141,7 @@ class MergeRequest:
                    exit_status=bool(_get(args, "exit_status", False)))
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class RunsRequest:
     """``runs list|show|watch|prune``: the action and its options (absent ones keep their defaults)."""
 
@@ -165,7 +166,7 @@ class RunsRequest:
                    dry_run=bool(_get(args, "dry_run", False)))
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ScheduleRequest:
     """``schedule cron|systemd BATCH``: the scheduler, its timing and the run it schedules (paths as given)."""
 
@@ -198,7 +199,7 @@ class ScheduleRequest:
         return cls(**given)
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class SelfRequest:
     """``self verify``: the action and where the PEX, its release bundle and the trusted signers are."""
 
@@ -213,7 +214,7 @@ class SelfRequest:
                    trust=_get(args, "trust"))
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class InitRequest:
     """``init [PATH]``: which example batch to write, and where (``-``: stdout)."""
 
@@ -228,7 +229,7 @@ class InitRequest:
                    example=_get(args, "example"), force=bool(_get(args, "force", False)))
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ReportRequest:
     """``report RUN|RESULTS.json``: the source, where the report goes, and where run ids are looked up."""
 
@@ -241,7 +242,7 @@ class ReportRequest:
         return cls(source=args.source, output=_get(args, "output"), results_dir=_get(args, "results_dir"))
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class VersionRequest:
     """``version``: one line, or the JSON document with ``--json``."""
 
