@@ -107,3 +107,41 @@ def test_a_multi_chunk_batch_shares_equal_strings_and_key_order_nodes(tmp_path, 
     assert first.argv[1] is last.argv[1]  # interned across chunks, as in one document
     nodes = found.order[1][0]
     assert len({id(n) for n in nodes}) == 1
+
+
+def test_instances_share_equal_argv_and_the_defaults_env_but_keep_their_own(tmp_path):
+    from orchestrator_pex.plan import make_plan
+
+    text = ('[defaults]\nenv = { A = "1" }\n'
+            + "".join(f'[[instances]]\nname = "i{i}"\nargv = ["/bin/true", "x"]\n' for i in range(3))
+            + '[[instances]]\nname = "own"\nargv = ["/bin/true", "x"]\nenv = { B = "2" }\n')
+    path = tmp_path / "b.toml"
+    path.write_text(text)
+    plan = make_plan(config.load_batch(str(path)))
+    first, second, _, own = plan.launches
+    assert first.argv is second.argv and first.argv == own.argv
+    assert first.env_add is second.env_add and first.env_add == {"A": "1"}
+    assert first.instance.env is second.instance.env and first.instance.env == {"A": "1"}
+    assert own.env_add == own.instance.env == {"A": "1", "B": "2"} and own.env_add is not first.env_add
+
+
+def test_a_dry_run_imports_none_of_the_run_modules(tmp_path):
+    """``run --dry-run`` answers without the modules only a real run needs (start-up, issue 14 P3)."""
+    import os
+    import subprocess
+    import sys
+
+    batch = tmp_path / "b.toml"
+    batch.write_text('claude = "@agent-sim"\n[[instances]]\nname = "a"\nprompt = "p"\n')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import contextlib, io, sys\nfrom orchestrator_pex.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()): status = main(['run', sys.argv[1], '--dry-run'])\n"
+            "print(status, sorted(m for m in sys.modules if m.startswith('orchestrator_pex')))")
+    out = subprocess.run([sys.executable, "-c", code, str(batch)], cwd=root, capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    status, _, modules = out.partition(" ")
+    assert status == "0"
+    assert "orchestrator_pex.plan" in modules  # the dry run did plan the batch
+    for heavy in ("orchestrator_pex.session", "orchestrator_pex.results", "orchestrator_pex.records",
+                  "orchestrator_pex.runner", "orchestrator_pex.journal"):
+        assert f"'{heavy}'" not in modules
