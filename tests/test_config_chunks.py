@@ -9,6 +9,8 @@ error message stays the one the whole-document examination writes. Each case is 
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orchestrator_pex import config, examples
 from tests.test_config import MALFORMED
@@ -148,3 +150,62 @@ def test_a_dry_run_imports_none_of_the_run_modules(tmp_path, make_cli_env):
         never += ["results", "records"]
     for name in never:
         assert f"'orchestrator_pex.{name}'" not in modules
+
+
+#: Lines and blocks a batch may be made of, valid or not, including every way a cut could go wrong: headers the
+#: splitter does not cut at, subtables, tables after the instances, arrays and strings spanning lines, CRLF.
+_FRAGMENTS = [
+    '[[instances]]\nname = "{n}"\nargv = ["/bin/echo", "{n}"]\n',
+    '[[instances]]\nname = "{n}"\nprompt = "p {n}"\n',
+    '[[instances]]\r\nname = "{n}"\r\nprompt = "p"\r\n',
+    '[[instances]] # c\nname = "{n}"\nprompt = "p"\n',
+    '[[ instances ]]\nname = "{n}"\nprompt = "p"\n',
+    '[instances.env]\nA = "{n}"\n',
+    'timeout = 5\n',
+    'timeout = "ten"\n',
+    'bogus = 1\n',
+    '# [[instances]]\n',
+    'argv = [\n"/bin/true",\n"{n}"\n]\n',
+    'argv = [\n[[instances]]\n]\n',
+    'prompt = """\n[[instances]]\nname = "x"\n"""\n',
+    "prompt = '''\n[[instances]]\n'''\n",
+    '[defaults]\nmodel = "m"\n',
+    '[budget]\nmax_tokens = 10\n',
+    'concurrency = 3\n',
+    'needs = ["{n}"]\n',
+    '\n',
+]
+
+
+#: Valid batches most of the time: a head, then instances with distinct names, each maybe with more lines.
+_HEADS = ["", "concurrency = 3\n", '[defaults]\nmodel = "m"\n', '# [[instances]]\n[budget]\nmax_tokens = 10\n']
+_INSTANCE_LINES = ["", "timeout = 5\n", '[instances.env]\nA = "1"\n', 'argv = [\n"/bin/true",\n"x"\n]\n',
+                   "# [[instances]]\n", "\n", "timeout = 0\n", '[defaults]\nmodel = "n"\n']
+
+
+@st.composite
+def _mostly_valid(draw) -> str:
+    out = [draw(st.sampled_from(_HEADS))]
+    for i in range(draw(st.integers(1, 9))):
+        header = draw(st.sampled_from(["[[instances]]\n", "[[instances]]\r\n", "[[instances]] # c\n",
+                                       "[[ instances ]]\n"]))
+        body = draw(st.sampled_from(['name = "i{i}"\nprompt = "p"\n', 'name = "i{i}"\nargv = ["/bin/echo"]\n']))
+        out += [header, body.replace("{i}", str(i)), draw(st.sampled_from(_INSTANCE_LINES))]
+    return "".join(out)
+
+
+_ANY = st.lists(st.tuples(st.sampled_from(_FRAGMENTS), st.integers(0, 6)), max_size=14).map(
+    lambda parts: "".join(fragment.replace("{n}", f"i{n}") for fragment, n in parts))
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=300,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(_mostly_valid(), _ANY), chunk=st.integers(1, 4))
+def test_any_document_reads_the_same_in_chunks_and_whole(text, chunk, tmp_path, monkeypatch):
+    data, path = text.encode(), str(tmp_path / "b.toml")
+    with monkeypatch.context() as m:
+        m.setattr(config, "CHUNK_INSTANCES", chunk)
+        chunked, whole = _both(data, path, m)
+        _same(chunked, whole)
+        if whole.problems or whole.batch is None:
+            assert config._examine_in_chunks(data, path) is None
