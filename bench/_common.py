@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -37,18 +37,26 @@ def _status_kb(pid: int, key: bytes) -> int:
     return 0
 
 
-def _cpu_s(pid: int) -> float:
+def _cpu_split(pid: int) -> Tuple[float, float]:
+    """The process's own user and system CPU seconds so far (all its threads; not its children)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rpartition(b")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return 0.0
+        tck = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tck, int(fields[12]) / tck
+    except (OSError, IndexError, ValueError):
+        return 0.0, 0.0
+
+
+def _cpu_s(pid: int) -> float:
+    return sum(_cpu_split(pid))
 
 
 class Measured:
-    def __init__(self, wall: float, peak_rss_mb: float, cpu_s: float, returncode: int) -> None:
+    def __init__(self, wall: float, peak_rss_mb: float, cpu_s: float, returncode: int, cpu_user_s: float = 0.0,
+                 cpu_sys_s: float = 0.0) -> None:
         self.wall, self.peak_rss_mb, self.cpu_s, self.returncode = wall, peak_rss_mb, cpu_s, returncode
+        self.cpu_user_s, self.cpu_sys_s = cpu_user_s, cpu_sys_s  #: the split of cpu_s (user, system)
 
 
 def measure(argv: Sequence[str], *, env=None, cwd=None, stdout=subprocess.DEVNULL,
@@ -56,12 +64,14 @@ def measure(argv: Sequence[str], *, env=None, cwd=None, stdout=subprocess.DEVNUL
     """Run argv; wall time, and the process's own peak RSS (VmHWM) and CPU time, sampled until it exits."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=stdout, stderr=stderr)
-    peak = [0, 0.0]
+    peak = [0, 0.0, 0.0]
 
     def sample() -> None:
         while proc.poll() is None:
             peak[0] = max(peak[0], _status_kb(proc.pid, b"VmHWM:"))
-            peak[1] = max(peak[1], _cpu_s(proc.pid))
+            user, system = _cpu_split(proc.pid)
+            if user + system >= peak[1] + peak[2]:  # CPU time only grows; 0 once the process is gone
+                peak[1], peak[2] = user, system
             time.sleep(0.02)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -69,7 +79,7 @@ def measure(argv: Sequence[str], *, env=None, cwd=None, stdout=subprocess.DEVNUL
     rc = proc.wait()
     wall = time.perf_counter() - t0
     t.join()
-    return Measured(wall, peak[0] / 1024, peak[1], rc)
+    return Measured(wall, peak[0] / 1024, peak[1] + peak[2], rc, cpu_user_s=peak[1], cpu_sys_s=peak[2])
 
 
 def median(values: List[float]) -> float:
