@@ -152,7 +152,8 @@ def run_orchestrator(claude: str, n: int, mock_url: str, tmp: str):
     env.pop("ORCHESTRATOR_PEX_RESULTS_DIR", None)
     out_path = os.path.join(work, "results.out")
     with open(out_path, "wb") as out:
-        m = measure([*ORCH, "run", batch, "--json", "--results-dir", results], env=env, cwd=REPO, stdout=out)
+        # in its own folder, as each xargs level runs in its own: the instances inherit the working directory
+        m = measure([*ORCH, "run", batch, "--json", "--results-dir", results], env=env, cwd=work, stdout=out)
     try:
         with open(out_path, encoding="utf-8") as f:
             doc = json.load(f)
